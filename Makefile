@@ -1,0 +1,40 @@
+# aebench: `make setup` once, then `make bench`. `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+AEBENCH := $(BIN)/aebench
+MATRIX ?= quick
+SET ?=
+# pytest-benchmark gates for `make bench-micro`, e.g. BENCH_COMPARE_FAIL=mean:5%
+BENCH_COMPARE_FAIL ?=
+BENCH_SAVE ?= --benchmark-autosave
+
+.PHONY: help setup test bench bench-paper bench-micro report clean-reports
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+setup: $(BIN)/python ## create .venv and install aebench with its dev extras (rerunnable)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+
+test: ## run the test suite (tiny data, a few minutes)
+	$(BIN)/python -m pytest -q
+
+bench: ## run the quick matrix (bench/matrices/quick.toml) and write the report
+	$(AEBENCH) run $(MATRIX) $(SET)
+
+bench-paper: ## the paper's setting: conv AE, noise 0.2, full MNIST, 100 epochs (hours; resumable)
+	$(AEBENCH) run paper $(SET)
+
+bench-micro: ## pytest-benchmark microbenchmarks (not part of `make test`)
+	$(BIN)/python -m pytest -q benchmarks $(BENCH_SAVE) $(if $(BENCH_COMPARE_FAIL),--benchmark-compare --benchmark-compare-fail=$(BENCH_COMPARE_FAIL))
+
+report: ## rebuild the latest run's report from the store
+	$(AEBENCH) report
+
+clean-reports: ## delete generated reports and the result store
+	find reports -mindepth 1 ! -name README.md -exec rm -rf {} +
