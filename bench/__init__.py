@@ -1,0 +1,3 @@
+"""aebench: a quality-of-service benchmark harness for autoencoders."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,246 @@
+"""aebench's command line. Bad input ends here as one line on stderr and exit status 2, with nothing written."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UserError
+from bench.store import DEFAULT_STORE
+
+EXIT_CELLS_FAILED = 1
+
+
+def _add_store(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", type=Path, default=None,
+                        help=f"SQLite result store (default: $AEBENCH_STORE or {DEFAULT_STORE})")
+
+
+def _store_path(args: argparse.Namespace) -> Path:
+    return args.store or Path(os.environ.get("AEBENCH_STORE") or DEFAULT_STORE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aebench", description="Quality-of-service benchmarks for autoencoders.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a benchmark matrix: one worker process per cell")
+    run.add_argument("matrix", nargs="?", default="quick", help="a matrix .toml file or a shipped name (default: quick)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a matrix key, value parsed as TOML (repeatable): --set epochs=2")
+    run.add_argument("--data-dir", type=Path, default=None, help="folder holding mnist.npz / fashion_mnist.npz")
+    run.add_argument("--shard", default=None, metavar="I/N", help="run only every N-th cell starting at I")
+    run.add_argument("--reports-dir", type=Path, default=Path("reports"), help="where reports are written")
+    run.add_argument("--no-report", action="store_true", help="store results without writing the HTML report")
+    run.add_argument("--dry-run", action="store_true", help="validate and list the cells, run nothing")
+    _add_store(run)
+
+    listing = commands.add_parser("list", help="list the runs in the store")
+    _add_store(listing)
+
+    export = commands.add_parser("export", help="print a run's flat table (one row per cell)")
+    export.add_argument("run", nargs="?", default=None, help="run id or unique prefix (default: the latest)")
+    export.add_argument("--format", choices=("csv", "json"), default="csv")
+    _add_store(export)
+
+    report = commands.add_parser("report", help="rebuild a run's HTML report from the store")
+    report.add_argument("run", nargs="?", default=None, help="run id or unique prefix (default: the latest)")
+    report.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    _add_store(report)
+
+    commands.add_parser("models", help="list the model zoo with parameter counts")
+    commands.add_parser("shapes", help="the paper's conv output-size table, checked against Keras")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as error:
+        print(f"aebench: error: {error}", file=sys.stderr)
+        return error.exit_status
+    except KeyboardInterrupt:
+        print("aebench: interrupted", file=sys.stderr)
+        return 130
+
+
+# -- run -----------------------------------------------------------------------------------------------------------
+
+
+def _backend_problems(backends: Sequence[str]) -> dict[str, str]:
+    """Backends that cannot be imported here, found without importing them."""
+    modules = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+    problems = {}
+    for backend in backends:
+        if importlib.util.find_spec("keras") is None:
+            problems[backend] = "keras is not installed"
+        elif importlib.util.find_spec(modules[backend]) is None:
+            extra = f" (pip install 'aebench[{backend}]')" if backend != "tensorflow" else ""
+            problems[backend] = f"backend {backend} is not installed{extra}"
+    return problems
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench import config, data, machine, runner
+    from bench.store import Store
+
+    wall_start = time.monotonic()
+    matrix = config.load_matrix(args.matrix, args.overrides)
+    cells = config.shard(matrix.cells(), args.shard)
+    if args.dry_run:
+        for cell in cells:
+            print(f"{cell.index:4d}  {cell.key}")
+        print(f"{len(cells)} cells")
+        return 0
+    data_path = data.find_dataset(matrix.dataset, args.data_dir)
+    data.load_dataset(matrix.dataset, data_path)  # a bad file stops the run here, before anything is written
+    problems = _backend_problems(matrix.backend)
+    accelerators: dict[tuple[str, str], int] = {}
+    wanted = sorted({c.backend for c in cells if c.device != "cpu" and c.backend not in problems})
+    if wanted:
+        with tempfile.TemporaryDirectory(prefix="aebench-probe-") as scratch:
+            found, probe_problems = runner.probe_accelerators(wanted, Path(scratch))
+        accelerators.update(found)
+        problems.update(probe_problems)
+    skip_check = runner.SkipCheck(len(machine.usable_cpus()), accelerators, problems)
+
+    store = Store(_store_path(args))
+    environment = machine.collect_environment()
+    run_id = store.begin_run(matrix, environment, sys.argv if argv_is_real() else ["aebench", "run"])
+    print(f"aebench: run {run_id}: {len(cells)} cells of matrix {matrix.name!r} -> {store.path}", file=sys.stderr)
+    status = "interrupted"
+    try:
+        results = runner.run_cells(matrix, cells, data_path=data_path, skip_check=skip_check,
+                                   on_result=lambda result: store.add_result(run_id, result))
+        status = "complete"
+    finally:
+        summary = _summary(store, run_id, time.monotonic() - wall_start)
+        store.finish_run(run_id, status, summary["wall_s"], summary)
+    report_path = None
+    if not args.no_report:
+        from bench.report import write_report
+
+        report_path = write_report(store, run_id, args.reports_dir)
+        summary = _summary(store, run_id, time.monotonic() - wall_start)
+        store.finish_run(run_id, status, summary["wall_s"], summary)
+    _print_summary(run_id, summary, report_path)
+    store.close()
+    failed = sum(r.status in ("failed", "timeout") for r in results)
+    return EXIT_CELLS_FAILED if failed else 0
+
+
+def argv_is_real() -> bool:
+    return bool(sys.argv and sys.argv[0])
+
+
+def _summary(store: Any, run_id: str, wall_s: float) -> dict[str, Any]:
+    """Where the wall time went: measured work (training epochs and timed inference loops) against the rest."""
+    results = store.results(run_id)
+    measured = sum(r.metrics.get("timing.train_s") or 0.0 for r in results if r.status == "ok")
+    measured += sum(r.metrics.get("timing.speed_s") or 0.0 for r in results if r.status == "ok")
+    counts = {status: sum(r.status == status for r in results) for status in ("ok", "failed", "timeout", "skipped")}
+    return {
+        "wall_s": round(wall_s, 2),
+        "measured_s": round(measured, 2),
+        "overhead_s": round(wall_s - measured, 2),
+        "overhead_pct": round(100 * (wall_s - measured) / wall_s, 1) if wall_s > 0 else 0.0,
+        **{f"cells_{status}": count for status, count in counts.items()},
+    }
+
+
+def _print_summary(run_id: str, summary: dict[str, Any], report_path: Path | None) -> None:
+    print(
+        f"aebench: run {run_id}: {summary['cells_ok']} ok, {summary['cells_failed']} failed, "
+        f"{summary['cells_timeout']} timed out, {summary['cells_skipped']} skipped in {summary['wall_s']:.1f} s; "
+        f"measured work {summary['measured_s']:.1f} s, harness overhead {summary['overhead_s']:.1f} s "
+        f"({summary['overhead_pct']:.1f}% of wall: process start, imports, data, metrics, store, report)",
+        file=sys.stderr,
+    )
+    if report_path is not None:
+        print(f"aebench: report {report_path}", file=sys.stderr)
+
+
+# -- store queries -------------------------------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bench.store import Store
+
+    with Store(_store_path(args), create=False) as store:
+        frame = store.runs_frame()
+    if frame.empty:
+        print("no runs")
+        return 0
+    frame["git_commit"] = frame["git_commit"].str[:10] + frame["git_dirty"].map({1: "+", 0: ""})
+    frame["wall_s"] = frame["wall_s"].round(1)
+    columns = ["run_id", "started_at", "matrix_name", "status", "git_commit", "machine_id", "ok", "failed", "skipped", "wall_s"]
+    print(frame[columns].to_string(index=False))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bench.store import Store
+
+    with Store(_store_path(args), create=False) as store:
+        frame = store.frame([store.resolve_run(args.run)])
+    frame = frame.drop(columns=[c for c in ("stderr_tail",) if c in frame.columns])
+    if args.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    else:
+        frame.to_json(sys.stdout, orient="records", indent=1)
+        print()
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import write_report
+    from bench.store import Store
+
+    with Store(_store_path(args), create=False) as store:
+        path = write_report(store, store.resolve_run(args.run), args.reports_dir)
+    print(path)
+    return 0
+
+
+# -- zoo -----------------------------------------------------------------------------------------------------------
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import models
+
+    print(f"{'variant':<14} {'parameters':>10}  hyperparameters (defaults)  description")
+    for name in models.VARIANTS:
+        spec = models.REGISTRY[name]
+        defaults = ", ".join(f"{k}={v:g}" for k, v in spec.defaults.items()) or "-"
+        print(f"{name:<14} {models.parameter_count(name):>10,}  {defaults:<26}  {spec.description}")
+    return 0
+
+
+def cmd_shapes(args: argparse.Namespace) -> int:
+    from models import shapes
+
+    rows = shapes.shape_table()
+    print(shapes.format_shape_table(rows))
+    return 0 if all(row.ok for row in rows) else 1
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "list": cmd_list,
+    "export": cmd_export,
+    "report": cmd_report,
+    "models": cmd_models,
+    "shapes": cmd_shapes,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

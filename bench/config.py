@@ -1,0 +1,392 @@
+"""Benchmark matrices: TOML files whose axes expand into cells.
+
+A matrix names the axes to sweep (variants x noise x device x backend x precision x threads x seeds) and the settings
+shared by every cell. ``load_matrix`` reads a file, applies ``--set key=value`` overrides (values parsed as TOML) and
+validates everything up front, so a bad key or value is reported before any work starts or anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import models.registry as registry
+from bench.errors import UserError
+
+DATASETS = ("mnist", "fashion_mnist")
+NOISE_TYPES = ("gaussian", "salt_and_pepper", "masking")
+DEVICES = ("cpu", "gpu", "tpu")
+BACKENDS = ("tensorflow", "jax", "torch")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+MATRICES_DIR = Path(__file__).parent / "matrices"
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """SingleStream (batch 1, sequential) scenario: stop once both minimums are met, or at the cap."""
+
+    warmup: int = 20
+    min_count: int = 200
+    min_duration_s: float = 1.0
+    max_duration_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class ThroughputSettings:
+    """Offline scenario: large batches back to back; throughput is images per second."""
+
+    batch_size: int = 1024
+    warmup: int = 2
+    min_count: int = 5
+    min_duration_s: float = 1.0
+    max_duration_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the matrix: everything a worker needs to know that differs between cells."""
+
+    index: int
+    variant: str
+    noise: float
+    noise_type: str
+    device: str
+    threads: int | None  # CPU threads the worker is pinned to; None on accelerators, where it is not pinned
+    backend: str
+    precision: str
+    seed: int
+    hparams: tuple[tuple[str, float | int], ...] = ()
+
+    @property
+    def key(self) -> str:
+        where = f"{self.device}{self.threads}" if self.threads is not None else self.device
+        return f"{self.variant}/{self.noise_type}{self.noise:g}/{where}/{self.backend}/{self.precision}/seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        threads = f" threads={self.threads}" if self.threads is not None else ""
+        return f"{self.variant} noise={self.noise:g} {self.device}{threads} {self.backend} {self.precision} seed={self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["hparams"] = dict(self.hparams)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Cell:
+        values = dict(data)
+        values["hparams"] = tuple(sorted(dict(values.get("hparams", {})).items()))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A validated benchmark matrix. Build it with ``Matrix.from_dict`` or ``load_matrix``, never by hand."""
+
+    name: str
+    dataset: str
+    variants: tuple[str, ...]
+    noise: tuple[float, ...]
+    threads: tuple[int, ...]
+    description: str = ""
+    noise_type: str = "gaussian"
+    device: tuple[str, ...] = ("cpu",)
+    backend: tuple[str, ...] = ("tensorflow",)
+    precision: tuple[str, ...] = ("float32",)
+    epochs: int = 3
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    train_size: int = 60000
+    test_size: int = 10000
+    seed: int = 0
+    repeats: int = 1
+    timeout_s: float = 600.0
+    eval_noise: tuple[float, ...] = ()
+    jit_compile: bool = False
+    predict_path: bool = True
+    latency: LatencySettings = field(default_factory=LatencySettings)
+    throughput: ThroughputSettings = field(default_factory=ThroughputSettings)
+    hparams: Mapping[str, Mapping[str, float | int]] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Matrix:
+        return _build_matrix(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["hparams"] = {variant: dict(values) for variant, values in self.hparams.items()}
+        return data
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(self.seed + offset for offset in range(self.repeats))
+
+    def cells(self) -> list[Cell]:
+        """Expand the axes. Thread counts apply to CPU cells only; an accelerator cell is not pinned."""
+        cells: list[Cell] = []
+        for variant, noise, device, backend, precision, seed in itertools.product(
+            self.variants, self.noise, self.device, self.backend, self.precision, self.seeds
+        ):
+            thread_axis: Sequence[int | None] = self.threads if device == "cpu" else (None,)
+            for threads in thread_axis:
+                cells.append(
+                    Cell(
+                        index=len(cells),
+                        variant=variant,
+                        noise=noise,
+                        noise_type=self.noise_type,
+                        device=device,
+                        threads=threads,
+                        backend=backend,
+                        precision=precision,
+                        seed=seed,
+                        hparams=tuple(sorted(self.hparams.get(variant, {}).items())),
+                    )
+                )
+        return cells
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Validation. Each checker takes the dotted key and the raw value and returns the clean value or raises UserError.
+
+
+def _fail(key: str, value: Any, allowed: str) -> UserError:
+    return UserError(f"{key} = {value!r} is invalid: allowed {allowed}")
+
+
+def _integer(low: int, high: int | None = None):
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            bound = f"integers >= {low}" if high is None else f"integers from {low} to {high}"
+            raise _fail(key, value, bound)
+        return value
+
+    return check
+
+
+def _number(low: float, *, strict: bool = False):
+    def check(key: str, value: Any) -> float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < low or (strict and value == low):
+            raise _fail(key, value, f"finite numbers {'>' if strict else '>='} {low:g}")
+        return float(value)
+
+    return check
+
+
+def _choice(options: Sequence[str]):
+    def check(key: str, value: Any) -> str:
+        if value not in options:
+            raise _fail(key, value, "one of " + ", ".join(options))
+        return value
+
+    return check
+
+
+def _boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(key, value, "true or false")
+    return value
+
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _fail(key, value, "a string")
+    return value
+
+
+def _axis(item_check, *, allow_empty: bool = False):
+    """An axis is a list of distinct values; a single value stands for a one-element list."""
+
+    def check(key: str, value: Any) -> tuple:
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not items and not allow_empty:
+            raise _fail(key, value, "a non-empty list")
+        clean = tuple(item_check(key, item) for item in items)
+        if len(set(clean)) != len(clean):
+            raise _fail(key, value, "a list without duplicates")
+        return clean
+
+    return check
+
+
+_TOP_LEVEL = {
+    "name": _text,
+    "description": _text,
+    "dataset": _choice(DATASETS),
+    "variants": _axis(_choice(registry.VARIANTS)),
+    "noise": _axis(_number(0.0)),
+    "noise_type": _choice(NOISE_TYPES),
+    "threads": _axis(_integer(1, 1024)),
+    "device": _axis(_choice(DEVICES)),
+    "backend": _axis(_choice(BACKENDS)),
+    "precision": _axis(_choice(PRECISIONS)),
+    "epochs": _integer(2),  # the first epoch includes compilation and is timed apart from the steady ones
+    "batch_size": _integer(1),
+    "learning_rate": _number(0.0, strict=True),
+    "train_size": _integer(1, 60000),
+    "test_size": _integer(1, 10000),
+    "seed": _integer(0, 2**31 - 1),
+    "repeats": _integer(1, 100),
+    "timeout_s": _number(0.0, strict=True),
+    "eval_noise": _axis(_number(0.0), allow_empty=True),
+    "jit_compile": _boolean,
+    "predict_path": _boolean,
+}
+_SECTIONS = {
+    "latency": (
+        LatencySettings,
+        {
+            "warmup": _integer(0),
+            "min_count": _integer(1),
+            "min_duration_s": _number(0.0),
+            "max_duration_s": _number(0.0, strict=True),
+        },
+    ),
+    "throughput": (
+        ThroughputSettings,
+        {
+            "batch_size": _integer(1),
+            "warmup": _integer(0),
+            "min_count": _integer(1),
+            "min_duration_s": _number(0.0),
+            "max_duration_s": _number(0.0, strict=True),
+        },
+    ),
+}
+REQUIRED = ("name", "dataset", "variants", "noise", "threads")
+
+
+def allowed_keys() -> list[str]:
+    """Every key a matrix file or ``--set`` may name (hyperparameters as ``hparams.<variant>.<name>``)."""
+    keys = list(_TOP_LEVEL)
+    keys += [f"{section}.{name}" for section, (_, checks) in _SECTIONS.items() for name in checks]
+    keys += [f"hparams.{variant}.{name}" for variant in registry.VARIANTS for name in registry.defaults(variant)]
+    return keys
+
+
+def _build_matrix(raw: Mapping[str, Any]) -> Matrix:
+    known = set(_TOP_LEVEL) | set(_SECTIONS) | {"hparams"}
+    for key in raw:
+        if key not in known:
+            raise UserError(f"unknown matrix key {key!r}: allowed {', '.join(sorted(known))}")
+    for key in REQUIRED:
+        if key not in raw:
+            raise UserError(f"matrix key {key!r} is missing: it is required ({', '.join(REQUIRED)} are)")
+    values: dict[str, Any] = {key: check(key, raw[key]) for key, check in _TOP_LEVEL.items() if key in raw}
+    for section, (settings_type, checks) in _SECTIONS.items():
+        table = raw.get(section, {})
+        if not isinstance(table, Mapping):
+            raise _fail(section, table, f"a table with keys {', '.join(checks)}")
+        for key in table:
+            if key not in checks:
+                raise UserError(f"unknown key '{section}.{key}': allowed {', '.join(section + '.' + k for k in checks)}")
+        settings = settings_type(**{key: checks[key](f"{section}.{key}", value) for key, value in table.items()})
+        if settings.max_duration_s < settings.min_duration_s:
+            raise _fail(f"{section}.max_duration_s", settings.max_duration_s, f">= {section}.min_duration_s")
+        values[section] = settings
+    values["hparams"] = _check_hparams(raw.get("hparams", {}))
+    matrix = Matrix(**values)
+    if matrix.noise_type != "gaussian" and max(matrix.noise + matrix.eval_noise, default=0) > 1:
+        raise _fail("noise", list(matrix.noise), f"fractions from 0 to 1 for noise_type {matrix.noise_type!r}")
+    if matrix.throughput.batch_size > matrix.test_size:
+        raise _fail("throughput.batch_size", matrix.throughput.batch_size, f"<= test_size ({matrix.test_size})")
+    return matrix
+
+
+def _check_hparams(table: Any) -> dict[str, dict[str, float | int]]:
+    if not isinstance(table, Mapping):
+        raise _fail("hparams", table, "a table of tables, one per variant")
+    clean: dict[str, dict[str, float | int]] = {}
+    for variant, overrides in table.items():
+        if variant not in registry.VARIANTS:
+            raise _fail(f"hparams.{variant}", overrides, "tables named after variants: " + ", ".join(registry.VARIANTS))
+        if not isinstance(overrides, Mapping):
+            raise _fail(f"hparams.{variant}", overrides, "a table of hyperparameters")
+        try:
+            registry.resolve_hparams(variant, overrides)
+        except ValueError as error:
+            raise UserError(f"hparams.{variant}: {error}") from None
+        clean[variant] = dict(overrides)
+    return clean
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Files and overrides.
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``key=value`` with the value parsed as TOML; a bare word that is not TOML is taken as a string."""
+    key, sep, value_text = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UserError(f"--set {text!r} is invalid: allowed key=value, for example --set epochs=2")
+    try:
+        value = tomllib.loads(f"value = {value_text.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        word = value_text.strip()
+        if not word or any(ch in word for ch in "[]{}\"'=,"):
+            raise UserError(f"--set {key}: value {value_text!r} is not valid TOML") from None
+        value = word
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``key=value`` applied; unknown keys are refused, naming the allowed ones."""
+    result = {key: (dict(value) if isinstance(value, Mapping) else value) for key, value in raw.items()}
+    allowed = allowed_keys()
+    for text in overrides:
+        path, value = parse_override(text)
+        dotted = ".".join(path)
+        if dotted not in allowed:
+            raise UserError(f"--set: unknown key {dotted!r}: allowed {', '.join(allowed)}")
+        target = result
+        for part in path[:-1]:
+            target[part] = dict(target.get(part, {}))
+            target = target[part]
+        target[path[-1]] = value
+    return result
+
+
+def resolve_matrix_path(name_or_path: str | Path) -> Path:
+    """A path to a TOML file, or the name of a matrix shipped in bench/matrices (``quick``, ``paper``, ...)."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml" and not path.exists():
+        candidate = MATRICES_DIR / f"{path.name}.toml"
+        if candidate.exists():
+            return candidate
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in MATRICES_DIR.glob("*.toml")))
+        raise UserError(f"matrix file {str(path)!r} not found: give a path to a .toml file or one of: {shipped}")
+    return path
+
+
+def load_matrix(name_or_path: str | Path, overrides: Iterable[str] = ()) -> Matrix:
+    path = resolve_matrix_path(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: malformed TOML: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: cannot read the matrix file: {error}") from None
+    return Matrix.from_dict(apply_overrides(raw, overrides))
+
+
+def shard(cells: Sequence[Cell], spec: str | None) -> list[Cell]:
+    """``i/N`` keeps every N-th cell starting at i (1-based), so N machines can split one matrix."""
+    if not spec:
+        return list(cells)
+    try:
+        index_text, count_text = spec.split("/")
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        raise UserError(f"--shard {spec!r} is invalid: allowed i/N with 1 <= i <= N, for example 1/2") from None
+    if not 1 <= index <= count:
+        raise UserError(f"--shard {spec!r} is invalid: allowed i/N with 1 <= i <= N, for example 1/2")
+    return list(cells[index - 1 :: count])

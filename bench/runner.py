@@ -1,0 +1,303 @@
+"""The matrix runner: one isolated worker process per cell, a timeout and a kill guard for each, progress and ETA.
+
+Cells run one after another (they are benchmarks: two at once would time each other). For each Keras backend a
+worker host is started once; it forks a fresh child per cell (see bench.worker). A cell that crashes, times out or
+cannot run on this machine becomes a stored result with its status, exit code and stderr tail, and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from bench.config import Cell, Matrix
+from bench.results import CellResult
+
+Clock = Callable[[], float]
+STDERR_TAIL_LINES = 30
+# Only these variables reach a worker: a benchmark must not depend on whatever the caller's shell exported.
+ENV_ALLOWLIST = (
+    "PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH",
+    "KERAS_HOME", "CUDA_VISIBLE_DEVICES", "XLA_FLAGS", "TPU_NAME", "JAX_PLATFORMS",
+)
+
+
+def worker_environment(backend: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    base = os.environ if base is None else base
+    env = {key: base[key] for key in ENV_ALLOWLIST if key in base}
+    env.update({key: value for key, value in base.items() if key.startswith("AEBENCH_")})
+    env["KERAS_BACKEND"] = backend
+    env["PYTHONHASHSEED"] = "0"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the stderr tails
+    return env
+
+
+class HostDied(RuntimeError):
+    """The worker host itself exited or stopped answering (not a cell's fault)."""
+
+
+class WorkerHost:
+    """A long-lived ``python -m bench.worker serve`` process for one backend."""
+
+    def __init__(self, backend: str, log_path: Path, command: list[str] | None = None,
+                 env: Mapping[str, str] | None = None, start_timeout_s: float = 300.0) -> None:
+        self.backend = backend
+        self._command = command or [sys.executable, "-m", "bench.worker", "serve"]
+        self._log = open(log_path, "ab")
+        self._process = subprocess.Popen(
+            self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+            env=dict(env) if env is not None else worker_environment(backend),
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        self._buffer = b""
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._process.stdout, selectors.EVENT_READ)
+        event = self._next_event(time.monotonic() + start_timeout_s)
+        if event is None or event.get("event") != "ready":
+            self.close()
+            raise HostDied(f"the {backend} worker host did not start (see {log_path})")
+
+    def _next_event(self, deadline: float) -> dict[str, Any] | None:
+        """The next JSON line from the host, or None at the deadline. Raises HostDied if the host exits."""
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if not self._selector.select(timeout=remaining):
+                continue
+            chunk = os.read(self._process.stdout.fileno(), 65536)
+            if not chunk:
+                raise HostDied(f"the {self.backend} worker host exited with status {self._process.wait()}")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def run(self, task: Mapping[str, Any], timeout_s: float) -> tuple[int | None, bool]:
+        """Run one task; returns (exit code, timed out). A child past its timeout is killed (SIGKILL)."""
+        try:
+            self._process.stdin.write((json.dumps(task) + "\n").encode())
+            self._process.stdin.flush()
+        except (BrokenPipeError, OSError) as error:
+            raise HostDied(f"the {self.backend} worker host is gone: {error}") from None
+        started = self._next_event(time.monotonic() + 60)
+        if started is None or started.get("event") != "started":
+            raise HostDied(f"the {self.backend} worker host did not start the cell")
+        deadline = time.monotonic() + timeout_s
+        exited = self._next_event(deadline)
+        if exited is not None:
+            return exited["exit_code"], False
+        try:
+            os.kill(started["pid"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        exited = self._next_event(time.monotonic() + 30)
+        return (exited["exit_code"] if exited else None), True
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            try:
+                self._process.stdin.close()
+                self._process.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self._process.kill()
+                self._process.wait()
+        self._selector.close()
+        self._log.close()
+
+
+class Progress:
+    """One line per finished cell: count, status, label, its duration, elapsed time and an ETA."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr, clock: Clock = time.monotonic) -> None:
+        self.total = total
+        self.done = 0
+        self._stream = stream
+        self._clock = clock
+        self._start = clock()
+        self._busy_s = 0.0
+        self._ran = 0
+
+    def eta_s(self) -> float | None:
+        """Mean duration of the cells that ran, times the cells left (skipped cells cost nothing)."""
+        if self._ran == 0:
+            return None
+        return self._busy_s / self._ran * (self.total - self.done)
+
+    def update(self, result: CellResult) -> None:
+        self.done += 1
+        if result.status != "skipped":
+            self._busy_s += result.duration_s
+            self._ran += 1
+        elapsed = self._clock() - self._start
+        eta = self.eta_s()
+        width = len(str(self.total))
+        self._stream.write(
+            f"[{self.done:>{width}}/{self.total}] {result.status:<7} {result.cell.label:<60} "
+            f"{result.duration_s:7.1f}s  elapsed {_clock_text(elapsed)}  ETA {_clock_text(eta) if eta is not None else '?'}\n"
+        )
+        self._stream.flush()
+
+
+def _clock_text(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _last_error_line(stderr_tail: str) -> str:
+    for line in reversed(stderr_tail.splitlines()):
+        if line.strip() and not line.startswith(" "):
+            return line.strip()[:300]
+    return ""
+
+
+@dataclass(frozen=True)
+class SkipCheck:
+    """Decides, before any process starts, whether a cell can run here; returns the reason if not."""
+
+    usable_cpus: int
+    accelerators: Mapping[tuple[str, str], int]  # (backend, "gpu"|"tpu") -> count
+    backend_problems: Mapping[str, str]  # backend -> why it cannot run (not installed, ...)
+
+    def reason(self, cell: Cell) -> str | None:
+        if cell.backend in self.backend_problems:
+            return self.backend_problems[cell.backend]
+        if cell.device == "cpu":
+            if cell.threads is not None and cell.threads > self.usable_cpus:
+                return f"threads={cell.threads} needs {cell.threads} CPUs; this machine lets aebench use {self.usable_cpus}"
+            if cell.precision == "mixed_float16":
+                return "mixed_float16 runs on GPUs only (CPUs have no fast float16 path)"
+            return None
+        if self.accelerators.get((cell.backend, cell.device), 0) == 0:
+            return f"no {cell.device.upper()} visible to {cell.backend} on this machine"
+        if cell.device == "tpu" and cell.precision == "mixed_float16":
+            return "mixed_float16 is not supported on TPUs (use mixed_bfloat16)"
+        return None
+
+
+def run_cells(
+    matrix: Matrix,
+    cells: Iterable[Cell],
+    *,
+    data_path: Path,
+    skip_check: SkipCheck,
+    on_result: Callable[[CellResult], None],
+    work_dir: Path | None = None,
+    host_factory: Callable[[str, Path], WorkerHost] | None = None,
+    progress: Progress | None = None,
+    clock: Clock = time.monotonic,
+) -> list[CellResult]:
+    """Run every cell, calling ``on_result`` as each finishes (so an interrupted sweep keeps what it measured)."""
+    cells = list(cells)
+    progress = progress or Progress(len(cells))
+    host_factory = host_factory or (lambda backend, log: WorkerHost(backend, log))
+    hosts: dict[str, WorkerHost] = {}
+    results: list[CellResult] = []
+    with tempfile.TemporaryDirectory(prefix="aebench-", dir=work_dir) as scratch_text:
+        scratch = Path(scratch_text)
+        try:
+            for cell in cells:
+                reason = skip_check.reason(cell)
+                if reason is not None:
+                    result = CellResult(cell=cell, status="skipped", duration_s=0.0, error=reason)
+                else:
+                    result = _run_one(matrix, cell, data_path, scratch, hosts, host_factory, clock)
+                results.append(result)
+                on_result(result)
+                progress.update(result)
+        finally:
+            for host in hosts.values():
+                host.close()
+    return results
+
+
+def _run_one(matrix: Matrix, cell: Cell, data_path: Path, scratch: Path, hosts: dict[str, WorkerHost],
+             host_factory: Callable[[str, Path], WorkerHost], clock: Clock) -> CellResult:
+    cell_dir = scratch / f"cell{cell.index:04d}"
+    cell_dir.mkdir()
+    task = {
+        "kind": "cell",
+        "matrix": matrix.to_dict(),
+        "cell": cell.to_dict(),
+        "dataset": matrix.dataset,
+        "data_path": str(data_path),
+        "result_path": str(cell_dir / "result.json"),
+        "artifacts_path": str(cell_dir / "artifacts.npz"),
+        "log_path": str(cell_dir / "worker.log"),
+    }
+    started = clock()
+    try:
+        host = hosts.get(cell.backend)
+        if host is None:
+            host = hosts[cell.backend] = host_factory(cell.backend, scratch / f"host-{cell.backend}.log")
+        exit_code, timed_out = host.run(task, matrix.timeout_s)
+    except HostDied as error:
+        hosts.pop(cell.backend, None)  # the next cell of this backend starts a new host
+        log_tail = tail(scratch / f"host-{cell.backend}.log")
+        return CellResult(cell=cell, status="failed", duration_s=clock() - started, error=str(error), stderr_tail=log_tail)
+    duration = clock() - started
+    stderr_tail = tail(Path(task["log_path"]))
+    if timed_out:
+        return CellResult(cell=cell, status="timeout", duration_s=duration, exit_code=exit_code,
+                          error=f"killed after the {matrix.timeout_s:g} s timeout", stderr_tail=stderr_tail)
+    result_path = Path(task["result_path"])
+    if exit_code != 0 or not result_path.exists():
+        why = _last_error_line(stderr_tail) or "no result written"
+        if exit_code is not None and exit_code < 0:
+            why = f"killed by signal {-exit_code}: {why}"
+        return CellResult(cell=cell, status="failed", duration_s=duration, exit_code=exit_code,
+                          error=why, stderr_tail=stderr_tail)
+    payload = json.loads(result_path.read_text(encoding="utf-8"))
+    artifacts: dict[str, np.ndarray] = {}
+    if Path(task["artifacts_path"]).exists():
+        with np.load(task["artifacts_path"], allow_pickle=False) as archive:
+            artifacts = {name: archive[name] for name in archive.files}
+    return CellResult(cell=cell, status="ok", duration_s=duration, metrics=payload["metrics"], info=payload["info"],
+                      exit_code=0, stderr_tail=stderr_tail, artifacts=artifacts)
+
+
+def probe_accelerators(backends: Iterable[str], scratch: Path,
+                       host_factory: Callable[[str, Path], WorkerHost] | None = None) -> tuple[dict[tuple[str, str], int], dict[str, str]]:
+    """Ask each backend (in a child process) which GPUs/TPUs it sees. Returns (counts, per-backend problems)."""
+    host_factory = host_factory or (lambda backend, log: WorkerHost(backend, log))
+    counts: dict[tuple[str, str], int] = {}
+    problems: dict[str, str] = {}
+    for backend in backends:
+        log = scratch / f"probe-{backend}.log"
+        try:
+            host = host_factory(backend, log)
+        except HostDied:
+            problems[backend] = f"backend {backend} cannot start here: " + (_last_error_line(tail(log)) or "see the log")
+            continue
+        try:
+            result_path = scratch / f"probe-{backend}.json"
+            code, _ = host.run({"kind": "probe", "result_path": str(result_path), "log_path": str(log) + ".child"}, 120)
+            if code == 0 and result_path.exists():
+                found = json.loads(result_path.read_text())
+                counts[(backend, "gpu")] = int(found.get("gpu", 0))
+                counts[(backend, "tpu")] = int(found.get("tpu", 0))
+            else:
+                problems[backend] = f"backend {backend} device probe failed: " + (_last_error_line(tail(Path(str(log) + ".child"))) or f"exit {code}")
+        finally:
+            host.close()
+    return counts, problems

@@ -1,0 +1,227 @@
+"""The worker: runs one cell in a process of its own.
+
+A worker host is started once per Keras backend (``python -m bench.worker serve``). It imports the framework once,
+then forks a fresh child for every cell, so each cell is isolated (its own threads, affinity, memory and crash) without
+paying the framework's multi-second import per cell. The host never runs a framework op itself: thread settings only
+take effect before the backend's first op, and the child must be the first to run one.
+
+Protocol (JSON lines): the runner writes ``{"kind": "cell" | "probe", ...}`` to the host's stdin; the host answers
+``{"event": "started", "pid": N}`` once the child runs and ``{"event": "exited", "exit_code": N}`` when it ends.
+The child writes its result JSON and artifacts to the paths in the task and its stdout/stderr to the log path.
+The runner, not the host, enforces the timeout: it kills the child by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.config import Cell, Matrix
+from bench.data import Dataset, add_noise, load_dataset, subset
+from bench.quality import reconstruction_metrics, to_uint8
+from bench.speed import EpochClock, latency_metrics, run_timed_loop, throughput_metrics
+
+GRID_IMAGES = 15  # the paper's figure shows 15 noisy test digits above their denoised outputs
+
+
+def pin_cpus(threads: int | None) -> list[int]:
+    """Pin this process to the first ``threads`` CPUs it may use; returns the CPUs it runs on."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if threads is not None:
+        if threads > len(allowed):
+            raise RuntimeError(f"threads={threads} but only {len(allowed)} CPUs are usable")
+        os.sched_setaffinity(0, allowed[:threads])
+    return sorted(os.sched_getaffinity(0))
+
+
+def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
+    """Train and measure one cell. Returns (metrics, info, artifacts)."""
+    phase: dict[str, float] = {}
+    t_setup = time.perf_counter()
+    if cell.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a CPU cell must not drift onto a GPU the machine happens to have
+    cpus = pin_cpus(cell.threads)
+
+    import keras
+
+    import models
+    from bench import backends
+
+    info: dict[str, Any] = {"cpus": ",".join(map(str, cpus)), "pid": os.getpid()}
+    info.update(backends.configure_threads(cell.threads))
+    backends.set_precision(cell.precision)
+    info["backend"] = backends.backend_name()
+    info["backend_device"] = backends.device_description(cell.device)
+    info["keras"] = keras.__version__
+
+    # Data: the same test images for every cell, fresh noise draws for train (seed) and test (seed + 1).
+    x_train, _ = subset(dataset.x_train, dataset.y_train, matrix.train_size, cell.seed)
+    x_test, y_test = dataset.x_test[: matrix.test_size], dataset.y_test[: matrix.test_size]
+    noisy_test = add_noise(x_test, cell.noise_type, cell.noise, seed=cell.seed + 1)
+    spec = models.registry.REGISTRY[cell.variant]
+    hparams = dict(cell.hparams)
+    if spec.corrupts_input:
+        # The denoising AE corrupts its own clean input afresh each step, at the cell's noise level.
+        hparams["noise_factor"] = cell.noise
+        train_inputs = x_train
+    else:
+        train_inputs = add_noise(x_train, cell.noise_type, cell.noise, seed=cell.seed)
+    phase["setup_s"] = time.perf_counter() - t_setup
+
+    t_build = time.perf_counter()
+    model = models.build_autoencoder(cell.variant, hparams, seed=cell.seed)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=matrix.learning_rate),
+        loss="binary_crossentropy",
+        jit_compile=matrix.jit_compile,
+    )
+    build_s = time.perf_counter() - t_build
+    info["jit_compile"] = bool(model.jit_compile)
+    info["parameters"] = int(model.count_params())
+
+    # Training: every epoch timed; the first (tracing, compilation) is reported apart.
+    epochs = EpochClock()
+    feed, info["train_input"] = backends.training_feed(train_inputs, x_train, matrix.batch_size, cell.seed)
+    history = model.fit(
+        epochs=matrix.epochs, verbose=0, callbacks=[backends.epoch_timer_callback(epochs.begin, epochs.end)], **feed
+    )
+    metrics = epochs.metrics(len(x_train))
+    metrics["quality.train_loss"] = float(history.history["loss"][-1])
+    phase["train_s"] = metrics["speed.train_s"]
+
+    # Inference through the compiled call: first call (trace + compile) timed apart as the cold start.
+    t_speed = time.perf_counter()
+    forward = backends.compiled_forward(model)
+    info["inference_path"] = forward.path
+    one = forward.prepare(noisy_test[:1])
+    t_first = time.perf_counter()
+    forward(one)
+    metrics["speed.first_call_s"] = time.perf_counter() - t_first
+    metrics["speed.cold_start_s"] = build_s + metrics["speed.first_call_s"]
+    lat = matrix.latency
+    single = run_timed_loop(lambda: forward(one), warmup=lat.warmup, min_count=lat.min_count,
+                            min_duration_s=lat.min_duration_s, max_duration_s=lat.max_duration_s)
+    metrics.update(latency_metrics(single, "speed.latency_b1"))
+    tput = matrix.throughput
+    batch = forward.prepare(noisy_test[: tput.batch_size])
+    forward(batch)  # a new input shape traces once more; keep that out of the loop
+    offline = run_timed_loop(lambda: forward(batch), warmup=tput.warmup, min_count=tput.min_count,
+                             min_duration_s=tput.min_duration_s, max_duration_s=tput.max_duration_s)
+    metrics.update(throughput_metrics(offline, tput.batch_size, "speed.infer"))
+    metrics["speed.infer_batch_size"] = float(tput.batch_size)
+    if matrix.predict_path:
+        # The framework path, labelled as such: Keras predict() on one image, with all its per-call machinery.
+        sample = noisy_test[:1]
+        model.predict(sample, verbose=0)
+        framework = run_timed_loop(lambda: model.predict(sample, verbose=0), warmup=2, min_count=20,
+                                   min_duration_s=0.5, max_duration_s=lat.max_duration_s)
+        metrics.update({k: v for k, v in latency_metrics(framework, "speed.predict_b1").items() if "_p" in k or "count" in k})
+    phase["speed_s"] = time.perf_counter() - t_speed
+
+    # Quality on the test set, scored against the clean images.
+    t_eval = time.perf_counter()
+    output = forward.predict(noisy_test, tput.batch_size)
+    metrics.update(reconstruction_metrics(x_test, noisy_test, output))
+    phase["eval_s"] = time.perf_counter() - t_eval
+
+    metrics["memory.peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    metrics["speed.batch_size"] = float(matrix.batch_size)
+    metrics.update({f"timing.{k}": v for k, v in phase.items()})
+    artifacts = {
+        "grid_clean": to_uint8(x_test[:GRID_IMAGES]),
+        "grid_noisy": to_uint8(noisy_test[:GRID_IMAGES]),
+        "grid_denoised": to_uint8(output[:GRID_IMAGES]),
+        "grid_labels": y_test[:GRID_IMAGES].astype(np.int64),
+        "latency_b1_s": single.seconds.astype(np.float64),
+    }
+    return metrics, info, artifacts
+
+
+def probe_devices() -> dict[str, Any]:
+    """Accelerators the current backend sees (runs in a child: the host must not initialise the backend)."""
+    from bench import backends
+
+    found: dict[str, Any] = {"backend": backends.backend_name()}
+    for kind in ("gpu", "tpu"):
+        try:
+            found[kind] = backends.accelerator_count(kind)
+        except Exception as error:  # noqa: BLE001 - a broken driver is a reason, not a crash
+            found[kind] = 0
+            found[f"{kind}_error"] = f"{type(error).__name__}: {error}"[:300]
+    return found
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(json.dumps(payload), encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _child(task: dict[str, Any], datasets: dict[str, Dataset]) -> None:
+    """Runs in the forked child; never returns."""
+    exit_code = 1
+    try:
+        log = os.open(task["log_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        if task["kind"] == "probe":
+            _write_json_atomic(Path(task["result_path"]), probe_devices())
+        else:
+            matrix = Matrix.from_dict(task["matrix"])
+            cell = Cell.from_dict(task["cell"])
+            metrics, info, artifacts = execute_cell(matrix, cell, datasets[task["data_path"]])
+            np.savez(task["artifacts_path"], **artifacts)
+            _write_json_atomic(Path(task["result_path"]), {"metrics": metrics, "info": info})
+        exit_code = 0
+    except BaseException:  # noqa: BLE001 - everything ends in the log and a non-zero exit status
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)
+
+
+def serve(commands: Any = None, events: Any = None) -> None:
+    """The host loop: preload the framework, then fork one child per task."""
+    commands = commands or sys.stdin
+    events = events or sys.stdout
+    import keras  # noqa: F401 - the preload that every forked cell inherits
+
+    import models  # noqa: F401
+    from bench import backends  # noqa: F401
+
+    datasets: dict[str, Dataset] = {}
+
+    def send(payload: dict[str, Any]) -> None:
+        events.write(json.dumps(payload) + "\n")
+        events.flush()
+
+    send({"event": "ready", "pid": os.getpid()})
+    for line in commands:
+        if not line.strip():
+            continue
+        task = json.loads(line)
+        data_path = task.get("data_path")
+        if data_path and data_path not in datasets:
+            # Loaded before the fork so every child shares the arrays copy-on-write.
+            datasets[data_path] = load_dataset(task["dataset"], Path(data_path))
+        pid = os.fork()
+        if pid == 0:
+            _child(task, datasets)
+        send({"event": "started", "pid": pid})
+        _, status = os.waitpid(pid, 0)
+        send({"event": "exited", "exit_code": os.waitstatus_to_exitcode(status)})
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["serve"]:
+        sys.exit("usage: python -m bench.worker serve   (started by the aebench runner, not by hand)")
+    serve()

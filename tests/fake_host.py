@@ -1,0 +1,38 @@
+"""A stand-in worker host speaking bench.worker's protocol, for runner tests without any ML framework.
+
+argv[1] is a comma-separated behaviour per cell index: ok, crash, hang, segv.
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+
+behaviours = sys.argv[1].split(",")
+print(json.dumps({"event": "ready", "pid": os.getpid()}), flush=True)
+for line in sys.stdin:
+    task = json.loads(line)
+    index = task["cell"]["index"]
+    pid = os.fork()
+    if pid == 0:
+        log = os.open(task["log_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        behaviour = behaviours[index]
+        print(f"cell {index} does {behaviour}", file=sys.stderr, flush=True)
+        if behaviour == "ok":
+            metrics = {"timing.train_s": 1.0, "timing.speed_s": 0.5, "quality.mse": 0.01}
+            with open(task["result_path"], "w") as handle:
+                json.dump({"metrics": metrics, "info": {"fake": True}}, handle)
+            os._exit(0)
+        if behaviour == "crash":
+            print("Traceback (most recent call last):\n  File x\nValueError: the model exploded", file=sys.stderr, flush=True)
+            os._exit(3)
+        if behaviour == "segv":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        while True:  # hang
+            time.sleep(1)
+    print(json.dumps({"event": "started", "pid": pid}), flush=True)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"event": "exited", "exit_code": os.waitstatus_to_exitcode(status)}), flush=True)

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import config
+from bench.config import Cell, Matrix, load_matrix
+from bench.errors import UserError
+from tests.conftest import tiny_matrix_dict
+
+
+def test_shipped_quick_matrix_covers_the_required_sweep() -> None:
+    matrix = load_matrix("quick")
+    cells = matrix.cells()
+    assert set(matrix.variants) == {"undercomplete", "sparse_l1", "sparse_kl", "denoising", "contractive", "conv"}
+    assert len(matrix.noise) >= 3 and len(matrix.threads) >= 2
+    assert len(cells) == 6 * len(matrix.noise) * len(matrix.threads)
+    assert [c.index for c in cells] == list(range(len(cells)))
+    assert len({c.key for c in cells}) == len(cells)
+
+
+def test_every_shipped_matrix_validates() -> None:
+    for path in config.MATRICES_DIR.glob("*.toml"):
+        assert load_matrix(path).cells(), path
+
+
+def test_expansion_pins_threads_on_cpu_only() -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(device=["cpu", "gpu"], threads=[1, 2], variants=["conv"]))
+    cells = matrix.cells()
+    assert [(c.device, c.threads) for c in cells] == [("cpu", 1), ("cpu", 2), ("gpu", None)]
+
+
+def test_repeats_expand_to_consecutive_seeds() -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], seed=7, repeats=3))
+    assert [c.seed for c in matrix.cells()] == [7, 8, 9]
+
+
+def test_scalar_axis_is_a_one_element_list() -> None:
+    assert Matrix.from_dict(tiny_matrix_dict(noise=0.4)).noise == (0.4,)
+
+
+def test_overrides_parse_values_as_toml(tmp_path: Path) -> None:
+    matrix = load_matrix("quick", ['variants=["conv"]', "epochs=2", "latency.min_count=5", "dataset=fashion_mnist",
+                                   "hparams.sparse_kl.rho=0.1"])
+    assert matrix.variants == ("conv",)
+    assert matrix.epochs == 2 and matrix.latency.min_count == 5
+    assert matrix.dataset == "fashion_mnist"
+    assert matrix.hparams == {"sparse_kl": {"rho": 0.1}}
+
+
+def test_cell_round_trips_through_dict() -> None:
+    cell = Matrix.from_dict(tiny_matrix_dict(hparams={"undercomplete": {"latent_dim": 16}})).cells()[0]
+    assert Cell.from_dict(cell.to_dict()) == cell
+    assert dict(cell.hparams) == {"latent_dim": 16}
+
+
+def test_matrix_round_trips_through_dict() -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    assert Matrix.from_dict(matrix.to_dict()) == matrix
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"variants": ["resnet"]}, "variants = 'resnet' is invalid: allowed one of undercomplete"),
+        ({"noise": [-0.1]}, "noise = -0.1 is invalid: allowed finite numbers >= 0"),
+        ({"noise": [float("nan")]}, "noise = nan is invalid"),
+        ({"threads": [0]}, "threads = 0 is invalid"),
+        ({"epochs": 1}, "epochs = 1 is invalid: allowed integers >= 2"),
+        ({"batch_size": 1.5}, "batch_size = 1.5 is invalid"),
+        ({"dataset": "cifar10"}, "dataset = 'cifar10' is invalid: allowed one of mnist, fashion_mnist"),
+        ({"device": ["fpga"]}, "device = 'fpga' is invalid"),
+        ({"noise": [0.2, 0.2]}, "without duplicates"),
+        ({"colour": "red"}, "unknown matrix key 'colour'"),
+        ({"latency": {"min_cnt": 3}}, "unknown key 'latency.min_cnt'"),
+        ({"hparams": {"sparse_kl": {"rho": 1.5}}}, "hparams.sparse_kl"),
+        ({"hparams": {"nope": {}}}, "hparams.nope"),
+        ({"noise_type": "masking", "noise": [1.5]}, "fractions from 0 to 1"),
+        ({"throughput": {"batch_size": 4096}}, "throughput.batch_size = 4096 is invalid"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_allowed(overrides: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
+        Matrix.from_dict(tiny_matrix_dict(**overrides))
+    assert "\n" not in str(info.value)
+
+
+def test_missing_required_key() -> None:
+    raw = tiny_matrix_dict()
+    del raw["noise"]
+    with pytest.raises(UserError, match="'noise' is missing"):
+        Matrix.from_dict(raw)
+
+
+def test_unknown_set_key_lists_allowed_keys() -> None:
+    with pytest.raises(UserError, match="unknown key 'epoch'.*allowed.*epochs"):
+        load_matrix("quick", ["epoch=2"])
+
+
+def test_set_without_equals_sign() -> None:
+    with pytest.raises(UserError, match="allowed key=value"):
+        load_matrix("quick", ["epochs"])
+
+
+def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("name = 'x'\nvariants = [conv\n")
+    with pytest.raises(UserError, match="bad.toml: malformed TOML"):
+        load_matrix(path)
+
+
+def test_missing_matrix_file_lists_shipped_ones(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not found.*quick"):
+        load_matrix(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(("spec", "expected"), [(None, [0, 1, 2, 3, 4]), ("1/2", [0, 2, 4]), ("2/2", [1, 3])])
+def test_shard(spec: str | None, expected: list[int]) -> None:
+    cells = Matrix.from_dict(tiny_matrix_dict(noise=[0.0, 0.1, 0.2, 0.3, 0.4], variants=["conv"])).cells()
+    assert [c.index for c in config.shard(cells, spec)] == expected
+
+
+@pytest.mark.parametrize("spec", ["0/2", "3/2", "a/b", "1"])
+def test_bad_shard(spec: str) -> None:
+    with pytest.raises(UserError, match="--shard"):
+        config.shard([], spec)

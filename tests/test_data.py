@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import data
+from bench.errors import UserError
+
+
+def _no_download(name: str) -> Path:
+    raise ConnectionError("no network in tests")
+
+
+def test_explicit_folder_wins(tiny_dataset_dir: Path, tmp_path: Path) -> None:
+    found = data.find_dataset("mnist", tiny_dataset_dir, environ={"AEBENCH_DATA": str(tmp_path)}, download=_no_download)
+    assert found == tiny_dataset_dir / "mnist.npz"
+
+
+def test_environment_variable(tiny_dataset_dir: Path) -> None:
+    assert data.find_dataset("mnist", environ={"AEBENCH_DATA": str(tiny_dataset_dir)}, download=_no_download).is_file()
+
+
+def test_explicit_folder_without_the_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="mnist.npz not found in --data-dir folder"):
+        data.find_dataset("mnist", tmp_path, environ={}, download=_no_download)
+
+
+def test_keras_cache_then_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_dataset_dir: Path) -> None:
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    with pytest.raises(UserError) as info:
+        data.find_dataset("mnist", environ={}, download=_no_download)
+    message = str(info.value)
+    assert "Keras download failed (ConnectionError" in message and "Set AEBENCH_DATA" in message
+    assert str(tmp_path / "keras" / "datasets" / "mnist.npz") in message
+
+    cache = tmp_path / "keras" / "datasets"
+    cache.mkdir(parents=True)
+    (cache / "mnist.npz").write_bytes((tiny_dataset_dir / "mnist.npz").read_bytes())
+    assert data.find_dataset("mnist", environ={}, download=_no_download) == cache / "mnist.npz"
+
+
+def test_download_result_is_used(tmp_path: Path, tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty"))
+    assert data.find_dataset("mnist", environ={}, download=lambda name: tiny_dataset_dir / "mnist.npz").is_file()
+
+
+def test_unknown_dataset() -> None:
+    with pytest.raises(UserError, match="dataset 'svhn' is unknown"):
+        data.find_dataset("svhn", environ={}, download=None)
+
+
+def test_load_scales_to_unit_floats(tiny_dataset_dir: Path) -> None:
+    dataset = data.load_dataset("mnist", tiny_dataset_dir / "mnist.npz")
+    assert dataset.x_train.shape == (600, 28, 28, 1) and dataset.x_train.dtype == np.float32
+    assert 0.0 <= dataset.x_train.min() and dataset.x_train.max() <= 1.0 and dataset.x_train.max() > 0.5
+    assert dataset.y_test.shape == (200,) and len(dataset.sha256) == 64
+
+
+def test_truncated_file(tmp_path: Path, tiny_dataset_dir: Path) -> None:
+    bad = tmp_path / "mnist.npz"
+    bad.write_bytes((tiny_dataset_dir / "mnist.npz").read_bytes()[:5000])
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        data.load_dataset("mnist", bad)
+
+
+def test_not_an_archive(tmp_path: Path) -> None:
+    bad = tmp_path / "mnist.npz"
+    bad.write_text("hello")
+    with pytest.raises(UserError, match="mnist.npz"):
+        data.load_dataset("mnist", bad)
+
+
+def test_wrong_shape_and_missing_keys(tmp_path: Path) -> None:
+    path = tmp_path / "mnist.npz"
+    images = np.zeros((4, 32, 32), np.uint8)
+    labels = np.zeros(4, np.uint8)
+    np.savez(path, x_train=images, y_train=labels, x_test=images, y_test=labels)
+    with pytest.raises(UserError, match=r"x_train has shape \(4, 32, 32\): allowed \(N, 28, 28\)"):
+        data.load_dataset("mnist", path)
+    np.savez(path, x_train=np.zeros((4, 28, 28), np.uint8))
+    with pytest.raises(UserError, match="missing y_train, x_test, y_test"):
+        data.load_dataset("mnist", path)
+
+
+def test_wrong_dtype(tmp_path: Path) -> None:
+    path = tmp_path / "mnist.npz"
+    images = np.zeros((4, 28, 28), np.float32)
+    np.savez(path, x_train=images, y_train=np.zeros(4), x_test=images, y_test=np.zeros(4))
+    with pytest.raises(UserError, match="dtype float32: allowed uint8"):
+        data.load_dataset("mnist", path)
+
+
+def test_gaussian_noise_is_seeded_clipped_and_scaled() -> None:
+    images = np.full((50, 28, 28, 1), 0.5, np.float32)
+    first = data.add_noise(images, "gaussian", 0.2, seed=1)
+    assert np.array_equal(first, data.add_noise(images, "gaussian", 0.2, seed=1))
+    assert not np.array_equal(first, data.add_noise(images, "gaussian", 0.2, seed=2))
+    assert first.min() >= 0 and first.max() <= 1 and first.dtype == np.float32
+    assert np.std(first - images) == pytest.approx(0.2, rel=0.05)  # 0.5 +- 0.2 rarely clips
+    assert np.array_equal(data.add_noise(images, "gaussian", 0.0, seed=1), images)
+
+
+@pytest.mark.parametrize("kind", ["salt_and_pepper", "masking"])
+def test_pixel_noise_hits_the_requested_fraction(kind: str) -> None:
+    images = np.full((20, 28, 28, 1), 0.5, np.float32)
+    noisy = data.add_noise(images, kind, 0.25, seed=0)
+    assert np.mean(noisy != images) == pytest.approx(0.25, abs=0.02)
+    assert set(np.unique(noisy)) <= ({0.0, 0.5, 1.0} if kind == "salt_and_pepper" else {0.0, 0.5})
+
+
+@pytest.mark.parametrize(("kind", "level"), [("gaussian", -1.0), ("gaussian", float("inf")), ("masking", 1.5), ("blur", 0.1)])
+def test_bad_noise(kind: str, level: float) -> None:
+    with pytest.raises(ValueError, match="allowed"):
+        data.add_noise(np.zeros((1, 28, 28, 1), np.float32), kind, level, seed=0)
+
+
+def test_subset_is_seeded_and_keeps_labels_aligned() -> None:
+    images = np.arange(100, dtype=np.float32).reshape(100, 1)
+    labels = np.arange(100)
+    x, y = data.subset(images, labels, 10, seed=3)
+    assert len(x) == 10 and np.array_equal(x[:, 0], y)
+    assert np.array_equal(x, data.subset(images, labels, 10, seed=3)[0])

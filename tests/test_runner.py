@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import runner
+from bench.config import Matrix
+from bench.results import CellResult
+from tests.conftest import tiny_matrix_dict
+
+FAKE_HOST = Path(__file__).with_name("fake_host.py")
+NO_SKIPS = runner.SkipCheck(usable_cpus=2, accelerators={}, backend_problems={})
+
+
+def _fake_factory(behaviours: str):
+    def factory(backend: str, log: Path) -> runner.WorkerHost:
+        return runner.WorkerHost(backend, log, command=[sys.executable, str(FAKE_HOST), behaviours], env={"PATH": "/usr/bin:/bin"})
+
+    return factory
+
+
+def test_failures_are_results_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], noise=[0.0, 0.1, 0.2, 0.3], timeout_s=1.5))
+    stored: list[CellResult] = []
+    results = runner.run_cells(matrix, matrix.cells(), data_path=tmp_path / "unused.npz", skip_check=NO_SKIPS,
+                               on_result=stored.append, work_dir=tmp_path, host_factory=_fake_factory("crash,hang,segv,ok"),
+                               progress=runner.Progress(4, stream=io.StringIO()))
+    assert stored == results
+    crash, hang, segv, ok = results
+    assert crash.status == "failed" and crash.exit_code == 3
+    assert crash.error == "ValueError: the model exploded" and "cell 0 does crash" in crash.stderr_tail
+    assert hang.status == "timeout" and hang.exit_code == -9 and "1.5 s timeout" in hang.error
+    assert segv.status == "failed" and segv.exit_code == -11 and segv.error.startswith("killed by signal 11")
+    assert ok.status == "ok" and ok.metrics["quality.mse"] == 0.01 and ok.info["fake"] is True
+
+
+def test_a_dead_host_fails_the_cell_and_is_restarted(tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], noise=[0.0, 0.1]))
+    starts = []
+
+    def factory(backend: str, log: Path) -> runner.WorkerHost:
+        starts.append(backend)
+        # The first host exits at once after saying it is ready; the second works.
+        script = "import json;print(json.dumps({'event':'ready','pid':0}),flush=True)" if len(starts) == 1 else None
+        command = [sys.executable, "-c", script] if script else [sys.executable, str(FAKE_HOST), "ok,ok"]
+        return runner.WorkerHost(backend, log, command=command, env={"PATH": "/usr/bin:/bin"})
+
+    results = runner.run_cells(matrix, matrix.cells(), data_path=tmp_path / "x", skip_check=NO_SKIPS, on_result=lambda r: None,
+                               work_dir=tmp_path, host_factory=factory, progress=runner.Progress(2, stream=io.StringIO()))
+    assert [r.status for r in results] == ["failed", "ok"]
+    assert "worker host" in results[0].error and len(starts) == 2
+
+
+def test_skipped_cells_never_start_a_process(tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], device=["cpu", "gpu"], threads=[1, 4]))
+    check = runner.SkipCheck(usable_cpus=2, accelerators={("tensorflow", "gpu"): 0}, backend_problems={})
+
+    def no_host(backend: str, log: Path) -> runner.WorkerHost:
+        raise AssertionError("no host should start")
+
+    out = io.StringIO()
+    results = runner.run_cells(matrix, [c for c in matrix.cells() if c.threads != 1], data_path=tmp_path, skip_check=check,
+                               on_result=lambda r: None, work_dir=tmp_path, host_factory=no_host, progress=runner.Progress(2, stream=out))
+    assert [r.status for r in results] == ["skipped", "skipped"]
+    assert "threads=4 needs 4 CPUs" in results[0].error
+    assert "no GPU visible to tensorflow" in results[1].error
+    assert "[2/2] skipped" in out.getvalue()
+
+
+def test_skip_reasons() -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], backend=["tensorflow", "jax"], precision=["float32", "mixed_float16"]))
+    check = runner.SkipCheck(usable_cpus=2, accelerators={}, backend_problems={"jax": "backend jax is not installed"})
+    reasons = {(c.backend, c.precision): check.reason(c) for c in matrix.cells()}
+    assert reasons[("tensorflow", "float32")] is None
+    assert "GPUs only" in reasons[("tensorflow", "mixed_float16")]
+    assert reasons[("jax", "float32")] == "backend jax is not installed"
+
+
+def test_progress_eta_uses_a_fake_clock() -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], noise=[0.0, 0.1, 0.2, 0.3]))
+    cells = matrix.cells()
+    now = [100.0]
+    out = io.StringIO()
+    progress = runner.Progress(4, stream=out, clock=lambda: now[0])
+    assert progress.eta_s() is None
+    now[0] = 110.0
+    progress.update(CellResult(cell=cells[0], status="ok", duration_s=10.0))
+    assert progress.eta_s() == pytest.approx(30.0)
+    now[0] = 130.0
+    progress.update(CellResult(cell=cells[1], status="ok", duration_s=20.0))
+    assert progress.eta_s() == pytest.approx(30.0)  # mean 15 s x 2 cells left
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("[1/4] ok") and "elapsed 0:00:10  ETA 0:00:30" in lines[0]
+    assert "elapsed 0:00:30" in lines[1]
+
+
+def test_worker_environment_is_allow_listed() -> None:
+    env = runner.worker_environment("jax", {"PATH": "/bin", "SECRET_TOKEN": "x", "AEBENCH_DATA": "/d", "KERAS_BACKEND": "torch"})
+    assert env["KERAS_BACKEND"] == "jax" and env["AEBENCH_DATA"] == "/d" and "SECRET_TOKEN" not in env

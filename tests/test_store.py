@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.config import Matrix
+from bench.errors import UserError
+from bench.results import CellResult
+from bench.store import Store, new_run_id
+from tests.conftest import tiny_matrix_dict
+
+ENV = {"git_commit": "abc123", "git_dirty": False, "machine_id": "m1", "cpu_model": "Test CPU"}
+
+
+def _results(matrix: Matrix) -> list[CellResult]:
+    first, second = matrix.cells()
+    return [
+        CellResult(cell=first, status="ok", duration_s=1.5,
+                   metrics={"quality.mse": 0.01, "speed.train_ips": 1000.0, "speed.latency_b1_p50_ms": 1.2},
+                   info={"backend": "tensorflow"}, exit_code=0,
+                   artifacts={"grid_clean": np.arange(4, dtype=np.uint8).reshape(2, 2), "latency_b1_s": np.array([1e-3, 2e-3])}),
+        CellResult(cell=second, status="failed", duration_s=0.5, exit_code=-9, error="killed by signal 9", stderr_tail="boom"),
+    ]
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    with Store(tmp_path / "s.sqlite") as store:
+        run_id = store.begin_run(matrix, ENV, ["aebench", "run"])
+        for result in _results(matrix):
+            store.add_result(run_id, result)
+        store.finish_run(run_id, "complete", 2.0, {"wall_s": 2.0})
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        assert store.resolve_run(None) == run_id
+        assert store.resolve_run(run_id[:12]) == run_id
+        back = store.results(run_id)
+        assert back == _results(matrix)  # artifacts are not compared by ==
+        assert np.array_equal(back[0].artifacts["grid_clean"], np.arange(4).reshape(2, 2))
+        record = store.run_record(run_id)
+        assert record["matrix"]["name"] == "tiny" and record["summary"] == {"wall_s": 2.0}
+        assert record["environment"]["cpu_model"] == "Test CPU"
+        frame = store.frame([run_id])
+        for column in ("run_id", "variant", "noise", "threads", "device", "status", "quality.mse", "speed.train_ips",
+                       "speed.latency_b1_p50_ms", "info.backend", "git_commit", "machine_id"):
+            assert column in frame.columns, column
+        assert list(frame["status"]) == ["ok", "failed"]
+        runs = store.runs_frame()
+        assert runs.loc[0, "ok"] == 1 and runs.loc[0, "failed"] == 1 and runs.loc[0, "status"] == "complete"
+
+
+def test_results_are_never_overwritten(tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    with Store(tmp_path / "s.sqlite") as store:
+        run_id = store.begin_run(matrix, ENV, [])
+        result = _results(matrix)[0]
+        store.add_result(run_id, result)
+        with pytest.raises(sqlite3.IntegrityError):
+            store.add_result(run_id, result)
+        second = store.begin_run(matrix, ENV, [])
+        assert second != run_id and len(store.runs_frame()) == 2
+
+
+def test_unknown_and_ambiguous_run_refs(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.sqlite") as store:
+        with pytest.raises(UserError, match="holds no runs yet"):
+            store.resolve_run(None)
+        matrix = Matrix.from_dict(tiny_matrix_dict())
+        store.begin_run(matrix, ENV, [], run_id="20260101T000000-aaaaaa")
+        store.begin_run(matrix, ENV, [], run_id="20260101T000000-bbbbbb")
+        with pytest.raises(UserError, match="matches 2 runs"):
+            store.resolve_run("2026")
+        with pytest.raises(UserError, match="matches no run"):
+            store.resolve_run("1999")
+
+
+def test_missing_store_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no result store"):
+        Store(tmp_path / "none.sqlite", create=False)
+    assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_other_schema_version_gets_an_actionable_message(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(UserError, match="schema version 99; this aebench reads version 1: move the file aside"):
+        Store(path)
+
+
+def test_foreign_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (x)")
+    with pytest.raises(UserError, match="not an aebench result store"):
+        Store(path)
+
+
+def test_run_ids_sort_by_time() -> None:
+    from datetime import datetime, timezone
+
+    early = new_run_id(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    late = new_run_id(datetime(2026, 1, 2, tzinfo=timezone.utc))
+    assert early < late
+
+
+def test_result_validation() -> None:
+    cell = Matrix.from_dict(tiny_matrix_dict()).cells()[0]
+    with pytest.raises(ValueError, match="status 'great'"):
+        CellResult(cell=cell, status="great", duration_s=1)
+    with pytest.raises(ValueError, match="needs an error"):
+        CellResult(cell=cell, status="failed", duration_s=1)
+    with pytest.raises(ValueError, match="dotted names"):
+        CellResult(cell=cell, status="ok", duration_s=1, metrics={"mse": 1.0})
+    with pytest.raises(ValueError, match="duration_s"):
+        CellResult(cell=cell, status="ok", duration_s=float("nan"))
+    result = CellResult(cell=cell, status="ok", duration_s=1, metrics={"quality.mse": float("inf")})
+    assert result.metrics["quality.mse"] is None
+    with pytest.raises(TypeError):
+        result.metrics["quality.mse"] = 1.0  # type: ignore[index]
