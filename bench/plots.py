@@ -1,0 +1,209 @@
+"""The report's figures: matplotlib on the Agg canvas, each returned as an ``<img>`` tag with a base64 PNG data URI.
+
+Figures are built with the object-oriented API (``Figure`` + ``FigureCanvasAgg``) rather than pyplot: that is the Agg
+backend without pyplot's global figure registry, so a report written from a long-lived process (or beside a GUI
+backend someone selected) neither changes the process-wide backend nor leaks figures. Each figure is still cleared
+once encoded so its artists are freed at once.
+
+The functions take data already selected and aggregated by ``bench.report``; they only draw.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+DPI = 100  # small PNGs: a report with dozens of figures must stay a few MB
+# Above this max/min ratio a linear axis squashes the slow series flat against zero.
+LOG_SCALE_RATIO = 10.0
+MAX_LEGEND_ENTRIES = 16
+
+
+def new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)  # attaches the Agg canvas that savefig renders with
+    return figure
+
+
+def img_tag(figure: Figure, alt: str) -> str:
+    """Encode the figure as an inline PNG and free it; the tag needs no file or network to display."""
+    buffer = io.BytesIO()
+    # metadata Software=None: no matplotlib version stamp, so the same data gives the same bytes
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    figure.clear()
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img class="figure" src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
+
+
+MARKERS = "osD^v<>"
+# Past this many series an in-axes legend hides the lines it explains.
+LEGEND_INSIDE_MAX = 5
+
+
+def _legend_height(entries: int) -> float:
+    """Extra inches for a two-column legend below the axes (none when it fits inside)."""
+    return 0.0 if entries <= LEGEND_INSIDE_MAX else 0.2 * -(-entries // 2) + 0.2
+
+
+def _series_style(index: int) -> dict[str, object]:
+    """Ten colours, then the next marker shape: series 0 and 10 stay distinguishable."""
+    return {"color": f"C{index % 10}", "marker": MARKERS[index // 10 % len(MARKERS)], "markersize": 4}
+
+
+def _legend_columns(labels: Sequence[str]) -> int:
+    """Two legend columns fit an 8-inch figure only while the labels are short."""
+    return 2 if max((len(label) for label in labels), default=0) <= 45 else 1
+
+
+def _legend(axes, outside: bool = False) -> None:
+    """Legend in the axes, or below them when many long entries would hide the curves."""
+    handles, labels = axes.get_legend_handles_labels()
+    if not handles:
+        return
+    handles, labels = handles[:MAX_LEGEND_ENTRIES], labels[:MAX_LEGEND_ENTRIES]
+    if outside:
+        axes.figure.legend(handles, labels, fontsize="small", loc="outside lower center",
+                           ncols=_legend_columns(labels), frameon=False)
+    else:
+        axes.legend(handles, labels, fontsize="small")
+
+
+# Plain numbers on log axes (0.2, 0.5, 1, 2) rather than 2x10^-1: latencies are read, not admired.
+_PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
+
+
+def wide_range(values: np.ndarray | pd.Series | pd.DataFrame) -> bool:
+    """True when positive values span more than LOG_SCALE_RATIO, i.e. a log axis reads better."""
+    array = np.asarray(values, dtype=np.float64).ravel()
+    array = array[np.isfinite(array) & (array > 0)]
+    return bool(array.size) and float(array.max() / array.min()) > LOG_SCALE_RATIO
+
+
+def _line_panel(axes, series: pd.DataFrame, reference: pd.Series | None, reference_label: str, ylabel: str,
+                legend: bool = True) -> None:
+    """One solid line per column of ``series`` (index = x), and an optional dashed reference line."""
+    for position, column in enumerate(series.columns):
+        values = series[column].dropna()
+        if not values.empty:
+            axes.plot(values.index, values.to_numpy(), label=str(column), **_series_style(position))
+    if reference is not None and not reference.dropna().empty:
+        values = reference.dropna()
+        axes.plot(values.index, values.to_numpy(), linestyle="--", color="0.35", marker="x", markersize=4,
+                  label=reference_label)
+    axes.set_ylabel(ylabel)
+    axes.grid(True, alpha=0.3)
+    if legend:
+        _legend(axes, outside=len(series.columns) + (reference is not None) > LEGEND_INSIDE_MAX)
+
+
+def quality_figure(psnr: pd.DataFrame, noisy_psnr: pd.Series | None, accuracy: pd.DataFrame | None = None,
+                   noisy_accuracy: pd.Series | None = None, noise_label: str = "noise") -> Figure:
+    """PSNR of the outputs vs noise (one line per series) with the noisy input's PSNR dashed; a second panel for
+    classifier accuracy on the denoised images when the run recorded it."""
+    panels = 2 if accuracy is not None else 1
+    entries = len(psnr.columns) + (noisy_psnr is not None)
+    figure = new_figure(6.0 * panels, 4.0 + _legend_height(entries))
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    _line_panel(axes[0], psnr, noisy_psnr, "noisy input", "PSNR (dB)")
+    axes[0].set_title("Reconstruction PSNR vs clean images")
+    if accuracy is not None:
+        # the same series in the same colours: a figure-wide legend below already names them
+        _line_panel(axes[1], accuracy, noisy_accuracy, "noisy input", "accuracy",
+                    legend=entries <= LEGEND_INSIDE_MAX)
+        axes[1].set_title("Classifier accuracy on denoised images")
+    for panel in axes:
+        panel.set_xlabel(noise_label)
+    return figure
+
+
+def throughput_figure(train_ips: pd.DataFrame) -> Figure:
+    """Training images/s vs CPU threads, one line per series (index = threads)."""
+    figure = new_figure(6.5, 4.0 + _legend_height(len(train_ips.columns)))
+    axes = figure.subplots()
+    _line_panel(axes, train_ips, None, "", "training images/s (steady epochs)")
+    axes.set_xlabel("CPU threads")
+    threads = [int(t) for t in train_ips.index]
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(threads, [str(t) for t in threads])
+    axes.minorticks_off()
+    if wide_range(train_ips):
+        axes.set_yscale("log")
+        axes.yaxis.set_major_formatter(_PLAIN)
+        axes.yaxis.set_minor_formatter(_PLAIN)
+        axes.tick_params(axis="y", which="minor", labelsize="x-small")
+    axes.set_title("Training throughput vs threads")
+    return figure
+
+
+def latency_cdf_figure(curves: Sequence[tuple[str, np.ndarray]]) -> Figure:
+    """Empirical CDF of batch-1 latency samples (seconds in, milliseconds on a log x axis), p50 and p99 marked."""
+    entries = min(len(curves), MAX_LEGEND_ENTRIES)
+    legend_rows = -(-entries // _legend_columns([label + " " * 30 for label, _ in curves]))
+    figure = new_figure(8.0, 4.0 + 0.2 * legend_rows)
+    axes = figure.subplots()
+    for position, (label, seconds) in enumerate(curves):
+        ms = np.sort(np.asarray(seconds, dtype=np.float64).ravel() * 1e3)
+        ms = ms[np.isfinite(ms) & (ms > 0)]
+        if ms.size == 0:
+            continue
+        fraction = np.arange(1, ms.size + 1) / ms.size
+        color = f"C{position % 10}"
+        p50, p99 = np.percentile(ms, 50), np.percentile(ms, 99)
+        axes.step(ms, fraction, where="post", color=color, label=f"{label}: p50 {p50:.3g}, p99 {p99:.3g} ms")
+        axes.plot([p50], [0.50], marker="o", color=color, linestyle="none")
+        axes.plot([p99], [0.99], marker="^", color=color, linestyle="none")
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(_PLAIN)
+    axes.xaxis.set_minor_formatter(_PLAIN)
+    axes.tick_params(axis="x", which="minor", labelsize="x-small")
+    axes.set_xlabel("batch-1 latency (ms, log scale)")
+    axes.set_ylabel("fraction of calls")
+    axes.set_ylim(0, 1.02)
+    axes.axhline(0.50, color="0.6", linewidth=0.6, linestyle=":")
+    axes.axhline(0.99, color="0.6", linewidth=0.6, linestyle=":")
+    axes.grid(True, which="both", alpha=0.25)
+    axes.set_title("Batch-1 latency CDF (o = p50, ^ = p99)")
+    _legend(axes, outside=True)
+    return figure
+
+
+def _mosaic_row(images: np.ndarray, pad: int) -> np.ndarray:
+    """Images side by side with a white gap between them."""
+    count, height, width = images.shape
+    row = np.full((height, count * (width + pad) - pad), 255, dtype=np.uint8)
+    for position, image in enumerate(images):
+        start = position * (width + pad)
+        row[:, start : start + width] = image
+    return row
+
+
+def image_grid_figure(rows: Sequence[tuple[str, np.ndarray]], title: str, pad: int = 2) -> Figure:
+    """The paper's figure: one row of digits per (name, (N, 28, 28) uint8 images), drawn as a single image.
+
+    One ``imshow`` of a mosaic rather than N x 3 subplots: the same picture, a fraction of the rendering time.
+    """
+    count = min(len(images) for _, images in rows)
+    strips = [_mosaic_row(np.asarray(images[:count], dtype=np.uint8), pad) for _, images in rows]
+    height = strips[0].shape[0]
+    gap = np.full((pad * 2, strips[0].shape[1]), 255, dtype=np.uint8)
+    mosaic = np.concatenate([part for strip in strips for part in (strip, gap)][:-1])
+    width = max(4.0, 0.5 * count + 1.2)
+    # height from the mosaic's aspect ratio (1.2 in of row labels, 0.4 in of title), so no blank band is left
+    figure = new_figure(width, (width - 1.2) * mosaic.shape[0] / mosaic.shape[1] + 0.4)
+    axes = figure.subplots()
+    axes.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    axes.set_xticks([])
+    axes.set_yticks([index * (height + 2 * pad) + height / 2 for index in range(len(rows))], [name for name, _ in rows])
+    axes.tick_params(length=0)
+    for spine in axes.spines.values():
+        spine.set_visible(False)
+    axes.set_title(title, fontsize="medium")
+    return figure

@@ -1,0 +1,253 @@
+"""The HTML report: self-contained, complete, escaped, and robust to runs with missing metrics or no ok cell.
+
+Regenerate the golden results table after an intended change with:
+    AEBENCH_UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/test_report.py
+and review the diff of tests/golden/results_table.html before committing it.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import report
+from bench.config import Cell, Matrix
+from bench.results import CellResult
+from bench.store import Store
+
+GOLDEN = Path(__file__).parent / "golden" / "results_table.html"
+SECTION_TITLES = [title for _, title in report.SECTIONS]
+EVIL = "<script>alert('x')</script>"
+
+
+def small_matrix(**overrides: object) -> Matrix:
+    raw = {"name": "report-test", "dataset": "mnist", "variants": ["conv", "undercomplete"], "noise": [0.0, 0.5],
+           "threads": [1, 2], "epochs": 2, "train_size": 64, "test_size": 64, "throughput": {"batch_size": 32}}
+    raw.update(overrides)
+    return Matrix.from_dict(raw)
+
+
+def ok_result(cell: Cell, rng: np.random.Generator) -> CellResult:
+    """Plausible numbers: quality falls with noise, throughput grows with threads, latency is lognormal."""
+    noisy_psnr = 30.0 if cell.noise == 0 else 8.0 - cell.noise
+    psnr = 22.0 - 4 * cell.noise + (1.0 if cell.variant == "conv" else 0.0) + rng.normal(0, 0.05)
+    threads = cell.threads or 1
+    latency = rng.lognormal(np.log(0.4e-3 / threads**0.5), 0.2, 150)
+    metrics = {
+        "quality.psnr_db": psnr, "quality.noisy_psnr_db": noisy_psnr, "quality.gain_db": psnr - noisy_psnr,
+        "quality.ssim": 0.8 - 0.1 * cell.noise, "quality.bce": 0.1 + 0.05 * cell.noise,
+        "quality.mse": 10 ** (-psnr / 10),
+        "speed.train_ips": 5000.0 * threads**0.8 * (0.3 if cell.variant == "conv" else 1.0),
+        "speed.train_unstable": float(threads == 2), "speed.train_first_epoch_s": 2.5,
+        "speed.infer_ips": 40000.0 * threads**0.9, "speed.infer_unstable": 0.0,
+        "speed.latency_b1_p50_ms": float(np.percentile(latency, 50) * 1e3),
+        "speed.latency_b1_p90_ms": float(np.percentile(latency, 90) * 1e3),
+        "speed.latency_b1_p99_ms": float(np.percentile(latency, 99) * 1e3),
+        "speed.latency_b1_p999_ms": float(np.percentile(latency, 99.9) * 1e3),
+        "speed.latency_b1_unstable": float(cell.noise > 0),
+        "speed.predict_b1_p50_ms": 30.0, "speed.cold_start_s": 1.2, "memory.peak_rss_mb": 812.0,
+    }
+    info = {"backend_device": "CPU", "inference_path": "tf.function", "train_input": "numpy",
+            "intra_op_threads": threads, "pid": 1234}
+    grids = {name: rng.integers(0, 256, (15, 28, 28), dtype=np.uint8)
+             for name in ("grid_clean", "grid_noisy", "grid_denoised")}
+    artifacts = {**grids, "grid_labels": np.arange(15) % 10, "latency_b1_s": latency}
+    return CellResult(cell=cell, status="ok", duration_s=3.0, metrics=metrics, info=info, exit_code=0,
+                      artifacts=artifacts)
+
+
+def failed_result(cell: Cell) -> CellResult:
+    return CellResult(cell=cell, status="failed", duration_s=1.0, exit_code=1, error=f"RuntimeError: {EVIL}",
+                      stderr_tail=f"Traceback (most recent call last):\n  File \"x.py\"\nRuntimeError: {EVIL} & more")
+
+
+def skipped_result(cell: Cell) -> CellResult:
+    return CellResult(cell=cell, status="skipped", duration_s=0.0, error="no GPU visible to tensorflow on this machine")
+
+
+ENVIRONMENT = {"cpu_model": "Test CPU <v2>", "cpu_logical_cores": 2, "ram_gb": 7.7, "os": "Linux", "python": "3.12",
+               "version.keras": "3.9", "git_commit": "abc123", "git_dirty": True, "machine_id": "m1"}
+
+
+def fill_run(store: Store, results: list[CellResult], run_id: str | None = None, finish: bool = True) -> str:
+    run_id = store.begin_run(small_matrix(), ENVIRONMENT, ["aebench", "run", "t"], run_id=run_id)
+    for result in results:
+        store.add_result(run_id, result)
+    if finish:
+        store.finish_run(run_id, "complete", 12.5, {"wall_s": 12.5, "measured_s": 10.0, "overhead_s": 2.5,
+                                                    "overhead_pct": 20.0, "cells_ok": 8, "cells_failed": 1})
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """One store with 8 ok cells (2 variants x 2 noise x 2 threads), one failed and one skipped; report written."""
+    tmp = tmp_path_factory.mktemp("report")
+    rng = np.random.default_rng(0)
+    cells = small_matrix().cells()
+    results = [ok_result(cell, rng) for cell in cells]
+    extra = dataclasses.replace(cells[0], index=len(cells), variant="sparse_l1")
+    results.append(failed_result(extra))
+    results.append(skipped_result(dataclasses.replace(extra, index=len(cells) + 1, device="gpu", threads=None)))
+    with Store(tmp / "s.sqlite") as store:
+        run_id = fill_run(store, results)
+        path = report.write_report(store, run_id, tmp / "reports")
+    return path, tmp / "reports", run_id
+
+
+def test_report_is_written_with_latest_copy(full_report: tuple[Path, Path, str]) -> None:
+    path, reports_dir, run_id = full_report
+    assert path == reports_dir / run_id / "index.html"
+    assert path.is_file()
+    assert (reports_dir / "latest.html").read_bytes() == path.read_bytes()
+    assert not list(path.parent.glob("*.partial")) and not list(reports_dir.glob(".*partial"))
+
+
+def test_report_is_self_contained(full_report: tuple[Path, Path, str]) -> None:
+    text = full_report[0].read_text(encoding="utf-8")
+    assert 'src="http' not in text and "href=\"http" not in text
+    assert "<link" not in text and "<script" not in text
+    assert "@import" not in text and "url(" not in text
+
+
+def test_report_has_every_section_in_order(full_report: tuple[Path, Path, str]) -> None:
+    text = full_report[0].read_text(encoding="utf-8")
+    positions = [text.index(f"<h2>{report.html.escape(title)}</h2>") for title in SECTION_TITLES]
+    assert positions == sorted(positions)
+    for needle in ("How these numbers were taken", "Run summary", "overhead_pct", "report-test", "abc123 (dirty",
+                   report.html.escape(report.UNSTABLE_LEGEND), "framework path", "tf.function"):
+        assert needle in text, needle
+
+
+def test_report_escapes_store_text(full_report: tuple[Path, Path, str]) -> None:
+    text = full_report[0].read_text(encoding="utf-8")
+    assert EVIL not in text
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text or "&lt;script&gt;alert(&#39;x&#39;)" in text
+    assert "Test CPU &lt;v2&gt;" in text
+    assert "<details>" in text and "&amp; more" in text  # the failed cell's stderr tail, escaped in a <pre>
+
+
+def test_report_embeds_png_figures(full_report: tuple[Path, Path, str]) -> None:
+    text = full_report[0].read_text(encoding="utf-8")
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    # quality, throughput, latency CDF, and one image grid per noise level
+    assert len(images) == 5
+    assert all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
+
+
+def test_report_content(full_report: tuple[Path, Path, str]) -> None:
+    text = full_report[0].read_text(encoding="utf-8")
+    assert "status-failed" in text and "status-skipped" in text
+    assert re.search(r'<td [^>]*class="[^"]*\bunstable\b[^"]*" >[^<]* ≈</td>', text)
+    assert "Compiled inference path in this run: tf.function." in text
+    assert "speedup" in text and "efficiency" in text
+    assert "Test digits: 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4" in text
+
+
+def test_latest_is_only_the_newest_run(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    cell = small_matrix().cells()[0]
+    with Store(tmp_path / "s.sqlite") as store:
+        newest = fill_run(store, [ok_result(cell, rng)], run_id="20990101T000000-ffffff")
+        older = fill_run(store, [ok_result(cell, rng)], run_id="20000101T000000-000000")
+        assert store.resolve_run(None) == newest
+        report.write_report(store, older, tmp_path / "reports")
+        assert not (tmp_path / "reports" / "latest.html").exists()
+        path = report.write_report(store, newest, tmp_path / "reports")
+    assert (tmp_path / "reports" / "latest.html").read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
+
+
+def test_run_with_only_failed_cells_renders(tmp_path: Path) -> None:
+    cells = small_matrix().cells()
+    with Store(tmp_path / "s.sqlite") as store:
+        run_id = fill_run(store, [failed_result(cells[0]), skipped_result(cells[1])])
+        path = report.write_report(store, run_id, tmp_path / "reports")
+    text = path.read_text(encoding="utf-8")
+    for title in SECTION_TITLES:
+        assert f"<h2>{report.html.escape(title)}</h2>" in text
+    assert "data:image/png" not in text and EVIL not in text
+    assert "nothing to plot" in text
+
+
+def test_unfinished_empty_run_renders(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.sqlite") as store:
+        run_id = fill_run(store, [], finish=False)
+        text = report.write_report(store, run_id, tmp_path / "reports").read_text(encoding="utf-8")
+    assert "recorded no cells" in text and "may be partial" in text
+
+
+# -- helpers on synthetic frames (no store) ----------------------------------------------------------------------------
+
+
+def golden_frame() -> pd.DataFrame:
+    """A fixed frame: two ok cells (one with unstable speed figures, one missing metrics), one failed cell."""
+    base = {"run_id": "r", "noise_type": "gaussian", "device": "cpu", "backend": "tensorflow", "precision": "float32",
+            "seed": 0, "exit_code": 0, "error": "", "duration_s": 1.0}
+    rows = [
+        {**base, "cell": 1, "variant": "conv", "noise": 0.5, "threads": 2, "status": "ok",
+         "quality.psnr_db": 18.1234, "quality.noisy_psnr_db": 7.5, "quality.gain_db": 10.6234, "quality.ssim": 0.71234,
+         "quality.bce": 0.10567, "quality.mse": 0.0154321, "speed.train_ips": 12345.6, "speed.train_unstable": 1.0,
+         "speed.infer_ips": 98765.4, "speed.infer_unstable": 0.0, "speed.latency_b1_p50_ms": 0.41234,
+         "speed.latency_b1_p99_ms": 12.3456, "speed.latency_b1_unstable": 1.0, "speed.predict_b1_p50_ms": 31.5,
+         "speed.cold_start_s": 1.234, "memory.peak_rss_mb": 812.4},
+        {**base, "cell": 0, "variant": "undercomplete", "noise": 0.0, "threads": 1, "status": "ok",
+         "quality.psnr_db": 22.0, "quality.noisy_psnr_db": 100.0, "quality.gain_db": -78.0, "quality.ssim": 0.9,
+         "quality.bce": 0.09, "quality.mse": 0.0063, "speed.train_ips": 4000.0, "speed.train_unstable": 0.0,
+         "speed.latency_b1_p50_ms": 1234.5, "speed.latency_b1_unstable": 0.0, "memory.peak_rss_mb": 1500.0},
+        {**base, "cell": 2, "variant": "conv", "noise": 1.0, "threads": 1, "status": "failed", "exit_code": 1,
+         "error": "boom"},
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_results_table_matches_golden() -> None:
+    html_text = report.results_table(golden_frame())
+    if os.environ.get("AEBENCH_UPDATE_GOLDEN") == "1" or not GOLDEN.exists():
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_text(html_text, encoding="utf-8")
+    assert html_text == GOLDEN.read_text(encoding="utf-8"), (
+        "results table HTML changed: if intended, rerun with AEBENCH_UPDATE_GOLDEN=1 and review the golden diff"
+    )
+
+
+def test_results_table_formats_and_marks() -> None:
+    html_text = report.results_table(golden_frame())
+    assert html_text.index(">undercomplete<") < html_text.index(">conv<")  # rows in cell order
+    assert "12,346 ≈" in html_text and "0.412 ≈" in html_text and "12.35 ≈" in html_text
+    assert "98,765" in html_text and "98,765 ≈" not in html_text
+    assert "18.12" in html_text and "+10.62" in html_text and "0.01543" in html_text
+    assert report.NA in html_text  # missing and NaN metrics render as a dash
+    assert "predict() b1 p50 (ms, framework path)" in html_text
+    assert ">seed<" not in html_text  # a single seed gets no column
+
+
+def test_results_table_survives_missing_columns() -> None:
+    frame = pd.DataFrame([{"cell": 0, "variant": "conv", "noise": 0.1, "device": "gpu", "threads": None,
+                           "backend": "jax", "precision": "float32", "seed": 0, "status": "ok"}])
+    html_text = report.results_table(frame)
+    assert html_text.count(report.NA) >= len(report.METRIC_COLUMNS)
+    assert report.quality_section(frame).startswith('<p class="note">')
+    assert "No CPU cell" in report.throughput_section(frame)
+
+
+def test_quality_accuracy_panel_when_recorded() -> None:
+    frame = golden_frame().assign(**{"quality.acc_denoised": [0.9, 0.95, np.nan], "quality.acc_noisy": 0.5})
+    assert "data:image/png;base64," in report.quality_section(frame)
+
+
+def test_latency_curves_are_limited_to_the_conv_variant_when_many() -> None:
+    rows = [{"cell": index, "variant": variant, "noise": noise, "seed": 0, "status": "ok"}
+            for index, (variant, noise) in enumerate((v, n) for v in ("undercomplete", "conv") for n in (0.0, 0.5, 1.0))]
+    frame = pd.DataFrame(rows * 2).assign(cell=range(12), threads=[1] * 6 + [2] * 6)
+    artifacts = {cell: {"latency_b1_s": np.full(5, 1e-3)} for cell in range(12)}
+    chosen = report._latency_cells(frame, artifacts)
+    assert set(chosen["variant"]) == {"conv"} and len(chosen) == 6
+    del artifacts[3]  # a cell without samples is left out
+    assert 3 not in set(report._latency_cells(frame, artifacts)["cell"])
