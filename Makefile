@@ -9,7 +9,7 @@ SET ?=
 BENCH_COMPARE_FAIL ?=
 BENCH_SAVE ?= --benchmark-autosave
 
-.PHONY: help setup test bench bench-paper bench-micro report clean-reports
+.PHONY: help setup test bench bench-paper bench-micro crosscheck report clean-reports
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -27,11 +27,14 @@ test: ## run the test suite (tiny data, a few minutes)
 bench: ## run the quick matrix (bench/matrices/quick.toml) and write the report
 	$(AEBENCH) run $(MATRIX) $(SET)
 
-bench-paper: ## the paper's setting: conv AE, noise 0.2, full MNIST, 100 epochs (hours; resumable)
-	$(AEBENCH) run paper $(SET)
+bench-paper: ## the paper's setting: conv AE, noise 0.2, full MNIST, 100 epochs (hours; RESUME=1 continues)
+	$(AEBENCH) run paper $(if $(RESUME),--resume) $(SET)
 
 bench-micro: ## pytest-benchmark microbenchmarks (not part of `make test`)
 	$(BIN)/python -m pytest -q benchmarks $(BENCH_SAVE) $(if $(BENCH_COMPARE_FAIL),--benchmark-compare --benchmark-compare-fail=$(BENCH_COMPARE_FAIL))
+
+crosscheck: ## time the harness against hand-written tf.function loops and plain fit() on the conv AE
+	$(AEBENCH) crosscheck $(SET)
 
 report: ## rebuild the latest run's report from the store
 	$(AEBENCH) report

@@ -95,7 +95,8 @@ def device_description(device: str) -> str:
 @dataclass
 class Forward:
     """The model's compiled inference call. ``prepare`` moves a batch to the device once, outside the timing;
-    ``__call__`` runs the model and returns only when the device has finished."""
+    ``__call__`` runs the model and returns only when the device has finished; ``to_numpy`` gives float32 whatever
+    the precision policy computed in."""
 
     path: str
     prepare: Callable[[np.ndarray], Any]
@@ -123,7 +124,7 @@ def compiled_forward(model: keras.Model) -> Forward:
             out.numpy()  # CPU runs synchronously; on a GPU this waits for the result
             return out
 
-        return Forward("tf.function", lambda a: tf.constant(a), run, lambda t: t.numpy())
+        return Forward("tf.function", lambda a: tf.constant(a), run, lambda t: t.numpy().astype(np.float32))
     if name == "jax":
         import jax
 
@@ -138,7 +139,7 @@ def compiled_forward(model: keras.Model) -> Forward:
         def run(x: Any) -> Any:
             return function(trainable, non_trainable, x).block_until_ready()
 
-        return Forward("jax.jit", lambda a: jax.device_put(a), run, lambda t: np.asarray(t))
+        return Forward("jax.jit", lambda a: jax.device_put(a), run, lambda t: np.asarray(t, dtype=np.float32))
     if name == "torch":
         import torch
 
@@ -151,7 +152,8 @@ def compiled_forward(model: keras.Model) -> Forward:
             synchronise()
             return out
 
-        return Forward("torch.no_grad (eager)", lambda a: torch.as_tensor(a, device=device), run, lambda t: t.detach().cpu().numpy())
+        return Forward("torch.no_grad (eager)", lambda a: torch.as_tensor(a, device=device), run,
+                       lambda t: t.detach().float().cpu().numpy())  # numpy has no bfloat16: widen first
     raise ValueError(f"backend {name!r} is not supported: allowed tensorflow, jax, torch")
 
 
@@ -171,7 +173,7 @@ def training_feed(inputs: np.ndarray, targets: np.ndarray, batch_size: int, seed
             .batch(batch_size)
             .prefetch(tf.data.AUTOTUNE)
         )
-        return {"x": dataset}, "tf.data (cache, shuffle, prefetch)"
+        return {"x": dataset, "shuffle": False}, "tf.data (cache, shuffle, prefetch)"  # shuffled in the pipeline
     return {"x": inputs, "y": targets, "batch_size": batch_size, "shuffle": True}, "numpy arrays (Keras adapter)"
 
 
@@ -184,3 +186,31 @@ def epoch_timer_callback(on_begin: Callable[[], None], on_end: Callable[[], None
             on_end()
 
     return EpochTimer()
+
+
+def compile_autoencoder(model: keras.Model, learning_rate: float, jit_compile: bool) -> None:
+    """The one training configuration every cell and every cross-check uses: Adam on binary cross-entropy."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="binary_crossentropy",
+        jit_compile=jit_compile,
+    )
+
+
+def fit_timed(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, *, batch_size: int, epochs: int,
+              seed: int, clock: Callable[[], float] | None = None,
+              checkpoint_dir: str | None = None) -> tuple[float, Any, str]:
+    """Train with every epoch timed. Returns (final training loss, the EpochClock, the input path's label).
+
+    With ``checkpoint_dir``, Keras' BackupAndRestore saves weights and optimizer state after every epoch and, when
+    the folder already holds a backup (an interrupted run being resumed), restores it and trains only the epochs
+    left; the EpochClock then holds only the epochs this process ran."""
+    from bench.speed import EpochClock
+
+    timer = EpochClock(clock) if clock is not None else EpochClock()
+    feed, label = training_feed(inputs, targets, batch_size, seed)
+    callbacks: list[keras.callbacks.Callback] = [epoch_timer_callback(timer.begin, timer.end)]
+    if checkpoint_dir:
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(checkpoint_dir, delete_checkpoint=True))
+    history = model.fit(epochs=epochs, verbose=0, callbacks=callbacks, **feed)
+    return float(history.history["loss"][-1]), timer, label

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import sys
 import tempfile
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reports-dir", type=Path, default=Path("reports"), help="where reports are written")
     run.add_argument("--no-report", action="store_true", help="store results without writing the HTML report")
     run.add_argument("--dry-run", action="store_true", help="validate and list the cells, run nothing")
+    run.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
+                     help="continue an interrupted run (default: the latest) with the same matrix: cells already "
+                          "stored are kept, the rest run, and training restarts from its last saved epoch")
     _add_store(run)
 
     listing = commands.add_parser("list", help="list the runs in the store")
@@ -55,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reports-dir", type=Path, default=Path("reports"))
     _add_store(report)
 
+    crosscheck = commands.add_parser("crosscheck", help="time the harness against hand-written loops on the conv AE")
+    crosscheck.add_argument("args", nargs=argparse.REMAINDER, help="passed to python -m bench.crosscheck (--help)")
+
     commands.add_parser("models", help="list the model zoo with parameter counts")
     commands.add_parser("shapes", help="the paper's conv output-size table, checked against Keras")
     return parser
@@ -62,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = ["aebench", *(sys.argv[1:] if argv is None else argv)]
     try:
         return COMMANDS[args.command](args)
     except UserError as error:
@@ -112,24 +120,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         problems.update(probe_problems)
     skip_check = runner.SkipCheck(len(machine.usable_cpus()), accelerators, problems)
 
-    store = Store(_store_path(args))
-    environment = machine.collect_environment()
-    run_id = store.begin_run(matrix, environment, sys.argv if argv_is_real() else ["aebench", "run"])
+    store = Store(_store_path(args), create=not args.resume)
+    if args.resume:
+        run_id = store.resolve_run(args.resume)
+        _check_resumable(store.run_record(run_id), matrix)
+        done = {result.cell.key for result in store.results(run_id)}
+        remaining = [cell for cell in cells if cell.key not in done]
+        print(f"aebench: resuming run {run_id}: {len(cells) - len(remaining)} cells stored, {len(remaining)} to run",
+              file=sys.stderr)
+        cells = remaining
+        prior_wall_s = store.run_record(run_id)["wall_s"] or 0.0
+    else:
+        prior_wall_s = 0.0
+        run_id = store.begin_run(matrix, machine.collect_environment(), args.argv)
     print(f"aebench: run {run_id}: {len(cells)} cells of matrix {matrix.name!r} -> {store.path}", file=sys.stderr)
     status = "interrupted"
     try:
+        checkpoints = store.path.parent / "checkpoints" / run_id if matrix.checkpoint else None
         results = runner.run_cells(matrix, cells, data_path=data_path, skip_check=skip_check,
-                                   on_result=lambda result: store.add_result(run_id, result))
+                                   on_result=lambda result: store.add_result(run_id, result),
+                                   checkpoint_root=checkpoints)
         status = "complete"
     finally:
-        summary = _summary(store, run_id, time.monotonic() - wall_start)
+        summary = _summary(store, run_id, prior_wall_s + time.monotonic() - wall_start)
         store.finish_run(run_id, status, summary["wall_s"], summary)
     report_path = None
     if not args.no_report:
         from bench.report import write_report
 
         report_path = write_report(store, run_id, args.reports_dir)
-        summary = _summary(store, run_id, time.monotonic() - wall_start)
+        summary = _summary(store, run_id, prior_wall_s + time.monotonic() - wall_start)
         store.finish_run(run_id, status, summary["wall_s"], summary)
     _print_summary(run_id, summary, report_path)
     store.close()
@@ -137,8 +157,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_CELLS_FAILED if failed else 0
 
 
-def argv_is_real() -> bool:
-    return bool(sys.argv and sys.argv[0])
+def _check_resumable(record: dict[str, Any], matrix: Any) -> None:
+    if record["matrix"] != json.loads(json.dumps(matrix.to_dict())):
+        raise UserError(
+            f"run {record['run_id']} was made with a different matrix than {matrix.name!r} with these --set values: "
+            f"resume it with the same matrix file and --set options ({' '.join(record['argv'][1:])})"
+        )
 
 
 def _summary(store: Any, run_id: str, wall_s: float) -> dict[str, Any]:
@@ -232,7 +256,15 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     return 0 if all(row.ok for row in rows) else 1
 
 
+def cmd_crosscheck(args: argparse.Namespace) -> int:
+    from bench import crosscheck
+
+    # This process has not imported TensorFlow yet, so the module can still pin CPUs and set threads first.
+    return crosscheck.main(args.args)
+
+
 COMMANDS = {
+    "crosscheck": cmd_crosscheck,
     "run": cmd_run,
     "list": cmd_list,
     "export": cmd_export,

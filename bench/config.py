@@ -110,6 +110,7 @@ class Matrix:
     eval_noise: tuple[float, ...] = ()
     jit_compile: bool = False
     predict_path: bool = True
+    checkpoint: bool = False
     latency: LatencySettings = field(default_factory=LatencySettings)
     throughput: ThroughputSettings = field(default_factory=ThroughputSettings)
     hparams: Mapping[str, Mapping[str, float | int]] = field(default_factory=dict)
@@ -238,6 +239,7 @@ _TOP_LEVEL = {
     "eval_noise": _axis(_number(0.0), allow_empty=True),
     "jit_compile": _boolean,
     "predict_path": _boolean,
+    "checkpoint": _boolean,
 }
 _SECTIONS = {
     "latency": (

@@ -206,8 +206,12 @@ def run_cells(
     host_factory: Callable[[str, Path], WorkerHost] | None = None,
     progress: Progress | None = None,
     clock: Clock = time.monotonic,
+    checkpoint_root: Path | None = None,
 ) -> list[CellResult]:
-    """Run every cell, calling ``on_result`` as each finishes (so an interrupted sweep keeps what it measured)."""
+    """Run every cell, calling ``on_result`` as each finishes (so an interrupted sweep keeps what it measured).
+
+    With ``checkpoint_root``, each cell's training saves its state there every epoch, so a resumed run continues a
+    cell's training where it stopped rather than from epoch 0."""
     cells = list(cells)
     progress = progress or Progress(len(cells))
     host_factory = host_factory or (lambda backend, log: WorkerHost(backend, log))
@@ -221,7 +225,8 @@ def run_cells(
                 if reason is not None:
                     result = CellResult(cell=cell, status="skipped", duration_s=0.0, error=reason)
                 else:
-                    result = _run_one(matrix, cell, data_path, scratch, hosts, host_factory, clock)
+                    checkpoint = checkpoint_root / f"cell{cell.index:04d}" if checkpoint_root else None
+                    result = _run_one(matrix, cell, data_path, scratch, hosts, host_factory, clock, checkpoint)
                 results.append(result)
                 on_result(result)
                 progress.update(result)
@@ -232,7 +237,7 @@ def run_cells(
 
 
 def _run_one(matrix: Matrix, cell: Cell, data_path: Path, scratch: Path, hosts: dict[str, WorkerHost],
-             host_factory: Callable[[str, Path], WorkerHost], clock: Clock) -> CellResult:
+             host_factory: Callable[[str, Path], WorkerHost], clock: Clock, checkpoint_dir: Path | None) -> CellResult:
     cell_dir = scratch / f"cell{cell.index:04d}"
     cell_dir.mkdir()
     task = {
@@ -244,6 +249,7 @@ def _run_one(matrix: Matrix, cell: Cell, data_path: Path, scratch: Path, hosts: 
         "result_path": str(cell_dir / "result.json"),
         "artifacts_path": str(cell_dir / "artifacts.npz"),
         "log_path": str(cell_dir / "worker.log"),
+        "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
     }
     started = clock()
     try:

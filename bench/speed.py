@@ -108,19 +108,27 @@ class EpochClock:
         self.epoch_seconds.append(self._clock() - self._started)
         self._started = None
 
-    def metrics(self, images_per_epoch: int) -> dict[str, float]:
-        if len(self.epoch_seconds) < 2:
-            raise ValueError("steady training speed needs at least 2 timed epochs (the first includes compilation)")
+    def metrics(self, images_per_epoch: int) -> dict[str, float | None]:
+        """Steady throughput over epochs 2.. of this process; None when fewer than 2 epochs ran here (a resumed
+        cell that had one epoch left)."""
+        if not self.epoch_seconds:
+            raise ValueError("no epoch was timed")
         first, steady = self.epoch_seconds[0], np.asarray(self.epoch_seconds[1:])
-        steady_ips = images_per_epoch / steady
-        rate = images_per_epoch * len(steady) / float(steady.sum())
-        return {
-            "speed.train_ips": rate,
-            "speed.train_ips_stdev": float(steady_ips.std(ddof=1)) if len(steady) > 1 else 0.0,
+        out: dict[str, float | None] = {
             "speed.train_first_epoch_s": first,
+            "speed.train_s": float(sum(self.epoch_seconds)),
+            "speed.train_epochs_timed": float(len(self.epoch_seconds)),
+        }
+        if len(steady) == 0:
+            return out | {"speed.train_ips": None, "speed.train_ips_stdev": None, "speed.train_steady_epoch_s": None,
+                          "speed.train_compile_overhead_s": None, "speed.train_unstable": None}
+        steady_ips = images_per_epoch / steady
+        spread = float(steady_ips.std(ddof=1)) if len(steady) > 1 else 0.0
+        return out | {
+            "speed.train_ips": images_per_epoch * len(steady) / float(steady.sum()),
+            "speed.train_ips_stdev": spread,
             "speed.train_steady_epoch_s": float(np.median(steady)),
             # What the first epoch costs beyond a steady one: tracing and compilation.
             "speed.train_compile_overhead_s": max(0.0, first - float(np.median(steady))),
-            "speed.train_s": float(sum(self.epoch_seconds)),
-            "speed.train_unstable": float(len(steady) > 1 and steady_ips.std(ddof=1) / steady_ips.mean() > UNSTABLE_CV),
+            "speed.train_unstable": float(spread / steady_ips.mean() > UNSTABLE_CV),
         }

@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from bench import flops, machine
 from bench.config import Cell, Matrix
 from bench.data import Dataset, add_noise, load_dataset, subset
 from bench.quality import reconstruction_metrics, to_uint8
-from bench.speed import EpochClock, latency_metrics, run_timed_loop, throughput_metrics
+from bench.speed import latency_metrics, run_timed_loop, throughput_metrics
 
 GRID_IMAGES = 15  # the paper's figure shows 15 noisy test digits above their denoised outputs
 
@@ -42,7 +43,8 @@ def pin_cpus(threads: int | None) -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
-def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
+def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, checkpoint_dir: str | None = None,
+                 ) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
     """Train and measure one cell. Returns (metrics, info, artifacts)."""
     phase: dict[str, float] = {}
     t_setup = time.perf_counter()
@@ -78,23 +80,18 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset) -> tuple[dict[str
 
     t_build = time.perf_counter()
     model = models.build_autoencoder(cell.variant, hparams, seed=cell.seed)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=matrix.learning_rate),
-        loss="binary_crossentropy",
-        jit_compile=matrix.jit_compile,
-    )
+    backends.compile_autoencoder(model, matrix.learning_rate, matrix.jit_compile)
     build_s = time.perf_counter() - t_build
     info["jit_compile"] = bool(model.jit_compile)
     info["parameters"] = int(model.count_params())
 
     # Training: every epoch timed; the first (tracing, compilation) is reported apart.
-    epochs = EpochClock()
-    feed, info["train_input"] = backends.training_feed(train_inputs, x_train, matrix.batch_size, cell.seed)
-    history = model.fit(
-        epochs=matrix.epochs, verbose=0, callbacks=[backends.epoch_timer_callback(epochs.begin, epochs.end)], **feed
+    final_loss, epochs, info["train_input"] = backends.fit_timed(
+        model, train_inputs, x_train, batch_size=matrix.batch_size, epochs=matrix.epochs, seed=cell.seed,
+        checkpoint_dir=checkpoint_dir,
     )
     metrics = epochs.metrics(len(x_train))
-    metrics["quality.train_loss"] = float(history.history["loss"][-1])
+    metrics["quality.train_loss"] = final_loss
     phase["train_s"] = metrics["speed.train_s"]
 
     # Inference through the compiled call: first call (trace + compile) timed apart as the cold start.
@@ -125,6 +122,11 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset) -> tuple[dict[str
                                    min_duration_s=0.5, max_duration_s=lat.max_duration_s)
         metrics.update({k: v for k, v in latency_metrics(framework, "speed.predict_b1").items() if "_p" in k or "count" in k})
     phase["speed_s"] = time.perf_counter() - t_speed
+    if cell.device == "cpu":
+        metrics.update(flops.compute_metrics(flops.model_flops(model), metrics, cell.threads,
+                                             machine.cpu_flags(), flops.cpu_clock_ghz()))
+    else:
+        metrics["compute.flops_per_image"] = float(flops.model_flops(model))
 
     # Quality on the test set, scored against the clean images.
     t_eval = time.perf_counter()
@@ -177,7 +179,7 @@ def _child(task: dict[str, Any], datasets: dict[str, Dataset]) -> None:
         else:
             matrix = Matrix.from_dict(task["matrix"])
             cell = Cell.from_dict(task["cell"])
-            metrics, info, artifacts = execute_cell(matrix, cell, datasets[task["data_path"]])
+            metrics, info, artifacts = execute_cell(matrix, cell, datasets[task["data_path"]], task.get("checkpoint_dir"))
             np.savez(task["artifacts_path"], **artifacts)
             _write_json_atomic(Path(task["result_path"]), {"metrics": metrics, "info": info})
         exit_code = 0

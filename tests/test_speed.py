@@ -74,10 +74,12 @@ def test_epoch_clock_keeps_the_first_epoch_apart() -> None:
     assert metrics["speed.train_s"] == pytest.approx(7.0)
 
 
-def test_epoch_clock_needs_two_epochs() -> None:
+def test_epoch_clock_with_one_epoch_has_no_steady_speed() -> None:
     ticks = iter([0.0, 1.0])
     clock = EpochClock(clock=lambda: next(ticks))
     clock.begin()
     clock.end()
-    with pytest.raises(ValueError, match="at least 2"):
-        clock.metrics(10)
+    metrics = clock.metrics(10)
+    assert metrics["speed.train_ips"] is None and metrics["speed.train_first_epoch_s"] == 1.0
+    with pytest.raises(ValueError, match="no epoch"):
+        EpochClock().metrics(10)

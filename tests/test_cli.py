@@ -1,0 +1,164 @@
+"""The command line, end to end: real worker processes on tiny data, and bad input that must write nothing."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.store import Store
+from tests.conftest import REPO, tiny_matrix_dict
+
+
+def _write_matrix(path: Path, **overrides: object) -> Path:
+    import tomllib  # noqa: F401 - only to make sure the file we write is what tomllib reads
+
+    raw = tiny_matrix_dict(**overrides)
+    lines = []
+    tables = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            tables[key] = value
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    for name, table in tables.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _aebench(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, cwd=cwd or REPO, timeout=600)
+
+
+@pytest.mark.slow
+def test_run_two_cells_end_to_end(tmp_path: Path, tiny_dataset_dir: Path) -> None:
+    matrix = _write_matrix(tmp_path / "tiny.toml", accuracy=False)
+    store = tmp_path / "out" / "aebench.sqlite"
+    done = _aebench("run", str(matrix), "--data-dir", str(tiny_dataset_dir), "--store", str(store),
+                    "--reports-dir", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert "[2/2] ok" in done.stderr and "harness overhead" in done.stderr
+
+    with Store(store, create=False) as opened:
+        run_id = opened.resolve_run(None)
+        results = opened.results(run_id)
+        record = opened.run_record(run_id)
+    assert [r.status for r in results] == ["ok", "ok"]
+    assert record["status"] == "complete" and record["summary"]["cells_ok"] == 2
+    for result in results:
+        metrics = result.metrics
+        assert metrics["speed.train_ips"] > 0 and metrics["speed.infer_ips"] > 0
+        assert 0 < metrics["speed.latency_b1_p50_ms"] <= metrics["speed.latency_b1_p99_ms"]
+        assert metrics["quality.bce"] > 0 and metrics["quality.psnr_db"] > 0
+        assert metrics["memory.peak_rss_mb"] > 50
+        assert result.info["inference_path"] == "tf.function"
+        assert result.info["cpus"] == "0" or len(result.info["cpus"].split(",")) == 1  # pinned to one CPU
+        assert result.info["intra_op_threads"] == 1
+        assert result.artifacts["grid_denoised"].shape == (15, 28, 28)
+    assert results[1].info["parameters"] == 2561
+
+    report = tmp_path / "out" / run_id / "index.html"
+    assert report.is_file() and (tmp_path / "out" / "latest.html").read_text() == report.read_text()
+
+    listing = _aebench("list", "--store", str(store))
+    assert listing.returncode == 0 and run_id in listing.stdout and " 2 " in listing.stdout
+    exported = _aebench("export", "--store", str(store), "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    assert len(rows) == 2
+    for column in ("run_id", "variant", "noise", "threads", "device", "status", "quality.bce", "quality.mse",
+                   "quality.psnr_db", "quality.noisy_psnr_db", "speed.train_ips", "speed.infer_ips",
+                   "speed.latency_b1_p50_ms", "speed.latency_b1_p99_ms", "memory.peak_rss_mb"):
+        assert column in rows[0], column
+    rebuilt = _aebench("report", run_id[:10], "--store", str(store), "--reports-dir", str(tmp_path / "again"))
+    assert rebuilt.returncode == 0 and Path(rebuilt.stdout.strip()).is_file()
+
+
+def _run_rows(store: Path) -> int:
+    if not store.exists():
+        return 0
+    with Store(store) as opened:
+        return len(opened.runs_frame())
+
+
+@pytest.mark.parametrize(
+    ("matrix_text", "args", "message"),
+    [
+        ("name = 'x'\nvariants = [conv\n", [], "malformed TOML"),
+        (None, ["--set", 'variants=["resnet"]'], "variants = 'resnet' is invalid: allowed one of undercomplete"),
+        (None, ["--set", "noise=[-0.5]"], "noise = -0.5 is invalid: allowed finite numbers >= 0"),
+        (None, ["--set", "epoch=2"], "--set: unknown key 'epoch'"),
+        (None, ["--data-dir", "/nonexistent/folder"], "mnist.npz not found in --data-dir folder '/nonexistent/folder'"),
+        (None, ["--shard", "3/2"], "--shard '3/2' is invalid"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path: Path, tiny_dataset_dir: Path, capsys: pytest.CaptureFixture,
+                                                          matrix_text: str | None, args: list[str], message: str) -> None:
+    matrix = tmp_path / "m.toml"
+    if matrix_text is None:
+        _write_matrix(matrix)
+    else:
+        matrix.write_text(matrix_text)
+    store = tmp_path / "s.sqlite"
+    data_args = [] if "--data-dir" in args else ["--data-dir", str(tiny_dataset_dir)]
+    status = main(["run", str(matrix), "--store", str(store), *data_args, *args])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert _run_rows(store) == 0
+
+
+def test_missing_data_everywhere_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.delenv("AEBENCH_DATA", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr("bench.data._keras_download", lambda name: (_ for _ in ()).throw(ConnectionError("offline")))
+    matrix = _write_matrix(tmp_path / "m.toml")
+    status = main(["run", str(matrix), "--store", str(tmp_path / "s.sqlite")])
+    err = capsys.readouterr().err
+    assert status == 2 and "Set AEBENCH_DATA" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_corrupt_data_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "mnist.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    status = main(["run", str(_write_matrix(tmp_path / "m.toml")), "--data-dir", str(tmp_path), "--store", str(tmp_path / "s.sqlite")])
+    assert status == 2 and "corrupt or truncated" in capsys.readouterr().err
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_dry_run_lists_cells(capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", "quick", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "36 cells" in out and "conv/gaussian0.5/cpu2/tensorflow/float32/seed0" in out
+
+
+def test_list_and_export_without_a_store(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["list", "--store", str(tmp_path / "none.sqlite")]) == 2
+    assert "no result store" in capsys.readouterr().err
+    assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_models_lists_the_zoo(capsys: pytest.CaptureFixture) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    conv = next(line for line in out.splitlines() if line.startswith("conv "))
+    assert "2,561" in conv
+    assert all(name in out for name in ("undercomplete", "sparse_l1", "sparse_kl", "denoising", "contractive"))
+
+
+def test_shapes_table_is_checked_against_keras(capsys: pytest.CaptureFixture) -> None:
+    assert main(["shapes"]) == 0
+    out = capsys.readouterr().out
+    assert "4/4" in out
+    for size in ("28x28x16", "14x14x16", "26x26x16", "13x13x16"):
+        assert size in out.replace(" ", "") or size.replace("x", ", ") in out, size
