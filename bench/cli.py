@@ -59,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reports-dir", type=Path, default=Path("reports"))
     _add_store(report)
 
+    compare = commands.add_parser("compare", help="compare two runs cell by cell; exit 1 on a regression")
+    compare.add_argument("baseline", help="baseline run id or prefix ('latest' works)")
+    compare.add_argument("candidate", nargs="?", default="latest", help="candidate run (default: the latest)")
+    compare.add_argument("--baseline-store", type=Path, default=None, help="the baseline's store, if it is another file")
+    compare.add_argument("--fail", dest="thresholds", action="append", default=[], metavar="NAME:PCT%",
+                         help="regression threshold for a group (speed, quality) or one metric; "
+                              "defaults speed:5%% quality:1%%")
+    _add_store(compare)
+
     crosscheck = commands.add_parser("crosscheck", help="time the harness against hand-written loops on the conv AE")
     crosscheck.add_argument("args", nargs=argparse.REMAINDER, help="passed to python -m bench.crosscheck (--help)")
 
@@ -256,6 +265,32 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     return 0 if all(row.ok for row in rows) else 1
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench import compare
+    from bench.store import Store
+
+    thresholds = [compare.parse_threshold(text) for text in args.thresholds]
+    with Store(_store_path(args), create=False) as candidate_store, \
+            Store(args.baseline_store or _store_path(args), create=False) as baseline_store:
+        baseline_id = baseline_store.resolve_run(args.baseline)
+        candidate_id = candidate_store.resolve_run(args.candidate)
+        frames = baseline_store.frame([baseline_id]), candidate_store.frame([candidate_id])
+        keys_by_cell = [dict(zip(frame["cell"], frame["key"])) for frame in frames]
+        artifacts = baseline_store.artifacts(baseline_id), candidate_store.artifacts(candidate_id)
+        samples = {}
+        for key in set(keys_by_cell[0].values()) & set(keys_by_cell[1].values()):
+            pair = []
+            for side in (0, 1):
+                cell = next(c for c, k in keys_by_cell[side].items() if k == key)
+                pair.append(artifacts[side].get(cell, {}).get("latency_b1_s"))
+            samples[key] = tuple(pair)
+        table = compare.compare_frames(frames[0], frames[1], thresholds, samples)
+        unmatched = sorted(set(frames[0]["key"]) ^ set(frames[1]["key"]))
+        print(compare.format_comparison(table, baseline_store.run_record(baseline_id),
+                                        candidate_store.run_record(candidate_id), unmatched))
+    return EXIT_CELLS_FAILED if (table["verdict"] == "REGRESSION").any() else 0
+
+
 def cmd_crosscheck(args: argparse.Namespace) -> int:
     from bench import crosscheck
 
@@ -264,6 +299,7 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "compare": cmd_compare,
     "crosscheck": cmd_crosscheck,
     "run": cmd_run,
     "list": cmd_list,
