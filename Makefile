@@ -9,7 +9,7 @@ SET ?=
 BENCH_COMPARE_FAIL ?=
 BENCH_SAVE ?= --benchmark-autosave
 
-.PHONY: help setup test bench bench-paper bench-micro crosscheck report clean-reports
+.PHONY: help setup setup-torch test bench bench-paper bench-micro crosscheck report clean-reports gpu-wheels gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ $(BIN)/python:
 setup: $(BIN)/python ## create .venv and install aebench with its dev extras (rerunnable)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+
+setup-torch: ## add the CPU build of torch (CI does): `make test` then also checks the zoo on the torch backend
+	$(BIN)/python -m pip install --quiet torch==2.13.0
 
 test: ## run the test suite (tiny data, a few minutes)
 	$(BIN)/python -m pytest -q
@@ -41,3 +44,13 @@ report: ## rebuild the latest run's report from the store
 
 clean-reports: ## delete generated reports and the result store
 	find reports -mindepth 1 ! -name README.md -exec rm -rf {} +
+
+# The borrowed-GPU check: prepare here (network), run there (JAX and torch, no TensorFlow, no network).
+GPU_DATA ?= .gpu-data
+GPU_OUT ?= reports/gpu-check
+
+gpu-wheels: ## fetch keras/namex/optree wheels into .whl/ and copy mnist.npz to .gpu-data/ for gpu-check
+	PYTHON=$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) bash bench/gpu_wheels.sh
+
+gpu-check: ## on a GPU machine: the gpu matrix (JAX + torch, <= 5 min on an H100) into GPU_OUT
+	bash bench/gpu_check.sh $(GPU_DATA) $(GPU_OUT)

@@ -6,6 +6,7 @@ thread settings are fixed at that point.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ def configure_threads(threads: int | None) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(threads)  # as on TensorFlow: no more than the pinned cores
+        except RuntimeError:
+            pass  # torch allows it once, before any parallel work; the count in use is recorded below
         info["intra_op_threads"] = torch.get_num_threads()
         info["inter_op_threads"] = torch.get_num_interop_threads()
     elif name == "jax":
@@ -50,25 +55,110 @@ def set_precision(precision: str) -> None:
     keras.mixed_precision.set_dtype_policy(precision)
 
 
-def accelerator_count(kind: str) -> int:
-    """Visible GPUs or TPUs for the current backend (0 when none)."""
+def find_accelerators(kind: str) -> tuple[list[str], str | None]:
+    """The GPUs or TPUs the current backend can use, by name, and why there are none (None when some were found).
+
+    Runs in a probe child only: on TensorFlow, looking may initialise the runtime, after which thread settings are
+    fixed. A TensorFlow TPU is found through its cluster resolver, which raises when no TPU is named or attached.
+    """
     name = backend_name()
     if name == "tensorflow":
         import tensorflow as tf
 
-        return len(tf.config.list_physical_devices(kind.upper()))
+        if kind == "tpu":
+            try:
+                resolver = _tpu_resolver()
+            except (ValueError, RuntimeError) as error:  # ValueError: "Please provide a TPU Name to connect to."
+                return [], f"TPUClusterResolver: {error}"
+            return [f"TPU cluster {resolver.master() or 'local'}"], None
+        found = tf.config.list_physical_devices("GPU")
+        if found:
+            return [_tf_gpu_name(tf, device) for device in found], None
+        if not tf.test.is_built_with_cuda():
+            return [], f"this TensorFlow {tf.__version__} build has no CUDA support (tensorflow-cpu)"
+        return [], "TensorFlow found no GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides it)"
     if name == "jax":
         import jax
 
         try:
-            return len(jax.devices(kind))
-        except RuntimeError:
-            return 0
+            return [f"{device} ({device.device_kind})" for device in jax.devices(kind)], None
+        except RuntimeError as error:  # "Unknown backend: 'gpu' requested, but no platforms ... are present"
+            return [], f"jax.devices({kind!r}): {error}".splitlines()[0]
     if name == "torch":
         import torch
 
-        return torch.cuda.device_count() if kind == "gpu" else 0
-    return 0
+        if kind == "tpu":
+            return [], "aebench runs torch on CPUs and CUDA GPUs only (torch_xla is not supported)"
+        if torch.cuda.is_available():
+            return [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())], None
+        if torch.version.cuda is None:
+            return [], f"this torch {torch.__version__} build has no CUDA support (CPU wheel)"
+        return [], "torch.cuda found no GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides it)"
+    return [], f"backend {name!r} is not supported"
+
+
+def _tf_gpu_name(tf: Any, device: Any) -> str:
+    details = tf.config.experimental.get_device_details(device)
+    return f"{device.name} {details.get('device_name', '')}".strip()
+
+
+def _tpu_resolver() -> Any:
+    """The TensorFlow TPU cluster: the one TPU_NAME names (a Cloud TPU node) or, on a TPU VM, the local chips."""
+    import tensorflow as tf
+
+    if os.environ.get("TPU_NAME") or not tf.config.list_physical_devices("TPU"):
+        # Without TPU_NAME this raises ValueError at once, without any network call: that is the skip reason.
+        return tf.distribute.cluster_resolver.TPUClusterResolver()
+    return tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local")
+
+
+# Scopes entered by place(): never closed, because a cell's child process lives for that one cell.
+_PLACEMENT = contextlib.ExitStack()
+_TPU_STRATEGY: Any = None
+
+
+def place(device: str) -> None:
+    """Put everything this process creates from now on onto ``device`` (cpu, gpu or tpu) of the current backend.
+
+    Called once per cell child, after ``configure_threads`` and before the backend's first op.
+
+    - cpu: JAX is told to use its CPU platform; Keras on torch keeps its tensors on the CPU (it picks CUDA at import
+      when a GPU is present). TensorFlow already sees no GPU: the worker empties CUDA_VISIBLE_DEVICES first.
+    - gpu: the backend's first GPU, named explicitly so that a missing GPU fails the cell instead of running it
+      silently on the CPU.
+    - tpu on TensorFlow: connect to the cluster (``_tpu_resolver``), initialise it, and enter
+      ``TPUStrategy(resolver).scope()``: the model's variables are created on the TPU and ``fit()`` runs its steps
+      there, with batches of a static shape (``training_feed`` drops the remainder); the compiled forward call runs
+      through ``strategy.run``. tpu on JAX: the first TPU core, JAX's default device on a TPU VM. Neither TPU path can
+      run here (no TPU); the detection and the skip path are what the tests cover.
+    """
+    global _TPU_STRATEGY
+    name = backend_name()
+    if device == "cpu":
+        if name == "jax":
+            import jax
+
+            jax.config.update("jax_platforms", "cpu")
+        elif name == "torch":
+            _PLACEMENT.enter_context(keras.device("cpu"))
+        return
+    if device == "tpu" and name == "tensorflow":
+        import tensorflow as tf
+
+        resolver = _tpu_resolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        _TPU_STRATEGY = tf.distribute.TPUStrategy(resolver)
+        _PLACEMENT.enter_context(_TPU_STRATEGY.scope())
+        return
+    _PLACEMENT.enter_context(keras.device(f"{device}:0"))
+
+
+def weights_device(model: keras.Model) -> str:
+    """Where the model's first weight lives: the proof of what a cell ran on."""
+    value = model.weights[0].value
+    devices = getattr(value, "devices", None)  # a jax.Array holds a set of devices
+    return ", ".join(sorted(str(d) for d in devices())) if callable(devices) else str(value.device)
 
 
 def device_description(device: str) -> str:
@@ -82,7 +172,8 @@ def device_description(device: str) -> str:
     if name == "jax":
         import jax
 
-        return str(jax.devices()[0])
+        first = jax.devices()[0]  # the default backend's: place() has set the platform
+        return f"{first} ({first.device_kind})"
     if name == "torch":
         import torch
 
@@ -117,7 +208,13 @@ def compiled_forward(model: keras.Model) -> Forward:
     if name == "tensorflow":
         import tensorflow as tf
 
-        function = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        strategy = _TPU_STRATEGY
+        if strategy is None:
+            function = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        else:
+            # A TPU runs the call on every core, each with the whole batch; the first core's answer is kept.
+            function = tf.function(lambda x: strategy.experimental_local_results(
+                strategy.run(lambda y: model(y, training=False), args=(x,)))[0], reduce_retracing=True)
 
         def run(x: Any) -> Any:
             out = function(x)
@@ -128,8 +225,12 @@ def compiled_forward(model: keras.Model) -> Forward:
     if name == "jax":
         import jax
 
-        trainable = [v.value for v in model.trainable_variables]
-        non_trainable = [v.value for v in model.non_trainable_variables]
+        import jax.numpy as jnp
+
+        # Copies, not the variables' own arrays: Keras' jitted predict() and fit() donate those buffers to XLA,
+        # which deletes them, and a later call here would fail with "Array has been deleted".
+        trainable = [jnp.copy(v.value) for v in model.trainable_variables]
+        non_trainable = [jnp.copy(v.value) for v in model.non_trainable_variables]
 
         @jax.jit
         def function(trainable: Any, non_trainable: Any, x: Any) -> Any:
@@ -170,7 +271,7 @@ def training_feed(inputs: np.ndarray, targets: np.ndarray, batch_size: int, seed
             tf.data.Dataset.from_tensor_slices((inputs, targets))
             .cache()
             .shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
-            .batch(batch_size)
+            .batch(batch_size, drop_remainder=_TPU_STRATEGY is not None)  # a TPU step needs a static shape
             .prefetch(tf.data.AUTOTUNE)
         )
         return {"x": dataset, "shuffle": False}, "tf.data (cache, shuffle, prefetch)"  # shuffled in the pipeline
@@ -188,7 +289,7 @@ def epoch_timer_callback(on_begin: Callable[[], None], on_end: Callable[[], None
     return EpochTimer()
 
 
-def compile_autoencoder(model: keras.Model, learning_rate: float, jit_compile: bool) -> None:
+def compile_autoencoder(model: keras.Model, learning_rate: float, jit_compile: bool | str) -> None:
     """The one training configuration every cell and every cross-check uses: Adam on binary cross-entropy."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),

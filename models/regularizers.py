@@ -12,6 +12,11 @@ not depend on the Keras version: Keras 3 releases before the fix for
 keras-team/keras#22018 (PR #22021, January 2026) added the built-in activity
 penalty summed over the batch, undivided by the batch size; the installed
 3.15 divides it. The explicit layer scales the same on any version.
+
+Precision: each penalty is computed in float32 even under a mixed policy
+(mixed_bfloat16, mixed_float16). Keras adds the layer losses to the float32
+loss and refuses a bfloat16 term, and a bfloat16 sum over hundreds of units
+would keep only about three significant digits anyway.
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ class L1SparseDense(layers.Dense):
 
     def call(self, inputs, training=None):
         h = super().call(inputs, training=training)
-        self.add_loss(self.l1 * ops.mean(ops.sum(ops.abs(h), axis=-1)))
+        h32 = ops.cast(h, "float32")
+        self.add_loss(self.l1 * ops.mean(ops.sum(ops.abs(h32), axis=-1)))
         return h
 
     def get_config(self) -> dict[str, Any]:
@@ -69,7 +75,7 @@ class KLSparseDense(layers.Dense):
 
     def call(self, inputs, training=None):
         h = super().call(inputs, training=training)
-        self.add_loss(self.beta * kl_sparsity(h, self.rho))
+        self.add_loss(self.beta * kl_sparsity(ops.cast(h, "float32"), self.rho))
         return h
 
     def get_config(self) -> dict[str, Any]:
@@ -106,7 +112,9 @@ class ContractiveDense(layers.Dense):
         h = super().call(inputs, training=training)
         # self.kernel is the live variable: the penalty must pull on the
         # weights being trained, not on a snapshot of them.
-        penalty = _sigmoid_jacobian_frobenius_sq(h, self.kernel)
+        penalty = _sigmoid_jacobian_frobenius_sq(
+            ops.cast(h, "float32"), ops.cast(self.kernel, "float32")
+        )
         self.add_loss(self.contractive_lambda * ops.mean(penalty))
         return h
 

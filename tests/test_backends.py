@@ -1,0 +1,90 @@
+"""Backend portability: every zoo model builds, trains a step and runs on each installed Keras backend.
+
+KERAS_BACKEND is read when Keras is imported, so each backend answers in a process of its own
+(tests/backend_step.py), looping over all six variants in float32 and mixed_bfloat16. TensorFlow is always there;
+torch and JAX are optional extras (`make setup-torch` installs the CPU torch that CI uses): without them these tests
+skip, saying so.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import models
+from bench.cli import main
+from bench.store import Store
+from tests.conftest import REPO
+from tests.test_cli import _write_matrix
+
+pytestmark = pytest.mark.backends
+
+HELPER = Path(__file__).with_name("backend_step.py")
+PRECISIONS = ("float32", "mixed_bfloat16")
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                 reason="torch is not installed (make setup-torch, or pip install 'aebench[torch]')")
+
+
+def _step(backend: str) -> dict:
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(HELPER), *PRECISIONS], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["backend"] == backend
+    return answer["results"]
+
+
+@pytest.fixture(scope="module")
+def tensorflow_answers() -> dict:
+    return _step("tensorflow")
+
+
+def _check(results: dict) -> None:
+    expected = {f"{variant}/{precision}" for precision in PRECISIONS for variant in models.VARIANTS}
+    assert set(results) == expected
+    broken = {key: value["error"] for key, value in results.items() if "error" in value}
+    assert not broken
+    for key, value in results.items():
+        assert value["finite"], f"{key}: loss {value['loss']} or its output is not finite"
+        assert value["shape"] == [16, 28, 28, 1], key
+
+
+def test_every_variant_trains_on_tensorflow(tensorflow_answers: dict) -> None:
+    _check(tensorflow_answers)
+
+
+@needs_torch
+def test_every_variant_trains_on_torch_like_on_tensorflow(tensorflow_answers: dict) -> None:
+    torch_answers = _step("torch")
+    _check(torch_answers)
+    assert {k: v["shape"] for k, v in torch_answers.items()} == {k: v["shape"] for k, v in tensorflow_answers.items()}
+    # Same loss, same data, same untrained scale: a backend that computed a different loss would stand out here.
+    for key, value in torch_answers.items():
+        assert value["loss"] == pytest.approx(tensorflow_answers[key]["loss"], rel=0.1), key
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install 'aebench[jax]')")
+def test_every_variant_trains_on_jax() -> None:
+    _check(_step("jax"))
+
+
+@needs_torch
+@pytest.mark.slow
+def test_a_torch_cell_runs_end_to_end(tmp_path: Path, tiny_dataset_dir: Path) -> None:
+    matrix = _write_matrix(tmp_path / "m.toml", variants=["conv"], backend=["torch"], accuracy=False)
+    store = tmp_path / "aebench.sqlite"
+    status = main(["run", str(matrix), "--data-dir", str(tiny_dataset_dir), "--store", str(store), "--no-report"])
+    assert status == 0
+    with Store(store, create=False) as opened:
+        (result,) = opened.results(opened.resolve_run(None))
+    assert result.status == "ok", result.stderr_tail
+    assert result.info["backend"] == "torch" and result.info["weights_device"] == "cpu"
+    assert result.info["inference_path"].startswith("torch.no_grad") and result.info["intra_op_threads"] == 1
+    assert result.metrics["speed.train_ips"] > 0 and result.metrics["quality.psnr_db"] > 0
