@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="print a run's flat table (one row per cell)")
     export.add_argument("run", nargs="?", default=None, help="run id or unique prefix (default: the latest)")
     export.add_argument("--format", choices=("csv", "json"), default="csv")
+    export.add_argument("--aggregate", action="store_true",
+                        help="one row per cell group over seeds: mean, 95%% CI half-width (<col>.ci95), n_seeds")
     _add_store(export)
 
     report = commands.add_parser("report", help="rebuild a run's HTML report from the store")
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     crosscheck.add_argument("args", nargs=argparse.REMAINDER, help="passed to python -m bench.crosscheck (--help)")
 
     commands.add_parser("models", help="list the model zoo with parameter counts")
+    commands.add_parser("devices", help="the CPU, GPUs and TPUs this machine offers each installed backend")
     commands.add_parser("shapes", help="the paper's conv output-size table, checked against Keras")
     return parser
 
@@ -92,21 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- run -----------------------------------------------------------------------------------------------------------
 
 
-def _backend_problems(backends: Sequence[str]) -> dict[str, str]:
-    """Backends that cannot be imported here, found without importing them."""
-    modules = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
-    problems = {}
-    for backend in backends:
-        if importlib.util.find_spec("keras") is None:
-            problems[backend] = "keras is not installed"
-        elif importlib.util.find_spec(modules[backend]) is None:
-            extra = f" (pip install 'aebench[{backend}]')" if backend != "tensorflow" else ""
-            problems[backend] = f"backend {backend} is not installed{extra}"
-    return problems
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench import config, data, machine, runner
+    from bench import config, data, devices, machine, runner
     from bench.store import Store
 
     wall_start = time.monotonic()
@@ -119,15 +107,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     data_path = data.find_dataset(matrix.dataset, args.data_dir)
     data.load_dataset(matrix.dataset, data_path)  # a bad file stops the run here, before anything is written
-    problems = _backend_problems(matrix.backend)
-    accelerators: dict[tuple[str, str], int] = {}
+    problems = devices.backend_problems(matrix.backend)
     wanted = sorted({c.backend for c in cells if c.device != "cpu" and c.backend not in problems})
-    if wanted:
-        with tempfile.TemporaryDirectory(prefix="aebench-probe-") as scratch:
-            found, probe_problems = runner.probe_accelerators(wanted, Path(scratch))
-        accelerators.update(found)
-        problems.update(probe_problems)
-    skip_check = runner.SkipCheck(len(machine.usable_cpus()), accelerators, problems)
+    found = devices.summarize(devices.probe_in_workers(wanted) if wanted else {})
+    problems.update(found.problems)
+    skip_check = runner.SkipCheck(len(machine.usable_cpus()), found.counts, problems, found.reasons)
 
     store = Store(_store_path(args), create=not args.resume)
     if args.resume:
@@ -148,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         checkpoints = store.path.parent / "checkpoints" / run_id if matrix.checkpoint else None
         results = runner.run_cells(matrix, cells, data_path=data_path, skip_check=skip_check,
                                    on_result=lambda result: store.add_result(run_id, result),
-                                   checkpoint_root=checkpoints)
+                                   checkpoint_root=checkpoints, cache_dir=store.path.parent / "cache")
         status = "complete"
     finally:
         summary = _summary(store, run_id, prior_wall_s + time.monotonic() - wall_start)
@@ -225,6 +209,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     with Store(_store_path(args), create=False) as store:
         frame = store.frame([store.resolve_run(args.run)])
     frame = frame.drop(columns=[c for c in ("stderr_tail",) if c in frame.columns])
+    if args.aggregate:
+        from bench.aggregate import aggregate_over_seeds, metric_columns
+
+        frame = aggregate_over_seeds(frame, metric_columns(frame))
     if args.format == "csv":
         frame.to_csv(sys.stdout, index=False)
     else:
@@ -254,6 +242,13 @@ def cmd_models(args: argparse.Namespace) -> int:
         spec = models.REGISTRY[name]
         defaults = ", ".join(f"{k}={v:g}" for k, v in spec.defaults.items()) or "-"
         print(f"{name:<14} {models.parameter_count(name):>10,}  {defaults:<26}  {spec.description}")
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from bench import devices
+
+    print(devices.format_devices(devices.discover()), end="")
     return 0
 
 
@@ -306,6 +301,7 @@ COMMANDS = {
     "export": cmd_export,
     "report": cmd_report,
     "models": cmd_models,
+    "devices": cmd_devices,
     "shapes": cmd_shapes,
 }
 

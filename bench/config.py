@@ -108,7 +108,8 @@ class Matrix:
     repeats: int = 1
     timeout_s: float = 600.0
     eval_noise: tuple[float, ...] = ()
-    jit_compile: bool = False
+    accuracy: bool = True  # reference classifier and latent probe (bench.accuracy); off makes test runs cheap
+    jit_compile: bool | str = False  # or "auto": Keras decides per backend (XLA on JAX, eager torch)
     predict_path: bool = True
     checkpoint: bool = False
     latency: LatencySettings = field(default_factory=LatencySettings)
@@ -190,6 +191,14 @@ def _choice(options: Sequence[str]):
     return check
 
 
+def _jit_setting(key: str, value: Any) -> bool | str:
+    # "auto" is Keras' own default: jit on JAX (eager JAX is orders of magnitude slower), XLA on a TensorFlow GPU,
+    # never on torch (torch.compile's minutes of compilation) nor on a CPU-only TensorFlow.
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise _fail(key, value, 'true, false or "auto"')
+
+
 def _boolean(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise _fail(key, value, "true or false")
@@ -237,7 +246,8 @@ _TOP_LEVEL = {
     "repeats": _integer(1, 100),
     "timeout_s": _number(0.0, strict=True),
     "eval_noise": _axis(_number(0.0), allow_empty=True),
-    "jit_compile": _boolean,
+    "accuracy": _boolean,
+    "jit_compile": _jit_setting,
     "predict_path": _boolean,
     "checkpoint": _boolean,
 }

@@ -124,6 +124,30 @@ def quality_figure(psnr: pd.DataFrame, noisy_psnr: pd.Series | None, accuracy: p
     return figure
 
 
+def robustness_figure(panels: Sequence[tuple[str, pd.DataFrame]], noisy_psnr: pd.Series | None,
+                      noise_label: str = "test noise level") -> Figure:
+    """PSNR vs test noise level: one panel per (title, frame with index = level, one column per series), the noisy
+    input's PSNR dashed in each. The series keep their colours across panels (same column order)."""
+    columns = min(len(panels), 3)
+    rows = -(-len(panels) // columns)
+    entries = max((len(frame.columns) for _, frame in panels), default=0) + (noisy_psnr is not None)
+    figure = new_figure(4.2 * columns + 0.6, 3.4 * rows + _legend_height(entries))
+    grid = figure.subplots(rows, columns, squeeze=False, sharey=True)
+    for index, axes in enumerate(grid.ravel()):
+        if index >= len(panels):
+            axes.set_visible(False)
+            continue
+        title, frame = panels[index]
+        # one legend for the figure (below) when several panels repeat the same series
+        _line_panel(axes, frame, noisy_psnr, "noisy input", "PSNR (dB)" if index % columns == 0 else "",
+                    legend=len(panels) == 1)
+        axes.set_title(title, fontsize="medium")
+        axes.set_xlabel(noise_label)
+    if len(panels) > 1:
+        _legend(grid.ravel()[0], outside=True)
+    return figure
+
+
 def throughput_figure(train_ips: pd.DataFrame) -> Figure:
     """Training images/s vs CPU threads, one line per series (index = threads)."""
     figure = new_figure(6.5, 4.0 + _legend_height(len(train_ips.columns)))

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from bench import plots
+from bench.aggregate import CI_SUFFIX, aggregate_over_seeds
 from bench.results import UNSTABLE_CV, CellResult
 from bench.store import Store
 
@@ -34,6 +35,7 @@ PREFERRED_VARIANT = "conv"  # the paper's model: the latency and image-grid sect
 FEW_LATENCY_CELLS = 8  # up to this many ok cells, every one gets a latency curve
 MAX_LATENCY_CURVES = 12
 MAX_INFO_VALUES = 8
+NEAR_ZERO_THRESHOLD = 1e-2  # bench.accuracy.NEAR_ZERO, repeated: the report must not import Keras
 UNBOUNDED_PSNR_DB = 100.0  # at or above this a PSNR means "identical images" (bench.quality caps MSE at 1e-12)
 GRID_NAMES = ("grid_clean", "grid_noisy", "grid_denoised")
 # The Styler emits a <style> block per table even when it has no styles; the page's CSS covers every table.
@@ -330,9 +332,13 @@ def method_paragraph(matrix: Mapping[str, Any]) -> str:
 def results_section(frame: pd.DataFrame, matrix: Mapping[str, Any]) -> str:
     paths = _first_seen(_text(v) for v in frame.get("info.inference_path", pd.Series(dtype=object)) if not pd.isna(v))
     used = _note(f"Compiled inference path in this run: {', '.join(paths)}.") if paths else ""
+    seeds = ""
+    if _several_seeds(frame):
+        seeds = "<h3>Over seeds</h3>" + seed_summary_table(frame) + _note(CI_NOTE)
     return (
         results_table(frame)
         + _note(UNSTABLE_LEGEND)
+        + seeds
         + "<h3>How these numbers were taken</h3>"
         + method_paragraph(matrix)
         + used
@@ -381,6 +387,222 @@ def quality_section(frame: pd.DataFrame) -> str:
     return plots.img_tag(figure, "PSNR vs noise level per variant") + _note(caption)
 
 
+# -- accuracy (QoS), robustness, diagnostics; mean ± 95% CI over seeds -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A figure column of an aggregated table: its source, heading, format, and the format of its CI half-width."""
+
+    source: str
+    label: str
+    format: Formatter
+    ci_format: Formatter | None = None  # default: the figure's own format
+
+
+def _percent(value: Any) -> str:
+    return f"{float(value) * 100:.1f}%"
+
+
+SEED_SUMMARY_FIGURES = (
+    Stat("quality.psnr_db", "PSNR (dB)", _fixed(2)),
+    Stat("quality.gain_db", "gain (dB)", _signed(2), _fixed(2)),
+    Stat("quality.ssim", "SSIM", _fixed(4)),
+    Stat("quality.acc_denoised", "acc denoised", _fixed(4)),
+    Stat("quality.probe_acc", "probe acc", _fixed(4)),
+    Stat("speed.train_ips", "train img/s", _thousands),
+    Stat("speed.infer_ips", "infer img/s", _thousands),
+    Stat("speed.latency_b1_p50_ms", "batch-1 p50 (ms)", _milliseconds),
+)
+ACCURACY_FIGURES = (
+    Stat("quality.acc_clean", "acc clean", _fixed(4)),
+    Stat("quality.acc_noisy", "acc noisy", _fixed(4)),
+    Stat("quality.acc_denoised", "acc denoised", _fixed(4)),
+    Stat("quality.acc_recovered", "recovered", _percent),
+    Stat("quality.probe_acc", "probe acc", _fixed(4)),
+    Stat("quality.ssim", "SSIM", _fixed(4)),
+    Stat("quality.gain_db", "gain (dB)", _signed(2), _fixed(2)),
+)
+DIAGNOSTIC_FIGURES = (
+    Stat("diag.mean_activation", "mean activation", _fixed(4)),
+    Stat("diag.near_zero_fraction", "near-zero fraction", _fixed(3)),
+    Stat("diag.dead_unit_fraction", "dead-unit fraction", _fixed(3)),
+    Stat("diag.jacobian_fro_sq_autodiff", "‖J‖²_F autodiff", lambda v: f"{float(v):.5g}"),
+    Stat("diag.jacobian_fro_sq_closed_form", "‖J‖²_F closed form", lambda v: f"{float(v):.5g}"),
+)
+ROBUST_PREFIX = "robust.psnr_db@"
+NOISY_ROBUST_PREFIX = "robust.noisy_psnr_db@"
+DIGIT_PREFIX = "diag.mse_digit"
+CI_NOTE = ("Figures are the mean ± the half-width of the 95% confidence interval over seeds (Student t, "
+           "bench.aggregate); cells of one seed at several thread counts count as one repeat.")
+
+
+def _with_ci(table: pd.DataFrame, figure: Stat) -> pd.Series:
+    """'mean ± half-width' where the interval exists, the mean alone where it does not (one seed), None if missing."""
+    means = _numeric(table, figure.source)
+    cis = _numeric(table, figure.source + CI_SUFFIX)
+    ci_format = figure.ci_format or figure.format
+    return pd.Series([None if pd.isna(mean) else figure.format(mean) + ("" if pd.isna(ci) else f" ± {ci_format(ci)}")
+                      for mean, ci in zip(means, cis)], index=table.index, dtype="object")
+
+
+def _aggregated_display(table: pd.DataFrame, axes: Mapping[str, tuple[str, Formatter]],
+                        figures: Sequence[Stat]) -> tuple[pd.DataFrame, dict[str, Formatter]]:
+    """Axis columns, a 'seeds' column when any group has several, then each recorded figure as text with its CI."""
+    display = pd.DataFrame(index=table.index)
+    formats: dict[str, Formatter] = {}
+    for source, (label, format) in axes.items():
+        display[label] = table[source].astype("object").where(table[source].notna(), None)
+        formats[label] = format
+    if (table["n_seeds"] > 1).any():
+        display["seeds"] = table["n_seeds"].astype(int)
+        formats["seeds"] = _integer
+    for figure in figures:
+        if _numeric(table, figure.source).notna().any():
+            display[figure.label] = _with_ci(table, figure)
+    return display, formats
+
+
+def _several_seeds(frame: pd.DataFrame) -> bool:
+    return "seed" in frame.columns and _ok(frame)["seed"].nunique() > 1
+
+
+def seed_summary_table(frame: pd.DataFrame) -> str:
+    """Results over seeds: one row per cell group (every axis but the seed), mean ± 95% CI of the headline figures."""
+    ok = _ordered(_ok(frame))
+    table = aggregate_over_seeds(ok, [figure.source for figure in SEED_SUMMARY_FIGURES])
+    axes = {axis: (axis, _integer if axis == "threads" else _general if axis == "noise" else str)
+            for axis in ("variant", "noise", "device", "threads", "backend", "precision")
+            if axis in table.columns and (axis in ("variant", "noise") or table[axis].nunique(dropna=False) > 1)}
+    display, formats = _aggregated_display(table, axes, SEED_SUMMARY_FIGURES)
+    return styled_table(display, formats, "seedsummary")
+
+
+def _with_series(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(series=_series_labels(frame).to_numpy())
+
+
+def _robust_levels(frame: pd.DataFrame, prefix: str) -> dict[float, str]:
+    """Test noise level -> column, for the robustness columns the run recorded, in level order."""
+    found = {}
+    for column in frame.columns:
+        if column.startswith(prefix):
+            try:
+                found[float(column.removeprefix(prefix))] = column
+            except ValueError:
+                continue
+    return dict(sorted(found.items()))
+
+
+def _classifier_note(ok: pd.DataFrame) -> str:
+    if "info.classifier_test_acc" not in ok.columns:
+        return ""
+    per_seed = (pd.DataFrame({"seed": ok["seed"], "acc": pd.to_numeric(ok["info.classifier_test_acc"], errors="coerce")})
+                .dropna().drop_duplicates("seed"))
+    if per_seed.empty:
+        return ""
+    text = ", ".join(f"{acc:.4f} (seed {int(seed)})" for seed, acc in zip(per_seed["seed"], per_seed["acc"]))
+    return _note(f"Reference classifier, accuracy on the whole clean test set: {text}.")
+
+
+def accuracy_table(frame: pd.DataFrame) -> str:
+    ok = _with_series(_ordered(_ok(frame)))
+    table = aggregate_over_seeds(ok, [figure.source for figure in ACCURACY_FIGURES], by=["series", "noise"])
+    display, formats = _aggregated_display(table, {"series": ("variant", str), "noise": ("noise", _general)},
+                                           ACCURACY_FIGURES)
+    return styled_table(display, formats, "accuracy")
+
+
+def robustness_part(frame: pd.DataFrame) -> str:
+    ok = _with_series(_ordered(_ok(frame)))
+    levels = _robust_levels(ok, ROBUST_PREFIX)
+    if not levels:
+        return _note("No ok cell recorded a robustness sweep (robust.* columns).")
+    order = _first_seen(ok["series"])
+    columns = [*levels.values(), "robust.psnr_auc"]
+    table = aggregate_over_seeds(ok, columns, by=["series", "noise"])
+    panels = []
+    for noise in sorted(_first_seen(table["noise"])):
+        rows = table[table["noise"] == noise].set_index("series")
+        curves = pd.DataFrame({series: [rows.at[series, column] if series in rows.index else np.nan
+                                        for column in levels.values()] for series in order}, index=list(levels))
+        panels.append((f"trained at noise {float(noise):g}", curves))
+    noisy_levels = _robust_levels(ok, NOISY_ROBUST_PREFIX)
+    noisy = pd.Series({level: _numeric(ok, column).mean() for level, column in noisy_levels.items()}, dtype="float64")
+    noisy = noisy[noisy < UNBOUNDED_PSNR_DB]
+    noise_type = _first_seen(_strings(ok, "noise_type"))
+    label = f"{noise_type[0]} test noise level" if len(noise_type) == 1 and noise_type[0] else "test noise level"
+    figure = plots.robustness_figure(panels, noisy if not noisy.empty else None, label)
+    auc = pd.DataFrame({"variant": order})
+    for noise in sorted(_first_seen(table["noise"])):
+        rows = table[table["noise"] == noise].set_index("series").reindex(order)
+        auc[f"trained at {float(noise):g}"] = _with_ci(rows.reset_index(drop=True),
+                                                       Stat("robust.psnr_auc", "", _fixed(2))).to_numpy()
+    span = f"{min(levels):g} to {max(levels):g}"
+    caption = (f"Every trained model evaluated on the test images at test noise levels {span} (one panel per training "
+               "noise level; dashed: the noisy input itself, drawn where its PSNR is bounded). The table gives each "
+               f"curve's area under PSNR, divided by the level range ({span}): the curve's mean PSNR in dB, higher "
+               "is more robust.")
+    return (plots.img_tag(figure, "PSNR vs test noise level per variant") + _note(caption)
+            + styled_table(auc, {}, "robustness"))
+
+
+def diagnostics_part(frame: pd.DataFrame) -> str:
+    ok = _with_series(_ordered(_ok(frame)))
+    if not any(_numeric(ok, figure.source).notna().any() for figure in DIAGNOSTIC_FIGURES):
+        return _note("No ok cell recorded latent diagnostics (diag.* columns).")
+    table = aggregate_over_seeds(ok, [figure.source for figure in DIAGNOSTIC_FIGURES], by=["series", "noise"])
+    display, formats = _aggregated_display(table, {"series": ("variant", str), "noise": ("noise", _general)},
+                                           DIAGNOSTIC_FIGURES)
+    parts = [styled_table(display, formats, "diagnostics"),
+             _note(f"Latent codes of the noisy test inputs. Mean activation is the mean |h| over examples and units; "
+                   f"near-zero fraction the share of (example, unit) entries with |h| < {NEAR_ZERO_THRESHOLD:g}; "
+                   "dead-unit fraction the share of units near zero for every input."
+                   + (" ‖J‖²_F (contractive variant) is its penalty, the squared Frobenius norm of d(code)/d(input) "
+                      "averaged over a sample of test inputs: measured by automatic differentiation beside the closed "
+                      "form the training loss uses." if "‖J‖²_F autodiff" in display.columns else ""))]
+    reasons = _first_seen(v for v in _strings(ok, "info.jacobian_check") if v)
+    if reasons:
+        parts.append(_note("Jacobian check: " + "; ".join(map(str, reasons))))
+    digits = sorted((int(column.removeprefix(DIGIT_PREFIX)), column) for column in ok.columns
+                    if column.startswith(DIGIT_PREFIX) and column.removeprefix(DIGIT_PREFIX).isdigit())
+    if digits:
+        per_digit = aggregate_over_seeds(ok, [column for _, column in digits], by=["series", "noise"])
+        display = pd.DataFrame({"variant": per_digit["series"], "noise": per_digit["noise"]})
+        for digit, column in digits:
+            display[str(digit)] = per_digit[column]
+        formats = {"noise": _general, **{str(digit): _fixed(4) for digit, _ in digits}}
+        parts.append("<h3>Reconstruction MSE per class label</h3>" + styled_table(display, formats, "perdigit")
+                     + _note("MSE of the outputs against the clean test images, per true label (mean over seeds)."))
+    return "".join(parts)
+
+
+def accuracy_section(frame: pd.DataFrame) -> str:
+    ok = _ok(frame)
+    if ok.empty:
+        return _note("No ok cells: nothing to show.")
+    parts = []
+    if _numeric(ok, "quality.acc_denoised").notna().any() or _numeric(ok, "quality.probe_acc").notna().any():
+        parts.append(
+            "<p><b>Reference classifier:</b> a small CNN trained once per dataset and seed on the clean training "
+            "images (cached beside the store; its training is not part of any measured phase). <b>acc clean / noisy "
+            "/ denoised</b> are its top-1 accuracy on the cell's clean test images, on their noisy versions and on "
+            "the autoencoder's outputs. <b>recovered</b> = (denoised &minus; noisy) / (clean &minus; noisy): the "
+            "share of the accuracy lost to noise that denoising wins back, the QoS headline (blank where the noise "
+            "costs under 1 point of accuracy). <b>probe acc</b>: a logistic regression on the encoder's codes of "
+            "clean training images, scored on the codes of clean test images.</p>")
+        parts.append(accuracy_table(frame))
+        parts.append(_classifier_note(ok))
+    else:
+        parts.append(_note("This run recorded no classifier or probe accuracy (matrix setting accuracy = false, or "
+                           "an older worker); SSIM and gain are in the results table."))
+    if _several_seeds(frame):
+        parts.append(_note(CI_NOTE))
+    parts.append("<h3>Robustness to test noise</h3>" + robustness_part(frame))
+    parts.append("<h3>Latent diagnostics</h3>" + diagnostics_part(frame))
+    return "".join(parts)
+
+
 def _speedup_table(series: str, table: pd.DataFrame, unstable: pd.Series, index: int) -> str:
     """Speedup against the series' smallest thread count, and efficiency = speedup / (threads / min threads)."""
     data = table.dropna(subset=["train"])
@@ -427,6 +649,62 @@ def throughput_section(frame: pd.DataFrame) -> str:
         caption += " Log y axis: the series span more than a factor of 10."
     return (plots.img_tag(figure, "training throughput vs CPU threads") + _note(caption)
             + '<div class="tables">' + "".join(tables) + "</div>")
+
+
+DEVICE_KEY = ("variant", "device", "threads", "backend", "precision")
+DEVICE_METRICS = (
+    ("speed.train_ips", "train img/s", _thousands),
+    ("speed.infer_ips", "infer img/s", _thousands),
+    ("speed.latency_b1_p50_ms", "batch-1 p50 (ms)", _milliseconds),
+    ("speed.latency_b1_p99_ms", "batch-1 p99 (ms)", _milliseconds),
+    ("quality.psnr_db", "PSNR (dB)", _fixed(2)),
+)
+
+
+def _group_status(statuses: pd.Series, errors: pd.Series) -> str:
+    """'ok' when every cell of the group ran, the reason when none did, else the counts."""
+    counts = statuses.value_counts()
+    if list(counts.index) == ["ok"]:
+        return "ok"
+    if len(counts) == 1:
+        return f"{counts.index[0]}: {_first_seen(errors)[0]}"
+    return ", ".join(f"{count} {status}" for status, count in counts.items())
+
+
+def device_section(frame: pd.DataFrame) -> str:
+    """Device comparison: one row per variant x device (x CPU threads) x backend x precision, every cell included,
+    so a device or backend this machine lacks shows up as skipped with its reason."""
+    if frame.empty:
+        return _note("This run recorded no cells.")
+    if not _varying(frame, ("device", "backend", "precision")):
+        return _note("This run used one device, backend and precision: nothing to compare here "
+                     "(sweep device, backend or precision in the matrix to fill this table).")
+    frame = _ordered(frame).reset_index(drop=True)
+    keys = pd.Series(list(zip(*(_strings(frame, c).astype(str) for c in DEVICE_KEY))), index=frame.index)
+    rows = []
+    for key in _first_seen(keys):
+        group = frame[keys == key]
+        ok = _ok(group)
+        row: dict[str, Any] = dict(zip(DEVICE_KEY, key))
+        row["threads"] = row["threads"] or None  # an accelerator cell is not pinned to CPU threads
+        row["status"] = _group_status(group["status"], _strings(group, "error"))
+        row["ran on"] = ", ".join(_first_seen(_text(v) for v in _strings(ok, "info.backend_device") if v)) or None
+        for source, label, _ in DEVICE_METRICS:
+            row[label] = _numeric(ok, source).mean() if not ok.empty else np.nan
+        rows.append(row)
+    display = pd.DataFrame(rows)
+    train = display["train img/s"]
+    first = display.groupby("variant", sort=False)["train img/s"].transform(
+        lambda values: values.dropna().iloc[0] if values.notna().any() else np.nan)
+    display.insert(display.columns.get_loc("train img/s") + 1, "train vs first row", train / first)
+    formats: dict[str, Formatter] = {label: fmt for _, label, fmt in DEVICE_METRICS}
+    formats.update({"threads": lambda v: str(int(float(v))), "train vs first row": lambda v: f"{float(v):.2f}×"})
+    classes = pd.DataFrame("", index=display.index, columns=display.columns)
+    classes["status"] = ["status-" + str(status).split(":")[0].split()[-1] for status in display["status"]]
+    caption = ("Means over noise levels and seeds of the ok cells in each group. 'ran on' is the device the worker "
+               "reported using; 'train vs first row' divides training throughput by the variant's first measured "
+               "row (in matrix order, the CPU). Skipped rows name why this machine could not run them.")
+    return styled_table(display, formats, "devices", classes, css_class="data failures") + _note(caption)
 
 
 def _latency_cells(frame: pd.DataFrame, artifacts: Mapping[int, Mapping[str, np.ndarray]]) -> pd.DataFrame:
@@ -590,7 +868,9 @@ details { margin: .3em 0; } pre { background: #f6f8fa; padding: .6em; overflow-x
 SECTIONS = (
     ("results", "Results"),
     ("quality", "Quality vs noise"),
+    ("accuracy", "Accuracy (QoS)"),
     ("throughput", "Throughput vs threads"),
+    ("devices", "Devices and backends"),
     ("latency", "Latency"),
     ("images", "Image grid"),
     ("failures", "Failed, timed-out and skipped cells"),
@@ -621,7 +901,9 @@ def build_report(store: Store, run_id: str) -> str:
     bodies = {
         "results": results_section(frame, record.get("matrix") or {}),
         "quality": quality_section(frame),
+        "accuracy": accuracy_section(frame),
         "throughput": throughput_section(frame),
+        "devices": device_section(frame),
         "latency": latency_section(frame, artifacts),
         "images": image_grid_section(frame, artifacts),
         "failures": failures_section(results),
@@ -637,6 +919,7 @@ def _write_atomic(path: Path, text: str) -> None:
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
                                      suffix=".partial", delete=False) as handle:
         handle.write(text)
+    os.chmod(handle.name, 0o644)  # a report is for reading: NamedTemporaryFile creates owner-only files
     os.replace(handle.name, path)
 
 

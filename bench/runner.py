@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -178,6 +178,8 @@ class SkipCheck:
     usable_cpus: int
     accelerators: Mapping[tuple[str, str], int]  # (backend, "gpu"|"tpu") -> count
     backend_problems: Mapping[str, str]  # backend -> why it cannot run (not installed, ...)
+    # (backend, "gpu"|"tpu") -> why that backend sees none, in its own words (bench.devices.summarize)
+    accelerator_reasons: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     def reason(self, cell: Cell) -> str | None:
         if cell.backend in self.backend_problems:
@@ -189,7 +191,8 @@ class SkipCheck:
                 return "mixed_float16 runs on GPUs only (CPUs have no fast float16 path)"
             return None
         if self.accelerators.get((cell.backend, cell.device), 0) == 0:
-            return f"no {cell.device.upper()} visible to {cell.backend} on this machine"
+            why = self.accelerator_reasons.get((cell.backend, cell.device))
+            return f"no {cell.device.upper()} visible to {cell.backend} on this machine" + (f": {why}" if why else "")
         if cell.device == "tpu" and cell.precision == "mixed_float16":
             return "mixed_float16 is not supported on TPUs (use mixed_bfloat16)"
         return None
@@ -207,12 +210,22 @@ def run_cells(
     progress: Progress | None = None,
     clock: Clock = time.monotonic,
     checkpoint_root: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> list[CellResult]:
     """Run every cell, calling ``on_result`` as each finishes (so an interrupted sweep keeps what it measured).
 
     With ``checkpoint_root``, each cell's training saves its state there every epoch, so a resumed run continues a
-    cell's training where it stopped rather than from epoch 0."""
+    cell's training where it stopped rather than from epoch 0.
+
+    ``cache_dir`` holds what cells share and only the first one builds (the reference classifier of bench.accuracy);
+    by default a ``cache`` folder beside the default store."""
     cells = list(cells)
+    if cache_dir is None:
+        from bench.store import DEFAULT_STORE
+
+        cache_dir = DEFAULT_STORE.parent / "cache"
+    # Absolute: the worker host runs in the repository root, not in the caller's working directory.
+    cache_dir = Path(cache_dir).resolve()
     progress = progress or Progress(len(cells))
     host_factory = host_factory or (lambda backend, log: WorkerHost(backend, log))
     hosts: dict[str, WorkerHost] = {}
@@ -226,7 +239,8 @@ def run_cells(
                     result = CellResult(cell=cell, status="skipped", duration_s=0.0, error=reason)
                 else:
                     checkpoint = checkpoint_root / f"cell{cell.index:04d}" if checkpoint_root else None
-                    result = _run_one(matrix, cell, data_path, scratch, hosts, host_factory, clock, checkpoint)
+                    result = _run_one(matrix, cell, data_path, scratch, hosts, host_factory, clock, checkpoint,
+                                      cache_dir)
                 results.append(result)
                 on_result(result)
                 progress.update(result)
@@ -237,7 +251,8 @@ def run_cells(
 
 
 def _run_one(matrix: Matrix, cell: Cell, data_path: Path, scratch: Path, hosts: dict[str, WorkerHost],
-             host_factory: Callable[[str, Path], WorkerHost], clock: Clock, checkpoint_dir: Path | None) -> CellResult:
+             host_factory: Callable[[str, Path], WorkerHost], clock: Clock, checkpoint_dir: Path | None,
+             cache_dir: Path | None = None) -> CellResult:
     cell_dir = scratch / f"cell{cell.index:04d}"
     cell_dir.mkdir()
     task = {
@@ -250,6 +265,7 @@ def _run_one(matrix: Matrix, cell: Cell, data_path: Path, scratch: Path, hosts: 
         "artifacts_path": str(cell_dir / "artifacts.npz"),
         "log_path": str(cell_dir / "worker.log"),
         "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
+        "cache_dir": str(cache_dir) if cache_dir else None,
     }
     started = clock()
     try:
@@ -282,28 +298,31 @@ def _run_one(matrix: Matrix, cell: Cell, data_path: Path, scratch: Path, hosts: 
                       exit_code=0, stderr_tail=stderr_tail, artifacts=artifacts)
 
 
-def probe_accelerators(backends: Iterable[str], scratch: Path,
-                       host_factory: Callable[[str, Path], WorkerHost] | None = None) -> tuple[dict[tuple[str, str], int], dict[str, str]]:
-    """Ask each backend (in a child process) which GPUs/TPUs it sees. Returns (counts, per-backend problems)."""
+def probe_backends(backends: Iterable[str], scratch: Path,
+                   host_factory: Callable[[str, Path], WorkerHost] | None = None) -> dict[str, dict[str, Any]]:
+    """Ask each backend, in a child of its own worker host, which GPUs and TPUs it sees.
+
+    Returns backend -> bench.worker.probe_devices' answer, or ``{"problem": why}`` when the backend's host cannot
+    start or its probe fails. bench.devices turns these into device rows and skip reasons.
+    """
     host_factory = host_factory or (lambda backend, log: WorkerHost(backend, log))
-    counts: dict[tuple[str, str], int] = {}
-    problems: dict[str, str] = {}
+    found: dict[str, dict[str, Any]] = {}
     for backend in backends:
         log = scratch / f"probe-{backend}.log"
         try:
             host = host_factory(backend, log)
         except HostDied:
-            problems[backend] = f"backend {backend} cannot start here: " + (_last_error_line(tail(log)) or "see the log")
+            why = _last_error_line(tail(log)) or "see the log"
+            found[backend] = {"problem": f"backend {backend} cannot start here: {why}"}
             continue
         try:
             result_path = scratch / f"probe-{backend}.json"
             code, _ = host.run({"kind": "probe", "result_path": str(result_path), "log_path": str(log) + ".child"}, 120)
             if code == 0 and result_path.exists():
-                found = json.loads(result_path.read_text())
-                counts[(backend, "gpu")] = int(found.get("gpu", 0))
-                counts[(backend, "tpu")] = int(found.get("tpu", 0))
+                found[backend] = json.loads(result_path.read_text())
             else:
-                problems[backend] = f"backend {backend} device probe failed: " + (_last_error_line(tail(Path(str(log) + ".child"))) or f"exit {code}")
+                why = _last_error_line(tail(Path(str(log) + ".child"))) or f"exit {code}"
+                found[backend] = {"problem": f"backend {backend} device probe failed: {why}"}
         finally:
             host.close()
-    return counts, problems
+    return found

@@ -43,8 +43,54 @@ def pin_cpus(threads: int | None) -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
+def _accuracy_and_diagnostics(matrix: Matrix, cell: Cell, dataset: Dataset, model: Any, forward: Any,
+                              x_test: np.ndarray, noisy_test: np.ndarray, output: np.ndarray, y_test: np.ndarray,
+                              cache_dir: str | None) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
+    """Accuracy a downstream user would feel, latent diagnostics and the robustness sweep (bench.accuracy).
+
+    Returns (metrics, info, artifacts). Obtaining the reference classifier (trained by the first cell that needs it,
+    loaded from the cache by the others) is reported as ``timing.classifier_s``, apart from every measured phase.
+    """
+    import models
+    from bench import accuracy
+
+    metrics: dict[str, float] = {}
+    info: dict[str, Any] = {}
+    batch_size = matrix.throughput.batch_size
+    encoder = models.encoder_of(model)
+    if matrix.accuracy:
+        reference = accuracy.reference_classifier(dataset, cell.seed, Path(cache_dir) if cache_dir else None)
+        metrics["timing.classifier_s"] = reference.seconds
+        info["classifier_cached"] = reference.cached
+        info["classifier_test_acc"] = reference.test_accuracy
+        scores = {name: accuracy.classify_accuracy(reference.model, images, y_test, batch_size)
+                  for name, images in (("clean", x_test), ("noisy", noisy_test), ("denoised", output))}
+        metrics.update({f"quality.acc_{name}": value for name, value in scores.items()})
+        recovered = accuracy.recovered_fraction(scores["clean"], scores["noisy"], scores["denoised"])
+        if recovered is not None:
+            metrics["quality.acc_recovered"] = recovered
+        # The probe reads codes of clean images: what the code knows about the digit, apart from the noise.
+        x_probe, y_probe = subset(dataset.x_train, dataset.y_train, matrix.train_size, cell.seed)
+        metrics["quality.probe_acc"] = accuracy.latent_probe_accuracy(
+            encoder, x_probe, y_probe, x_test, y_test, cell.seed, batch_size=batch_size)
+    # Activation statistics on the codes of the cell's own (noisy) test inputs: the ones behind its outputs.
+    metrics.update(accuracy.latent_activation_stats(accuracy.predict_batches(encoder, noisy_test, batch_size)))
+    metrics.update(accuracy.per_digit_mse(x_test, output, y_test))
+    if cell.variant == "contractive":
+        jacobian, why_not = accuracy.contractive_jacobian_check(model, noisy_test[: accuracy.JACOBIAN_SAMPLE])
+        metrics.update(jacobian)
+        if why_not:
+            info["jacobian_check"] = why_not
+    levels = matrix.eval_noise or accuracy.DEFAULT_ROBUST_LEVELS
+    # Seed + 1, as for the cell's test noise: the cell's own level then reproduces its quality.psnr_db.
+    robust, artifacts = accuracy.robustness_curve(lambda images: forward.predict(images, batch_size), x_test,
+                                                  cell.noise_type, levels, seed=cell.seed + 1)
+    metrics.update(robust)
+    return metrics, info, artifacts
+
+
 def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, checkpoint_dir: str | None = None,
-                 ) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
+                 cache_dir: str | None = None) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
     """Train and measure one cell. Returns (metrics, info, artifacts)."""
     phase: dict[str, float] = {}
     t_setup = time.perf_counter()
@@ -60,6 +106,7 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, checkpoint_dir: s
     info: dict[str, Any] = {"cpus": ",".join(map(str, cpus)), "pid": os.getpid()}
     info.update(backends.configure_threads(cell.threads))
     backends.set_precision(cell.precision)
+    backends.place(cell.device)
     info["backend"] = backends.backend_name()
     info["backend_device"] = backends.device_description(cell.device)
     info["keras"] = keras.__version__
@@ -84,6 +131,7 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, checkpoint_dir: s
     build_s = time.perf_counter() - t_build
     info["jit_compile"] = bool(model.jit_compile)
     info["parameters"] = int(model.count_params())
+    info["weights_device"] = backends.weights_device(model)
 
     # Training: every epoch timed; the first (tracing, compilation) is reported apart.
     final_loss, epochs, info["train_input"] = backends.fit_timed(
@@ -133,6 +181,13 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, checkpoint_dir: s
     output = forward.predict(noisy_test, tput.batch_size)
     metrics.update(reconstruction_metrics(x_test, noisy_test, output))
     phase["eval_s"] = time.perf_counter() - t_eval
+    t_accuracy = time.perf_counter()
+    extra_metrics, extra_info, extra_artifacts = _accuracy_and_diagnostics(
+        matrix, cell, dataset, model, forward, x_test, noisy_test, output, y_test, cache_dir)
+    metrics.update(extra_metrics)
+    info.update(extra_info)
+    # The classifier's training (first cell only) is reported on its own, as timing.classifier_s.
+    phase["accuracy_s"] = time.perf_counter() - t_accuracy - extra_metrics.get("timing.classifier_s", 0.0)
 
     metrics["memory.peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     metrics["speed.batch_size"] = float(matrix.batch_size)
@@ -143,21 +198,33 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, checkpoint_dir: s
         "grid_denoised": to_uint8(output[:GRID_IMAGES]),
         "grid_labels": y_test[:GRID_IMAGES].astype(np.int64),
         "latency_b1_s": single.seconds.astype(np.float64),
+        **extra_artifacts,
     }
     return metrics, info, artifacts
 
 
 def probe_devices() -> dict[str, Any]:
-    """Accelerators the current backend sees (runs in a child: the host must not initialise the backend)."""
+    """Accelerators the current backend sees (runs in a child: the host must not initialise the backend).
+
+    Returns ``{"backend", "version", "gpu": count, "gpu_names": [...], "gpu_reason": why none or None, and the same
+    for "tpu"}``; bench.devices reads it.
+    """
+    import keras
+
     from bench import backends
 
-    found: dict[str, Any] = {"backend": backends.backend_name()}
+    name = backends.backend_name()
+    found: dict[str, Any] = {"backend": name, "keras": keras.__version__}
+    try:
+        found["version"] = __import__(name).__version__
+    except (ImportError, AttributeError):
+        found["version"] = "unknown"
     for kind in ("gpu", "tpu"):
         try:
-            found[kind] = backends.accelerator_count(kind)
+            names, reason = backends.find_accelerators(kind)
         except Exception as error:  # noqa: BLE001 - a broken driver is a reason, not a crash
-            found[kind] = 0
-            found[f"{kind}_error"] = f"{type(error).__name__}: {error}"[:300]
+            names, reason = [], f"{type(error).__name__}: {error}"[:300]
+        found[kind], found[f"{kind}_names"], found[f"{kind}_reason"] = len(names), names, reason
     return found
 
 
@@ -179,7 +246,8 @@ def _child(task: dict[str, Any], datasets: dict[str, Dataset]) -> None:
         else:
             matrix = Matrix.from_dict(task["matrix"])
             cell = Cell.from_dict(task["cell"])
-            metrics, info, artifacts = execute_cell(matrix, cell, datasets[task["data_path"]], task.get("checkpoint_dir"))
+            metrics, info, artifacts = execute_cell(matrix, cell, datasets[task["data_path"]], task.get("checkpoint_dir"),
+                                                   task.get("cache_dir"))
             np.savez(task["artifacts_path"], **artifacts)
             _write_json_atomic(Path(task["result_path"]), {"metrics": metrics, "info": info})
         exit_code = 0
@@ -195,6 +263,9 @@ def serve(commands: Any = None, events: Any = None) -> None:
     """The host loop: preload the framework, then fork one child per task."""
     commands = commands or sys.stdin
     events = events or sys.stdout
+    # Keras on torch asks torch.cuda.is_available() at import. Answered through the CUDA runtime, that initialises
+    # CUDA in this host and every forked cell then fails to use the GPU; answered through NVML, it does not.
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     import keras  # noqa: F401 - the preload that every forked cell inherits
 
     import models  # noqa: F401

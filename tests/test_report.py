@@ -53,6 +53,7 @@ def ok_result(cell: Cell, rng: np.random.Generator) -> CellResult:
         "speed.latency_b1_p999_ms": float(np.percentile(latency, 99.9) * 1e3),
         "speed.latency_b1_unstable": float(cell.noise > 0),
         "speed.predict_b1_p50_ms": 30.0, "speed.cold_start_s": 1.2, "memory.peak_rss_mb": 812.0,
+        **accuracy_metrics(cell, rng),
     }
     info = {"backend_device": "CPU", "inference_path": "tf.function", "train_input": "numpy",
             "intra_op_threads": threads, "pid": 1234}
@@ -61,6 +62,26 @@ def ok_result(cell: Cell, rng: np.random.Generator) -> CellResult:
     artifacts = {**grids, "grid_labels": np.arange(15) % 10, "latency_b1_s": latency}
     return CellResult(cell=cell, status="ok", duration_s=3.0, metrics=metrics, info=info, exit_code=0,
                       artifacts=artifacts)
+
+
+def accuracy_metrics(cell: Cell, rng: np.random.Generator) -> dict[str, float]:
+    """bench.accuracy's columns: accuracy falls with noise and denoising wins part of it back; PSNR falls with the
+    test noise level of the robustness sweep."""
+    noisy = 0.99 - 0.6 * cell.noise
+    metrics = {
+        "quality.acc_clean": 0.99, "quality.acc_noisy": noisy,
+        "quality.acc_denoised": noisy + 0.5 * (0.99 - noisy) + rng.normal(0, 0.002),
+        "quality.probe_acc": 0.9 + rng.normal(0, 0.005),
+        "diag.mean_activation": 0.2 if cell.variant == "conv" else 1.5, "diag.near_zero_fraction": 0.4,
+        "diag.dead_unit_fraction": 0.1, "diag.mse_digit0": 0.01, "diag.mse_digit7": 0.02,
+    }
+    if cell.noise > 0:
+        metrics["quality.acc_recovered"] = 0.5
+    for level in (0.0, 0.25, 0.5):
+        metrics[f"robust.psnr_db@{level:g}"] = 22.0 - 8 * level + rng.normal(0, 0.05)
+        metrics[f"robust.noisy_psnr_db@{level:g}"] = 120.0 if level == 0 else 12.0 - 8 * level
+    metrics["robust.psnr_auc"] = 20.0
+    return metrics
 
 
 def failed_result(cell: Cell) -> CellResult:
@@ -137,8 +158,8 @@ def test_report_escapes_store_text(full_report: tuple[Path, Path, str]) -> None:
 def test_report_embeds_png_figures(full_report: tuple[Path, Path, str]) -> None:
     text = full_report[0].read_text(encoding="utf-8")
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    # quality, throughput, latency CDF, and one image grid per noise level
-    assert len(images) == 5
+    # quality, robustness, throughput, latency CDF, and one image grid per noise level
+    assert len(images) == 6
     assert all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
 
 
@@ -251,3 +272,38 @@ def test_latency_curves_are_limited_to_the_conv_variant_when_many() -> None:
     assert set(chosen["variant"]) == {"conv"} and len(chosen) == 6
     del artifacts[3]  # a cell without samples is left out
     assert 3 not in set(report._latency_cells(frame, artifacts)["cell"])
+
+
+def _section(text: str, anchor: str) -> str:
+    match = re.search(rf'<section id="{anchor}">(.*?)</section>', text, re.S)
+    assert match, anchor
+    return match.group(1)
+
+
+def test_accuracy_section_single_seed(full_report: tuple[Path, Path, str]) -> None:
+    section = _section(full_report[0].read_text(encoding="utf-8"), "accuracy")
+    for needle in ("acc denoised", "recovered", "probe acc", "50.0%", "mean activation", "near-zero fraction",
+                   "Robustness to test noise", "trained at 0.5", "Reconstruction MSE per class label"):
+        assert needle in section, needle
+    assert "±" not in section and ">seeds<" not in section  # one seed: no interval, no seed count
+    assert "0.2000" in section and "1.5000" in section  # conv and undercomplete mean activations
+
+
+def test_several_seeds_show_confidence_intervals(tmp_path: Path) -> None:
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    cells = small_matrix(repeats=3, threads=[1]).cells()
+    results = [ok_result(cell, rng) for cell in cells]
+    with Store(tmp_path / "s.sqlite") as store:
+        run_id = fill_run(store, results)
+        text = report.write_report(store, run_id, tmp_path / "reports").read_text(encoding="utf-8")
+    chosen = [r.metrics["quality.acc_denoised"] for r in results if r.cell.variant == "conv" and r.cell.noise == 0.5]
+    assert len(chosen) == 3
+    half_width = stats.t.ppf(0.975, 2) * np.std(chosen, ddof=1) / np.sqrt(3)
+    expected = f"{np.mean(chosen):.4f} ± {half_width:.4f}"
+    assert expected in _section(text, "accuracy")
+    results_part = _section(text, "results")
+    assert "Over seeds" in results_part and "±" in results_part and "95% confidence interval" in results_part
+    psnr = [r.metrics["quality.psnr_db"] for r in results if r.cell.variant == "undercomplete" and r.cell.noise == 0.0]
+    assert f"{np.mean(psnr):.2f} ± {stats.t.ppf(0.975, 2) * np.std(psnr, ddof=1) / np.sqrt(3):.2f}" in results_part
