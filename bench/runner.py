@@ -136,6 +136,10 @@ class Progress:
             return None
         return self._busy_s / self._ran * (self.total - self.done)
 
+    def note(self, text: str) -> None:
+        self._stream.write(f"aebench: {text}\n")
+        self._stream.flush()
+
     def update(self, result: CellResult) -> None:
         self.done += 1
         if result.status != "skipped":
@@ -211,14 +215,16 @@ def run_cells(
     clock: Clock = time.monotonic,
     checkpoint_root: Path | None = None,
     cache_dir: Path | None = None,
+    on_prepared: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[CellResult]:
     """Run every cell, calling ``on_result`` as each finishes (so an interrupted sweep keeps what it measured).
 
     With ``checkpoint_root``, each cell's training saves its state there every epoch, so a resumed run continues a
     cell's training where it stopped rather than from epoch 0.
 
-    ``cache_dir`` holds what cells share and only the first one builds (the reference classifier of bench.accuracy);
-    by default a ``cache`` folder beside the default store."""
+    ``cache_dir`` holds what cells share: the reference classifiers of bench.accuracy, one per seed, trained (or
+    found) before the first cell by a child that may use every CPU, so no cell's time or timeout includes them;
+    ``on_prepared`` hears how long each took. By default a ``cache`` folder beside the default store."""
     cells = list(cells)
     if cache_dir is None:
         from bench.store import DEFAULT_STORE
@@ -233,6 +239,10 @@ def run_cells(
     with tempfile.TemporaryDirectory(prefix="aebench-", dir=work_dir) as scratch_text:
         scratch = Path(scratch_text)
         try:
+            runnable = [cell for cell in cells if skip_check.reason(cell) is None]
+            if matrix.accuracy and runnable:
+                _prepare_classifiers(matrix, runnable, data_path, scratch, hosts, host_factory, cache_dir, progress,
+                                     on_prepared or (lambda info: None))
             for cell in cells:
                 reason = skip_check.reason(cell)
                 if reason is not None:
@@ -248,6 +258,35 @@ def run_cells(
             for host in hosts.values():
                 host.close()
     return results
+
+
+def _prepare_classifiers(matrix: Matrix, cells: list[Cell], data_path: Path, scratch: Path, hosts: dict[str, WorkerHost],
+                         host_factory: Callable[[str, Path], WorkerHost], cache_dir: Path, progress: Progress,
+                         on_prepared: Callable[[dict[str, Any]], None]) -> None:
+    """Train or load each seed's reference classifier ahead of the sweep. A failure here is only reported: the
+    cells then try themselves and record the error where it belongs, in their own rows."""
+    backend = cells[0].backend
+    for seed in sorted({cell.seed for cell in cells}):
+        task = {"kind": "classifier", "dataset": matrix.dataset, "data_path": str(data_path), "seed": seed,
+                "cache_dir": str(cache_dir), "result_path": str(scratch / f"classifier-{seed}.json"),
+                "log_path": str(scratch / f"classifier-{seed}.log")}
+        try:
+            host = hosts.get(backend) or hosts.setdefault(backend, host_factory(backend, scratch / f"host-{backend}.log"))
+            exit_code, timed_out = host.run(task, matrix.timeout_s)
+        except HostDied as error:
+            hosts.pop(backend, None)
+            progress.note(f"reference classifier (seed {seed}) not prepared: {error}")
+            continue
+        result_path = Path(task["result_path"])
+        if exit_code != 0 or timed_out or not result_path.exists():
+            why = _last_error_line(tail(Path(task["log_path"]))) or ("timed out" if timed_out else f"exit {exit_code}")
+            progress.note(f"reference classifier (seed {seed}) not prepared: {why}")
+            continue
+        info = json.loads(result_path.read_text(encoding="utf-8"))
+        how = "loaded from the cache" if info["cached"] else "trained"
+        progress.note(f"reference classifier (seed {seed}) {how} in {info['seconds']:.1f} s, "
+                      f"clean test accuracy {info['test_accuracy']:.4f}")
+        on_prepared(info)
 
 
 def _run_one(matrix: Matrix, cell: Cell, data_path: Path, scratch: Path, hosts: dict[str, WorkerHost],

@@ -5,7 +5,7 @@ then forks a fresh child for every cell, so each cell is isolated (its own threa
 paying the framework's multi-second import per cell. The host never runs a framework op itself: thread settings only
 take effect before the backend's first op, and the child must be the first to run one.
 
-Protocol (JSON lines): the runner writes ``{"kind": "cell" | "probe", ...}`` to the host's stdin; the host answers
+Protocol (JSON lines): the runner writes ``{"kind": "cell" | "probe" | "classifier", ...}`` to the host's stdin; the host answers
 ``{"event": "started", "pid": N}`` once the child runs and ``{"event": "exited", "exit_code": N}`` when it ends.
 The child writes its result JSON and artifacts to the paths in the task and its stdout/stderr to the log path.
 The runner, not the host, enforces the timeout: it kills the child by pid.
@@ -228,6 +228,15 @@ def probe_devices() -> dict[str, Any]:
     return found
 
 
+def prepare_classifier(dataset: Dataset, seed: int, cache_dir: Path) -> dict[str, Any]:
+    """Train (or find) the seed's reference classifier in the cache, on every CPU this process may use."""
+    from bench import accuracy
+
+    reference = accuracy.reference_classifier(dataset, seed, cache_dir)
+    return {"seed": seed, "seconds": reference.seconds, "cached": reference.cached,
+            "test_accuracy": reference.test_accuracy, "path": str(reference.path)}
+
+
 def _write_json_atomic(path: Path, payload: Any) -> None:
     partial = path.with_suffix(path.suffix + ".partial")
     partial.write_text(json.dumps(payload), encoding="utf-8")
@@ -243,6 +252,9 @@ def _child(task: dict[str, Any], datasets: dict[str, Dataset]) -> None:
         os.dup2(log, 2)
         if task["kind"] == "probe":
             _write_json_atomic(Path(task["result_path"]), probe_devices())
+        elif task["kind"] == "classifier":
+            _write_json_atomic(Path(task["result_path"]), prepare_classifier(
+                datasets[task["data_path"]], task["seed"], Path(task["cache_dir"])))
         else:
             matrix = Matrix.from_dict(task["matrix"])
             cell = Cell.from_dict(task["cell"])

@@ -91,7 +91,7 @@ REGISTRY: dict[str, VariantSpec] = {
     "sparse_kl": _spec(
         "sparse_kl",
         "models.dense:build_sparse_kl",
-        {"rho": 0.05, "beta": 1e-1},
+        {"rho": 0.05, "beta": 1e-2},
         {"rho": (0.0, 1.0), "beta": (0.0, 100.0)},
         "sigmoid latent code with a KL(rho || mean activation) sparsity penalty",
         exclusive=frozenset({"rho"}),

@@ -51,6 +51,7 @@ def tiny_matrix_dict(**overrides: object) -> dict:
         "test_size": 128,
         "timeout_s": 120,
         "predict_path": False,
+        "accuracy": False,  # the reference classifier costs a minute; tests that need it turn it on
         "latency": {"warmup": 2, "min_count": 10, "min_duration_s": 0.0, "max_duration_s": 2.0},
         "throughput": {"batch_size": 64, "warmup": 1, "min_count": 2, "min_duration_s": 0.0, "max_duration_s": 2.0},
     }
