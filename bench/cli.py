@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "defaults speed:5%% quality:1%%")
     _add_store(compare)
 
-    crosscheck = commands.add_parser("crosscheck", help="time the harness against hand-written loops on the conv AE")
-    crosscheck.add_argument("args", nargs=argparse.REMAINDER, help="passed to python -m bench.crosscheck (--help)")
+    commands.add_parser("crosscheck", add_help=False,
+                        help="time the harness against hand-written loops on the conv AE (options: crosscheck --help)")
 
     commands.add_parser("models", help="list the model zoo with parameter counts")
     commands.add_parser("devices", help="the CPU, GPUs and TPUs this machine offers each installed backend")
@@ -78,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, passed_on = parser.parse_known_args(argv)
+    if passed_on and args.command != "crosscheck":
+        parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
+    args.passed_on = passed_on
     args.argv = ["aebench", *(sys.argv[1:] if argv is None else argv)]
     try:
         return COMMANDS[args.command](args)
@@ -306,7 +310,7 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
     from bench import crosscheck
 
     # This process has not imported TensorFlow yet, so the module can still pin CPUs and set threads first.
-    return crosscheck.main(args.args)
+    return crosscheck.main(args.passed_on)
 
 
 COMMANDS = {

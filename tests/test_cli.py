@@ -162,3 +162,34 @@ def test_shapes_table_is_checked_against_keras(capsys: pytest.CaptureFixture) ->
     assert "4/4" in out
     for size in ("28x28x16", "14x14x16", "26x26x16", "13x13x16"):
         assert size in out.replace(" ", "") or size.replace("x", ", ") in out, size
+
+
+@pytest.mark.slow
+def test_resume_runs_only_the_missing_cells(tmp_path: Path, tiny_dataset_dir: Path) -> None:
+    matrix = _write_matrix(tmp_path / "tiny.toml", variants=["undercomplete"], noise=[0.1, 0.2])
+    store = tmp_path / "aebench.sqlite"
+    common = ["--data-dir", str(tiny_dataset_dir), "--store", str(store), "--no-report"]
+    first = _aebench("run", str(matrix), "--shard", "1/2", *common)
+    assert first.returncode == 0, first.stderr
+    with Store(store, create=False) as opened:  # as if the run had been interrupted after its first cell
+        run_id = opened.resolve_run(None)
+    resumed = _aebench("run", str(matrix), "--resume", *common)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming run {run_id}: 1 cells stored, 1 to run" in resumed.stderr
+    with Store(store, create=False) as opened:
+        assert len(opened.runs_frame()) == 1
+        assert [r.cell.noise for r in opened.results(run_id)] == [0.1, 0.2]
+    changed = _aebench("run", str(matrix), "--resume", "--set", "epochs=3", *common)
+    assert changed.returncode == 2 and "different matrix" in changed.stderr
+
+
+@pytest.mark.slow
+def test_crosscheck_reports_both_paths(tmp_path: Path, tiny_dataset_dir: Path) -> None:
+    done = _aebench("crosscheck", "--threads", "1", "--rounds", "1", "--latency-count", "5", "--offline-batch", "16",
+                    "--offline-count", "2", "--train-size", "256", "--epochs", "2", "--train-rounds", "1",
+                    "--data-dir", str(tiny_dataset_dir), "--json", str(tmp_path / "cc.json"))
+    assert done.returncode in (0, 1), done.stderr  # 1 = a gate failed, which tiny data says nothing about
+    result = json.loads((tmp_path / "cc.json").read_text())
+    assert result["latency_b1_p50_ms"]["hand_tf_function"] > 0 and result["latency_b1_p50_ms"]["harness"] > 0
+    assert result["training"]["plain_fit_ips"] > 0 and result["training"]["harness_ips"] > 0
+    assert "batch-1 p50 latency (ms)" in done.stdout
