@@ -168,7 +168,8 @@ def _summary(store: Any, run_id: str, wall_s: float, prepared: list[dict[str, An
     """Where the wall time went: measured work (training epochs and timed inference loops) against the harness's
     overhead, itself split into the reference classifiers, the quality metrics and the rest (process start, imports,
     data, model build, store, report)."""
-    ok = [r for r in store.results(run_id) if r.status == "ok"]
+    results = store.results(run_id)
+    ok = [r for r in results if r.status == "ok"]
 
     def total(key: str) -> float:
         return sum(r.metrics.get(key) or 0.0 for r in ok)
@@ -177,7 +178,7 @@ def _summary(store: Any, run_id: str, wall_s: float, prepared: list[dict[str, An
     classifier = sum(info["seconds"] for info in prepared)
     metrics = total("timing.eval_s") + total("timing.accuracy_s")
     overhead = wall_s - measured
-    counts = {status: sum(r.status == status for r in store.results(run_id)) for status in ("ok", "failed", "timeout", "skipped")}
+    counts = {status: sum(r.status == status for r in results) for status in ("ok", "failed", "timeout", "skipped")}
     return {
         "wall_s": round(wall_s, 2),
         "measured_s": round(measured, 2),
