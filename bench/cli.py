@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{len(cells)} cells")
         return 0
     data_path = data.find_dataset(matrix.dataset, args.data_dir)
-    data.load_dataset(matrix.dataset, data_path)  # a bad file stops the run here, before anything is written
+    data.check_dataset(data_path)  # a bad file stops the run here, before anything is written
     problems = devices.backend_problems(matrix.backend)
     wanted = sorted({c.backend for c in cells if c.device != "cpu" and c.backend not in problems})
     found = devices.summarize(devices.probe_in_workers(wanted) if wanted else {})
@@ -120,13 +120,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = Store(_store_path(args), create=not args.resume)
     if args.resume:
         run_id = store.resolve_run(args.resume)
-        _check_resumable(store.run_record(run_id), matrix)
-        done = {result.cell.key for result in store.results(run_id)}
+        record = store.run_record(run_id)
+        _check_resumable(record, matrix)
+        done = {result.cell.key for result in store.results(run_id, with_artifacts=False)}
         remaining = [cell for cell in cells if cell.key not in done]
         print(f"aebench: resuming run {run_id}: {len(cells) - len(remaining)} cells stored, {len(remaining)} to run",
               file=sys.stderr)
         cells = remaining
-        prior_wall_s = store.run_record(run_id)["wall_s"] or 0.0
+        prior_wall_s = record["wall_s"] or 0.0
     else:
         prior_wall_s = 0.0
         run_id = store.begin_run(matrix, machine.collect_environment(), args.argv)
@@ -168,7 +169,7 @@ def _summary(store: Any, run_id: str, wall_s: float, prepared: list[dict[str, An
     """Where the wall time went: measured work (training epochs and timed inference loops) against the harness's
     overhead, itself split into the reference classifiers, the quality metrics and the rest (process start, imports,
     data, model build, store, report)."""
-    results = store.results(run_id)
+    results = store.results(run_id, with_artifacts=False)
     ok = [r for r in results if r.status == "ok"]
 
     def total(key: str) -> float:
@@ -291,15 +292,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         baseline_id = baseline_store.resolve_run(args.baseline)
         candidate_id = candidate_store.resolve_run(args.candidate)
         frames = baseline_store.frame([baseline_id]), candidate_store.frame([candidate_id])
-        keys_by_cell = [dict(zip(frame["cell"], frame["key"])) for frame in frames]
+        cells_by_key = [dict(zip(frame["key"], frame["cell"])) for frame in frames]
         artifacts = baseline_store.artifacts(baseline_id), candidate_store.artifacts(candidate_id)
-        samples = {}
-        for key in set(keys_by_cell[0].values()) & set(keys_by_cell[1].values()):
-            pair = []
-            for side in (0, 1):
-                cell = next(c for c, k in keys_by_cell[side].items() if k == key)
-                pair.append(artifacts[side].get(cell, {}).get("latency_b1_s"))
-            samples[key] = tuple(pair)
+        samples = {
+            key: tuple(artifacts[side].get(cells_by_key[side][key], {}).get("latency_b1_s") for side in (0, 1))
+            for key in cells_by_key[0].keys() & cells_by_key[1].keys()
+        }
         table = compare.compare_frames(frames[0], frames[1], thresholds, samples)
         unmatched = sorted(set(frames[0]["key"]) ^ set(frames[1]["key"]))
         print(compare.format_comparison(table, baseline_store.run_record(baseline_id),

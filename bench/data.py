@@ -97,8 +97,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_dataset(name: str, path: Path) -> Dataset:
-    """Read and check an npz file; any defect becomes a one-line UserError naming the file."""
+def check_dataset(path: Path) -> dict[str, np.ndarray]:
+    """Read and check an npz file's four uint8 arrays; any defect becomes a one-line UserError naming the file.
+
+    The CLI calls this alone to refuse a bad file before anything is written; workers go on to ``load_dataset``."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in _KEYS if key not in archive.files]
@@ -117,6 +119,12 @@ def load_dataset(name: str, path: Path) -> Dataset:
             raise UserError(f"{path}: x_{split} has dtype {images.dtype}: allowed uint8")
         if labels.shape != (images.shape[0],):
             raise UserError(f"{path}: y_{split} has shape {labels.shape}: allowed ({images.shape[0]},) to match x_{split}")
+    return arrays
+
+
+def load_dataset(name: str, path: Path) -> Dataset:
+    """A checked dataset with images as float32 in [0, 1] and the file's sha256 (the classifier cache key)."""
+    arrays = check_dataset(path)
     return Dataset(
         name=name,
         path=Path(path),

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.machine import cpuinfo_field
+
 TRAIN_TO_FORWARD = 3.0
 
 
@@ -46,23 +48,13 @@ def model_flops(model: Any) -> int:
     return sum(layer_flops(layer) for layer in model.layers)
 
 
-def _cpuinfo_field(name: str) -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(name):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        return None
-    return None
-
-
 def cpu_clock_ghz() -> float | None:
     """The highest clock the OS reports: cpufreq's maximum, else /proc/cpuinfo's current MHz."""
     try:
         return int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1e6
     except (OSError, ValueError):
         pass
-    mhz = _cpuinfo_field("cpu MHz")
+    mhz = cpuinfo_field("cpu MHz")
     return float(mhz) / 1e3 if mhz else None
 
 

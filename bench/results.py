@@ -83,11 +83,3 @@ def _finite_or_none(value: float | None) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def spread_stats(samples: np.ndarray) -> dict[str, float]:
-    """mean, stdev and coefficient of variation of positive samples."""
-    samples = np.asarray(samples, dtype=np.float64)
-    mean = float(samples.mean())
-    stdev = float(samples.std(ddof=1)) if len(samples) > 1 else 0.0
-    return {"mean": mean, "stdev": stdev, "cv": stdev / mean if mean > 0 else 0.0}

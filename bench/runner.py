@@ -239,12 +239,13 @@ def run_cells(
     with tempfile.TemporaryDirectory(prefix="aebench-", dir=work_dir) as scratch_text:
         scratch = Path(scratch_text)
         try:
-            runnable = [cell for cell in cells if skip_check.reason(cell) is None]
+            reasons = {cell.index: skip_check.reason(cell) for cell in cells}
+            runnable = [cell for cell in cells if reasons[cell.index] is None]
             if matrix.accuracy and runnable:
                 _prepare_classifiers(matrix, runnable, data_path, scratch, hosts, host_factory, cache_dir, progress,
                                      on_prepared or (lambda info: None))
             for cell in cells:
-                reason = skip_check.reason(cell)
+                reason = reasons[cell.index]
                 if reason is not None:
                     result = CellResult(cell=cell, status="skipped", duration_s=0.0, error=reason)
                 else:

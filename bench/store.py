@@ -215,12 +215,14 @@ class Store:
             frame[column] = frame[column].fillna(0).astype(int)
         return frame
 
-    def results(self, run_id: str) -> list[CellResult]:
+    def results(self, run_id: str, *, with_artifacts: bool = True) -> list[CellResult]:
+        """The run's cells in order. ``with_artifacts=False`` skips the arrays (image grids, latency samples): what
+        only needs the figures should not read every blob."""
         rows = self._db.execute(
             "SELECT cell_json, status, exit_code, error, stderr_tail, duration_s, metrics_json, info_json, cell"
             " FROM cells WHERE run_id = ? ORDER BY cell", (run_id,)
         ).fetchall()
-        artifacts = self.artifacts(run_id)
+        artifacts = self.artifacts(run_id) if with_artifacts else {}
         return [
             CellResult(cell=Cell.from_dict(json.loads(cell_json)), status=status, exit_code=exit_code, error=error,
                        stderr_tail=stderr_tail, duration_s=duration, metrics=json.loads(metrics), info=json.loads(info),
@@ -240,7 +242,7 @@ class Store:
         for run_id in run_ids:
             record = self.run_record(run_id)
             prefix = {column: record.get(column) for column in RUN_COLUMNS}
-            for result in self.results(run_id):
+            for result in self.results(run_id, with_artifacts=False):  # the flat table holds no arrays
                 rows.append({**prefix, **result.flat()})
         frame = pd.DataFrame(rows)
         if not frame.empty:

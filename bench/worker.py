@@ -53,8 +53,8 @@ def _accuracy_and_diagnostics(matrix: Matrix, cell: Cell, dataset: Dataset, mode
                               cache_dir: str | None) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
     """Accuracy a downstream user would feel, latent diagnostics and the robustness sweep (bench.accuracy).
 
-    Returns (metrics, info, artifacts). Obtaining the reference classifier (trained by the first cell that needs it,
-    loaded from the cache by the others) is reported as ``timing.classifier_s``, apart from every measured phase.
+    Returns (metrics, info, artifacts). Loading the reference classifier (the runner has it trained into the cache
+    before the sweep) is reported as ``timing.classifier_s``, apart from every measured phase.
     """
     import models
     from bench import accuracy
