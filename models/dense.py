@@ -3,6 +3,13 @@
 All of them flatten the image, squeeze it through a layer named ``"latent"``
 and reshape a sigmoid output back to (28, 28, 1). They differ only in the
 latent layer (and, for ``denoising``, a corruption layer in front).
+
+The plain bottleneck (``undercomplete``, ``denoising``) has a linear code, the
+nonlinear generalisation of PCA. A relu code lost 16-53% of its 32 units for
+good (always zero) in the quick profile's short training at Adam 5e-3, and with
+them about 4 points of latent-probe accuracy (0.80-0.84 against 0.84-0.87,
+measured at noise 0.1-0.5). The sparse variants keep non-negative codes:
+their penalties push units to exactly zero, which is what makes them sparse.
 """
 
 from __future__ import annotations
@@ -29,12 +36,12 @@ def _dense_decoder(code, hidden_units: int):
 
 
 def build_undercomplete(latent_dim: int = 32, hidden_units: int = 128) -> keras.Model:
-    """Plain bottleneck autoencoder: 784 - hidden - latent - hidden - 784."""
+    """Plain bottleneck autoencoder: 784 - hidden - latent (linear) - hidden - 784."""
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
     # Encoder
     x = layers.Flatten(name="flatten")(inputs)
     x = layers.Dense(hidden_units, activation="relu", name="encoder_hidden")(x)
-    latent = layers.Dense(latent_dim, activation="relu", name="latent")(x)
+    latent = layers.Dense(latent_dim, name="latent")(x)
     # Decoder
     outputs = _dense_decoder(latent, hidden_units)
     return keras.Model(inputs, outputs, name="undercomplete")
@@ -87,7 +94,7 @@ def build_denoising(
     x = GaussianCorruption(noise_factor, seed=seed, name="corruption")(inputs)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(hidden_units, activation="relu", name="encoder_hidden")(x)
-    latent = layers.Dense(latent_dim, activation="relu", name="latent")(x)
+    latent = layers.Dense(latent_dim, name="latent")(x)
     # Decoder
     outputs = _dense_decoder(latent, hidden_units)
     return keras.Model(inputs, outputs, name="denoising")
