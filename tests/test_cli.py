@@ -193,3 +193,24 @@ def test_crosscheck_reports_both_paths(tmp_path: Path, tiny_dataset_dir: Path) -
     assert result["latency_b1_p50_ms"]["hand_tf_function"] > 0 and result["latency_b1_p50_ms"]["harness"] > 0
     assert result["training"]["plain_fit_ips"] > 0 and result["training"]["harness_ips"] > 0
     assert "batch-1 p50 latency (ms)" in done.stdout
+
+
+def test_run_summary_parts_add_up_to_the_wall() -> None:
+    from types import SimpleNamespace
+
+    from bench.cli import _summary
+
+    def result(status: str, **timing: float) -> SimpleNamespace:
+        return SimpleNamespace(status=status, metrics={f"timing.{k}": v for k, v in timing.items()})
+
+    results = [result("ok", train_s=30.0, speed_s=10.0, eval_s=2.0, accuracy_s=4.0),
+               result("ok", train_s=20.0, speed_s=8.0, eval_s=1.0, accuracy_s=3.0),
+               result("failed", train_s=99.0)]  # a failed cell's partial timings are not measured work
+    store = SimpleNamespace(results=lambda run_id, with_artifacts: results)
+    summary = _summary(store, "run", wall_s=100.0, prepared=[{"seconds": 12.0}])
+    assert summary["measured_s"] == 68.0
+    assert summary["quality_eval_s"] == 10.0
+    assert summary["classifier_s"] == 12.0
+    assert summary["overhead_s"] == 10.0 and summary["overhead_pct"] == 10.0
+    assert summary["overhead_with_quality_pct"] == 20.0
+    assert (summary["cells_ok"], summary["cells_failed"]) == (2, 1)
