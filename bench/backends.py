@@ -258,24 +258,28 @@ def compiled_forward(model: keras.Model) -> Forward:
     raise ValueError(f"backend {name!r} is not supported: allowed tensorflow, jax, torch")
 
 
-def training_feed(inputs: np.ndarray, targets: np.ndarray, batch_size: int, seed: int) -> tuple[dict[str, Any], str]:
+def training_feed(inputs: np.ndarray, targets: np.ndarray, batch_size: int, seed: int,
+                  shuffle: bool = True) -> tuple[dict[str, Any], str]:
     """Keyword arguments for ``model.fit`` and a label of the input path.
 
     On TensorFlow the arrays go through tf.data (cached, reshuffled each epoch, prefetched) so the next batch is ready
-    while a step runs; elsewhere Keras' own array adapter feeds them.
+    while a step runs; elsewhere Keras' own array adapter feeds them. ``shuffle=False`` keeps the arrays' order, batch
+    for batch the order of ``fit(x, y, shuffle=False)``: how the cross-check shows that the feed leaves training as it
+    was.
     """
     if backend_name() == "tensorflow":
         import tensorflow as tf
 
+        dataset = tf.data.Dataset.from_tensor_slices((inputs, targets)).cache()
+        if shuffle:
+            dataset = dataset.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
         dataset = (
-            tf.data.Dataset.from_tensor_slices((inputs, targets))
-            .cache()
-            .shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
-            .batch(batch_size, drop_remainder=_TPU_STRATEGY is not None)  # a TPU step needs a static shape
+            dataset.batch(batch_size, drop_remainder=_TPU_STRATEGY is not None)  # a TPU step needs a static shape
             .prefetch(tf.data.AUTOTUNE)
         )
-        return {"x": dataset, "shuffle": False}, "tf.data (cache, shuffle, prefetch)"  # shuffled in the pipeline
-    return {"x": inputs, "y": targets, "batch_size": batch_size, "shuffle": True}, "numpy arrays (Keras adapter)"
+        label = "tf.data (cache, shuffle, prefetch)" if shuffle else "tf.data (cache, prefetch, in order)"
+        return {"x": dataset, "shuffle": False}, label  # any shuffling happens in the pipeline
+    return {"x": inputs, "y": targets, "batch_size": batch_size, "shuffle": shuffle}, "numpy arrays (Keras adapter)"
 
 
 def epoch_timer_callback(on_begin: Callable[[], None], on_end: Callable[[], None]) -> keras.callbacks.Callback:
@@ -300,7 +304,7 @@ def compile_autoencoder(model: keras.Model, learning_rate: float, jit_compile: b
 
 def fit_timed(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, *, batch_size: int, epochs: int,
               seed: int, clock: Callable[[], float] | None = None,
-              checkpoint_dir: str | None = None) -> tuple[float, Any, str]:
+              checkpoint_dir: str | None = None, shuffle: bool = True) -> tuple[float, Any, str]:
     """Train with every epoch timed. Returns (final training loss, the EpochClock, the input path's label).
 
     With ``checkpoint_dir``, Keras' BackupAndRestore saves weights and optimizer state after every epoch and, when
@@ -309,7 +313,7 @@ def fit_timed(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, *, ba
     from bench.speed import EpochClock
 
     timer = EpochClock(clock) if clock is not None else EpochClock()
-    feed, label = training_feed(inputs, targets, batch_size, seed)
+    feed, label = training_feed(inputs, targets, batch_size, seed, shuffle)
     callbacks: list[keras.callbacks.Callback] = [epoch_timer_callback(timer.begin, timer.end)]
     if checkpoint_dir:
         callbacks.insert(0, keras.callbacks.BackupAndRestore(checkpoint_dir, delete_checkpoint=True))
