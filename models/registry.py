@@ -79,14 +79,14 @@ REGISTRY: dict[str, VariantSpec] = {
         "models.dense:build_undercomplete",
         {},
         {},
-        "dense 784-128-32-128-784 bottleneck autoencoder",
+        "dense 784-128-32-128-784 bottleneck autoencoder, linear code",
     ),
     "sparse_l1": _spec(
         "sparse_l1",
         "models.dense:build_sparse_l1",
         {"l1": 1e-4},
         {"l1": (0.0, 1.0)},
-        "undercomplete topology with a per-example L1 penalty on the latent code",
+        "undercomplete topology, relu code with a per-example L1 penalty on it",
     ),
     "sparse_kl": _spec(
         "sparse_kl",
