@@ -148,7 +148,9 @@ def measure(threads: int, rounds: int, latency_count: int, offline_batch: int, o
         model = build_autoencoder("conv", seed=0)
         backends.compile_autoencoder(model, learning_rate=1e-3, jit_compile=False)
         steps = train_size // 128
-        resident = tf.data.Dataset.from_tensors((noisy[:128], clean[:128])).repeat(steps)
+        options = tf.data.Options()
+        options.autotune.enabled = False  # as in the harness's feed: its model thread would take a core's share
+        resident = tf.data.Dataset.from_tensors((noisy[:128], clean[:128])).repeat(steps).with_options(options)
         timer = EpochClock()
         model.fit(resident, epochs=max(2, min(epochs, 3)), verbose=0,
                   callbacks=[backends.epoch_timer_callback(timer.begin, timer.end)])
