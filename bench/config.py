@@ -251,26 +251,16 @@ _TOP_LEVEL = {
     "predict_path": _boolean,
     "checkpoint": _boolean,
 }
+# How both timed loops stop (bench.speed.run_timed_loop); the Offline loop adds its batch size.
+_LOOP_CHECKS = {
+    "warmup": _integer(0),
+    "min_count": _integer(1),
+    "min_duration_s": _number(0.0),
+    "max_duration_s": _number(0.0, strict=True),
+}
 _SECTIONS = {
-    "latency": (
-        LatencySettings,
-        {
-            "warmup": _integer(0),
-            "min_count": _integer(1),
-            "min_duration_s": _number(0.0),
-            "max_duration_s": _number(0.0, strict=True),
-        },
-    ),
-    "throughput": (
-        ThroughputSettings,
-        {
-            "batch_size": _integer(1),
-            "warmup": _integer(0),
-            "min_count": _integer(1),
-            "min_duration_s": _number(0.0),
-            "max_duration_s": _number(0.0, strict=True),
-        },
-    ),
+    "latency": (LatencySettings, _LOOP_CHECKS),
+    "throughput": (ThroughputSettings, {"batch_size": _integer(1), **_LOOP_CHECKS}),
 }
 REQUIRED = ("name", "dataset", "variants", "noise", "threads")
 

@@ -167,12 +167,14 @@ def _cell_labels(frame: pd.DataFrame) -> list[str]:
 
 @dataclass(frozen=True)
 class Column:
-    """A results-table column: where it comes from, its heading, its number format and its stability flag."""
+    """A table column: where it comes from, its heading and its number format; in the results table, the column of
+    its stability flag; in the tables aggregated over seeds, the format of its CI half-width (default: its own)."""
 
     source: str
     label: str
     format: Formatter
     unstable: str | None = None
+    ci_format: Formatter | None = None
 
 
 AXIS_COLUMNS = (
@@ -390,45 +392,35 @@ def quality_section(frame: pd.DataFrame) -> str:
 # -- accuracy (QoS), robustness, diagnostics; mean ± 95% CI over seeds -------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Stat:
-    """A figure column of an aggregated table: its source, heading, format, and the format of its CI half-width."""
-
-    source: str
-    label: str
-    format: Formatter
-    ci_format: Formatter | None = None  # default: the figure's own format
-
-
 def _percent(value: Any) -> str:
     return f"{float(value) * 100:.1f}%"
 
 
 SEED_SUMMARY_FIGURES = (
-    Stat("quality.psnr_db", "PSNR (dB)", _fixed(2)),
-    Stat("quality.gain_db", "gain (dB)", _signed(2), _fixed(2)),
-    Stat("quality.ssim", "SSIM", _fixed(4)),
-    Stat("quality.acc_denoised", "acc denoised", _fixed(4)),
-    Stat("quality.probe_acc", "probe acc", _fixed(4)),
-    Stat("speed.train_ips", "train img/s", _thousands),
-    Stat("speed.infer_ips", "infer img/s", _thousands),
-    Stat("speed.latency_b1_p50_ms", "batch-1 p50 (ms)", _milliseconds),
+    Column("quality.psnr_db", "PSNR (dB)", _fixed(2)),
+    Column("quality.gain_db", "gain (dB)", _signed(2), ci_format=_fixed(2)),
+    Column("quality.ssim", "SSIM", _fixed(4)),
+    Column("quality.acc_denoised", "acc denoised", _fixed(4)),
+    Column("quality.probe_acc", "probe acc", _fixed(4)),
+    Column("speed.train_ips", "train img/s", _thousands),
+    Column("speed.infer_ips", "infer img/s", _thousands),
+    Column("speed.latency_b1_p50_ms", "batch-1 p50 (ms)", _milliseconds),
 )
 ACCURACY_FIGURES = (
-    Stat("quality.acc_clean", "acc clean", _fixed(4)),
-    Stat("quality.acc_noisy", "acc noisy", _fixed(4)),
-    Stat("quality.acc_denoised", "acc denoised", _fixed(4)),
-    Stat("quality.acc_recovered", "recovered", _percent),
-    Stat("quality.probe_acc", "probe acc", _fixed(4)),
-    Stat("quality.ssim", "SSIM", _fixed(4)),
-    Stat("quality.gain_db", "gain (dB)", _signed(2), _fixed(2)),
+    Column("quality.acc_clean", "acc clean", _fixed(4)),
+    Column("quality.acc_noisy", "acc noisy", _fixed(4)),
+    Column("quality.acc_denoised", "acc denoised", _fixed(4)),
+    Column("quality.acc_recovered", "recovered", _percent),
+    Column("quality.probe_acc", "probe acc", _fixed(4)),
+    Column("quality.ssim", "SSIM", _fixed(4)),
+    Column("quality.gain_db", "gain (dB)", _signed(2), ci_format=_fixed(2)),
 )
 DIAGNOSTIC_FIGURES = (
-    Stat("diag.mean_activation", "mean activation", _fixed(4)),
-    Stat("diag.near_zero_fraction", "near-zero fraction", _fixed(3)),
-    Stat("diag.dead_unit_fraction", "dead-unit fraction", _fixed(3)),
-    Stat("diag.jacobian_fro_sq_autodiff", "‖J‖²_F autodiff", lambda v: f"{float(v):.5g}"),
-    Stat("diag.jacobian_fro_sq_closed_form", "‖J‖²_F closed form", lambda v: f"{float(v):.5g}"),
+    Column("diag.mean_activation", "mean activation", _fixed(4)),
+    Column("diag.near_zero_fraction", "near-zero fraction", _fixed(3)),
+    Column("diag.dead_unit_fraction", "dead-unit fraction", _fixed(3)),
+    Column("diag.jacobian_fro_sq_autodiff", "‖J‖²_F autodiff", lambda v: f"{float(v):.5g}"),
+    Column("diag.jacobian_fro_sq_closed_form", "‖J‖²_F closed form", lambda v: f"{float(v):.5g}"),
 )
 ROBUST_PREFIX = "robust.psnr_db@"
 NOISY_ROBUST_PREFIX = "robust.noisy_psnr_db@"
@@ -437,7 +429,7 @@ CI_NOTE = ("Figures are the mean ± the half-width of the 95% confidence interva
            "bench.aggregate); cells of one seed at several thread counts count as one repeat.")
 
 
-def _with_ci(table: pd.DataFrame, figure: Stat) -> pd.Series:
+def _with_ci(table: pd.DataFrame, figure: Column) -> pd.Series:
     """'mean ± half-width' where the interval exists, the mean alone where it does not (one seed), None if missing."""
     means = _numeric(table, figure.source)
     cis = _numeric(table, figure.source + CI_SUFFIX)
@@ -447,7 +439,7 @@ def _with_ci(table: pd.DataFrame, figure: Stat) -> pd.Series:
 
 
 def _aggregated_display(table: pd.DataFrame, axes: Mapping[str, tuple[str, Formatter]],
-                        figures: Sequence[Stat]) -> tuple[pd.DataFrame, dict[str, Formatter]]:
+                        figures: Sequence[Column]) -> tuple[pd.DataFrame, dict[str, Formatter]]:
     """Axis columns, a 'seeds' column when any group has several, then each recorded figure as text with its CI."""
     display = pd.DataFrame(index=table.index)
     formats: dict[str, Formatter] = {}
@@ -537,7 +529,7 @@ def robustness_part(frame: pd.DataFrame) -> str:
     for noise in sorted(_first_seen(table["noise"])):
         rows = table[table["noise"] == noise].set_index("series").reindex(order)
         auc[f"trained at {float(noise):g}"] = _with_ci(rows.reset_index(drop=True),
-                                                       Stat("robust.psnr_auc", "", _fixed(2))).to_numpy()
+                                                       Column("robust.psnr_auc", "", _fixed(2))).to_numpy()
     span = f"{min(levels):g} to {max(levels):g}"
     caption = (f"Every trained model evaluated on the test images at test noise levels {span} (one panel per training "
                "noise level; dashed: the noisy input itself, drawn where its PSNR is bounded). The table gives each "
