@@ -20,7 +20,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 from bench import backends
-from bench.data import Dataset, add_noise
+from bench.data import Dataset, add_noise, subset
 from bench.quality import psnr_db
 
 # Bump when the classifier's architecture or training recipe changes: the number is part of the cache file name, so
@@ -47,8 +47,7 @@ NEAR_ZERO = 1e-2
 # divide by almost nothing: it is left undefined (None) rather than reported as a huge, meaningless ratio.
 MIN_ACCURACY_DROP = 0.01
 # The probe fits on the codes of (at most) this many of the cell's training images: the quick profile's whole subset.
-# 10,000 rather than 5,000 added 0.9 points of accuracy for the undercomplete AE (+0.2 s) and 2.3 points for the conv
-# AE's 392-wide code (+0.7 s, 3.1 s in all); the paper profile's 60,000 would cost far more for little.
+# The paper profile's 60,000 would multiply the fitting time (lbfgs over the conv AE's 392-wide code) for little.
 PROBE_MAX_TRAIN = 10000
 PROBE_MAX_ITER = 300
 DEFAULT_ROBUST_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
@@ -213,9 +212,7 @@ def latent_probe_accuracy(encoder: keras.Model, x_train: np.ndarray, y_train: np
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if len(x_train) > max_train:
-        keep = np.sort(np.random.default_rng(seed).permutation(len(x_train))[:max_train])
-        x_train, y_train = x_train[keep], y_train[keep]
+    x_train, y_train = subset(x_train, y_train, max_train, seed)
     train_codes = predict_batches(encoder, x_train, batch_size).reshape(len(x_train), -1)
     test_codes = predict_batches(encoder, x_test, batch_size).reshape(len(x_test), -1)
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=PROBE_MAX_ITER, random_state=seed))
@@ -296,18 +293,27 @@ def area_under_curve(levels: Sequence[float], values: Sequence[float]) -> float:
 
 
 def robustness_curve(predict_fn: Callable[[np.ndarray], np.ndarray], clean: np.ndarray, noise_type: str,
-                     levels: Sequence[float], seed: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+                     levels: Sequence[float], seed: int,
+                     known: Mapping[float, tuple[np.ndarray, np.ndarray]] | None = None,
+                     ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """PSNR of the model's output (and of the noisy input) at each test noise level, and the area under the output's
     PSNR curve (``robust.psnr_auc``, a mean dB over the level range, see area_under_curve).
 
-    Every level draws its noise with the same seed, so the cell's own level reproduces its ``quality.psnr_db``."""
+    Every level draws its noise with the same seed, so the cell's own level reproduces its ``quality.psnr_db``.
+    ``known`` maps a level to the (noisy, output) images the caller already has for it (drawn with the same seed):
+    those are reused rather than drawn and predicted again."""
     levels = sorted(float(level) for level in levels)
     if not levels:
         raise ValueError("robustness_curve needs at least one noise level")
+    known = known or {}
     output_psnr, noisy_psnr = [], []
     for level in levels:
-        noisy = add_noise(clean, noise_type, level, seed=seed)
-        output_psnr.append(psnr_db(clean, predict_fn(noisy)))
+        if level in known:
+            noisy, output = known[level]
+        else:
+            noisy = add_noise(clean, noise_type, level, seed=seed)
+            output = predict_fn(noisy)
+        output_psnr.append(psnr_db(clean, output))
         noisy_psnr.append(psnr_db(clean, noisy))
     metrics = {robust_key(level): value for level, value in zip(levels, output_psnr)}
     metrics.update({f"robust.noisy_psnr_db@{level:g}": value for level, value in zip(levels, noisy_psnr)})

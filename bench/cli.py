@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
+from bench.results import STATUSES
 from bench.store import DEFAULT_STORE
 
 EXIT_CELLS_FAILED = 1
@@ -142,14 +143,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                                    on_prepared=prepared.append)
         status = "complete"
     finally:
-        summary = _summary(store, run_id, prior_wall_s + time.monotonic() - wall_start, prepared)
+        stored = store.results(run_id, with_artifacts=False)  # every cell of the run, those of a resumed part too
+        summary = _summary(stored, prior_wall_s + time.monotonic() - wall_start, prepared)
         store.finish_run(run_id, status, summary["wall_s"], summary)
     report_path = None
     if not args.no_report:
         from bench.report import write_report
 
         report_path = write_report(store, run_id, args.reports_dir)
-        summary = _summary(store, run_id, prior_wall_s + time.monotonic() - wall_start, prepared)
+        summary = _summary(stored, prior_wall_s + time.monotonic() - wall_start, prepared)  # the report's time too
         store.finish_run(run_id, status, summary["wall_s"], summary)
     _print_summary(run_id, summary, report_path)
     store.close()
@@ -165,7 +167,7 @@ def _check_resumable(record: dict[str, Any], matrix: Any) -> None:
         )
 
 
-def _summary(store: Any, run_id: str, wall_s: float, prepared: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(results: Sequence[Any], wall_s: float, prepared: list[dict[str, Any]]) -> dict[str, Any]:
     """Where the wall time went, in four parts that add up to the wall:
 
     - measured speed: training epochs and the timed inference loops (the speed columns);
@@ -176,7 +178,6 @@ def _summary(store: Any, run_id: str, wall_s: float, prepared: list[dict[str, An
       measures nothing. ``overhead_pct`` is its share of the wall; ``overhead_with_quality_pct`` also counts the
       quality evaluation, for readers who count every second that is not a speed figure.
     """
-    results = store.results(run_id, with_artifacts=False)
     ok = [r for r in results if r.status == "ok"]
 
     def total(key: str) -> float:
@@ -186,7 +187,7 @@ def _summary(store: Any, run_id: str, wall_s: float, prepared: list[dict[str, An
     classifier = sum(info["seconds"] for info in prepared)
     quality = total("timing.eval_s") + total("timing.accuracy_s")
     overhead = wall_s - measured - quality - classifier
-    counts = {status: sum(r.status == status for r in results) for status in ("ok", "failed", "timeout", "skipped")}
+    counts = {status: sum(r.status == status for r in results) for status in STATUSES}
 
     def share(seconds: float) -> float:
         return round(100 * seconds / wall_s, 1) if wall_s > 0 else 0.0

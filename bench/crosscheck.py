@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -49,6 +49,18 @@ def _hand_latency_ms(function: Any, x: Any, count: int, warmup: int) -> np.ndarr
     return samples * 1e3
 
 
+class TrainRound(NamedTuple):
+    """One interleaved training round: plain fit, then the harness's path, then the step ceiling."""
+
+    plain_ips: float
+    plain_loss: float
+    plain_outside_s: float
+    harness_ips: float
+    harness_loss: float
+    harness_outside_s: float
+    ceiling_ips: float
+
+
 def _paired(hand: Any, harness: Any, first_hand: bool) -> tuple[float, float]:
     """(hand, harness) figures of one round, measured in the order given."""
     if first_hand:
@@ -60,13 +72,15 @@ def _paired(hand: Any, harness: Any, first_hand: bool) -> tuple[float, float]:
 
 def measure(threads: int, rounds: int, latency_count: int, offline_batch: int, offline_count: int,
             train_size: int, epochs: int, data_dir: str | None, train_rounds_count: int = 3) -> dict[str, Any]:
-    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+    from bench.worker import pin_cpus
+
+    pin_cpus(threads)  # as a cell's worker pins itself: CPUs, and NumPy's BLAS threads with them
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
     import tensorflow as tf
 
     from bench import backends, data
-    from bench.speed import EpochClock, latency_metrics, run_timed_loop, throughput_metrics
+    from bench.speed import EpochClock, latency_metrics, run_timed_loop
     from models import build_autoencoder
 
     backends.configure_threads(threads)
@@ -105,7 +119,7 @@ def measure(threads: int, rounds: int, latency_count: int, offline_batch: int, o
     def harness_batch_s() -> float:
         samples = run_timed_loop(lambda: forward(batch_harness), warmup=0, min_count=1, min_duration_s=0.0,
                                  max_duration_s=60.0)
-        return float(throughput_metrics(samples, len(test), "tput")["tput_duration_s"])
+        return float(samples.seconds[0])
 
     def offline_round() -> tuple[float, float]:
         # A batch takes about 0.1 s, and this machine's speed moves by tens of percent within seconds: the two
@@ -126,21 +140,30 @@ def measure(threads: int, rounds: int, latency_count: int, offline_batch: int, o
         # training-batch losses differ by chance more than their models do.
         return float(trained.evaluate(test, clean_test, batch_size=500, verbose=0))
 
-    def fit_plain(shuffle_seed: int, shuffle: bool = True) -> tuple[float, float]:
+    def trained(model: Any, timer: Any, fit_s: float) -> tuple[float, float, float]:
+        # (steady img/s, held-out loss, seconds fit() spent outside its epochs: set-up before, teardown after)
+        return (timer.metrics(train_size)["speed.train_ips"], held_out_loss(model),
+                fit_s - sum(timer.epoch_seconds))
+
+    def fit_plain(shuffle_seed: int, shuffle: bool = True) -> tuple[float, float, float]:
         plain = build_autoencoder("conv", seed=0)
         keras.utils.set_random_seed(shuffle_seed)  # same initial weights; only the batch order follows the round
         plain.compile(optimizer="adam", loss="binary_crossentropy")  # Keras defaults, as a user would write it
         timer = EpochClock()
+        start = time.perf_counter()
         plain.fit(noisy, clean, batch_size=128, epochs=epochs, verbose=0, shuffle=shuffle,
                   callbacks=[backends.epoch_timer_callback(timer.begin, timer.end)])
-        return timer.metrics(train_size)["speed.train_ips"], held_out_loss(plain)
+        return trained(plain, timer, time.perf_counter() - start)
 
-    def fit_harness(shuffle_seed: int, shuffle: bool = True) -> tuple[float, float, str, bool]:
+    feed_labels: dict[bool, str] = {}  # the harness's input path, shuffled and in order, as fit_timed names it
+
+    def fit_harness(shuffle_seed: int, shuffle: bool = True) -> tuple[float, float, float]:
         ours = build_autoencoder("conv", seed=0)
         backends.compile_autoencoder(ours, learning_rate=1e-3, jit_compile=False)
-        _, timer, label = backends.fit_timed(ours, noisy, clean, batch_size=128, epochs=epochs, seed=shuffle_seed,
-                                             shuffle=shuffle)
-        return timer.metrics(train_size)["speed.train_ips"], held_out_loss(ours), label, bool(ours.jit_compile)
+        start = time.perf_counter()
+        _, timer, feed_labels[shuffle] = backends.fit_timed(ours, noisy, clean, batch_size=128, epochs=epochs, seed=shuffle_seed,
+                                         shuffle=shuffle)
+        return trained(ours, timer, time.perf_counter() - start)
 
     def step_ceiling() -> float:
         # The compiled training step alone: one resident batch of 128, repeated, so no input path costs anything.
@@ -148,9 +171,8 @@ def measure(threads: int, rounds: int, latency_count: int, offline_batch: int, o
         model = build_autoencoder("conv", seed=0)
         backends.compile_autoencoder(model, learning_rate=1e-3, jit_compile=False)
         steps = train_size // 128
-        options = tf.data.Options()
-        options.autotune.enabled = False  # as in the harness's feed: its model thread would take a core's share
-        resident = tf.data.Dataset.from_tensors((noisy[:128], clean[:128])).repeat(steps).with_options(options)
+        resident = (tf.data.Dataset.from_tensors((noisy[:128], clean[:128])).repeat(steps)
+                    .with_options(backends.tf_data_options_without_autotune()))  # as in the harness's feed
         timer = EpochClock()
         model.fit(resident, epochs=max(2, min(epochs, 3)), verbose=0,
                   callbacks=[backends.epoch_timer_callback(timer.begin, timer.end)])
@@ -159,21 +181,20 @@ def measure(threads: int, rounds: int, latency_count: int, offline_batch: int, o
     # Interleaved like the inference rounds: this machine's speed drifts by tens of percent from minute to minute.
     # Each round shuffles with its own seed, the same for both paths: after a few epochs the batch order alone moves
     # the loss by several percent, so shuffled losses are compared as medians over the rounds, with their spread.
-    train_rounds = []
-    for shuffle_seed in range(max(1, train_rounds_count)):
-        plain_ips, plain_loss = fit_plain(shuffle_seed)
-        harness_ips, harness_loss, train_label, harness_jit = fit_harness(shuffle_seed)
-        train_rounds.append((plain_ips, harness_ips, plain_loss, harness_loss, step_ceiling()))
-    plain_ips = statistics.median(r[0] for r in train_rounds)
-    harness_ips = statistics.median(r[1] for r in train_rounds)
-    plain_loss = statistics.median(r[2] for r in train_rounds)
-    harness_loss = statistics.median(r[3] for r in train_rounds)
-    ceiling_ips = statistics.median(r[4] for r in train_rounds)
-    plain_loss_spread = (max(r[2] for r in train_rounds) - min(r[2] for r in train_rounds)) / plain_loss
+    train_rounds = [TrainRound(*fit_plain(seed), *fit_harness(seed), step_ceiling())
+                    for seed in range(max(1, train_rounds_count))]
+
+    def median(field: str) -> float:
+        return statistics.median(getattr(r, field) for r in train_rounds)
+
+    plain_ips, harness_ips, ceiling_ips = median("plain_ips"), median("harness_ips"), median("ceiling_ips")
+    plain_loss, harness_loss = median("plain_loss"), median("harness_loss")
+    plain_losses = [r.plain_loss for r in train_rounds]
+    plain_loss_spread = (max(plain_losses) - min(plain_losses)) / plain_loss
     # The loss gate: both paths in the arrays' order, from the same weights, so the batches are the same and only
     # the feed differs. Any gap here is the feed's doing.
-    _, in_order_plain_loss = fit_plain(0, shuffle=False)
-    _, in_order_harness_loss, in_order_label, _ = fit_harness(0, shuffle=False)
+    in_order_plain_loss = fit_plain(0, shuffle=False)[1]
+    in_order_harness_loss = fit_harness(0, shuffle=False)[1]
 
     hand_p50 = statistics.median(h for h, _ in latency_rounds)
     harness_p50 = statistics.median(h for _, h in latency_rounds)
@@ -203,12 +224,14 @@ def measure(threads: int, rounds: int, latency_count: int, offline_batch: int, o
             "plain_fit_ips": plain_ips, "plain_fit_loss": plain_loss,
             "plain_fit_path": "numpy arrays, compile defaults (jit_compile=auto)",
             "harness_ips": harness_ips, "harness_loss": harness_loss,
-            "harness_path": f"{train_label}, jit_compile={harness_jit}",
+            "harness_path": f"{feed_labels[True]}, jit_compile=False",
             "step_ceiling_ips": ceiling_ips, "feed_headroom": ceiling_ips / plain_ips,
+            "plain_fit_outside_epochs_s": median("plain_outside_s"),
+            "harness_outside_epochs_s": median("harness_outside_s"),
             "per_round": train_rounds, "plain_loss_spread": plain_loss_spread, "speedup": harness_ips / plain_ips,
             "shuffled_loss_rel_diff": abs(harness_loss - plain_loss) / plain_loss,
             "in_order_plain_loss": in_order_plain_loss, "in_order_harness_loss": in_order_harness_loss,
-            "in_order_harness_path": in_order_label,
+            "in_order_harness_path": feed_labels[False],
             "loss_rel_diff": abs(in_order_harness_loss - in_order_plain_loss) / in_order_plain_loss,
         },
     }
@@ -243,6 +266,8 @@ def format_result(result: dict[str, Any]) -> str:
         f"plain fit: {train['plain_fit_path']}; harness: {train['harness_path']}",
         f"training step ceiling (one resident batch, no input path): {train['step_ceiling_ips']:,.0f} img/s = "
         f"{train['feed_headroom']:.2f}x plain fit, the most any input feed could gain on this machine",
+        f"fit() time outside its epochs (median): plain fit {train['plain_fit_outside_epochs_s']:.2f} s, "
+        f"harness {train['harness_outside_epochs_s']:.2f} s",
     ]
     return "\n".join(lines)
 

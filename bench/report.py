@@ -26,7 +26,7 @@ import pandas as pd
 from bench import plots
 from bench.aggregate import CI_SUFFIX, aggregate_over_seeds
 from bench.results import UNSTABLE_CV, CellResult
-from bench.store import Store
+from bench.store import Store, flat_frame
 
 UNSTABLE_MARK = "≈"
 UNSTABLE_LEGEND = f"{UNSTABLE_MARK} unstable: stdev > {UNSTABLE_CV:.0%} of mean"
@@ -887,8 +887,8 @@ def render_page(title: str, header: str, bodies: Mapping[str, str]) -> str:
 def build_report(store: Store, run_id: str) -> str:
     """The report's HTML text for one run."""
     record = store.run_record(run_id)
-    frame = store.frame([run_id])
     results = store.results(run_id)
+    frame = flat_frame(record, results)
     artifacts = {result.cell.index: dict(result.artifacts) for result in results}
     bodies = {
         "results": results_section(frame, record.get("matrix") or {}),

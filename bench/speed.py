@@ -61,8 +61,7 @@ def run_timed_loop(
 def latency_metrics(samples: Samples, prefix: str) -> dict[str, float]:
     """Percentiles in milliseconds plus mean, stdev and the stability flag (1.0 = stdev > 10% of mean)."""
     ms = samples.seconds * 1e3
-    mean = float(ms.mean())
-    stdev = float(ms.std(ddof=1)) if len(ms) > 1 else 0.0
+    mean, stdev, unstable = _spread(ms)
     return {
         f"{prefix}_p50_ms": float(np.percentile(ms, 50)),
         f"{prefix}_p90_ms": float(np.percentile(ms, 90)),
@@ -72,7 +71,7 @@ def latency_metrics(samples: Samples, prefix: str) -> dict[str, float]:
         f"{prefix}_stdev_ms": stdev,
         f"{prefix}_count": float(samples.count),
         f"{prefix}_duration_s": samples.duration_s,
-        f"{prefix}_unstable": float(mean > 0 and stdev / mean > UNSTABLE_CV),
+        f"{prefix}_unstable": unstable,
     }
 
 
@@ -80,15 +79,21 @@ def throughput_metrics(samples: Samples, batch_size: int, prefix: str) -> dict[s
     """Images per second over the whole loop, and the spread of per-batch rates."""
     per_batch = batch_size / samples.seconds
     total = batch_size * samples.count / float(samples.seconds.sum())
-    mean = float(per_batch.mean())
-    stdev = float(per_batch.std(ddof=1)) if len(per_batch) > 1 else 0.0
+    _, stdev, unstable = _spread(per_batch)
     return {
         f"{prefix}_ips": total,
         f"{prefix}_ips_stdev": stdev,
         f"{prefix}_batches": float(samples.count),
         f"{prefix}_duration_s": samples.duration_s,
-        f"{prefix}_unstable": float(mean > 0 and stdev / mean > UNSTABLE_CV),
+        f"{prefix}_unstable": unstable,
     }
+
+
+def _spread(values: np.ndarray) -> tuple[float, float, float]:
+    """(mean, sample stdev, unstable flag): 1.0 when the stdev exceeds UNSTABLE_CV of the mean, as pyperf warns."""
+    mean = float(values.mean())
+    stdev = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return mean, stdev, float(mean > 0 and stdev / mean > UNSTABLE_CV)
 
 
 class EpochClock:
@@ -122,13 +127,12 @@ class EpochClock:
         if len(steady) == 0:
             return out | {"speed.train_ips": None, "speed.train_ips_stdev": None, "speed.train_steady_epoch_s": None,
                           "speed.train_compile_overhead_s": None, "speed.train_unstable": None}
-        steady_ips = images_per_epoch / steady
-        spread = float(steady_ips.std(ddof=1)) if len(steady) > 1 else 0.0
+        _, spread, unstable = _spread(images_per_epoch / steady)
         return out | {
             "speed.train_ips": images_per_epoch * len(steady) / float(steady.sum()),
             "speed.train_ips_stdev": spread,
             "speed.train_steady_epoch_s": float(np.median(steady)),
             # What the first epoch costs beyond a steady one: tracing and compilation.
             "speed.train_compile_overhead_s": max(0.0, first - float(np.median(steady))),
-            "speed.train_unstable": float(spread / steady_ips.mean() > UNSTABLE_CV),
+            "speed.train_unstable": unstable,
         }

@@ -238,13 +238,14 @@ class Store:
 
     def frame(self, run_ids: Sequence[str]) -> pd.DataFrame:
         """The flat table: one row per cell of the given runs, with run columns first."""
-        rows = []
-        for run_id in run_ids:
-            record = self.run_record(run_id)
-            prefix = {column: record.get(column) for column in RUN_COLUMNS}
-            for result in self.results(run_id, with_artifacts=False):  # the flat table holds no arrays
-                rows.append({**prefix, **result.flat()})
-        frame = pd.DataFrame(rows)
-        if not frame.empty:
-            frame["git_dirty"] = frame["git_dirty"].astype(bool)
-        return frame
+        return pd.concat([flat_frame(self.run_record(run_id), self.results(run_id, with_artifacts=False))
+                          for run_id in run_ids] or [pd.DataFrame()], ignore_index=True)
+
+
+def flat_frame(record: Mapping[str, Any], results: Sequence[CellResult]) -> pd.DataFrame:
+    """One run's flat table from its record and results (already read): one row per cell, run columns first."""
+    prefix = {column: record.get(column) for column in RUN_COLUMNS}
+    frame = pd.DataFrame([{**prefix, **result.flat()} for result in results])
+    if not frame.empty:
+        frame["git_dirty"] = frame["git_dirty"].astype(bool)
+    return frame

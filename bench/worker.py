@@ -35,7 +35,7 @@ GRID_IMAGES = 15  # the paper's figure shows 15 noisy test digits above their de
 
 def pin_cpus(threads: int | None) -> list[int]:
     """Pin this process to the first ``threads`` CPUs it may use; returns the CPUs it runs on."""
-    allowed = sorted(os.sched_getaffinity(0))
+    allowed = machine.usable_cpus()
     if threads is not None:
         if threads > len(allowed):
             raise RuntimeError(f"threads={threads} but only {len(allowed)} CPUs are usable")
@@ -45,12 +45,12 @@ def pin_cpus(threads: int | None) -> list[int]:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=threads)
-    return sorted(os.sched_getaffinity(0))
+    return machine.usable_cpus()
 
 
 def _accuracy_and_diagnostics(matrix: Matrix, cell: Cell, dataset: Dataset, model: Any, forward: Any,
-                              x_test: np.ndarray, noisy_test: np.ndarray, output: np.ndarray, y_test: np.ndarray,
-                              cache_dir: str | None) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
+                              x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, noisy_test: np.ndarray,
+                              output: np.ndarray, y_test: np.ndarray, cache_dir: str | None) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
     """Accuracy a downstream user would feel, latent diagnostics and the robustness sweep (bench.accuracy).
 
     Returns (metrics, info, artifacts). Loading the reference classifier (the runner has it trained into the cache
@@ -75,9 +75,8 @@ def _accuracy_and_diagnostics(matrix: Matrix, cell: Cell, dataset: Dataset, mode
         if recovered is not None:
             metrics["quality.acc_recovered"] = recovered
         # The probe reads codes of clean images: what the code knows about the digit, apart from the noise.
-        x_probe, y_probe = subset(dataset.x_train, dataset.y_train, matrix.train_size, cell.seed)
         metrics["quality.probe_acc"] = accuracy.latent_probe_accuracy(
-            encoder, x_probe, y_probe, x_test, y_test, cell.seed, batch_size=batch_size)
+            encoder, x_train, y_train, x_test, y_test, cell.seed, batch_size=batch_size)
     # Activation statistics on the codes of the cell's own (noisy) test inputs: the ones behind its outputs.
     metrics.update(accuracy.latent_activation_stats(accuracy.predict_batches(encoder, noisy_test, batch_size)))
     metrics.update(accuracy.per_digit_mse(x_test, output, y_test))
@@ -89,7 +88,8 @@ def _accuracy_and_diagnostics(matrix: Matrix, cell: Cell, dataset: Dataset, mode
     levels = matrix.eval_noise or accuracy.DEFAULT_ROBUST_LEVELS
     # Seed + 1, as for the cell's test noise: the cell's own level then reproduces its quality.psnr_db.
     robust, artifacts = accuracy.robustness_curve(lambda images: forward.predict(images, batch_size), x_test,
-                                                  cell.noise_type, levels, seed=cell.seed + 1)
+                                                  cell.noise_type, levels, seed=cell.seed + 1,
+                                                  known={cell.noise: (noisy_test, output)})
     metrics.update(robust)
     return metrics, info, artifacts
 
@@ -117,7 +117,7 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, checkpoint_dir: s
     info["keras"] = keras.__version__
 
     # Data: the same test images for every cell, fresh noise draws for train (seed) and test (seed + 1).
-    x_train, _ = subset(dataset.x_train, dataset.y_train, matrix.train_size, cell.seed)
+    x_train, y_train = subset(dataset.x_train, dataset.y_train, matrix.train_size, cell.seed)
     x_test, y_test = dataset.x_test[: matrix.test_size], dataset.y_test[: matrix.test_size]
     noisy_test = add_noise(x_test, cell.noise_type, cell.noise, seed=cell.seed + 1)
     spec = models.registry.REGISTRY[cell.variant]
@@ -189,7 +189,7 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, checkpoint_dir: s
     phase["eval_s"] = time.perf_counter() - t_eval
     t_accuracy = time.perf_counter()
     extra_metrics, extra_info, extra_artifacts = _accuracy_and_diagnostics(
-        matrix, cell, dataset, model, forward, x_test, noisy_test, output, y_test, cache_dir)
+        matrix, cell, dataset, model, forward, x_train, y_train, x_test, noisy_test, output, y_test, cache_dir)
     metrics.update(extra_metrics)
     info.update(extra_info)
     # Loading the reference classifier (trained before the sweep) is reported on its own, as timing.classifier_s.

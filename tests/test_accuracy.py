@@ -149,6 +149,22 @@ def test_robustness_curve_and_auc_on_known_psnrs() -> None:
     assert np.array_equal(seen[0], clean) and not np.array_equal(seen[2], clean)
 
 
+def test_robustness_curve_reuses_the_level_the_caller_already_predicted() -> None:
+    clean = np.full((4, 28, 28, 1), 0.25, np.float32)
+    calls: list[np.ndarray] = []
+
+    def fake_model(noisy: np.ndarray) -> np.ndarray:
+        calls.append(noisy)
+        return clean + 0.1  # PSNR 20 dB
+
+    own_noisy = accuracy.add_noise(clean, "gaussian", 0.3, seed=1)
+    metrics, _ = accuracy.robustness_curve(fake_model, clean, "gaussian", [0.0, 0.3], seed=1,
+                                           known={0.3: (own_noisy, clean + 10 ** -1.5)})  # PSNR 30 dB
+    assert len(calls) == 1 and np.array_equal(calls[0], clean)  # only level 0 was predicted here
+    assert metrics["robust.psnr_db@0.3"] == pytest.approx(30.0)
+    assert metrics["robust.psnr_db@0"] == pytest.approx(20.0)
+
+
 def test_area_under_curve() -> None:
     assert accuracy.area_under_curve([0.4, 0.0, 0.2], [1.0, 3.0, 3.0]) == pytest.approx((0.6 + 0.4) / 0.4)
     assert accuracy.area_under_curve([0.3], [7.0]) == 7.0

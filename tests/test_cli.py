@@ -209,8 +209,7 @@ def test_run_summary_parts_add_up_to_the_wall() -> None:
     results = [result("ok", train_s=30.0, speed_s=10.0, eval_s=2.0, accuracy_s=4.0),
                result("ok", train_s=20.0, speed_s=8.0, eval_s=1.0, accuracy_s=3.0),
                result("failed", train_s=99.0)]  # a failed cell's partial timings are not measured work
-    store = SimpleNamespace(results=lambda run_id, with_artifacts: results)
-    summary = _summary(store, "run", wall_s=100.0, prepared=[{"seconds": 12.0}])
+    summary = _summary(results, wall_s=100.0, prepared=[{"seconds": 12.0}])
     assert summary["measured_s"] == 68.0
     assert summary["quality_eval_s"] == 10.0
     assert summary["classifier_s"] == 12.0
