@@ -28,9 +28,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from bench import backends
-from bench.data import Dataset, add_noise, subset
-from bench.quality import psnr_db
+from aebench import backends
+from aebench.data import Dataset, add_noise, subset
+from aebench.quality import psnr_db
 
 # Bump when the classifier's architecture or training recipe changes: the number is part of the cache file name, so
 # a changed recipe never loads a classifier trained by the old one.
@@ -171,7 +171,7 @@ _FORWARDS_KEPT = 4
 
 
 def predict_batches(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """The model's outputs through its compiled call (bench.backends), not per-call ``predict()``."""
+    """The model's outputs through its compiled call (aebench.backends), not per-call ``predict()``."""
     forward = next((known_forward for known, known_forward in _FORWARDS if known is model), None)
     if forward is None:
         forward = backends.compiled_forward(model)
@@ -251,7 +251,7 @@ def contractive_jacobian_check(model: keras.Model, x_sample: np.ndarray) -> tupl
     Autodiff is TensorFlow's ``GradientTape.batch_jacobian``; the jax and torch backends are not installed where this
     was written and tested, so they report a reason instead of an untested number.
     """
-    import models
+    from aebench import models
 
     name = keras.backend.backend()
     if name != "tensorflow":

@@ -329,7 +329,7 @@ def fit_timed(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, *, ba
     With ``checkpoint_dir``, Keras' BackupAndRestore saves weights and optimizer state after every epoch and, when
     the folder already holds a backup (an interrupted run being resumed), restores it and trains only the epochs
     left; the EpochClock then holds only the epochs this process ran."""
-    from bench.speed import EpochClock
+    from aebench.speed import EpochClock
 
     timer = EpochClock(clock) if clock is not None else EpochClock()
     feed, label = training_feed(inputs, targets, batch_size, seed, shuffle)

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.errors import UserError
-from bench.results import STATUSES
-from bench.store import DEFAULT_STORE
+from aebench.errors import UserError
+from aebench.results import STATUSES
+from aebench.store import DEFAULT_STORE
 
 EXIT_CELLS_FAILED = 1
 
@@ -99,8 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench import config, data, devices, machine, runner
-    from bench.store import Store
+    from aebench import config, data, devices, machine, runner
+    from aebench.store import Store
 
     wall_start = time.monotonic()
     matrix = config.load_matrix(args.matrix, args.overrides)
@@ -148,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         store.finish_run(run_id, status, summary["wall_s"], summary)
     report_path = None
     if not args.no_report:
-        from bench.report import write_report
+        from aebench.report import write_report
 
         report_path = write_report(store, run_id, args.reports_dir)
         summary = _summary(stored, prior_wall_s + time.monotonic() - wall_start, prepared)  # the report's time too
@@ -227,7 +227,7 @@ def _print_summary(run_id: str, summary: dict[str, Any], report_path: Path | Non
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bench.store import Store
+    from aebench.store import Store
 
     with Store(_store_path(args), create=False) as store:
         frame = store.runs_frame()
@@ -242,13 +242,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from bench.store import Store
+    from aebench.store import Store
 
     with Store(_store_path(args), create=False) as store:
         frame = store.frame([store.resolve_run(args.run)])
     frame = frame.drop(columns=[c for c in ("stderr_tail",) if c in frame.columns])
     if args.aggregate:
-        from bench.aggregate import aggregate_over_seeds, metric_columns
+        from aebench.aggregate import aggregate_over_seeds, metric_columns
 
         frame = aggregate_over_seeds(frame, metric_columns(frame))
     if args.format == "csv":
@@ -260,8 +260,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import write_report
-    from bench.store import Store
+    from aebench.report import write_report
+    from aebench.store import Store
 
     with Store(_store_path(args), create=False) as store:
         path = write_report(store, store.resolve_run(args.run), args.reports_dir)
@@ -273,7 +273,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    import models
+    from aebench import models
 
     print(f"{'variant':<14} {'parameters':>10}  hyperparameters (defaults)  description")
     for name in models.VARIANTS:
@@ -284,14 +284,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from bench import devices
+    from aebench import devices
 
     print(devices.format_devices(devices.discover()), end="")
     return 0
 
 
 def cmd_shapes(args: argparse.Namespace) -> int:
-    from models import shapes
+    from aebench.models import shapes
 
     rows = shapes.shape_table()
     print(shapes.format_shape_table(rows))
@@ -299,8 +299,8 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench import compare
-    from bench.store import Store
+    from aebench import compare
+    from aebench.store import Store
 
     thresholds = [compare.parse_threshold(text) for text in args.thresholds]
     with Store(_store_path(args), create=False) as candidate_store, \
@@ -322,7 +322,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_crosscheck(args: argparse.Namespace) -> int:
-    from bench import crosscheck
+    from aebench import crosscheck
 
     # This process has not imported TensorFlow yet, so the module can still pin CPUs and set threads first.
     return crosscheck.main(args.passed_on)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bench.errors import UserError
+from aebench.errors import UserError
 
 # metric -> (higher is better?, group). Groups share a threshold: speed figures move more than quality ones.
 TRACKED: Mapping[str, tuple[bool, str]] = {

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import models.registry as registry
-from bench.errors import UserError
+from aebench.models import registry
+from aebench.errors import UserError
 
 DATASETS = ("mnist", "fashion_mnist")
 NOISE_TYPES = ("gaussian", "salt_and_pepper", "masking")
@@ -108,7 +108,7 @@ class Matrix:
     repeats: int = 1
     timeout_s: float = 600.0
     eval_noise: tuple[float, ...] = ()
-    accuracy: bool = True  # reference classifier and latent probe (bench.accuracy); off makes test runs cheap
+    accuracy: bool = True  # reference classifier and latent probe (aebench.accuracy); off makes test runs cheap
     jit_compile: bool | str = False  # or "auto": Keras decides per backend (XLA on JAX, eager torch)
     predict_path: bool = True
     checkpoint: bool = False
@@ -251,7 +251,7 @@ _TOP_LEVEL = {
     "predict_path": _boolean,
     "checkpoint": _boolean,
 }
-# How both timed loops stop (bench.speed.run_timed_loop); the Offline loop adds its batch size.
+# How both timed loops stop (aebench.speed.run_timed_loop); the Offline loop adds its batch size.
 _LOOP_CHECKS = {
     "warmup": _integer(0),
     "min_count": _integer(1),

@@ -7,13 +7,13 @@ round by round so machine drift hits both alike:
   harness's compiled call and SingleStream loop;
 - Offline throughput at a large batch: the same two paths;
 - training: plain ``model.fit(x, y, batch_size=128)`` on NumPy arrays with Keras' default compile settings against
-  the harness's training path (``bench.backends.fit_timed``), from the same initial weights, comparing steady-epoch
+  the harness's training path (``aebench.backends.fit_timed``), from the same initial weights, comparing steady-epoch
   throughput (beside the step ceiling: the compiled step on one resident batch, which no feed can beat) and the
   held-out loss: gated on a pair trained in the arrays' order (the same batches, so only the feed differs), and
   shown for the shuffled rounds beside plain fit's own spread over shuffle seeds.
 
 Run it as ``aebench crosscheck`` (it starts this module in a child pinned to N CPUs) or
-``python -m bench.crosscheck --threads 2``.
+``python -m aebench.crosscheck --threads 2``.
 """
 
 from __future__ import annotations
@@ -72,16 +72,16 @@ def _paired(hand: Any, harness: Any, first_hand: bool) -> tuple[float, float]:
 
 def measure(threads: int, rounds: int, latency_count: int, offline_batch: int, offline_count: int,
             train_size: int, epochs: int, data_dir: str | None, train_rounds_count: int = 3) -> dict[str, Any]:
-    from bench.worker import pin_cpus
+    from aebench.worker import pin_cpus
 
     pin_cpus(threads)  # as a cell's worker pins itself: CPUs, and NumPy's BLAS threads with them
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
     import tensorflow as tf
 
-    from bench import backends, data
-    from bench.speed import EpochClock, latency_metrics, run_timed_loop
-    from models import build_autoencoder
+    from aebench import backends, data
+    from aebench.speed import EpochClock, latency_metrics, run_timed_loop
+    from aebench.models import build_autoencoder
 
     backends.configure_threads(threads)
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.errors import UserError
+from aebench.errors import UserError
 
 DATASET_FILES = {"mnist": "mnist.npz", "fashion_mnist": "fashion_mnist.npz"}
 IMAGE_SHAPE = (28, 28)

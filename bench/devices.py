@@ -1,8 +1,8 @@
 """What this machine offers aebench: the CPU, and the GPUs and TPUs each installed Keras backend can use.
 
 ``aebench devices`` prints it; ``aebench run`` uses the same probe to skip, with a reason, the cells this machine
-cannot run. The CPU facts come from bench.machine. The GPU and TPU questions are asked in child processes, one worker
-host per backend (bench.runner.probe_backends runs bench.worker.probe_devices), because this process never imports an
+cannot run. The CPU facts come from aebench.machine. The GPU and TPU questions are asked in child processes, one worker
+host per backend (aebench.runner.probe_backends runs aebench.worker.probe_devices), because this process never imports an
 ML framework: TensorFlow lists its GPUs and resolves a TPU cluster (``TPUClusterResolver()``, which raises when no TPU
 is named or attached), JAX lists ``jax.devices("gpu")`` and ``jax.devices("tpu")``, torch asks ``torch.cuda``.
 
@@ -20,11 +20,11 @@ from typing import Any
 
 import psutil
 
-from bench import machine
-from bench.config import BACKENDS
+from aebench import machine
+from aebench.config import BACKENDS
 
 ACCELERATORS = ("gpu", "tpu")
-# backend -> the answer of bench.worker.probe_devices, or {"problem": why} when that backend could not be asked
+# backend -> the answer of aebench.worker.probe_devices, or {"problem": why} when that backend could not be asked
 ProbeResults = Mapping[str, Mapping[str, Any]]
 Probe = Callable[[Sequence[str]], ProbeResults]
 
@@ -68,7 +68,7 @@ class DeviceRow:
 
 @dataclass(frozen=True)
 class Accelerators:
-    """The probe's answers in the shape bench.runner.SkipCheck takes."""
+    """The probe's answers in the shape aebench.runner.SkipCheck takes."""
 
     counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (backend, gpu|tpu) -> devices
     names: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (backend, gpu|tpu) -> their names
@@ -93,7 +93,7 @@ def summarize(found: ProbeResults) -> Accelerators:
 
 def probe_in_workers(backends: Sequence[str]) -> ProbeResults:
     """The real probe: one worker host per backend, each answering in a child process."""
-    from bench import runner
+    from aebench import runner
 
     with tempfile.TemporaryDirectory(prefix="aebench-probe-") as scratch:
         return runner.probe_backends(backends, Path(scratch))

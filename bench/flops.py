@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.machine import cpuinfo_field
+from aebench.machine import cpuinfo_field
 
 TRAIN_TO_FORWARD = 3.0
 

@@ -9,7 +9,8 @@
 # DATA_DIR holds mnist.npz; OUT_DIR receives the store (aebench.sqlite), the report (<run-id>/index.html), the run's
 # log, `aebench devices`, a CSV export and summary.txt with the key numbers: 7 files. Keras and its two dependencies
 # that such a machine lacks (namex, optree) come as wheels in .whl/ beside the repo: bench/gpu_wheels.sh fetches them
-# (and copies mnist.npz to .gpu-data/) on a machine with network. aebench itself runs from this checkout, uninstalled.
+# (and copies mnist.npz to .gpu-data/) on a machine with network, and builds aebench's own wheel from this checkout
+# there: rerun it after changing the code.
 # It runs bench/matrices/gpu.toml (8 cells), sized for under 5 minutes on one H100. PYTHON picks the interpreter.
 set -euo pipefail
 usage="usage: bash bench/gpu_check.sh DATA_DIR OUT_DIR [aebench run options]"
@@ -23,12 +24,14 @@ SITE=${AEBENCH_SITE:-/tmp/aebench-site}
 [ -f "$DATA_DIR/mnist.npz" ] || { echo "gpu_check: $DATA_DIR/mnist.npz is missing" >&2; exit 2; }
 started=$(date +%s)
 
+compgen -G ".whl/aebench-*.whl" >/dev/null || { echo "gpu_check: no aebench wheel in .whl/ (run bench/gpu_wheels.sh where there is network)" >&2; exit 2; }
+wheels=(.whl/aebench-*.whl)
 if ! "$PYTHON" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('keras', 'namex', 'optree')))"; then
-    compgen -G ".whl/*.whl" >/dev/null || { echo "gpu_check: no keras here and no wheels in .whl/ (run bench/gpu_wheels.sh where there is network)" >&2; exit 2; }
-    "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
-    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+    wheels=(.whl/*.whl)  # keras and the two dependencies this machine lacks, beside aebench
 fi
-export PYTHONPATH="$PWD:${PYTHONPATH:-}"  # aebench from this checkout; the runner passes PYTHONPATH on to its workers
+rm -rf "$SITE"
+"$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "${wheels[@]}"
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"  # the runner passes PYTHONPATH on to its workers
 export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
 echo "== what the frameworks see"
@@ -50,22 +53,22 @@ EOF
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
 echo "== aebench devices"
-"$PYTHON" -m bench.cli devices | tee "$OUT_DIR/devices.txt"
+"$PYTHON" -m aebench.cli devices | tee "$OUT_DIR/devices.txt"
 
 echo "== aebench run gpu"
 status=0
-"$PYTHON" -m bench.cli run gpu --data-dir "$DATA_DIR" --store "$OUT_DIR/aebench.sqlite" \
+"$PYTHON" -m aebench.cli run gpu --data-dir "$DATA_DIR" --store "$OUT_DIR/aebench.sqlite" \
     --reports-dir "$OUT_DIR" "$@" 2>&1 | tee "$OUT_DIR/run.log" || status=$?
 rm -f "$OUT_DIR/latest.html"  # the same page as <run-id>/index.html: one copy is enough to bring back
 [ -f "$OUT_DIR/aebench.sqlite" ] || { echo "gpu_check: the run stored nothing (see run.log)" >&2; exit $(( status ? status : 1 )); }
-"$PYTHON" -m bench.cli export --store "$OUT_DIR/aebench.sqlite" --format csv >"$OUT_DIR/results.csv"
+"$PYTHON" -m aebench.cli export --store "$OUT_DIR/aebench.sqlite" --format csv >"$OUT_DIR/results.csv"
 
 echo "== key numbers"
 "$PYTHON" - "$OUT_DIR/aebench.sqlite" "$started" <<'EOF' | tee "$OUT_DIR/summary.txt"
 import sys
 import time
 
-from bench.store import Store
+from aebench.store import Store
 
 TRAIN_TARGET, P50_TARGET_MS = 200_000, 0.25  # the issue's targets for the JAX conv cell on an H100
 with Store(sys.argv[1], create=False) as store:

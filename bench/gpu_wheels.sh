@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare, on a machine with network, what bench/gpu_check.sh needs on a borrowed GPU machine that has none:
-#   .whl/       keras and the two of its dependencies that machine lacks (namex, optree), as Python 3.12 x86-64 wheels
+#   .whl/       aebench's own wheel, built from this checkout, and keras with the two of its dependencies that machine
+#               lacks (namex, optree), as Python 3.12 x86-64 wheels
 #   .gpu-data/  mnist.npz, copied from $AEBENCH_DATA (or ../shared/data) when it is there
 # Both folders are git-ignored; name them in the device run's carry list. The GPU machine already has numpy, pandas,
 # matplotlib, scipy, scikit-learn, psutil, jinja2 and keras' other needs (absl-py, rich, h5py, ml-dtypes, packaging).
@@ -17,6 +18,7 @@ rm -rf .whl && mkdir -p .whl  # one version of each: two wheels of one package s
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
     -d .whl "keras==$KERAS" "namex==$NAMEX" "optree==$OPTREE"
+"$PYTHON" -m pip wheel --quiet --no-deps -w .whl .  # pure Python: the same wheel installs on any Python >= 3.11
 ls -l .whl
 
 data=${AEBENCH_DATA:-../shared/data}

@@ -5,7 +5,7 @@ backend without pyplot's global figure registry, so a report written from a long
 backend someone selected) neither changes the process-wide backend nor leaks figures. Each figure is still cleared
 once encoded so its artists are freed at once.
 
-The functions take data already selected and aggregated by ``bench.report``; they only draw.
+The functions take data already selected and aggregated by ``aebench.report``; they only draw.
 """
 
 from __future__ import annotations

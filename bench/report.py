@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import plots
-from bench.aggregate import CI_SUFFIX, aggregate_over_seeds
-from bench.results import UNSTABLE_CV, CellResult
-from bench.store import Store, flat_frame
+from aebench import plots
+from aebench.aggregate import CI_SUFFIX, aggregate_over_seeds
+from aebench.results import UNSTABLE_CV, CellResult
+from aebench.store import Store, flat_frame
 
 UNSTABLE_MARK = "≈"
 UNSTABLE_LEGEND = f"{UNSTABLE_MARK} unstable: stdev > {UNSTABLE_CV:.0%} of mean"
@@ -35,8 +35,8 @@ PREFERRED_VARIANT = "conv"  # the paper's model: the latency and image-grid sect
 FEW_LATENCY_CELLS = 8  # up to this many ok cells, every one gets a latency curve
 MAX_LATENCY_CURVES = 12
 MAX_INFO_VALUES = 8
-NEAR_ZERO_THRESHOLD = 1e-2  # bench.accuracy.NEAR_ZERO, repeated: the report must not import Keras
-UNBOUNDED_PSNR_DB = 100.0  # at or above this a PSNR means "identical images" (bench.quality caps MSE at 1e-12)
+NEAR_ZERO_THRESHOLD = 1e-2  # aebench.accuracy.NEAR_ZERO, repeated: the report must not import Keras
+UNBOUNDED_PSNR_DB = 100.0  # at or above this a PSNR means "identical images" (aebench.quality caps MSE at 1e-12)
 GRID_NAMES = ("grid_clean", "grid_noisy", "grid_denoised")
 # The Styler emits a <style> block per table even when it has no styles; the page's CSS covers every table.
 _EMPTY_STYLE = re.compile(r'<style type="text/css">\s*</style>\s*')
@@ -426,7 +426,7 @@ ROBUST_PREFIX = "robust.psnr_db@"
 NOISY_ROBUST_PREFIX = "robust.noisy_psnr_db@"
 DIGIT_PREFIX = "diag.mse_digit"
 CI_NOTE = ("Figures are the mean ± the half-width of the 95% confidence interval over seeds (Student t, "
-           "bench.aggregate); cells of one seed at several thread counts count as one repeat.")
+           "aebench.aggregate); cells of one seed at several thread counts count as one repeat.")
 
 
 def _with_ci(table: pd.DataFrame, figure: Column) -> pd.Series:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.config import Cell
+from aebench.config import Cell
 
 STATUSES = ("ok", "failed", "timeout", "skipped")
 # A figure whose spread exceeds this fraction of its mean is flagged unstable (pyperf warns at the same 10%).

@@ -1,7 +1,7 @@
 """The matrix runner: one isolated worker process per cell, a timeout and a kill guard for each, progress and ETA.
 
 Cells run one after another (they are benchmarks: two at once would time each other). For each Keras backend a
-worker host is started once; it forks a fresh child per cell (see bench.worker). A cell that crashes, times out or
+worker host is started once; it forks a fresh child per cell (see aebench.worker). A cell that crashes, times out or
 cannot run on this machine becomes a stored result with its status, exit code and stderr tail, and the sweep goes on.
 """
 
@@ -22,8 +22,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from bench.config import Cell, Matrix
-from bench.results import CellResult
+from aebench.config import Cell, Matrix
+from aebench.results import CellResult
 
 Clock = Callable[[], float]
 STDERR_TAIL_LINES = 30
@@ -50,17 +50,16 @@ class HostDied(RuntimeError):
 
 
 class WorkerHost:
-    """A long-lived ``python -m bench.worker serve`` process for one backend."""
+    """A long-lived ``python -m aebench.worker serve`` process for one backend."""
 
     def __init__(self, backend: str, log_path: Path, command: list[str] | None = None,
                  env: Mapping[str, str] | None = None, start_timeout_s: float = 300.0) -> None:
         self.backend = backend
-        self._command = command or [sys.executable, "-m", "bench.worker", "serve"]
+        self._command = command or [sys.executable, "-m", "aebench.worker", "serve"]
         self._log = open(log_path, "ab")
         self._process = subprocess.Popen(
             self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
             env=dict(env) if env is not None else worker_environment(backend),
-            cwd=Path(__file__).resolve().parent.parent,
         )
         self._buffer = b""
         self._selector = selectors.DefaultSelector()
@@ -182,7 +181,7 @@ class SkipCheck:
     usable_cpus: int
     accelerators: Mapping[tuple[str, str], int]  # (backend, "gpu"|"tpu") -> count
     backend_problems: Mapping[str, str]  # backend -> why it cannot run (not installed, ...)
-    # (backend, "gpu"|"tpu") -> why that backend sees none, in its own words (bench.devices.summarize)
+    # (backend, "gpu"|"tpu") -> why that backend sees none, in its own words (aebench.devices.summarize)
     accelerator_reasons: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     def reason(self, cell: Cell) -> str | None:
@@ -222,12 +221,12 @@ def run_cells(
     With ``checkpoint_root``, each cell's training saves its state there every epoch, so a resumed run continues a
     cell's training where it stopped rather than from epoch 0.
 
-    ``cache_dir`` holds what cells share: the reference classifiers of bench.accuracy, one per seed, trained (or
+    ``cache_dir`` holds what cells share: the reference classifiers of aebench.accuracy, one per seed, trained (or
     found) before the first cell by a child that may use every CPU, so no cell's time or timeout includes them;
     ``on_prepared`` hears how long each took. By default a ``cache`` folder beside the default store."""
     cells = list(cells)
     if cache_dir is None:
-        from bench.store import DEFAULT_STORE
+        from aebench.store import DEFAULT_STORE
 
         cache_dir = DEFAULT_STORE.parent / "cache"
     # Absolute: the worker host runs in the repository root, not in the caller's working directory.
@@ -342,8 +341,8 @@ def probe_backends(backends: Iterable[str], scratch: Path,
                    host_factory: Callable[[str, Path], WorkerHost] | None = None) -> dict[str, dict[str, Any]]:
     """Ask each backend, in a child of its own worker host, which GPUs and TPUs it sees.
 
-    Returns backend -> bench.worker.probe_devices' answer, or ``{"problem": why}`` when the backend's host cannot
-    start or its probe fails. bench.devices turns these into device rows and skip reasons.
+    Returns backend -> aebench.worker.probe_devices' answer, or ``{"problem": why}`` when the backend's host cannot
+    start or its probe fails. aebench.devices turns these into device rows and skip reasons.
     """
     host_factory = host_factory or (lambda backend, log: WorkerHost(backend, log))
     found: dict[str, dict[str, Any]] = {}

@@ -3,7 +3,7 @@
 SingleStream: one image at a time, sequentially; every query is timed. Offline: large batches back to back;
 throughput is images per second. Both warm up first and stop only once a minimum count AND a minimum duration are
 met (or a cap on duration is hit, which the result says). The callable must return only when the device has finished
-(see ``bench.backends``): timing an asynchronous dispatch would time nothing.
+(see ``aebench.backends``): timing an asynchronous dispatch would time nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.results import UNSTABLE_CV
+from aebench.results import UNSTABLE_CV
 
 Clock = Callable[[], float]
 

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.config import Cell, Matrix
-from bench.errors import UserError
-from bench.results import CellResult
+from aebench.config import Cell, Matrix
+from aebench.errors import UserError
+from aebench.results import CellResult
 
 SCHEMA_VERSION = 1
 DEFAULT_STORE = Path("reports") / "aebench.sqlite"

@@ -1,6 +1,6 @@
 """The worker: runs one cell in a process of its own.
 
-A worker host is started once per Keras backend (``python -m bench.worker serve``). It imports the framework once,
+A worker host is started once per Keras backend (``python -m aebench.worker serve``). It imports the framework once,
 then forks a fresh child for every cell, so each cell is isolated (its own threads, affinity, memory and crash) without
 paying the framework's multi-second import per cell. The host never runs a framework op itself: thread settings only
 take effect before the backend's first op, and the child must be the first to run one.
@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from bench import flops, machine
-from bench.config import Cell, Matrix
-from bench.data import Dataset, add_noise, load_dataset, subset
-from bench.quality import reconstruction_metrics, to_uint8
-from bench.speed import latency_metrics, run_timed_loop, throughput_metrics
+from aebench import flops, machine
+from aebench.config import Cell, Matrix
+from aebench.data import Dataset, add_noise, load_dataset, subset
+from aebench.quality import reconstruction_metrics, to_uint8
+from aebench.speed import latency_metrics, run_timed_loop, throughput_metrics
 
 GRID_IMAGES = 15  # the paper's figure shows 15 noisy test digits above their denoised outputs
 
@@ -51,13 +51,13 @@ def pin_cpus(threads: int | None) -> list[int]:
 def _accuracy_and_diagnostics(matrix: Matrix, cell: Cell, dataset: Dataset, model: Any, forward: Any,
                               x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, noisy_test: np.ndarray,
                               output: np.ndarray, y_test: np.ndarray, cache_dir: str | None) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
-    """Accuracy a downstream user would feel, latent diagnostics and the robustness sweep (bench.accuracy).
+    """Accuracy a downstream user would feel, latent diagnostics and the robustness sweep (aebench.accuracy).
 
     Returns (metrics, info, artifacts). Loading the reference classifier (the runner has it trained into the cache
     before the sweep) is reported as ``timing.classifier_s``, apart from every measured phase.
     """
-    import models
-    from bench import accuracy
+    from aebench import models
+    from aebench import accuracy
 
     metrics: dict[str, float] = {}
     info: dict[str, Any] = {}
@@ -105,8 +105,8 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, checkpoint_dir: s
 
     import keras
 
-    import models
-    from bench import backends
+    from aebench import models
+    from aebench import backends
 
     info: dict[str, Any] = {"cpus": ",".join(map(str, cpus)), "pid": os.getpid()}
     info.update(backends.configure_threads(cell.threads))
@@ -120,7 +120,7 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, checkpoint_dir: s
     x_train, y_train = subset(dataset.x_train, dataset.y_train, matrix.train_size, cell.seed)
     x_test, y_test = dataset.x_test[: matrix.test_size], dataset.y_test[: matrix.test_size]
     noisy_test = add_noise(x_test, cell.noise_type, cell.noise, seed=cell.seed + 1)
-    spec = models.registry.REGISTRY[cell.variant]
+    spec = models.REGISTRY[cell.variant]
     hparams = dict(cell.hparams)
     if spec.corrupts_input:
         # The denoising AE corrupts its own clean input afresh each step, at the cell's noise level.
@@ -213,11 +213,11 @@ def probe_devices() -> dict[str, Any]:
     """Accelerators the current backend sees (runs in a child: the host must not initialise the backend).
 
     Returns ``{"backend", "version", "gpu": count, "gpu_names": [...], "gpu_reason": why none or None, and the same
-    for "tpu"}``; bench.devices reads it.
+    for "tpu"}``; aebench.devices reads it.
     """
     import keras
 
-    from bench import backends
+    from aebench import backends
 
     name = backends.backend_name()
     found: dict[str, Any] = {"backend": name, "keras": keras.__version__}
@@ -236,7 +236,7 @@ def probe_devices() -> dict[str, Any]:
 
 def prepare_classifier(dataset: Dataset, seed: int, cache_dir: Path) -> dict[str, Any]:
     """Train (or find) the seed's reference classifier in the cache, on every CPU this process may use."""
-    from bench import accuracy
+    from aebench import accuracy
 
     reference = accuracy.reference_classifier(dataset, seed, cache_dir)
     return {"seed": seed, "seconds": reference.seconds, "cached": reference.cached,
@@ -286,8 +286,8 @@ def serve(commands: Any = None, events: Any = None) -> None:
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     import keras  # noqa: F401 - the preload that every forked cell inherits
 
-    import models  # noqa: F401
-    from bench import backends  # noqa: F401
+    from aebench import models  # noqa: F401
+    from aebench import backends  # noqa: F401
 
     datasets: dict[str, Dataset] = {}
 
@@ -314,5 +314,5 @@ def serve(commands: Any = None, events: Any = None) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["serve"]:
-        sys.exit("usage: python -m bench.worker serve   (started by the aebench runner, not by hand)")
+        sys.exit("usage: python -m aebench.worker serve   (started by the aebench runner, not by hand)")
     serve()

@@ -11,7 +11,7 @@ THREADS = int(os.environ.get("AEBENCH_MICRO_THREADS", "2"))
 os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:THREADS])
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from bench import backends  # noqa: E402 - after pinning, before the backend's first op
+from aebench import backends  # noqa: E402 - after pinning, before the backend's first op
 
 backends.configure_threads(THREADS)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import backends, quality
-from models import build_autoencoder
+from aebench import backends, quality
+from aebench.models import build_autoencoder
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from models.registry import REGISTRY, VARIANTS, HParams, VariantSpec, builder_of, resolve_hparams
+from aebench.models.registry import REGISTRY, VARIANTS, HParams, VariantSpec, builder_of, resolve_hparams
 
 if TYPE_CHECKING:
     import keras
@@ -24,12 +24,12 @@ if TYPE_CHECKING:
 # Importing this package must not import Keras (seconds of TensorFlow start-up): the harness validates matrices
 # against the registry in processes that never build a model. The Keras-backed names load on first use.
 _LAZY = {
-    "IMAGE_SHAPE": "models.dense",
-    "ContractiveDense": "models.regularizers",
-    "GaussianCorruption": "models.regularizers",
-    "KLSparseDense": "models.regularizers",
-    "L1SparseDense": "models.regularizers",
-    "jacobian_frobenius_sq_closed_form": "models.regularizers",
+    "IMAGE_SHAPE": "aebench.models.dense",
+    "ContractiveDense": "aebench.models.regularizers",
+    "GaussianCorruption": "aebench.models.regularizers",
+    "KLSparseDense": "aebench.models.regularizers",
+    "L1SparseDense": "aebench.models.regularizers",
+    "jacobian_frobenius_sq_closed_form": "aebench.models.regularizers",
 }
 
 

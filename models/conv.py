@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.dense import IMAGE_SHAPE
+from aebench.models.dense import IMAGE_SHAPE
 
 
 def build_conv() -> keras.Model:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.regularizers import (
+from aebench.models.regularizers import (
     ContractiveDense,
     GaussianCorruption,
     KLSparseDense,

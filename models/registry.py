@@ -76,21 +76,21 @@ def _spec(
 REGISTRY: dict[str, VariantSpec] = {
     "undercomplete": _spec(
         "undercomplete",
-        "models.dense:build_undercomplete",
+        "aebench.models.dense:build_undercomplete",
         {},
         {},
         "dense 784-128-32-128-784 bottleneck autoencoder, linear code",
     ),
     "sparse_l1": _spec(
         "sparse_l1",
-        "models.dense:build_sparse_l1",
+        "aebench.models.dense:build_sparse_l1",
         {"l1": 1e-4},
         {"l1": (0.0, 1.0)},
         "undercomplete topology, relu code with a per-example L1 penalty on it",
     ),
     "sparse_kl": _spec(
         "sparse_kl",
-        "models.dense:build_sparse_kl",
+        "aebench.models.dense:build_sparse_kl",
         {"rho": 0.05, "beta": 1e-2},
         {"rho": (0.0, 1.0), "beta": (0.0, 100.0)},
         "sigmoid latent code with a KL(rho || mean activation) sparsity penalty",
@@ -98,7 +98,7 @@ REGISTRY: dict[str, VariantSpec] = {
     ),
     "denoising": _spec(
         "denoising",
-        "models.dense:build_denoising",
+        "aebench.models.dense:build_denoising",
         {"noise_factor": 0.2},
         {"noise_factor": (0.0, 10.0)},
         "undercomplete topology that adds clipped Gaussian noise to its input "
@@ -107,14 +107,14 @@ REGISTRY: dict[str, VariantSpec] = {
     ),
     "contractive": _spec(
         "contractive",
-        "models.dense:build_contractive",
+        "aebench.models.dense:build_contractive",
         {"contractive_lambda": 1e-4},
         {"contractive_lambda": (0.0, 1.0)},
         "one sigmoid encoder layer with a Jacobian Frobenius-norm penalty",
     ),
     "conv": _spec(
         "conv",
-        "models.conv:build_conv",
+        "aebench.models.conv:build_conv",
         {},
         {},
         "the paper's 2,561-parameter convolutional autoencoder (7x7x8 code)",

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 
 def main(precisions: list[str]) -> None:
     import keras
     import numpy as np
 
-    import models
-    from bench import backends
+    from aebench import models
+    from aebench import backends
 
     images = np.random.default_rng(0).random((16, 28, 28, 1), dtype=np.float32)
     results = {}

@@ -1,19 +1,13 @@
+"""Fixtures shared by the tests."""
+
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def shared_data_dir() -> Path | None:
-    for candidate in (os.environ.get("AEBENCH_DATA"), REPO.parent / "shared" / "data"):
-        if candidate and (Path(candidate) / "mnist.npz").is_file():
-            return Path(candidate)
-    return None
+from support import shared_data_dir
 
 
 @pytest.fixture
@@ -36,24 +30,3 @@ def tiny_dataset_dir(tmp_path: Path) -> Path:
     folder.mkdir()
     np.savez(folder / "mnist.npz", **arrays)
     return folder
-
-
-def tiny_matrix_dict(**overrides: object) -> dict:
-    raw = {
-        "name": "tiny",
-        "dataset": "mnist",
-        "variants": ["undercomplete", "conv"],
-        "noise": [0.2],
-        "threads": [1],
-        "epochs": 2,
-        "batch_size": 64,
-        "train_size": 256,
-        "test_size": 128,
-        "timeout_s": 120,
-        "predict_path": False,
-        "accuracy": False,  # the reference classifier costs a minute; tests that need it turn it on
-        "latency": {"warmup": 2, "min_count": 10, "min_duration_s": 0.0, "max_duration_s": 2.0},
-        "throughput": {"batch_size": 64, "warmup": 1, "min_count": 2, "min_duration_s": 0.0, "max_duration_s": 2.0},
-    }
-    raw.update(overrides)
-    return raw

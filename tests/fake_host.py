@@ -1,4 +1,4 @@
-"""A stand-in worker host speaking bench.worker's protocol, for runner tests without any ML framework.
+"""A stand-in worker host speaking aebench.worker's protocol, for runner tests without any ML framework.
 
 argv[1] is a comma-separated behaviour per cell index: ok, crash, hang, segv.
 """

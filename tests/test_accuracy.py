@@ -1,4 +1,4 @@
-"""Accuracy, probe, diagnostics, robustness and seed aggregation (bench.accuracy, bench.aggregate).
+"""Accuracy, probe, diagnostics, robustness and seed aggregation (aebench.accuracy, aebench.aggregate).
 
 Tiny data throughout: the classifier trains one epoch on a few hundred images, the probe reads synthetic codes.
 """
@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import models
-from bench import accuracy, runner
-from bench.aggregate import aggregate_over_seeds, ci_half_width, metric_columns
-from bench.config import Matrix
-from bench.data import Dataset, load_dataset
-from tests.conftest import tiny_matrix_dict
+from aebench import models
+from aebench import accuracy, runner
+from aebench.aggregate import aggregate_over_seeds, ci_half_width, metric_columns
+from aebench.config import Matrix
+from aebench.data import Dataset, load_dataset
+from support import tiny_matrix_dict
 
 
 @pytest.fixture
@@ -237,15 +237,15 @@ def test_cells_report_accuracy_and_diagnostics(tmp_path: Path, tiny_dataset_dir:
 
 
 def test_report_states_the_same_near_zero_threshold() -> None:
-    from bench import report
+    from aebench import report
 
     assert report.NEAR_ZERO_THRESHOLD == accuracy.NEAR_ZERO
 
 
 def test_export_aggregate_emits_mean_ci_and_seed_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bench import cli
-    from bench.results import CellResult
-    from bench.store import Store
+    from aebench import cli
+    from aebench.results import CellResult
+    from aebench.store import Store
 
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], repeats=3))
     values = [0.90, 0.92, 0.97]

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 
-import models
-from bench.cli import main
-from bench.store import Store
-from tests.conftest import REPO
-from tests.test_cli import _write_matrix
+from aebench import models
+from aebench.cli import main
+from aebench.store import Store
+from support import REPO, write_matrix
 
 pytestmark = pytest.mark.backends
 
@@ -32,7 +31,7 @@ needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
 
 
 def _step(backend: str) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run([sys.executable, str(HELPER), *PRECISIONS], capture_output=True, text=True, env=env,
                           timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -78,7 +77,7 @@ def test_every_variant_trains_on_jax() -> None:
 @needs_torch
 @pytest.mark.slow
 def test_a_torch_cell_runs_end_to_end(tmp_path: Path, tiny_dataset_dir: Path) -> None:
-    matrix = _write_matrix(tmp_path / "m.toml", variants=["conv"], backend=["torch"], accuracy=False)
+    matrix = write_matrix(tmp_path / "m.toml", variants=["conv"], backend=["torch"], accuracy=False)
     store = tmp_path / "aebench.sqlite"
     status = main(["run", str(matrix), "--data-dir", str(tiny_dataset_dir), "--store", str(store), "--no-report"])
     assert status == 0

@@ -12,37 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
-from bench.store import Store
-from tests.conftest import REPO, tiny_matrix_dict
-
-
-def _write_matrix(path: Path, **overrides: object) -> Path:
-    import tomllib  # noqa: F401 - only to make sure the file we write is what tomllib reads
-
-    raw = tiny_matrix_dict(**overrides)
-    lines = []
-    tables = {}
-    for key, value in raw.items():
-        if isinstance(value, dict):
-            tables[key] = value
-        else:
-            lines.append(f"{key} = {json.dumps(value)}")
-    for name, table in tables.items():
-        lines.append(f"[{name}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from aebench.cli import main
+from aebench.store import Store
+from support import REPO, tiny_matrix_dict, write_matrix
 
 
 def _aebench(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, cwd=cwd or REPO, timeout=600)
+    return subprocess.run([sys.executable, "-m", "aebench.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd or REPO, timeout=600)
 
 
 @pytest.mark.slow
 def test_run_two_cells_end_to_end(tmp_path: Path, tiny_dataset_dir: Path) -> None:
-    matrix = _write_matrix(tmp_path / "tiny.toml", accuracy=False)
+    matrix = write_matrix(tmp_path / "tiny.toml", accuracy=False)
     store = tmp_path / "out" / "aebench.sqlite"
     done = _aebench("run", str(matrix), "--data-dir", str(tiny_dataset_dir), "--store", str(store),
                     "--reports-dir", str(tmp_path / "out"))
@@ -105,7 +87,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path: Path, tiny_d
                                                           matrix_text: str | None, args: list[str], message: str) -> None:
     matrix = tmp_path / "m.toml"
     if matrix_text is None:
-        _write_matrix(matrix)
+        write_matrix(matrix)
     else:
         matrix.write_text(matrix_text)
     store = tmp_path / "s.sqlite"
@@ -121,8 +103,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path: Path, tiny_d
 def test_missing_data_everywhere_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     monkeypatch.delenv("AEBENCH_DATA", raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setattr("bench.data._keras_download", lambda name: (_ for _ in ()).throw(ConnectionError("offline")))
-    matrix = _write_matrix(tmp_path / "m.toml")
+    monkeypatch.setattr("aebench.data._keras_download", lambda name: (_ for _ in ()).throw(ConnectionError("offline")))
+    matrix = write_matrix(tmp_path / "m.toml")
     status = main(["run", str(matrix), "--store", str(tmp_path / "s.sqlite")])
     err = capsys.readouterr().err
     assert status == 2 and "Set AEBENCH_DATA" in err and len(err.strip().splitlines()) == 1
@@ -131,7 +113,7 @@ def test_missing_data_everywhere_says_what_to_do(tmp_path: Path, monkeypatch: py
 
 def test_corrupt_data_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "mnist.npz").write_bytes(b"PK\x03\x04 not really a zip")
-    status = main(["run", str(_write_matrix(tmp_path / "m.toml")), "--data-dir", str(tmp_path), "--store", str(tmp_path / "s.sqlite")])
+    status = main(["run", str(write_matrix(tmp_path / "m.toml")), "--data-dir", str(tmp_path), "--store", str(tmp_path / "s.sqlite")])
     assert status == 2 and "corrupt or truncated" in capsys.readouterr().err
     assert not (tmp_path / "s.sqlite").exists()
 
@@ -166,7 +148,7 @@ def test_shapes_table_is_checked_against_keras(capsys: pytest.CaptureFixture) ->
 
 @pytest.mark.slow
 def test_resume_runs_only_the_missing_cells(tmp_path: Path, tiny_dataset_dir: Path) -> None:
-    matrix = _write_matrix(tmp_path / "tiny.toml", variants=["undercomplete"], noise=[0.1, 0.2])
+    matrix = write_matrix(tmp_path / "tiny.toml", variants=["undercomplete"], noise=[0.1, 0.2])
     store = tmp_path / "aebench.sqlite"
     common = ["--data-dir", str(tiny_dataset_dir), "--store", str(store), "--no-report"]
     first = _aebench("run", str(matrix), "--shard", "1/2", *common)
@@ -201,7 +183,7 @@ def test_crosscheck_reports_both_paths(tmp_path: Path, tiny_dataset_dir: Path) -
 def test_run_summary_parts_add_up_to_the_wall() -> None:
     from types import SimpleNamespace
 
-    from bench.cli import _summary
+    from aebench.cli import _summary
 
     def result(status: str, **timing: float) -> SimpleNamespace:
         return SimpleNamespace(status=status, metrics={f"timing.{k}": v for k, v in timing.items()})

@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import compare
-from bench.cli import main
-from bench.config import Matrix
-from bench.errors import UserError
-from bench.results import CellResult
-from bench.store import Store
-from tests.conftest import tiny_matrix_dict
+from aebench import compare
+from aebench.cli import main
+from aebench.config import Matrix
+from aebench.errors import UserError
+from aebench.results import CellResult
+from aebench.store import Store
+from support import tiny_matrix_dict
 
 GOLDEN = Path(__file__).parent / "golden" / "compare.txt"
 

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import config
-from bench.config import Cell, Matrix, load_matrix
-from bench.errors import UserError
-from tests.conftest import tiny_matrix_dict
+from aebench import config
+from aebench.config import Cell, Matrix, load_matrix
+from aebench.errors import UserError
+from support import tiny_matrix_dict
 
 
 def test_shipped_quick_matrix_covers_the_required_sweep() -> None:

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import data
-from bench.errors import UserError
+from aebench import data
+from aebench.errors import UserError
 
 
 def _no_download(name: str) -> Path:

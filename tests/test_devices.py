@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import devices, runner
-from bench.cli import main
-from bench.config import Matrix
-from bench.store import Store
-from tests.conftest import tiny_matrix_dict
-from tests.test_cli import _write_matrix
+from aebench import devices, runner
+from aebench.cli import main
+from aebench.config import Matrix
+from aebench.store import Store
+from support import tiny_matrix_dict, write_matrix
 
 NO_ACCELERATOR = {
     "tensorflow": {"backend": "tensorflow", "gpu": 0, "gpu_names": [], "tpu": 0, "tpu_names": [],
@@ -110,7 +109,7 @@ def test_aebench_devices_here_reports_no_gpu_and_no_tpu() -> None:
 
 @pytest.mark.slow
 def test_cpu_and_gpu_matrix_runs_the_cpu_and_skips_the_gpu(tmp_path: Path, tiny_dataset_dir: Path) -> None:
-    matrix = _write_matrix(tmp_path / "m.toml", variants=["conv"], device=["cpu", "gpu"], accuracy=False)
+    matrix = write_matrix(tmp_path / "m.toml", variants=["conv"], device=["cpu", "gpu"], accuracy=False)
     store = tmp_path / "aebench.sqlite"
     status = main(["run", str(matrix), "--data-dir", str(tiny_dataset_dir), "--store", str(store),
                    "--reports-dir", str(tmp_path / "reports")])

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench import flops
-from models import build_autoencoder
+from aebench import flops
+from aebench.models import build_autoencoder
 
 
 def test_conv_ae_forward_flops_match_a_hand_count() -> None:

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-import models
-from models import (
+from aebench import models
+from aebench.models import (
     REGISTRY,
     VARIANTS,
     build_autoencoder,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import quality
+from aebench import quality
 
 
 def _images(seed: int = 0) -> np.ndarray:

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import report
-from bench.config import Cell, Matrix
-from bench.results import CellResult
-from bench.store import Store
+from aebench import report
+from aebench.config import Cell, Matrix
+from aebench.results import CellResult
+from aebench.store import Store
 
 GOLDEN = Path(__file__).parent / "golden" / "results_table.html"
 SECTION_TITLES = [title for _, title in report.SECTIONS]
@@ -65,7 +65,7 @@ def ok_result(cell: Cell, rng: np.random.Generator) -> CellResult:
 
 
 def accuracy_metrics(cell: Cell, rng: np.random.Generator) -> dict[str, float]:
-    """bench.accuracy's columns: accuracy falls with noise and denoising wins part of it back; PSNR falls with the
+    """aebench.accuracy's columns: accuracy falls with noise and denoising wins part of it back; PSNR falls with the
     test noise level of the robustness sweep."""
     noisy = 0.99 - 0.6 * cell.noise
     metrics = {

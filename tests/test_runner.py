@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import runner
-from bench.config import Matrix
-from bench.results import CellResult
-from tests.conftest import tiny_matrix_dict
+from aebench import runner
+from aebench.config import Matrix
+from aebench.results import CellResult
+from support import tiny_matrix_dict
 
 FAKE_HOST = Path(__file__).with_name("fake_host.py")
 NO_SKIPS = runner.SkipCheck(usable_cpus=2, accelerators={}, backend_problems={})

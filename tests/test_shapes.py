@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.shapes import (
+from aebench.models.shapes import (
     PAPER_DEMOS,
     ShapeRow,
     conv_output_size,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.speed import EpochClock, Samples, latency_metrics, run_timed_loop, throughput_metrics
+from aebench.speed import EpochClock, Samples, latency_metrics, run_timed_loop, throughput_metrics
 
 
 class FakeClock:

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.config import Matrix
-from bench.errors import UserError
-from bench.results import CellResult
-from bench.store import Store, new_run_id
-from tests.conftest import tiny_matrix_dict
+from aebench.config import Matrix
+from aebench.errors import UserError
+from aebench.results import CellResult
+from aebench.store import Store, new_run_id
+from support import tiny_matrix_dict
 
 ENV = {"git_commit": "abc123", "git_dirty": False, "machine_id": "m1", "cpu_model": "Test CPU"}
 

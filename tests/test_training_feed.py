@@ -7,8 +7,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from bench import backends  # noqa: E402
-from models import build_autoencoder  # noqa: E402
+from aebench import backends  # noqa: E402
+from aebench.models import build_autoencoder  # noqa: E402
 
 
 def _images(count: int, seed: int) -> np.ndarray:

@@ -1,0 +1,54 @@
+"""Helpers the tests share (imported as `support`: pytest puts tests/ on sys.path). Fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> Path | None:
+    for candidate in (os.environ.get("AEBENCH_DATA"), REPO.parent / "shared" / "data"):
+        if candidate and (Path(candidate) / "mnist.npz").is_file():
+            return Path(candidate)
+    return None
+
+
+def tiny_matrix_dict(**overrides: object) -> dict:
+    raw = {
+        "name": "tiny",
+        "dataset": "mnist",
+        "variants": ["undercomplete", "conv"],
+        "noise": [0.2],
+        "threads": [1],
+        "epochs": 2,
+        "batch_size": 64,
+        "train_size": 256,
+        "test_size": 128,
+        "timeout_s": 120,
+        "predict_path": False,
+        "accuracy": False,  # the reference classifier costs a minute; tests that need it turn it on
+        "latency": {"warmup": 2, "min_count": 10, "min_duration_s": 0.0, "max_duration_s": 2.0},
+        "throughput": {"batch_size": 64, "warmup": 1, "min_count": 2, "min_duration_s": 0.0, "max_duration_s": 2.0},
+    }
+    raw.update(overrides)
+    return raw
+
+
+def write_matrix(path: Path, **overrides: object) -> Path:
+    """Write tiny_matrix_dict(**overrides) as a TOML matrix file."""
+    raw = tiny_matrix_dict(**overrides)
+    lines = []
+    tables = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            tables[key] = value
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    for name, table in tables.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
