@@ -17,7 +17,6 @@ Imported only inside worker processes (it imports Keras); the CLI and the report
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -28,8 +27,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from aebench import backends
+from aebench import atomic, backends
 from aebench.data import Dataset, add_noise, subset
+from aebench.metrics import NEAR_ZERO
 from aebench.quality import psnr_db
 
 # Bump when the classifier's architecture or training recipe changes: the number is part of the cache file name, so
@@ -40,9 +40,6 @@ CLASSIFIER_BATCH_SIZE = 128
 # Adam from 3e-3 with a cosine decay to 0 over the run: a constant 1e-3 ends two epochs at ~98.0% on MNIST, right at
 # the 98% bar; the decayed schedule settles at ~98.7% in the same time.
 CLASSIFIER_LEARNING_RATE = 3e-3
-# |h| below this counts as an inactive latent unit. Codes of the zoo (linear, relu or sigmoid) are of order 0.1 to 10
-# when active; 1e-2 is well below that yet above float noise, and the same for every variant so they compare.
-NEAR_ZERO = 1e-2
 # Below this drop in accuracy (clean - noisy) the noise hardly hurts the classifier, and the recovered fraction would
 # divide by almost nothing: it is left undefined (None) rather than reported as a huge, meaningless ratio.
 MIN_ACCURACY_DROP = 0.01
@@ -107,17 +104,11 @@ def _train_classifier(dataset: Dataset, seed: int, epochs: int) -> keras.Model:
 
 
 def _save_atomic(model: keras.Model, sidecar: dict[str, Any], path: Path) -> None:
-    """Model and sidecar written under temporary names, then renamed: a reader (another run sharing the cache) sees
-    either nothing or complete files. The sidecar goes first, so a model file always has its sidecar."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}.partial"
-    meta = path.with_suffix(".json")
-    meta_partial = path.with_name(f".{meta.name}.{tag}")
-    meta_partial.write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
-    os.replace(meta_partial, meta)
-    partial = path.with_name(f".{path.stem}.{tag}.keras")  # Keras insists on the .keras suffix
-    model.save(partial)
-    os.replace(partial, path)
+    """Sidecar first, then the model, each renamed into place: a reader (another run sharing the cache) sees either
+    nothing or complete files, and a model file always has its sidecar."""
+    atomic.write_json(path.with_suffix(".json"), sidecar)
+    with atomic.replacing(path) as partial:
+        model.save(partial)
 
 
 def _load(path: Path) -> tuple[keras.Model, dict[str, Any]] | None:

@@ -12,9 +12,7 @@ defensively: a metric may be missing (an older or newer worker) or NaN, and a ru
 from __future__ import annotations
 
 import html
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aebench import plots
+from aebench import atomic, plots
+from aebench.metrics import NEAR_ZERO
 from aebench.aggregate import CI_SUFFIX, aggregate_over_seeds
 from aebench.results import UNSTABLE_CV, CellResult
 from aebench.store import Store, flat_frame
@@ -35,7 +34,6 @@ PREFERRED_VARIANT = "conv"  # the paper's model: the latency and image-grid sect
 FEW_LATENCY_CELLS = 8  # up to this many ok cells, every one gets a latency curve
 MAX_LATENCY_CURVES = 12
 MAX_INFO_VALUES = 8
-NEAR_ZERO_THRESHOLD = 1e-2  # aebench.accuracy.NEAR_ZERO, repeated: the report must not import Keras
 UNBOUNDED_PSNR_DB = 100.0  # at or above this a PSNR means "identical images" (aebench.quality caps MSE at 1e-12)
 GRID_NAMES = ("grid_clean", "grid_noisy", "grid_denoised")
 # The Styler emits a <style> block per table even when it has no styles; the page's CSS covers every table.
@@ -548,7 +546,7 @@ def diagnostics_part(frame: pd.DataFrame) -> str:
                                            DIAGNOSTIC_FIGURES)
     parts = [styled_table(display, formats, "diagnostics"),
              _note(f"Latent codes of the noisy test inputs. Mean activation is the mean |h| over examples and units; "
-                   f"near-zero fraction the share of (example, unit) entries with |h| < {NEAR_ZERO_THRESHOLD:g}; "
+                   f"near-zero fraction the share of (example, unit) entries with |h| < {NEAR_ZERO:g}; "
                    "dead-unit fraction the share of units near zero for every input."
                    + (" ‖J‖²_F (contractive variant) is its penalty, the squared Frobenius norm of d(code)/d(input) "
                       "averaged over a sample of test inputs: measured by automatic differentiation beside the closed "
@@ -905,22 +903,12 @@ def build_report(store: Store, run_id: str) -> str:
     return render_page(title, header_section(record), bodies)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write beside the target and rename, so a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
-                                     suffix=".partial", delete=False) as handle:
-        handle.write(text)
-    os.chmod(handle.name, 0o644)  # a report is for reading: NamedTemporaryFile creates owner-only files
-    os.replace(handle.name, path)
-
-
 def write_report(store: Store, run_id: str, reports_dir: Path) -> Path:
     """Write ``reports_dir/<run_id>/index.html`` (and ``latest.html`` when it is the newest run); return its path."""
     reports_dir = Path(reports_dir)
     text = build_report(store, run_id)
     index = reports_dir / run_id / "index.html"
-    _write_atomic(index, text)
+    atomic.write_text(index, text)
     if store.resolve_run(None) == run_id:
-        _write_atomic(reports_dir / "latest.html", text)
+        atomic.write_text(reports_dir / "latest.html", text)
     return index

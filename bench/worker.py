@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from aebench import flops, machine
+from aebench import atomic, flops, machine
 from aebench.config import Cell, Matrix
 from aebench.data import Dataset, add_noise, load_dataset, subset
 from aebench.quality import reconstruction_metrics, to_uint8
@@ -243,12 +243,6 @@ def prepare_classifier(dataset: Dataset, seed: int, cache_dir: Path) -> dict[str
             "test_accuracy": reference.test_accuracy, "path": str(reference.path)}
 
 
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(json.dumps(payload), encoding="utf-8")
-    os.replace(partial, path)
-
-
 def _child(task: dict[str, Any], datasets: dict[str, Dataset]) -> None:
     """Runs in the forked child; never returns."""
     exit_code = 1
@@ -257,9 +251,9 @@ def _child(task: dict[str, Any], datasets: dict[str, Dataset]) -> None:
         os.dup2(log, 1)
         os.dup2(log, 2)
         if task["kind"] == "probe":
-            _write_json_atomic(Path(task["result_path"]), probe_devices())
+            atomic.write_json(task["result_path"], probe_devices())
         elif task["kind"] == "classifier":
-            _write_json_atomic(Path(task["result_path"]), prepare_classifier(
+            atomic.write_json(task["result_path"], prepare_classifier(
                 datasets[task["data_path"]], task["seed"], Path(task["cache_dir"])))
         else:
             matrix = Matrix.from_dict(task["matrix"])
@@ -267,7 +261,7 @@ def _child(task: dict[str, Any], datasets: dict[str, Dataset]) -> None:
             metrics, info, artifacts = execute_cell(matrix, cell, datasets[task["data_path"]], task.get("checkpoint_dir"),
                                                    task.get("cache_dir"))
             np.savez(task["artifacts_path"], **artifacts)
-            _write_json_atomic(Path(task["result_path"]), {"metrics": metrics, "info": info})
+            atomic.write_json(task["result_path"], {"metrics": metrics, "info": info})
         exit_code = 0
     except BaseException:  # noqa: BLE001 - everything ends in the log and a non-zero exit status
         traceback.print_exc()

@@ -36,7 +36,7 @@ def _dense_decoder(code, hidden_units: int):
     return layers.Reshape(IMAGE_SHAPE, name="reshape")(x)
 
 
-def build_undercomplete(latent_dim: int = 32, hidden_units: int = 128) -> keras.Model:
+def build_undercomplete(*, latent_dim: int, hidden_units: int) -> keras.Model:
     """Plain bottleneck autoencoder: 784 - hidden - latent (linear) - hidden - 784."""
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
     # Encoder
@@ -48,9 +48,7 @@ def build_undercomplete(latent_dim: int = 32, hidden_units: int = 128) -> keras.
     return keras.Model(inputs, outputs, name="undercomplete")
 
 
-def build_sparse_l1(
-    latent_dim: int = 32, hidden_units: int = 128, l1: float = 1e-4
-) -> keras.Model:
+def build_sparse_l1(*, latent_dim: int, hidden_units: int, l1: float) -> keras.Model:
     """Undercomplete topology with an L1 penalty on the (relu) latent code."""
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
     # Encoder
@@ -62,12 +60,7 @@ def build_sparse_l1(
     return keras.Model(inputs, outputs, name="sparse_l1")
 
 
-def build_sparse_kl(
-    latent_dim: int = 32,
-    hidden_units: int = 128,
-    rho: float = 0.05,
-    beta: float = 0.1,
-) -> keras.Model:
+def build_sparse_kl(*, latent_dim: int, hidden_units: int, rho: float, beta: float) -> keras.Model:
     """Sigmoid latent code pushed towards mean activation rho by a KL penalty."""
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
     # Encoder
@@ -79,12 +72,7 @@ def build_sparse_kl(
     return keras.Model(inputs, outputs, name="sparse_kl")
 
 
-def build_denoising(
-    latent_dim: int = 32,
-    hidden_units: int = 128,
-    noise_factor: float = 0.2,
-    seed: int | None = None,
-) -> keras.Model:
+def build_denoising(*, latent_dim: int, hidden_units: int, noise_factor: float, seed: int | None) -> keras.Model:
     """Undercomplete autoencoder that corrupts its own input during training.
 
     Fed clean images, it learns to map ``clip(x + noise_factor * N(0,1))``
@@ -101,11 +89,7 @@ def build_denoising(
     return keras.Model(inputs, outputs, name="denoising")
 
 
-def build_contractive(
-    latent_dim: int = 32,
-    hidden_units: int = 128,
-    contractive_lambda: float = 1e-4,
-) -> keras.Model:
+def build_contractive(*, latent_dim: int, hidden_units: int, contractive_lambda: float) -> keras.Model:
     """One sigmoid encoder layer with a Jacobian (contractive) penalty."""
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
     # Encoder: a single layer, so the closed-form Jacobian norm is exact.

@@ -44,7 +44,7 @@ def _require_sigmoid(layer_name: str, kwargs: dict[str, Any]) -> None:
 class L1SparseDense(layers.Dense):
     """Dense layer adding ``l1 * mean_batch(sum_j |h_j|)`` on its output h."""
 
-    def __init__(self, units: int, l1: float = 1e-4, **kwargs: Any) -> None:
+    def __init__(self, units: int, l1: float, **kwargs: Any) -> None:
         super().__init__(units, **kwargs)
         self.l1 = float(l1)
 
@@ -66,7 +66,7 @@ class KLSparseDense(layers.Dense):
     """
 
     def __init__(
-        self, units: int, rho: float = 0.05, beta: float = 0.1, **kwargs: Any
+        self, units: int, rho: float, beta: float, **kwargs: Any
     ) -> None:
         _require_sigmoid(type(self).__name__, kwargs)
         super().__init__(units, activation="sigmoid", **kwargs)
@@ -102,7 +102,7 @@ class ContractiveDense(layers.Dense):
     """
 
     def __init__(
-        self, units: int, contractive_lambda: float = 1e-4, **kwargs: Any
+        self, units: int, contractive_lambda: float, **kwargs: Any
     ) -> None:
         _require_sigmoid(type(self).__name__, kwargs)
         super().__init__(units, activation="sigmoid", **kwargs)

@@ -236,12 +236,6 @@ def test_cells_report_accuracy_and_diagnostics(tmp_path: Path, tiny_dataset_dir:
     assert "diag.jacobian_fro_sq_autodiff" not in conv.metrics
 
 
-def test_report_states_the_same_near_zero_threshold() -> None:
-    from aebench import report
-
-    assert report.NEAR_ZERO_THRESHOLD == accuracy.NEAR_ZERO
-
-
 def test_export_aggregate_emits_mean_ci_and_seed_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from aebench import cli
     from aebench.results import CellResult

@@ -1,0 +1,40 @@
+"""Files that readers see whole or not at all: written beside the target, then renamed over it.
+
+Reports, result files and cached models are read by other processes (a browser, the runner, another run sharing the
+cache) while they may be being rewritten; ``os.replace`` is atomic on one file system, so a reader gets the old file or
+the new one, never half of either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write; on success it is renamed over ``path``, on error removed.
+
+    The temporary name keeps the target's suffix (Keras insists on ``.keras``) and carries the pid, so two processes
+    writing the same target never share a temporary file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with replacing(path) as partial:
+        partial.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    write_text(path, json.dumps(payload, indent=1))

@@ -1,0 +1,301 @@
+"""The metric registry: every figure a cell stores, defined once.
+
+Each entry says what a stored column is: its unit, which direction is better, its group, how to display it and what
+it means. The store, ``export``, ``compare``, the report and the README's column table all read it from here, so a
+metric is added, renamed or re-described in one place. A cell that writes a metric this registry lacks fails
+(``check_known``): an undocumented column is a bug, not data.
+
+Families of columns that differ only by a parameter (the robustness sweep's ``robust.psnr_db@0.3``, the per-digit
+``diag.mse_digit7``) are one entry each, with ``{}`` standing for the parameter.
+
+Free of Keras and of the ML frameworks: the CLI and the report import it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Literal
+
+Formatter = Callable[[Any], str]
+Direction = Literal["higher", "lower"] | None
+GROUPS = ("quality", "speed", "memory", "diag", "compute", "timing")
+# A column's prefix names its group, except the robustness sweep's, which are quality figures.
+_PREFIX_GROUP = {**{group: group for group in GROUPS}, "robust": "quality"}
+# |h| below this counts as an inactive latent unit (diag.near_zero_fraction, diag.dead_unit_fraction). Codes of the
+# zoo (linear, relu or sigmoid) are of order 0.1 to 10 when active; 1e-2 is well below that yet above float noise,
+# and the same for every variant so they compare.
+NEAR_ZERO = 1e-2
+
+
+# -- display formats -------------------------------------------------------------------------------------------------
+
+
+def fixed(digits: int) -> Formatter:
+    return lambda value: f"{float(value):.{digits}f}"
+
+
+def signed(digits: int) -> Formatter:
+    return lambda value: f"{float(value):+.{digits}f}"
+
+
+def significant(digits: int) -> Formatter:
+    return lambda value: f"{float(value):.{digits}g}"
+
+
+def thousands(value: Any) -> str:
+    return f"{float(value):,.0f}"
+
+
+def milliseconds(value: Any) -> str:
+    """Three decimals for sub-10 ms latencies, two above, none past a second."""
+    value = float(value)
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def general(value: Any) -> str:
+    return f"{float(value):g}"
+
+
+def integer(value: Any) -> str:
+    return str(int(value))
+
+
+def percent(value: Any) -> str:
+    """A fraction shown as a percentage: 0.5 -> 50.0%."""
+    return f"{float(value) * 100:.1f}%"
+
+
+def flag(value: Any) -> str:
+    return "yes" if float(value) >= 0.5 else "no"
+
+
+# -- the registry ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One stored figure (or one family of them, when ``name`` holds ``{}``)."""
+
+    name: str  # dotted column name; the part before the first dot names the group
+    label: str  # short heading for tables and plots
+    unit: str  # "" for dimensionless figures
+    better: Direction  # None: a property of the setting (the noisy input, a count), not a figure to improve
+    description: str
+    format: Formatter = significant(4)
+    unstable: str | None = None  # the column of this figure's stability flag (1 = stdev > 10% of the mean)
+
+    def __post_init__(self) -> None:
+        if self.group not in GROUPS:
+            raise ValueError(f"metric {self.name!r} is in group {self.group!r}: allowed {', '.join(GROUPS)}")
+        if self.better not in ("higher", "lower", None):
+            raise ValueError(f"metric {self.name!r} better={self.better!r}: allowed 'higher', 'lower' or None")
+
+    @property
+    def group(self) -> str:
+        prefix = self.name.split(".", 1)[0]
+        return _PREFIX_GROUP.get(prefix, prefix)
+
+    @property
+    def is_family(self) -> bool:
+        return "{}" in self.name
+
+    @cached_property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile(re.escape(self.name).replace(r"\{\}", r"(.+)") + r"\Z")
+
+    def heading(self) -> str:
+        """The label with its unit, as a column heading: "PSNR (dB)"."""
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+    def improvement(self, baseline: float, candidate: float) -> float:
+        """Relative change, positive when the candidate is better (raises for a figure without a direction)."""
+        if self.better is None:
+            raise ValueError(f"metric {self.name!r} has no better direction")
+        change = (candidate - baseline) / abs(baseline)
+        return change if self.better == "higher" else -change
+
+
+def _latency_family(prefix: str, short: str, path: str) -> list[Metric]:
+    """The batch-1 latency columns of one inference path (aebench.speed.latency_metrics writes them)."""
+    unstable = f"{prefix}_unstable"
+    stats = [
+        ("p50", "p50", "median"), ("p90", "p90", "90th percentile"), ("p99", "p99", "99th percentile"),
+        ("p999", "p99.9", "99.9th percentile"), ("mean", "mean", "mean"),
+    ]
+    metrics = [Metric(f"{prefix}_{key}_ms", f"{short} {label}", "ms", "lower",
+                      f"{description} of batch-1 latency through {path}", milliseconds, unstable)
+               for key, label, description in stats]
+    metrics += [
+        Metric(f"{prefix}_stdev_ms", f"{short} stdev", "ms", None, f"standard deviation of batch-1 latency through {path}",
+               milliseconds),
+        Metric(f"{prefix}_count", f"{short} calls", "", None, f"timed batch-1 calls through {path}", integer),
+        Metric(f"{prefix}_duration_s", f"{short} loop", "s", None, f"duration of the batch-1 loop through {path}",
+               fixed(2)),
+        Metric(unstable, f"{short} unstable", "", None,
+               f"1 when the stdev of batch-1 latency through {path} exceeds 10% of its mean", flag),
+    ]
+    return metrics
+
+
+_ALL: tuple[Metric, ...] = (
+    # Quality: the output against the clean test images, and the classifier a downstream user would run on it.
+    Metric("quality.bce", "BCE", "", "lower", "binary cross-entropy of the output against the clean test images",
+           fixed(4)),
+    Metric("quality.mse", "MSE", "", "lower", "mean squared error of the output against the clean test images", fixed(5)),
+    Metric("quality.psnr_db", "PSNR", "dB", "higher", "PSNR of the output (peak 1, MSE over the test set)", fixed(2)),
+    Metric("quality.noisy_psnr_db", "noisy PSNR", "dB", None, "PSNR of the noisy input itself", fixed(2)),
+    Metric("quality.gain_db", "gain", "dB", "higher", "PSNR of the output minus PSNR of the noisy input", signed(2)),
+    Metric("quality.ssim", "SSIM", "", "higher", "SSIM of the output (Gaussian window 11, sigma 1.5)", fixed(4)),
+    Metric("quality.noisy_ssim", "noisy SSIM", "", None, "SSIM of the noisy input itself", fixed(4)),
+    Metric("quality.train_loss", "train loss", "", "lower", "the last epoch's training loss (penalties included)",
+           fixed(4)),
+    Metric("quality.acc_clean", "acc clean", "", None, "reference classifier accuracy on the clean test images",
+           fixed(4)),
+    Metric("quality.acc_noisy", "acc noisy", "", None, "reference classifier accuracy on the noisy test images",
+           fixed(4)),
+    Metric("quality.acc_denoised", "acc denoised", "", "higher",
+           "reference classifier accuracy on the autoencoder's outputs", fixed(4)),
+    Metric("quality.acc_recovered", "recovered", "", "higher",
+           "(acc denoised - acc noisy) / (acc clean - acc noisy): the share of the accuracy lost to noise that "
+           "denoising wins back; blank where noise costs under 1 point", percent),
+    Metric("quality.probe_acc", "probe acc", "", "higher",
+           "accuracy of a logistic regression on the encoder's codes of clean images", fixed(4)),
+    # Robustness: the trained model at other test noise levels (quality figures under a prefix of their own).
+    Metric("robust.psnr_db@{}", "PSNR at test noise {}", "dB", "higher",
+           "PSNR of the output at another test noise level (robustness sweep)", fixed(2)),
+    Metric("robust.noisy_psnr_db@{}", "noisy PSNR at test noise {}", "dB", None,
+           "PSNR of the noisy input at that test noise level", fixed(2)),
+    Metric("robust.psnr_auc", "robust PSNR", "dB", "higher",
+           "area under the robustness curve divided by the level range: its mean PSNR", fixed(2)),
+    # Speed: training, the Offline and SingleStream scenarios on the compiled call, and the framework path.
+    Metric("speed.train_ips", "train", "img/s", "higher", "training images per second over the steady epochs",
+           thousands, "speed.train_unstable"),
+    Metric("speed.train_ips_stdev", "train stdev", "img/s", None, "standard deviation of the per-epoch training rate",
+           thousands),
+    Metric("speed.train_unstable", "train unstable", "", None,
+           "1 when the per-epoch training rate's stdev exceeds 10% of its mean", flag),
+    Metric("speed.train_first_epoch_s", "first epoch", "s", "lower", "the first epoch, tracing and compilation included",
+           fixed(2)),
+    Metric("speed.train_steady_epoch_s", "steady epoch", "s", "lower", "median duration of the steady epochs", fixed(2)),
+    Metric("speed.train_compile_overhead_s", "compile overhead", "s", "lower",
+           "what the first epoch costs beyond a steady one", fixed(2)),
+    Metric("speed.train_s", "training", "s", None, "all timed epochs of this process", fixed(1)),
+    Metric("speed.train_epochs_timed", "epochs timed", "", None, "epochs this process trained and timed", integer),
+    Metric("speed.batch_size", "train batch", "", None, "training batch size", integer),
+    Metric("speed.infer_ips", "infer", "img/s", "higher", "Offline inference images per second on the compiled call",
+           thousands, "speed.infer_unstable"),
+    Metric("speed.infer_ips_stdev", "infer stdev", "img/s", None, "standard deviation of the per-batch inference rate",
+           thousands),
+    Metric("speed.infer_batches", "infer batches", "", None, "timed Offline batches", integer),
+    Metric("speed.infer_duration_s", "infer loop", "s", None, "duration of the Offline loop", fixed(2)),
+    Metric("speed.infer_unstable", "infer unstable", "", None,
+           "1 when the per-batch inference rate's stdev exceeds 10% of its mean", flag),
+    Metric("speed.infer_batch_size", "infer batch", "", None, "Offline batch size", integer),
+    *_latency_family("speed.latency_b1", "batch-1", "the compiled call"),
+    *_latency_family("speed.predict_b1", "predict() b1", "Keras predict() (the framework path)"),
+    Metric("speed.first_call_s", "first call", "s", "lower", "the compiled call's first (tracing) call", fixed(3)),
+    Metric("speed.cold_start_s", "cold start", "s", "lower", "model build plus the compiled call's first call", fixed(2)),
+    # Memory.
+    Metric("memory.peak_rss_mb", "peak RSS", "MB", "lower", "the worker's peak resident memory, framework included",
+           thousands),
+    # Diagnostics of what the model learned: read, not ranked.
+    Metric("diag.mean_activation", "mean activation", "", None,
+           "mean |h| of the latent codes of the noisy test inputs", fixed(4)),
+    Metric("diag.near_zero_fraction", "near-zero fraction", "", None,
+           f"share of (example, unit) latent entries with |h| < {NEAR_ZERO:g}", fixed(3)),
+    Metric("diag.dead_unit_fraction", "dead-unit fraction", "", None,
+           f"share of latent units with |h| < {NEAR_ZERO:g} for every test input", fixed(3)),
+    Metric("diag.jacobian_fro_sq_autodiff", "‖J‖²_F autodiff", "", None,
+           "contractive variant: squared Frobenius norm of d(code)/d(input) by automatic differentiation",
+           significant(5)),
+    Metric("diag.jacobian_fro_sq_closed_form", "‖J‖²_F closed form", "", None,
+           "contractive variant: the same norm by the closed form its penalty uses", significant(5)),
+    Metric("diag.mse_digit{}", "MSE digit {}", "", None, "reconstruction MSE of the test images of that true label",
+           fixed(4)),
+    # Compute: FLOPs from layer shapes against the CPU's estimated peak (aebench.flops).
+    Metric("compute.flops_per_image", "FLOPs/image", "FLOP", None, "forward FLOPs per image from the layer shapes",
+           thousands),
+    Metric("compute.infer_gflops", "infer GFLOP/s", "GFLOP/s", "higher", "achieved inference GFLOP/s", fixed(2)),
+    Metric("compute.train_gflops", "train GFLOP/s", "GFLOP/s", "higher", "achieved training GFLOP/s (3x forward)",
+           fixed(2)),
+    Metric("compute.peak_gflops", "peak GFLOP/s", "GFLOP/s", None, "the pinned CPUs' estimated float32 peak", fixed(1)),
+    Metric("compute.infer_peak_fraction", "infer of peak", "", "higher", "inference GFLOP/s / peak", percent),
+    Metric("compute.train_peak_fraction", "train of peak", "", "higher", "training GFLOP/s / peak", percent),
+    # Where the cell's time went.
+    Metric("timing.setup_s", "setup", "s", None, "pinning, imports, data and noise", fixed(2)),
+    Metric("timing.train_s", "train", "s", None, "training epochs", fixed(2)),
+    Metric("timing.speed_s", "speed", "s", None, "cold start and the timed inference loops", fixed(2)),
+    Metric("timing.eval_s", "eval", "s", None, "scoring the test set", fixed(2)),
+    Metric("timing.accuracy_s", "accuracy", "s", None, "classifier accuracy, probe, diagnostics, robustness sweep",
+           fixed(2)),
+    Metric("timing.classifier_s", "classifier", "s", None, "loading the reference classifier from the cache", fixed(2)),
+)
+
+
+class Registry:
+    """Metrics by name; a family entry answers for every column it covers."""
+
+    def __init__(self, metrics: Iterable[Metric]) -> None:
+        self._exact: dict[str, Metric] = {}
+        self._families: list[Metric] = []
+        for metric in metrics:
+            if metric.name in self._exact or any(family.name == metric.name for family in self._families):
+                raise ValueError(f"metric {metric.name!r} is defined twice")
+            if metric.is_family:
+                self._families.append(metric)
+            else:
+                self._exact[metric.name] = metric
+
+    def __iter__(self) -> Iterator[Metric]:
+        yield from self._exact.values()
+        yield from self._families
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.find(name) is not None
+
+    def find(self, name: str) -> Metric | None:
+        """The entry for a column name, or None."""
+        if name in self._exact:
+            return self._exact[name]
+        return next((family for family in self._families if family.pattern.match(name)), None)
+
+    def __getitem__(self, name: str) -> Metric:
+        metric = self.find(name)
+        if metric is None:
+            raise KeyError(f"metric {name!r} is not in the registry (aebench.metrics)")
+        return metric
+
+    def parameter(self, name: str) -> str:
+        """The ``{}`` part of a family's column: "0.3" for robust.psnr_db@0.3."""
+        match = self[name].pattern.match(name)
+        if match is None or not match.groups():
+            raise ValueError(f"metric {name!r} is not a member of a family")
+        return match.group(1)
+
+    def label(self, name: str) -> str:
+        metric = self[name]
+        return metric.label.replace("{}", self.parameter(name)) if metric.is_family else metric.label
+
+    def format(self, name: str, value: Any) -> str:
+        return self[name].format(value)
+
+    def in_group(self, group: str) -> list[Metric]:
+        return [metric for metric in self if metric.group == group]
+
+    def check_known(self, names: Iterable[str]) -> None:
+        """Raise ValueError naming every column the registry does not define."""
+        unknown = sorted(name for name in names if name not in self)
+        if unknown:
+            raise ValueError(f"metrics not in the registry (aebench.metrics): {', '.join(unknown)}")
+
+
+REGISTRY = Registry(_ALL)
+GROUP_PREFIXES = tuple(f"{prefix}." for prefix in _PREFIX_GROUP)
+
+
+def is_metric_column(column: str) -> bool:
+    """A flat table's figure columns are the ones under a metric group (``quality.*``, ``speed.*``, ...)."""
+    return column.startswith(GROUP_PREFIXES)
