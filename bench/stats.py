@@ -1,0 +1,319 @@
+"""Verdicts on speed changes from paired rounds, and on quality changes from exact figures.
+
+Noise on a shared machine lives between processes and between minutes, not within one timing loop, so a speed change
+is judged from **rounds**: each round runs the base and the candidate once each, in random order, and gives one
+log ratio ``log(candidate / base)`` per figure. Drift that hits a whole round cancels in its ratio.
+
+For each figure this module takes the rounds' log ratios, oriented so that positive means better, and computes:
+
+- the **Hodges-Lehmann estimate** of their centre (the median of the pairwise means, the estimator that goes with the
+  Wilcoxon signed-rank test) and its exact **confidence interval** (order statistics of the pairwise means, cut at the
+  quantile of the exact signed-rank distribution; Hollander & Wolfe, *Nonparametric Statistical Methods*, 3.2);
+- two one-sided **Wilcoxon signed-rank tests** against the practical margin (scipy's exact test): "the change is worse
+  than the margin" and "better than the margin". The regression p-values of all figures tested together are corrected
+  by **Holm's** step-down method, the improvement p-values likewise.
+
+The verdict, Chromium Pinpoint style:
+
+- ``regression``: the interval lies wholly beyond the margin on the worse side and the Holm-corrected test agrees;
+- ``improvement``: the same on the better side;
+- ``same``: the interval lies wholly inside the margin;
+- ``unknown``: anything else: the data cannot decide yet (more rounds would narrow the interval).
+
+Quality figures need no statistics: the same code with the same seed gives bit-identical figures, so ``quality_verdict``
+compares them exactly and calls a regression only past a practical margin in the metric's own unit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+Verdict = Literal["regression", "improvement", "same", "unknown"]
+VERDICTS: tuple[Verdict, ...] = ("regression", "improvement", "same", "unknown")
+CONFIDENCE = 0.95
+ALPHA = 1 - CONFIDENCE
+# The fewest rounds whose exact two-sided 95% signed-rank interval exists: with n pairs the most extreme two-sided
+# p-value is 2 / 2**n, under 0.05 from n = 6 on.
+MIN_ROUNDS = 6
+
+
+# -- exact signed-rank distribution and the Hodges-Lehmann interval ---------------------------------------------------
+
+
+@lru_cache(maxsize=64)
+def _signed_rank_cdf(n: int) -> np.ndarray:
+    """P(W+ <= w) for w = 0 .. n(n+1)/2 under the null: every sign pattern of ranks 1..n equally likely."""
+    counts = np.zeros(n * (n + 1) // 2 + 1, dtype=np.float64)
+    counts[0] = 1.0
+    for rank in range(1, n + 1):
+        counts[rank:] = counts[rank:] + counts[:-rank].copy()
+    return np.cumsum(counts) / 2.0**n
+
+
+def _order_statistic_index(n: int, confidence: float) -> int | None:
+    """k such that the k-th smallest and k-th largest Walsh averages bound a ``confidence`` interval (1-based);
+    None when n is too small for any interval at that level."""
+    if n > 60:  # normal approximation of W+, accurate here and cheaper than the exact table
+        mean, sd = n * (n + 1) / 4, math.sqrt(n * (n + 1) * (2 * n + 1) / 24)
+        k = int(math.floor(mean - scipy_stats.norm.ppf(1 - (1 - confidence) / 2) * sd))
+        return k if k >= 1 else None
+    cdf = _signed_rank_cdf(n)
+    tail = (1 - confidence) / 2
+    # The largest c with P(W+ <= c - 1) <= tail; the interval is [W_(c), W_(N - c + 1)].
+    allowed = np.nonzero(cdf <= tail + 1e-12)[0]
+    if len(allowed) == 0:
+        return None
+    return int(allowed[-1]) + 1
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A location estimate and its confidence interval, in the units of the data it came from."""
+
+    estimate: float
+    low: float
+    high: float
+    n: int
+
+    def __post_init__(self) -> None:
+        if not (self.low <= self.estimate <= self.high) and not math.isinf(self.low) and not math.isinf(self.high):
+            raise ValueError(f"interval [{self.low}, {self.high}] does not contain its estimate {self.estimate}")
+
+    @property
+    def bounded(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+
+def hodges_lehmann(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> Interval:
+    """Hodges-Lehmann estimate of the centre of ``values`` and its exact signed-rank confidence interval.
+
+    With too few values for an interval at ``confidence`` the bounds are infinite (the estimate is still given)."""
+    data = _finite(values)
+    n = len(data)
+    if n == 0:
+        raise ValueError("no finite values: allowed a non-empty sequence of finite numbers")
+    pairs = np.add.outer(data, data)[np.triu_indices(n)] / 2.0  # the n(n+1)/2 Walsh averages
+    pairs.sort()
+    estimate = float(np.median(pairs))
+    k = _order_statistic_index(n, confidence)
+    if k is None:
+        return Interval(estimate, -math.inf, math.inf, n)
+    return Interval(estimate, float(pairs[k - 1]), float(pairs[len(pairs) - k]), n)
+
+
+def _finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    data = np.asarray(values, dtype=np.float64).ravel()
+    return data[np.isfinite(data)]
+
+
+def signed_rank_p(values: Sequence[float] | np.ndarray, shift: float, alternative: Literal["less", "greater"]) -> float:
+    """One-sided Wilcoxon signed-rank p-value for "the centre of ``values`` is below (less) / above (greater)
+    ``shift``", exact for small samples (scipy)."""
+    data = _finite(values) - shift
+    data = data[data != 0.0]  # a round exactly on the margin says nothing either way
+    if len(data) == 0:
+        return 1.0
+    method = "exact" if len(data) <= 50 else "approx"
+    return float(scipy_stats.wilcoxon(data, alternative=alternative, method=method).pvalue)
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control over all of them)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    if m == 0:
+        return p
+    order = np.argsort(p, kind="stable")
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+# -- speed: paired rounds -----------------------------------------------------------------------------------------------
+
+
+def log_ratios(base: Sequence[float], candidate: Sequence[float]) -> np.ndarray:
+    """Per-round ``log(candidate / base)``; a round where either side is missing or not positive is dropped."""
+    a = np.asarray(base, dtype=np.float64)
+    b = np.asarray(candidate, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired rounds need equal lengths: {a.shape} vs {b.shape}")
+    keep = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+    return np.log(b[keep] / a[keep])
+
+
+@dataclass(frozen=True)
+class SpeedComparison:
+    """One figure of one cell over paired rounds. Percentages are the candidate's change against the base in the
+    figure's own direction (+20% latency is slower). ``gain`` is the interval in log units, oriented so that positive
+    is better: the verdict is read from it."""
+
+    key: str
+    metric: str
+    higher_is_better: bool
+    margin_pct: float
+    gain: Interval
+    p_regression: float
+    p_improvement: float
+    verdict: Verdict = "unknown"
+    p_regression_holm: float = 1.0
+    p_improvement_holm: float = 1.0
+
+    @property
+    def rounds(self) -> int:
+        return self.gain.n
+
+    @property
+    def _sign(self) -> float:
+        return 1.0 if self.higher_is_better else -1.0
+
+    @property
+    def change_pct(self) -> float:
+        return _percent(self._sign * self.gain.estimate)
+
+    @property
+    def ci_low_pct(self) -> float:
+        return min(_percent(self._sign * self.gain.low), _percent(self._sign * self.gain.high))
+
+    @property
+    def ci_high_pct(self) -> float:
+        return max(_percent(self._sign * self.gain.low), _percent(self._sign * self.gain.high))
+
+    @property
+    def margin_log(self) -> float:
+        return math.log1p(self.margin_pct / 100)
+
+    @property
+    def detectable_pct(self) -> float:
+        """The smallest slowdown these rounds could call a regression: the margin plus how far the interval reaches
+        below its estimate (a true change that large would put the whole interval past the margin)."""
+        return _percent(self.margin_log + (self.gain.estimate - self.gain.low))
+
+
+def _percent(log_value: float) -> float:
+    return math.expm1(log_value) * 100 if math.isfinite(log_value) else log_value
+
+
+def compare_rounds(key: str, metric: str, base: Sequence[float], candidate: Sequence[float], *,
+                   higher_is_better: bool, margin_pct: float, confidence: float = CONFIDENCE) -> SpeedComparison:
+    """The interval and the one-sided tests of one figure's paired rounds (the verdict comes from ``decide``)."""
+    if not (math.isfinite(margin_pct) and margin_pct >= 0):
+        raise ValueError(f"margin_pct {margin_pct!r} is invalid: allowed a percentage >= 0")
+    ratios = log_ratios(base, candidate)
+    if len(ratios) == 0:
+        raise ValueError(f"{key} {metric}: no round has both figures")
+    gains = ratios if higher_is_better else -ratios  # positive = better, in log units
+    margin = math.log1p(margin_pct / 100)
+    return SpeedComparison(
+        key=key, metric=metric, higher_is_better=higher_is_better, margin_pct=margin_pct,
+        gain=hodges_lehmann(gains, confidence),
+        p_regression=signed_rank_p(gains, -margin, "less"),
+        p_improvement=signed_rank_p(gains, margin, "greater"),
+    )
+
+
+def decide(comparisons: Sequence[SpeedComparison], alpha: float = ALPHA) -> list[SpeedComparison]:
+    """Verdicts for a family of comparisons, Holm-corrected over the family (regressions and improvements apart)."""
+    regression_holm = holm([c.p_regression for c in comparisons])
+    improvement_holm = holm([c.p_improvement for c in comparisons])
+    decided = []
+    for comparison, p_reg, p_imp in zip(comparisons, regression_holm, improvement_holm):
+        gain, margin = comparison.gain, comparison.margin_log
+        if gain.high < -margin and p_reg <= alpha:
+            verdict: Verdict = "regression"
+        elif gain.low > margin and p_imp <= alpha:
+            verdict = "improvement"
+        elif -margin <= gain.low and gain.high <= margin:
+            verdict = "same"
+        else:
+            verdict = "unknown"
+        decided.append(replace(comparison, verdict=verdict, p_regression_holm=float(p_reg),
+                               p_improvement_holm=float(p_imp)))
+    return decided
+
+
+def settled(comparisons: Sequence[SpeedComparison]) -> bool:
+    """True when no verdict is ``unknown``: more rounds would not change what is reported."""
+    return all(c.verdict != "unknown" for c in comparisons)
+
+
+# -- quality: exact figures ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QualityComparison:
+    key: str
+    metric: str
+    base: float
+    candidate: float
+    difference: float  # candidate - base, in the metric's unit
+    margin: float  # in the metric's unit
+    verdict: Verdict
+
+
+def quality_verdict(key: str, metric: str, base: float, candidate: float, *, higher_is_better: bool,
+                    margin: float) -> QualityComparison:
+    """Bit-identical figures are ``same``; any difference is reported with its size, and is a regression only when
+    worse by more than ``margin`` (an improvement when better by more)."""
+    if margin < 0:
+        raise ValueError(f"margin {margin!r} is invalid: allowed a number >= 0 in the metric's unit")
+    difference = candidate - base
+    gain = difference if higher_is_better else -difference
+    if base == candidate:
+        verdict: Verdict = "same"
+    elif gain < -margin:
+        verdict = "regression"
+    elif gain > margin:
+        verdict = "improvement"
+    else:
+        verdict = "same"
+    return QualityComparison(key, metric, base, candidate, difference, margin, verdict)
+
+
+# -- independent samples: runs against runs ----------------------------------------------------------------------------
+
+
+def unpaired_log_interval(base: Sequence[float], candidate: Sequence[float],
+                          confidence: float = CONFIDENCE) -> Interval:
+    """Difference of mean log values between two groups of runs, with a Welch t interval (log units).
+
+    For stored runs that were not paired round by round: each run is one sample of the machine's run-to-run noise."""
+    a, b = np.log(_finite(base)), np.log(_finite(candidate))
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("each side needs at least two runs for a run-level interval")
+    difference = float(b.mean() - a.mean())
+    var_a, var_b = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(var_a + var_b)
+    if se == 0:
+        return Interval(difference, difference, difference, len(a) + len(b))
+    dof = (var_a + var_b) ** 2 / ((var_a**2 / (len(a) - 1) if len(a) > 1 else 0) + (var_b**2 / (len(b) - 1)))
+    half = float(scipy_stats.t.ppf(1 - (1 - confidence) / 2, dof)) * se
+    return Interval(difference, difference - half, difference + half, len(a) + len(b))
+
+
+def run_to_run_sd(groups: Sequence[Sequence[float]]) -> float | None:
+    """Pooled standard deviation of log values within groups (each group: one cell's figure over several runs of one
+    machine and matrix). None when no group has two values."""
+    squares, dof = 0.0, 0
+    for group in groups:
+        logs = np.log(_finite(group)[_finite(group) > 0])
+        if len(logs) >= 2:
+            squares += float(((logs - logs.mean()) ** 2).sum())
+            dof += len(logs) - 1
+    return math.sqrt(squares / dof) if dof else None
+
+
+def hidden_change_pct(sd_log: float, confidence: float = CONFIDENCE) -> float:
+    """The change one run against one run cannot tell from noise: the half-width of the difference of two single
+    runs, each with standard deviation ``sd_log`` on the log scale."""
+    return _percent(float(scipy_stats.norm.ppf(1 - (1 - confidence) / 2)) * math.sqrt(2) * sd_log)
