@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from aebench.cli import main
+from aebench.metrics import REGISTRY
 from aebench.store import Store
 from support import REPO, tiny_matrix_dict, write_matrix
 
@@ -39,6 +40,7 @@ def test_run_two_cells_end_to_end(tmp_path: Path, tiny_dataset_dir: Path) -> Non
     assert record["status"] == "complete" and record["summary"]["cells_ok"] == 2
     for result in results:
         metrics = result.metrics
+        assert [name for name in metrics if name not in REGISTRY] == []
         assert metrics["speed.train_ips"] > 0 and metrics["speed.infer_ips"] > 0
         assert 0 < metrics["speed.latency_b1_p50_ms"] <= metrics["speed.latency_b1_p99_ms"]
         assert metrics["quality.bce"] > 0 and metrics["quality.psnr_db"] > 0
