@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("crosscheck", add_help=False,
                         help="time the harness against hand-written loops on the conv AE (options: crosscheck --help)")
 
+    metrics = commands.add_parser("metrics", help="list the metric registry: name, unit, better direction, group")
+    metrics.add_argument("--format", choices=("text", "markdown"), default="text",
+                         help="markdown: the README's table")
+
     commands.add_parser("models", help="list the model zoo with parameter counts")
     commands.add_parser("devices", help="the CPU, GPUs and TPUs this machine offers each installed backend")
     commands.add_parser("shapes", help="the paper's conv output-size table, checked against Keras")
@@ -269,6 +273,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from aebench.docs import metric_table
+
+    print(metric_table(markdown=args.format == "markdown"))
+    return 0
+
+
 # -- zoo -----------------------------------------------------------------------------------------------------------
 
 
@@ -335,6 +346,7 @@ COMMANDS = {
     "list": cmd_list,
     "export": cmd_export,
     "report": cmd_report,
+    "metrics": cmd_metrics,
     "models": cmd_models,
     "devices": cmd_devices,
     "shapes": cmd_shapes,
