@@ -246,11 +246,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from aebench.results import column_order
     from aebench.store import Store
 
     with Store(_store_path(args), create=False) as store:
         frame = store.frame([store.resolve_run(args.run)])
     frame = frame.drop(columns=[c for c in ("stderr_tail",) if c in frame.columns])
+    frame = frame[column_order(frame.columns)]
     if args.aggregate:
         from aebench.aggregate import aggregate_over_seeds, metric_columns
 
