@@ -2,9 +2,10 @@
 
 Cells are matched by their key (variant, noise, device, threads, backend, precision, seed). For each metric the
 registry (aebench.metrics) marks as gated, the change is expressed so that a positive number is always an
-improvement; a change worse than the metric's threshold is a regression. Batch-1 latency also gets a Mann-Whitney U test on the raw samples, so a shift that is
-within the noise of the measurement is reported as "not significant" rather than as a regression. The comparison
-is printed first; the exit status says whether a gate failed (pytest-benchmark's --benchmark-compare-fail style).
+improvement; a change worse than the metric's threshold is a regression. Batch-1 latency also gets a Mann-Whitney U
+test on the raw samples, so a shift that is within the noise of the measurement is reported as "not significant"
+rather than as a regression. The comparison is printed first; the exit status says whether a gate failed
+(pytest-benchmark's --benchmark-compare-fail style).
 """
 
 from __future__ import annotations

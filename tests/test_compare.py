@@ -75,7 +75,9 @@ def test_a_latency_shift_is_judged_by_its_samples() -> None:
 
 
 def test_gated_metrics_come_from_the_registry() -> None:
-    frame = lambda value: pd.DataFrame([{"key": "k", "status": "ok", "quality.mse": value, "quality.psnr_db": value}])  # noqa: E731
+    def frame(value: float) -> pd.DataFrame:
+        return pd.DataFrame([{"key": "k", "status": "ok", "quality.mse": value, "quality.psnr_db": value}])
+
     table = compare.compare_frames(frame(1.0), frame(2.0))
     # quality.mse is in the registry but not gated; psnr is gated and higher is better.
     assert list(table["metric"]) == ["quality.psnr_db"] and table.loc[0, "improvement_pct"] == pytest.approx(100.0)
