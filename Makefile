@@ -42,6 +42,9 @@ crosscheck: ## time the harness against hand-written tf.function loops and plain
 report: ## rebuild the latest run's report from the store
 	$(AEBENCH) report
 
+readme: ## rewrite the README's metric and model-zoo tables from the registries
+	$(BIN)/python -m aebench.docs README.md
+
 clean-reports: ## delete generated reports and the result store
 	find reports -mindepth 1 ! -name README.md -exec rm -rf {} +
 

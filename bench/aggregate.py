@@ -20,16 +20,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from aebench.metrics import is_metric_column
+
 AXES = ("variant", "noise", "noise_type", "device", "threads", "backend", "precision")
-METRIC_PREFIXES = ("quality.", "speed.", "memory.", "diag.", "robust.", "timing.", "compute.")
 CI_SUFFIX = ".ci95"
 CONFIDENCE = 0.95
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
     """The frame's numeric figure columns (``quality.*``, ``speed.*``, ...), in frame order."""
-    # CellResult admits only numbers (or None) as metrics, so the prefix is enough to know a figure column.
-    return [column for column in frame.columns if column.startswith(METRIC_PREFIXES)]
+    # CellResult admits only numbers (or None) as metrics, so the group prefix is enough to know a figure column.
+    return [column for column in frame.columns if is_metric_column(column)]
 
 
 def ci_half_width(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> float:

@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("crosscheck", add_help=False,
                         help="time the harness against hand-written loops on the conv AE (options: crosscheck --help)")
 
+    metrics = commands.add_parser("metrics", help="list the metric registry: name, unit, better direction, group")
+    metrics.add_argument("--format", choices=("text", "markdown"), default="text",
+                         help="markdown: the README's table")
+
     commands.add_parser("models", help="list the model zoo with parameter counts")
     commands.add_parser("devices", help="the CPU, GPUs and TPUs this machine offers each installed backend")
     commands.add_parser("shapes", help="the paper's conv output-size table, checked against Keras")
@@ -242,11 +246,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from aebench.results import column_order
     from aebench.store import Store
 
     with Store(_store_path(args), create=False) as store:
         frame = store.frame([store.resolve_run(args.run)])
     frame = frame.drop(columns=[c for c in ("stderr_tail",) if c in frame.columns])
+    frame = frame[column_order(frame.columns)]
     if args.aggregate:
         from aebench.aggregate import aggregate_over_seeds, metric_columns
 
@@ -266,6 +272,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     with Store(_store_path(args), create=False) as store:
         path = write_report(store, store.resolve_run(args.run), args.reports_dir)
     print(path)
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from aebench.docs import metric_table
+
+    print(metric_table(markdown=args.format == "markdown"))
     return 0
 
 
@@ -335,6 +348,7 @@ COMMANDS = {
     "list": cmd_list,
     "export": cmd_export,
     "report": cmd_report,
+    "metrics": cmd_metrics,
     "models": cmd_models,
     "devices": cmd_devices,
     "shapes": cmd_shapes,

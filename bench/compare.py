@@ -1,10 +1,11 @@
 """Compare two runs cell by cell and gate on regressions of quality and speed.
 
-Cells are matched by their key (variant, noise, device, threads, backend, precision, seed). For each tracked metric
-the change is expressed so that a positive number is always an improvement; a change worse than the metric's
-threshold is a regression. Batch-1 latency also gets a Mann-Whitney U test on the raw samples, so a shift that is
-within the noise of the measurement is reported as "not significant" rather than as a regression. The comparison
-is printed first; the exit status says whether a gate failed (pytest-benchmark's --benchmark-compare-fail style).
+Cells are matched by their key (variant, noise, device, threads, backend, precision, seed). For each metric the
+registry (aebench.metrics) marks as gated, the change is expressed so that a positive number is always an
+improvement; a change worse than the metric's threshold is a regression. Batch-1 latency also gets a Mann-Whitney U
+test on the raw samples, so a shift that is within the noise of the measurement is reported as "not significant"
+rather than as a regression. The comparison is printed first; the exit status says whether a gate failed
+(pytest-benchmark's --benchmark-compare-fail style).
 """
 
 from __future__ import annotations
@@ -16,19 +17,10 @@ import numpy as np
 import pandas as pd
 
 from aebench.errors import UserError
+from aebench.metrics import REGISTRY
 
-# metric -> (higher is better?, group). Groups share a threshold: speed figures move more than quality ones.
-TRACKED: Mapping[str, tuple[bool, str]] = {
-    "quality.psnr_db": (True, "quality"),
-    "quality.ssim": (True, "quality"),
-    "quality.bce": (False, "quality"),
-    "quality.acc_denoised": (True, "quality"),
-    "speed.train_ips": (True, "speed"),
-    "speed.infer_ips": (True, "speed"),
-    "speed.latency_b1_p50_ms": (False, "speed"),
-    "speed.latency_b1_p99_ms": (False, "speed"),
-}
-DEFAULT_THRESHOLDS = {"quality": 1.0, "speed": 5.0}  # percent
+# Percent, per group of the gated metrics (aebench.metrics, ``gated=True``): speed figures move more than quality ones.
+DEFAULT_THRESHOLDS = {"quality": 1.0, "speed": 5.0}
 SIGNIFICANCE_ALPHA = 0.01
 
 
@@ -41,7 +33,7 @@ class Threshold:
 def parse_threshold(text: str) -> Threshold:
     """``speed:5%``, ``quality:0.5%`` or ``speed.train_ips:10%``."""
     name, sep, value = text.partition(":")
-    known = set(DEFAULT_THRESHOLDS) | set(TRACKED)
+    known = set(DEFAULT_THRESHOLDS) | {metric.name for metric in REGISTRY.gated()}
     try:
         percent = float(value.rstrip("%"))
     except ValueError:
@@ -49,11 +41,6 @@ def parse_threshold(text: str) -> Threshold:
     if not sep or name not in known or percent < 0:
         raise UserError(f"--fail {text!r} is invalid: allowed NAME:PERCENT% with NAME one of {', '.join(sorted(known))}")
     return Threshold(name, percent)
-
-
-def _improvement_pct(baseline: float, candidate: float, higher_is_better: bool) -> float:
-    change = (candidate - baseline) / abs(baseline) * 100
-    return change if higher_is_better else -change
 
 
 def latency_significance(baseline: np.ndarray | None, candidate: np.ndarray | None) -> float | None:
@@ -75,14 +62,15 @@ def compare_frames(baseline: pd.DataFrame, candidate: pd.DataFrame, thresholds: 
     cand = candidate[candidate["status"] == "ok"].set_index("key")
     rows = []
     for key in [k for k in cand.index if k in base.index]:
-        for metric, (higher_is_better, group) in TRACKED.items():
+        for entry in REGISTRY.gated():
+            metric = entry.name
             if metric not in base.columns or metric not in cand.columns:
                 continue
             old, new = base.at[key, metric], cand.at[key, metric]
             if pd.isna(old) or pd.isna(new) or old == 0:
                 continue
-            limit = limits.get(metric, limits[group])
-            improvement = _improvement_pct(float(old), float(new), higher_is_better)
+            limit = limits.get(metric, limits[entry.group])
+            improvement = entry.improvement(float(old), float(new)) * 100
             p_value = latency_significance(*samples[key]) if metric.startswith("speed.latency") and key in samples else None
             if improvement >= -limit:
                 verdict = "ok"

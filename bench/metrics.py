@@ -86,12 +86,15 @@ class Metric:
     description: str
     format: Formatter = significant(4)
     unstable: str | None = None  # the column of this figure's stability flag (1 = stdev > 10% of the mean)
+    gated: bool = False  # `aebench compare` gates on it by default
 
     def __post_init__(self) -> None:
         if self.group not in GROUPS:
             raise ValueError(f"metric {self.name!r} is in group {self.group!r}: allowed {', '.join(GROUPS)}")
         if self.better not in ("higher", "lower", None):
             raise ValueError(f"metric {self.name!r} better={self.better!r}: allowed 'higher', 'lower' or None")
+        if self.gated and self.better is None:
+            raise ValueError(f"metric {self.name!r} is gated but has no better direction: a gate needs one")
 
     @property
     def group(self) -> str:
@@ -118,15 +121,16 @@ class Metric:
         return change if self.better == "higher" else -change
 
 
-def _latency_family(prefix: str, short: str, path: str) -> list[Metric]:
-    """The batch-1 latency columns of one inference path (aebench.speed.latency_metrics writes them)."""
+def _latency_family(prefix: str, short: str, path: str, gated: tuple[str, ...] = ()) -> list[Metric]:
+    """The batch-1 latency columns of one inference path (aebench.speed.latency_metrics writes them); ``gated``
+    names the statistics (``"p50"``, ...) that ``compare`` gates on."""
     unstable = f"{prefix}_unstable"
     stats = [
         ("p50", "p50", "median"), ("p90", "p90", "90th percentile"), ("p99", "p99", "99th percentile"),
         ("p999", "p99.9", "99.9th percentile"), ("mean", "mean", "mean"),
     ]
     metrics = [Metric(f"{prefix}_{key}_ms", f"{short} {label}", "ms", "lower",
-                      f"{description} of batch-1 latency through {path}", milliseconds, unstable)
+                      f"{description} of batch-1 latency through {path}", milliseconds, unstable, key in gated)
                for key, label, description in stats]
     metrics += [
         Metric(f"{prefix}_stdev_ms", f"{short} stdev", "ms", None, f"standard deviation of batch-1 latency through {path}",
@@ -143,12 +147,14 @@ def _latency_family(prefix: str, short: str, path: str) -> list[Metric]:
 _ALL: tuple[Metric, ...] = (
     # Quality: the output against the clean test images, and the classifier a downstream user would run on it.
     Metric("quality.bce", "BCE", "", "lower", "binary cross-entropy of the output against the clean test images",
-           fixed(4)),
+           fixed(4), gated=True),
     Metric("quality.mse", "MSE", "", "lower", "mean squared error of the output against the clean test images", fixed(5)),
-    Metric("quality.psnr_db", "PSNR", "dB", "higher", "PSNR of the output (peak 1, MSE over the test set)", fixed(2)),
+    Metric("quality.psnr_db", "PSNR", "dB", "higher", "PSNR of the output (peak 1, MSE over the test set)", fixed(2),
+           gated=True),
     Metric("quality.noisy_psnr_db", "noisy PSNR", "dB", None, "PSNR of the noisy input itself", fixed(2)),
     Metric("quality.gain_db", "gain", "dB", "higher", "PSNR of the output minus PSNR of the noisy input", signed(2)),
-    Metric("quality.ssim", "SSIM", "", "higher", "SSIM of the output (Gaussian window 11, sigma 1.5)", fixed(4)),
+    Metric("quality.ssim", "SSIM", "", "higher", "SSIM of the output (Gaussian window 11, sigma 1.5)", fixed(4),
+           gated=True),
     Metric("quality.noisy_ssim", "noisy SSIM", "", None, "SSIM of the noisy input itself", fixed(4)),
     Metric("quality.train_loss", "train loss", "", "lower", "the last epoch's training loss (penalties included)",
            fixed(4)),
@@ -157,7 +163,7 @@ _ALL: tuple[Metric, ...] = (
     Metric("quality.acc_noisy", "acc noisy", "", None, "reference classifier accuracy on the noisy test images",
            fixed(4)),
     Metric("quality.acc_denoised", "acc denoised", "", "higher",
-           "reference classifier accuracy on the autoencoder's outputs", fixed(4)),
+           "reference classifier accuracy on the autoencoder's outputs", fixed(4), gated=True),
     Metric("quality.acc_recovered", "recovered", "", "higher",
            "(acc denoised - acc noisy) / (acc clean - acc noisy): the share of the accuracy lost to noise that "
            "denoising wins back; blank where noise costs under 1 point", percent),
@@ -172,7 +178,7 @@ _ALL: tuple[Metric, ...] = (
            "area under the robustness curve divided by the level range: its mean PSNR", fixed(2)),
     # Speed: training, the Offline and SingleStream scenarios on the compiled call, and the framework path.
     Metric("speed.train_ips", "train", "img/s", "higher", "training images per second over the steady epochs",
-           thousands, "speed.train_unstable"),
+           thousands, "speed.train_unstable", gated=True),
     Metric("speed.train_ips_stdev", "train stdev", "img/s", None, "standard deviation of the per-epoch training rate",
            thousands),
     Metric("speed.train_unstable", "train unstable", "", None,
@@ -186,7 +192,7 @@ _ALL: tuple[Metric, ...] = (
     Metric("speed.train_epochs_timed", "epochs timed", "", None, "epochs this process trained and timed", integer),
     Metric("speed.batch_size", "train batch", "", None, "training batch size", integer),
     Metric("speed.infer_ips", "infer", "img/s", "higher", "Offline inference images per second on the compiled call",
-           thousands, "speed.infer_unstable"),
+           thousands, "speed.infer_unstable", gated=True),
     Metric("speed.infer_ips_stdev", "infer stdev", "img/s", None, "standard deviation of the per-batch inference rate",
            thousands),
     Metric("speed.infer_batches", "infer batches", "", None, "timed Offline batches", integer),
@@ -194,7 +200,7 @@ _ALL: tuple[Metric, ...] = (
     Metric("speed.infer_unstable", "infer unstable", "", None,
            "1 when the per-batch inference rate's stdev exceeds 10% of its mean", flag),
     Metric("speed.infer_batch_size", "infer batch", "", None, "Offline batch size", integer),
-    *_latency_family("speed.latency_b1", "batch-1", "the compiled call"),
+    *_latency_family("speed.latency_b1", "batch-1", "the compiled call", gated=("p50", "p99")),
     *_latency_family("speed.predict_b1", "predict() b1", "Keras predict() (the framework path)"),
     Metric("speed.first_call_s", "first call", "s", "lower", "the compiled call's first (tracing) call", fixed(3)),
     Metric("speed.cold_start_s", "cold start", "s", "lower", "model build plus the compiled call's first call", fixed(2)),
@@ -236,22 +242,25 @@ _ALL: tuple[Metric, ...] = (
 
 
 class Registry:
-    """Metrics by name; a family entry answers for every column it covers."""
+    """Metrics by name, in the order they are defined (group by group); a family entry answers for every column it
+    covers."""
 
     def __init__(self, metrics: Iterable[Metric]) -> None:
+        self._ordered: list[Metric] = []
         self._exact: dict[str, Metric] = {}
         self._families: list[Metric] = []
         for metric in metrics:
-            if metric.name in self._exact or any(family.name == metric.name for family in self._families):
+            if any(known.name == metric.name for known in self._ordered):
                 raise ValueError(f"metric {metric.name!r} is defined twice")
+            self._ordered.append(metric)
             if metric.is_family:
                 self._families.append(metric)
             else:
                 self._exact[metric.name] = metric
+        self._position = {metric.name: index for index, metric in enumerate(self._ordered)}
 
     def __iter__(self) -> Iterator[Metric]:
-        yield from self._exact.values()
-        yield from self._families
+        yield from self._ordered
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.find(name) is not None
@@ -284,6 +293,19 @@ class Registry:
 
     def in_group(self, group: str) -> list[Metric]:
         return [metric for metric in self if metric.group == group]
+
+    def gated(self) -> list[Metric]:
+        """The metrics ``aebench compare`` gates on by default."""
+        return [metric for metric in self if metric.gated]
+
+    def sort_columns(self, names: Iterable[str]) -> list[str]:
+        """The column names in registry order; a family's columns keep their given order among themselves, and names
+        the registry lacks (a store written before a metric was removed) come last, also in their given order."""
+        def position(name: str) -> int:
+            metric = self.find(name)
+            return self._position[metric.name] if metric is not None else len(self._ordered)
+
+        return sorted(names, key=position)
 
     def check_known(self, names: Iterable[str]) -> None:
         """Raise ValueError naming every column the registry does not define."""

@@ -7,7 +7,7 @@ tail of the worker's stderr, and the sweep goes on.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 
 from aebench.config import Cell
+from aebench.metrics import REGISTRY, is_metric_column
 
 STATUSES = ("ok", "failed", "timeout", "skipped")
+INFO_PREFIX = "info."
 # A figure whose spread exceeds this fraction of its mean is flagged unstable (pyperf warns at the same 10%).
 UNSTABLE_CV = 0.10
 
@@ -74,8 +76,19 @@ class CellResult:
             "duration_s": self.duration_s,
         }
         row.update(self.metrics)
-        row.update({f"info.{key}": value for key, value in self.info.items()})
+        row.update({f"{INFO_PREFIX}{key}": value for key, value in self.info.items()})
         return row
+
+
+def column_order(columns: Iterable[str]) -> list[str]:
+    """A flat table's columns in reading order: run and cell columns as given, the figures in registry order (group by
+    group), then ``info.*`` as given. A frame of many cells lists a figure where the first cell with it put it; this
+    order does not depend on which cell that was."""
+    columns = list(columns)
+    figures = REGISTRY.sort_columns(column for column in columns if is_metric_column(column))
+    info = [column for column in columns if column.startswith(INFO_PREFIX)]
+    rest = [column for column in columns if not is_metric_column(column) and not column.startswith(INFO_PREFIX)]
+    return [*rest, *figures, *info]
 
 
 def _finite_or_none(value: float | None) -> float | None:

@@ -1,8 +1,9 @@
 """The matrix runner: one isolated worker process per cell, a timeout and a kill guard for each, progress and ETA.
 
 Cells run one after another (they are benchmarks: two at once would time each other). For each Keras backend a
-worker host is started once; it forks a fresh child per cell (see aebench.worker). A cell that crashes, times out or
-cannot run on this machine becomes a stored result with its status, exit code and stderr tail, and the sweep goes on.
+worker host is started once; it forks a fresh child per cell (see aebench.worker). A cell that crashes, times out,
+cannot run on this machine or writes a metric the registry (aebench.metrics) lacks becomes a stored result with its
+status, exit code and stderr tail, and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from aebench.config import Cell, Matrix
+from aebench.metrics import REGISTRY
 from aebench.results import CellResult
 
 Clock = Callable[[], float]
@@ -329,6 +331,12 @@ def _run_one(matrix: Matrix, cell: Cell, data_path: Path, scratch: Path, hosts: 
         return CellResult(cell=cell, status="failed", duration_s=duration, exit_code=exit_code,
                           error=why, stderr_tail=stderr_tail)
     payload = json.loads(result_path.read_text(encoding="utf-8"))
+    try:
+        REGISTRY.check_known(payload["metrics"])
+    except ValueError as error:
+        # An undocumented column is a defect of the worker: fail the cell visibly and let the sweep go on.
+        return CellResult(cell=cell, status="failed", duration_s=duration, exit_code=exit_code, error=str(error),
+                          stderr_tail=stderr_tail)
     artifacts: dict[str, np.ndarray] = {}
     if Path(task["artifacts_path"]).exists():
         with np.load(task["artifacts_path"], allow_pickle=False) as archive:

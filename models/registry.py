@@ -24,6 +24,9 @@ VARIANTS: tuple[str, ...] = (
 )
 
 HParams = dict[str, float | int]
+# The hyperparameter a variant that corrupts its own input (``corrupts_input``) takes from the cell's noise level
+# instead of its default: aebench.worker sets it.
+CORRUPTION_HPARAM = "noise_factor"
 
 
 @dataclass(frozen=True)
@@ -79,21 +82,21 @@ REGISTRY: dict[str, VariantSpec] = {
         "aebench.models.dense:build_undercomplete",
         {},
         {},
-        "dense 784-128-32-128-784 bottleneck autoencoder, linear code",
+        "dense 784-128-32-128-784 bottleneck, linear code",
     ),
     "sparse_l1": _spec(
         "sparse_l1",
         "aebench.models.dense:build_sparse_l1",
         {"l1": 1e-4},
         {"l1": (0.0, 1.0)},
-        "undercomplete topology, relu code with a per-example L1 penalty on it",
+        "undercomplete topology, relu code with a per-example L1 activity penalty",
     ),
     "sparse_kl": _spec(
         "sparse_kl",
         "aebench.models.dense:build_sparse_kl",
         {"rho": 0.05, "beta": 1e-2},
         {"rho": (0.0, 1.0), "beta": (0.0, 100.0)},
-        "sigmoid latent code with a KL(rho || mean activation) sparsity penalty",
+        "undercomplete topology, sigmoid code with a KL(rho || mean activation) sparsity penalty",
         exclusive=frozenset({"rho"}),
     ),
     "denoising": _spec(
@@ -101,8 +104,8 @@ REGISTRY: dict[str, VariantSpec] = {
         "aebench.models.dense:build_denoising",
         {"noise_factor": 0.2},
         {"noise_factor": (0.0, 10.0)},
-        "undercomplete topology that adds clipped Gaussian noise to its input "
-        "in training",
+        "undercomplete topology that corrupts its clean input in training: "
+        "x + noise_factor * N(0, 1), clipped to [0, 1]",
         corrupts_input=True,
     ),
     "contractive": _spec(
@@ -110,14 +113,15 @@ REGISTRY: dict[str, VariantSpec] = {
         "aebench.models.dense:build_contractive",
         {"contractive_lambda": 1e-4},
         {"contractive_lambda": (0.0, 1.0)},
-        "one sigmoid encoder layer with a Jacobian Frobenius-norm penalty",
+        "784-32-128-784 with one sigmoid encoder layer, the squared Frobenius norm of its Jacobian as penalty",
     ),
     "conv": _spec(
         "conv",
         "aebench.models.conv:build_conv",
         {},
         {},
-        "the paper's 2,561-parameter convolutional autoencoder (7x7x8 code)",
+        "the paper's model, 2,561 parameters: Conv2D(16)-MaxPool-Conv2D(8)-MaxPool (7x7x8 code)-Conv2D(8)-"
+        "UpSampling-Conv2DTranspose(8)-UpSampling-Conv2DTranspose(1, sigmoid)",
         dense=False,
     ),
 }

@@ -1,6 +1,7 @@
 """A stand-in worker host speaking aebench.worker's protocol, for runner tests without any ML framework.
 
-argv[1] is a comma-separated behaviour per cell index: ok, crash, hang, segv.
+argv[1] is a comma-separated behaviour per cell index: ok, unknown (an ok exit whose metrics include two the registry
+lacks), crash, hang, segv.
 """
 
 import json
@@ -21,8 +22,10 @@ for line in sys.stdin:
         os.dup2(log, 2)
         behaviour = behaviours[index]
         print(f"cell {index} does {behaviour}", file=sys.stderr, flush=True)
-        if behaviour == "ok":
+        if behaviour in ("ok", "unknown"):
             metrics = {"timing.train_s": 1.0, "timing.speed_s": 0.5, "quality.mse": 0.01}
+            if behaviour == "unknown":
+                metrics.update({"quality.made_up": 1.0, "speed.nonsense_ips": 2.0})
             with open(task["result_path"], "w") as handle:
                 json.dump({"metrics": metrics, "info": {"fake": True}}, handle)
             os._exit(0)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from aebench.cli import main
+from aebench.metrics import REGISTRY
 from aebench.store import Store
 from support import REPO, tiny_matrix_dict, write_matrix
 
@@ -39,6 +40,7 @@ def test_run_two_cells_end_to_end(tmp_path: Path, tiny_dataset_dir: Path) -> Non
     assert record["status"] == "complete" and record["summary"]["cells_ok"] == 2
     for result in results:
         metrics = result.metrics
+        assert [name for name in metrics if name not in REGISTRY] == []
         assert metrics["speed.train_ips"] > 0 and metrics["speed.infer_ips"] > 0
         assert 0 < metrics["speed.latency_b1_p50_ms"] <= metrics["speed.latency_b1_p99_ms"]
         assert metrics["quality.bce"] > 0 and metrics["quality.psnr_db"] > 0
@@ -128,6 +130,34 @@ def test_list_and_export_without_a_store(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["list", "--store", str(tmp_path / "none.sqlite")]) == 2
     assert "no result store" in capsys.readouterr().err
     assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_export_orders_figures_as_the_registry_does(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from aebench.config import Matrix
+    from aebench.results import CellResult
+
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], noise=[0.1, 0.2, 0.3]))
+    # The first cell failed (no figures) and the second lacks figures the third has: the frame's own order would put
+    # quality.bce after the info columns and timing before quality.
+    cells = [({}, {}), ({"timing.train_s": 2.0, "quality.psnr_db": 20.0}, {"cpus": "0"}),
+             ({"diag.mse_digit1": 0.1, "robust.psnr_db@0.3": 18.0, "quality.bce": 0.1, "quality.psnr_db": 21.0},
+              {"cpus": "1", "parameters": 2561})]
+    with Store(tmp_path / "s.sqlite") as store:
+        run_id = store.begin_run(matrix, {"machine_id": "m"}, ["aebench"])
+        for cell, (metrics, info) in zip(matrix.cells(), cells):
+            status, error = ("ok", "") if metrics else ("failed", "it broke")
+            store.add_result(run_id, CellResult(cell=cell, status=status, duration_s=1.0, metrics=metrics, info=info,
+                                                error=error))
+    assert main(["export", "--store", str(tmp_path / "s.sqlite")]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split(",")
+    assert header[:6] == ["run_id", "started_at", "git_commit", "git_dirty", "machine_id", "matrix_name"]
+    assert header[6:] == ["cell", "key", "variant", "noise", "noise_type", "device", "threads", "backend", "precision",
+                          "seed", "status", "exit_code", "error", "duration_s", "quality.bce", "quality.psnr_db",
+                          "robust.psnr_db@0.3", "diag.mse_digit1", "timing.train_s", "info.cpus", "info.parameters"]
+    assert main(["export", "--store", str(tmp_path / "s.sqlite"), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert isinstance(rows, list) and len(rows) == 3 and list(rows[2]) == header
+    assert rows[2]["robust.psnr_db@0.3"] == 18.0 and rows[0]["quality.bce"] is None
 
 
 def test_models_lists_the_zoo(capsys: pytest.CaptureFixture) -> None:

@@ -54,14 +54,33 @@ def test_a_looser_gate_lets_the_speed_drop_pass(tmp_path: Path, capsys: pytest.C
     assert main(["compare", "20260101", "--store", str(tmp_path / "s.sqlite"), "--fail", "speed.train_ips:2%"]) == 1
 
 
-def test_insignificant_latency_shift_is_not_a_regression() -> None:
-    rng = np.random.default_rng(1)
-    noisy_a, noisy_b = rng.exponential(1e-3, 50), rng.exponential(1e-3, 50)
+def test_a_latency_shift_is_judged_by_its_samples() -> None:
+    """The same -20% median shift is "not significant" when the raw samples cannot be told apart and a REGRESSION when
+    they can."""
+    n = 50
+    # Interleaved: baseline 0, 2, 4, ... and candidate 1, 3, 5, ... (x 1 us): a baseline sample beats a candidate one
+    # in n(n-1)/2 = 1225 of the 2500 pairs, against 1250 for identical distributions: p = 0.87.
+    interleaved = 1e-3 + 1e-6 * np.arange(0, 2 * n, 2), 1e-3 + 1e-6 * np.arange(1, 2 * n, 2)
+    # Separated: every candidate sample is slower than every baseline one, so p is far below 1e-10.
+    separated = interleaved[0], interleaved[0] + 1e-3
     frame = lambda p50: pd.DataFrame([{"key": "k", "status": "ok", "speed.latency_b1_p50_ms": p50}])  # noqa: E731
-    table = compare.compare_frames(frame(1.0), frame(1.2), samples={"k": (noisy_a, noisy_b)})
-    assert table.loc[0, "improvement_pct"] == pytest.approx(-20.0)
-    assert table.loc[0, "verdict"] == ("not significant" if table.loc[0, "p_value"] >= 0.01 else "REGRESSION")
-    assert compare.latency_significance(noisy_a, None) is None
+
+    noise = compare.compare_frames(frame(1.0), frame(1.2), samples={"k": interleaved}).iloc[0]
+    shift = compare.compare_frames(frame(1.0), frame(1.2), samples={"k": separated}).iloc[0]
+    assert noise["improvement_pct"] == pytest.approx(-20.0) and shift["improvement_pct"] == pytest.approx(-20.0)
+    assert noise["p_value"] > 0.5 and shift["p_value"] < 1e-10
+    assert noise["verdict"] == "not significant"
+    assert shift["verdict"] == "REGRESSION"
+    assert compare.latency_significance(interleaved[0], None) is None
+
+
+def test_gated_metrics_come_from_the_registry() -> None:
+    def frame(value: float) -> pd.DataFrame:
+        return pd.DataFrame([{"key": "k", "status": "ok", "quality.mse": value, "quality.psnr_db": value}])
+
+    table = compare.compare_frames(frame(1.0), frame(2.0))
+    # quality.mse is in the registry but not gated; psnr is gated and higher is better.
+    assert list(table["metric"]) == ["quality.psnr_db"] and table.loc[0, "improvement_pct"] == pytest.approx(100.0)
 
 
 @pytest.mark.parametrize("text", ["speed", "speed:x%", "nope:5%", "speed:-1%"])

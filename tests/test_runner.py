@@ -37,6 +37,18 @@ def test_failures_are_results_and_the_sweep_goes_on(tmp_path: Path) -> None:
     assert ok.status == "ok" and ok.metrics["quality.mse"] == 0.01 and ok.info["fake"] is True
 
 
+def test_a_metric_missing_from_the_registry_fails_the_cell(tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], noise=[0.0, 0.1]))
+    results = runner.run_cells(matrix, matrix.cells(), data_path=tmp_path / "unused.npz", skip_check=NO_SKIPS,
+                               on_result=lambda r: None, work_dir=tmp_path, host_factory=_fake_factory("unknown,ok"),
+                               progress=runner.Progress(2, stream=io.StringIO()))
+    unknown, ok = results
+    assert unknown.status == "failed" and unknown.exit_code == 0 and not unknown.metrics
+    assert unknown.error == "metrics not in the registry (aebench.metrics): quality.made_up, speed.nonsense_ips"
+    assert "cell 0 does unknown" in unknown.stderr_tail
+    assert ok.status == "ok"  # the sweep goes on
+
+
 def test_a_dead_host_fails_the_cell_and_is_restarted(tmp_path: Path) -> None:
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], noise=[0.0, 0.1]))
     starts = []
