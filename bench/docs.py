@@ -19,13 +19,21 @@ from aebench.errors import UserError
 from aebench.metrics import REGISTRY
 from aebench.models.registry import CORRUPTION_HPARAM, REGISTRY as ZOO
 
+
 def metric_frame() -> pd.DataFrame:
     """One row per registry entry, in registry order (group by group)."""
     return pd.DataFrame([
         {"metric": metric.name, "unit": metric.unit, "better": metric.better or "",
-         "gated": "yes" if metric.gated else "", "group": metric.group, "description": metric.description}
+         "margin": _margin_text(metric), "group": metric.group, "description": metric.description}
         for metric in REGISTRY
     ])
+
+
+def _margin_text(metric) -> str:
+    """A gated metric's margin as compare, ab and history apply it: a percentage for speed, an amount for quality."""
+    if metric.margin is None:
+        return ""
+    return f"{metric.margin:g}%" if metric.group == "speed" else f"{metric.margin:g}{' ' + metric.unit if metric.unit else ''}"
 
 
 def zoo_frame(*, code: Callable[[str], str] = str) -> pd.DataFrame:

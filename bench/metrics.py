@@ -14,7 +14,7 @@ Free of Keras and of the ML frameworks: the CLI and the report import it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
@@ -86,15 +86,24 @@ class Metric:
     description: str
     format: Formatter = significant(4)
     unstable: str | None = None  # the column of this figure's stability flag (1 = stdev > 10% of the mean)
-    gated: bool = False  # `aebench compare` gates on it by default
+    # The practical margin a change must exceed to be called a regression or an improvement by compare, ab and
+    # history: a percentage for speed figures (they are judged by ratios over noisy rounds), an amount in the
+    # metric's own unit for quality figures (bit-identical for the same seed, so any difference is real). A metric
+    # with a margin is gated: those commands judge it by default.
+    margin: float | None = None
 
     def __post_init__(self) -> None:
         if self.group not in GROUPS:
             raise ValueError(f"metric {self.name!r} is in group {self.group!r}: allowed {', '.join(GROUPS)}")
         if self.better not in ("higher", "lower", None):
             raise ValueError(f"metric {self.name!r} better={self.better!r}: allowed 'higher', 'lower' or None")
-        if self.gated and self.better is None:
-            raise ValueError(f"metric {self.name!r} is gated but has no better direction: a gate needs one")
+        if self.margin is not None and (self.better is None or not self.margin >= 0):
+            raise ValueError(f"metric {self.name!r} margin={self.margin!r}: allowed a number >= 0 on a metric with a "
+                             "better direction (a gate needs one)")
+
+    @property
+    def gated(self) -> bool:
+        return self.margin is not None
 
     @property
     def group(self) -> str:
@@ -121,16 +130,17 @@ class Metric:
         return change if self.better == "higher" else -change
 
 
-def _latency_family(prefix: str, short: str, path: str, gated: tuple[str, ...] = ()) -> list[Metric]:
-    """The batch-1 latency columns of one inference path (aebench.speed.latency_metrics writes them); ``gated``
-    names the statistics (``"p50"``, ...) that ``compare`` gates on."""
+def _latency_family(prefix: str, short: str, path: str, margins: Mapping[str, float] | None = None) -> list[Metric]:
+    """The batch-1 latency columns of one inference path (aebench.speed.latency_metrics writes them); ``margins``
+    gives the gated statistics (``"p50"``, ...) their margins in percent."""
+    margins = margins or {}
     unstable = f"{prefix}_unstable"
     stats = [
         ("p50", "p50", "median"), ("p90", "p90", "90th percentile"), ("p99", "p99", "99th percentile"),
         ("p999", "p99.9", "99.9th percentile"), ("mean", "mean", "mean"),
     ]
     metrics = [Metric(f"{prefix}_{key}_ms", f"{short} {label}", "ms", "lower",
-                      f"{description} of batch-1 latency through {path}", milliseconds, unstable, key in gated)
+                      f"{description} of batch-1 latency through {path}", milliseconds, unstable, margins.get(key))
                for key, label, description in stats]
     metrics += [
         Metric(f"{prefix}_stdev_ms", f"{short} stdev", "ms", None, f"standard deviation of batch-1 latency through {path}",
@@ -147,14 +157,14 @@ def _latency_family(prefix: str, short: str, path: str, gated: tuple[str, ...] =
 _ALL: tuple[Metric, ...] = (
     # Quality: the output against the clean test images, and the classifier a downstream user would run on it.
     Metric("quality.bce", "BCE", "", "lower", "binary cross-entropy of the output against the clean test images",
-           fixed(4), gated=True),
+           fixed(4), margin=0.001),
     Metric("quality.mse", "MSE", "", "lower", "mean squared error of the output against the clean test images", fixed(5)),
     Metric("quality.psnr_db", "PSNR", "dB", "higher", "PSNR of the output (peak 1, MSE over the test set)", fixed(2),
-           gated=True),
+           margin=0.1),
     Metric("quality.noisy_psnr_db", "noisy PSNR", "dB", None, "PSNR of the noisy input itself", fixed(2)),
     Metric("quality.gain_db", "gain", "dB", "higher", "PSNR of the output minus PSNR of the noisy input", signed(2)),
     Metric("quality.ssim", "SSIM", "", "higher", "SSIM of the output (Gaussian window 11, sigma 1.5)", fixed(4),
-           gated=True),
+           margin=0.001),
     Metric("quality.noisy_ssim", "noisy SSIM", "", None, "SSIM of the noisy input itself", fixed(4)),
     Metric("quality.train_loss", "train loss", "", "lower", "the last epoch's training loss (penalties included)",
            fixed(4)),
@@ -163,7 +173,7 @@ _ALL: tuple[Metric, ...] = (
     Metric("quality.acc_noisy", "acc noisy", "", None, "reference classifier accuracy on the noisy test images",
            fixed(4)),
     Metric("quality.acc_denoised", "acc denoised", "", "higher",
-           "reference classifier accuracy on the autoencoder's outputs", fixed(4), gated=True),
+           "reference classifier accuracy on the autoencoder's outputs", fixed(4), margin=0.005),
     Metric("quality.acc_recovered", "recovered", "", "higher",
            "(acc denoised - acc noisy) / (acc clean - acc noisy): the share of the accuracy lost to noise that "
            "denoising wins back; blank where noise costs under 1 point", percent),
@@ -178,7 +188,7 @@ _ALL: tuple[Metric, ...] = (
            "area under the robustness curve divided by the level range: its mean PSNR", fixed(2)),
     # Speed: training, the Offline and SingleStream scenarios on the compiled call, and the framework path.
     Metric("speed.train_ips", "train", "img/s", "higher", "training images per second over the steady epochs",
-           thousands, "speed.train_unstable", gated=True),
+           thousands, "speed.train_unstable", margin=5.0),
     Metric("speed.train_ips_stdev", "train stdev", "img/s", None, "standard deviation of the per-epoch training rate",
            thousands),
     Metric("speed.train_unstable", "train unstable", "", None,
@@ -192,7 +202,7 @@ _ALL: tuple[Metric, ...] = (
     Metric("speed.train_epochs_timed", "epochs timed", "", None, "epochs this process trained and timed", integer),
     Metric("speed.batch_size", "train batch", "", None, "training batch size", integer),
     Metric("speed.infer_ips", "infer", "img/s", "higher", "Offline inference images per second on the compiled call",
-           thousands, "speed.infer_unstable", gated=True),
+           thousands, "speed.infer_unstable", margin=5.0),
     Metric("speed.infer_ips_stdev", "infer stdev", "img/s", None, "standard deviation of the per-batch inference rate",
            thousands),
     Metric("speed.infer_batches", "infer batches", "", None, "timed Offline batches", integer),
@@ -200,7 +210,7 @@ _ALL: tuple[Metric, ...] = (
     Metric("speed.infer_unstable", "infer unstable", "", None,
            "1 when the per-batch inference rate's stdev exceeds 10% of its mean", flag),
     Metric("speed.infer_batch_size", "infer batch", "", None, "Offline batch size", integer),
-    *_latency_family("speed.latency_b1", "batch-1", "the compiled call", gated=("p50", "p99")),
+    *_latency_family("speed.latency_b1", "batch-1", "the compiled call", margins={"p50": 5.0, "p99": 10.0}),
     *_latency_family("speed.predict_b1", "predict() b1", "Keras predict() (the framework path)"),
     Metric("speed.first_call_s", "first call", "s", "lower", "the compiled call's first (tracing) call", fixed(3)),
     Metric("speed.cold_start_s", "cold start", "s", "lower", "model build plus the compiled call's first call", fixed(2)),

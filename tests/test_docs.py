@@ -24,7 +24,7 @@ def test_the_readme_tables_are_what_the_registries_generate() -> None:
 def test_aebench_metrics_prints_every_metric(capsys: pytest.CaptureFixture) -> None:
     assert main(["metrics"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["metric", "unit", "better", "gated", "group", "description"]
+    assert lines[0].split() == ["metric", "unit", "better", "margin", "group", "description"]
     assert [line.split()[0] for line in lines[1:]] == [metric.name for metric in REGISTRY]
     assert lines[1].split() == ["quality.bce", "lower", "yes", "quality", "binary", "cross-entropy", "of", "the",
                                 "output", "against", "the", "clean", "test", "images"]

@@ -44,8 +44,10 @@ def test_bad_entries_are_refused() -> None:
         Metric("info.cpus", "cpus", "", None, "pinned CPUs")
     with pytest.raises(ValueError, match="better='up'"):
         Metric("speed.x", "x", "", "up", "x")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="gated but has no better direction"):
-        Metric("speed.x", "x", "", None, "x", gated=True)
+    with pytest.raises(ValueError, match="a gate needs one"):
+        Metric("speed.x", "x", "", None, "x", margin=5.0)
+    with pytest.raises(ValueError, match="allowed a number >= 0"):
+        Metric("speed.x", "x", "", "higher", "x", margin=-1.0)
 
 
 def test_only_figure_columns_are_metric_columns() -> None:

@@ -1,0 +1,580 @@
+"""``aebench ab``: paired A/B rounds of two revisions, with verdicts a CI can gate on.
+
+One run against one run cannot tell a speed change from this machine's noise, which lives between processes and
+between minutes. ``ab`` runs the two revisions in **rounds** instead (asv's ``continuous``, Chromium Pinpoint's
+pairwise mode): every round runs each cell once on each side, in balanced random order (AB in half the rounds, BA in
+the other half), each in a fresh worker process, and the verdict comes from the rounds' paired log ratios
+(``aebench.stats``). Rounds are added until every verdict settles or a round or time budget runs out.
+
+- **Quality** needs no rounds: with the same seed, identical code gives bit-identical figures. A quality pass runs
+  every cell once per side with the matrix as given; its figures are compared exactly, with the trained weights'
+  hash beside them, so "bit-identical" is visible.
+- **Speed rounds** run each cell with a shorter training (two epochs on ``speed_train_size`` images: the second,
+  steady epoch is the one timed) and without the accuracy extras, so that many rounds fit in minutes. Both sides
+  run the same settings, so their ratio is what a round measures.
+- **Duet** (``--duet``): both sides run at the same time, each on its own core with one thread, swapping cores from
+  round to round, so both see the same machine state (Bulej et al., "Duet benchmarking", 2020).
+- **Calibration** (``--calibrate``): extra candidate sides run the same revision with a known amount of busy work
+  added to the compiled call and the training step; with an A/A side beside them this measures the false-alarm and
+  detection rates this machine gives (aebench.ab.calibration_summary).
+
+The matrix is resolved here, once, and both revisions run it: a revision differs only in code (worker, zoo,
+backends). Execution is behind a small interface (``Executor``) so the round logic is tested with fake figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from aebench import stats
+from aebench.config import Cell, Matrix
+from aebench.errors import UserError
+from aebench.metrics import REGISTRY
+from aebench.results import CellResult
+from aebench.revisions import Revision
+
+Clock = Callable[[], float]
+SPEED_TRAIN_SIZE = 2048  # images per epoch in speed rounds: a steady epoch of 16 batches of 128
+DEFAULT_MAX_ROUNDS = 20
+# Sized so that `aebench ab` on 4 quick-profile cells (the issue's A/A example) ends within 10 minutes on 2 cores,
+# the quality pass and the worker start-up included.
+DEFAULT_BUDGET_S = 420.0
+
+
+def speed_metrics() -> list[str]:
+    """The speed figures ab gives verdicts on: the registry's gated speed metrics."""
+    return [metric.name for metric in REGISTRY if metric.gated and metric.group == "speed"]
+
+
+def quality_metrics() -> list[str]:
+    return [metric.name for metric in REGISTRY if metric.gated and metric.group == "quality"]
+
+
+# -- margins ----------------------------------------------------------------------------------------------------------
+
+
+def default_margins() -> dict[str, float]:
+    """Metric -> practical margin: a percentage for speed figures, an amount in the metric's unit for quality ones."""
+    return {metric.name: metric.margin for metric in REGISTRY if metric.gated and metric.margin is not None}
+
+
+def parse_margin(text: str, margins: Mapping[str, float]) -> dict[str, float]:
+    """``speed:5%`` (every speed figure), ``speed.train_ips:10%``, ``quality.psnr_db:0.2`` (in dB): the margins it
+    sets. Speed margins are percentages; quality margins are amounts in the metric's own unit."""
+    name, sep, value = text.partition(":")
+    groups = {margins_name.split(".")[0] for margins_name in margins}
+    allowed = sorted(groups | set(margins))
+    percent = value.strip().endswith("%")
+    try:
+        amount = float(value.strip().rstrip("%"))
+    except ValueError:
+        amount = -1.0
+    if not sep or name not in allowed or not (math.isfinite(amount) and amount >= 0):
+        raise UserError(f"--margin {text!r} is invalid: allowed NAME:VALUE with NAME one of {', '.join(allowed)} "
+                        "(speed values in percent, e.g. speed:5%; quality values in the metric's unit, e.g. "
+                        "quality.psnr_db:0.1)")
+    targets = [metric for metric in margins if metric == name or metric.split(".")[0] == name]
+    if percent and any(REGISTRY[metric].group == "quality" for metric in targets):
+        raise UserError(f"--margin {text!r} is invalid: quality margins are amounts in the metric's unit "
+                        "(quality.acc_denoised:0.005 is half a point of accuracy), not percentages")
+    return {metric: amount for metric in targets}
+
+
+# -- what runs ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of the comparison: a revision, and for calibration a known amount of added work."""
+
+    label: str
+    revision: Revision
+    spike: float = 0.0  # extra busy work as a fraction of each timed call and training step (calibration only)
+
+
+@dataclass(frozen=True)
+class Settings:
+    min_rounds: int = stats.MIN_ROUNDS
+    max_rounds: int = DEFAULT_MAX_ROUNDS
+    budget_s: float = DEFAULT_BUDGET_S
+    speed_train_size: int = SPEED_TRAIN_SIZE
+    duet: bool = False
+    seed: int = 0
+    margins: Mapping[str, float] = field(default_factory=default_margins)
+
+    def __post_init__(self) -> None:
+        if self.min_rounds < 1:
+            raise UserError(f"--min-rounds {self.min_rounds} is invalid: allowed integers >= 1")
+        if self.max_rounds < self.min_rounds:
+            raise UserError(f"--max-rounds {self.max_rounds} is invalid: allowed integers >= --min-rounds "
+                            f"({self.min_rounds})")
+        if not (math.isfinite(self.budget_s) and self.budget_s > 0):
+            raise UserError(f"--budget-s {self.budget_s!r} is invalid: allowed seconds > 0")
+
+
+def speed_matrix(matrix: Matrix, train_size: int) -> Matrix:
+    """The matrix speed rounds run: two epochs (the first is excluded from throughput as compilation) on at most
+    ``train_size`` images, without the reference classifier, the latent probe and the framework path."""
+    return replace(matrix, epochs=2, train_size=min(matrix.train_size, train_size), accuracy=False,
+                   predict_path=False, checkpoint=False)
+
+
+class Executor(Protocol):
+    """Runs one cell on one side and returns its result (a fresh worker process per call)."""
+
+    def run(self, side: Side, matrix: Matrix, cell: Cell, cpus: Sequence[int] | None = None) -> CellResult: ...
+
+
+# -- rounds -----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Rounds:
+    """Every speed figure of every round: side label -> cell key -> metric -> one value per round (NaN if missing)."""
+
+    figures: dict[str, dict[str, dict[str, list[float]]]]
+    count: int = 0
+    durations_s: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, side: str, result: CellResult, metrics: Sequence[str]) -> None:
+        per_metric = self.figures.setdefault(side, {}).setdefault(result.cell.key, {})
+        for metric in metrics:
+            value = result.metrics.get(metric) if result.status == "ok" else None
+            per_metric.setdefault(metric, []).append(math.nan if value is None else float(value))
+        if result.status != "ok":
+            self.failures.append(f"{side} {result.cell.key}: {result.status}: {result.error}")
+
+
+def balanced_orders(count: int, sides: int, rng: random.Random) -> list[list[int]]:
+    """Side orders for ``count`` rounds: with two sides, AB in half the rounds and BA in the other half, shuffled;
+    with more, a random permutation each round."""
+    if sides == 2:
+        orders = [[0, 1], [1, 0]] * (count // 2) + ([[0, 1]] if count % 2 else [])
+        rng.shuffle(orders)
+        return orders
+    return [rng.sample(range(sides), sides) for _ in range(count)]
+
+
+def compare_sides(rounds: Rounds, base: str, candidate: str, margins: Mapping[str, float],
+                  metrics: Sequence[str]) -> list[stats.SpeedComparison]:
+    """Verdicts of candidate against base over every (cell, metric) both sides measured, Holm-corrected together."""
+    comparisons = []
+    for key, per_metric in rounds.figures.get(base, {}).items():
+        other = rounds.figures.get(candidate, {}).get(key, {})
+        for metric in metrics:
+            a, b = per_metric.get(metric), other.get(metric)
+            if not a or not b or len(stats.log_ratios(a, b)) == 0:
+                continue
+            comparisons.append(stats.compare_rounds(key, metric, a, b, higher_is_better=REGISTRY[metric].better ==
+                                                    "higher", margin_pct=margins[metric]))
+    return stats.decide(comparisons)
+
+
+def play_rounds(executor: Executor, sides: Sequence[Side], matrix: Matrix, cells: Sequence[Cell], settings: Settings,
+                *, clock: Clock = time.monotonic, note: Callable[[str], None] = lambda text: None) -> tuple[Rounds, str]:
+    """Run rounds until every candidate's verdicts settle (from ``min_rounds`` on), ``max_rounds`` are done, or the
+    next round would not fit in the time left of ``budget_s``. Returns the figures and why it stopped."""
+    rng = random.Random(settings.seed)
+    metrics = speed_metrics()
+    rounds = Rounds(figures={side.label: {} for side in sides})
+    orders = {cell.key: balanced_orders(settings.max_rounds, len(sides), rng) for cell in cells}
+    started = clock()
+    while True:
+        if rounds.count >= settings.max_rounds:
+            return rounds, f"max rounds ({settings.max_rounds})"
+        elapsed = clock() - started
+        typical = sorted(rounds.durations_s)[len(rounds.durations_s) // 2] if rounds.durations_s else 0.0
+        if rounds.count and elapsed + typical > settings.budget_s:
+            return rounds, f"time budget ({settings.budget_s:g} s)"
+        round_start = clock()
+        for cell in cells:
+            order = [sides[i] for i in orders[cell.key][rounds.count]]
+            for side, result in zip(order, _run_pair(executor, order, matrix, cell, settings, rounds.count)):
+                rounds.add(side.label, result, metrics)
+        rounds.count += 1
+        rounds.durations_s.append(clock() - round_start)
+        if rounds.count >= settings.min_rounds:
+            families = [compare_sides(rounds, sides[0].label, side.label, settings.margins, metrics)
+                        for side in sides[1:]]
+            unknown = sum(c.verdict == "unknown" for family in families for c in family)
+            note(f"round {rounds.count}: {unknown} verdicts still unknown ({clock() - started:.0f} s)")
+            if unknown == 0:
+                return rounds, "every verdict settled"
+        else:
+            note(f"round {rounds.count} ({clock() - started:.0f} s)")
+
+
+def _run_pair(executor: Executor, order: Sequence[Side], matrix: Matrix, cell: Cell, settings: Settings,
+              round_index: int) -> list[CellResult]:
+    if not settings.duet:
+        return [executor.run(side, matrix, cell) for side in order]
+    # Duet: both at once, each on its own core; the order decides which side gets the first core this round.
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(executor.run, side, matrix, cell, [core]) for side, core in zip(order, cores)]
+        return [future.result() for future in futures]
+
+
+def quality_pass(executor: Executor, sides: Sequence[Side], matrix: Matrix, cells: Sequence[Cell],
+                 seed: int) -> dict[str, dict[str, CellResult]]:
+    """Each cell once per side with the matrix as given, in random side order: side label -> cell key -> result."""
+    rng = random.Random(seed + 1)
+    results: dict[str, dict[str, CellResult]] = {side.label: {} for side in sides}
+    for cell in cells:
+        for side in rng.sample(list(sides), len(sides)):
+            results[side.label][cell.key] = executor.run(side, matrix, cell)
+    return results
+
+
+def compare_quality(results: Mapping[str, Mapping[str, CellResult]], base: str, candidate: str,
+                    margins: Mapping[str, float]) -> list[stats.QualityComparison]:
+    """Every quality figure of every cell both sides ran: the gated ones judged against their margins, any other
+    figure that differs reported as ``changed`` evidence (verdict ``same``: no margin applies to it)."""
+    rows = []
+    for key, a in results[base].items():
+        b = results[candidate].get(key)
+        if b is None or a.status != "ok" or b.status != "ok":
+            continue
+        for metric in sorted(set(a.metrics) & set(b.metrics), key=_registry_order):
+            entry = REGISTRY.find(metric)
+            if entry is None or entry.group != "quality" or entry.better is None:
+                continue
+            x, y = a.metrics[metric], b.metrics[metric]
+            if x is None or y is None:
+                continue
+            rows.append(stats.quality_verdict(key, metric, float(x), float(y), higher_is_better=entry.better == "higher",
+                                              margin=margins.get(metric, math.inf)))
+    return rows
+
+
+def _registry_order(metric: str) -> int:
+    names = [entry.name for entry in REGISTRY]
+    entry = REGISTRY.find(metric)
+    return names.index(entry.name) if entry is not None else len(names)
+
+
+# -- the outcome ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    base: Side
+    candidates: list[Side]
+    matrix: Matrix
+    settings: Settings
+    rounds: Rounds
+    stop_reason: str
+    speed: dict[str, list[stats.SpeedComparison]]  # candidate label -> verdicts
+    quality: dict[str, list[stats.QualityComparison]]
+    quality_results: dict[str, dict[str, CellResult]]
+    elapsed_s: float
+
+    @property
+    def candidate(self) -> Side:
+        return self.candidates[0]
+
+    def regressions(self, label: str | None = None) -> int:
+        label = label or self.candidate.label
+        return (sum(c.verdict == "regression" for c in self.speed.get(label, []))
+                + sum(c.verdict == "regression" for c in self.quality.get(label, [])))
+
+    def unknowns(self, label: str | None = None) -> int:
+        return sum(c.verdict == "unknown" for c in self.speed.get(label or self.candidate.label, []))
+
+    def exit_status(self, strict: bool) -> int:
+        return 1 if self.regressions() or (strict and self.unknowns()) else 0
+
+    def weights(self, key: str) -> tuple[str | None, str | None]:
+        """The trained weights' hashes of a cell on the base and the candidate (from the quality pass)."""
+        def digest(side: Side) -> str | None:
+            result = self.quality_results.get(side.label, {}).get(key)
+            value = result.info.get("weights_sha256") if result is not None else None
+            return str(value) if value else None
+
+        return digest(self.base), digest(self.candidate)
+
+    def spread_pct(self, label: str, key: str, metric: str) -> float:
+        """Standard deviation of the per-round log ratios, as a percentage: the round-to-round noise of the pair."""
+        ratios = stats.log_ratios(self.rounds.figures[self.base.label][key][metric],
+                                  self.rounds.figures[label][key][metric])
+        return float(math.expm1(ratios.std(ddof=1)) * 100) if len(ratios) > 1 else math.nan
+
+
+def speed_rows(outcome: Outcome, label: str | None = None) -> list[dict[str, Any]]:
+    label = label or outcome.candidate.label
+    rows = []
+    for c in outcome.speed.get(label, []):
+        rows.append({"key": c.key, "metric": c.metric, "kind": "speed", "verdict": c.verdict,
+                     "change_pct": c.change_pct, "ci_low_pct": c.ci_low_pct, "ci_high_pct": c.ci_high_pct,
+                     "margin_pct": c.margin_pct, "rounds": c.rounds, "p_regression_holm": c.p_regression_holm,
+                     "detectable_pct": c.detectable_pct, "spread_pct": outcome.spread_pct(label, c.key, c.metric)})
+    return rows
+
+
+def quality_rows(outcome: Outcome, label: str | None = None) -> list[dict[str, Any]]:
+    label = label or outcome.candidate.label
+    rows = []
+    for q in outcome.quality.get(label, []):
+        weights = outcome.weights(q.key)
+        rows.append({"key": q.key, "metric": q.metric, "kind": "quality", "verdict": q.verdict,
+                     "base": q.base, "candidate": q.candidate, "difference": q.difference,
+                     "change_pct": (q.difference / abs(q.base) * 100) if q.base else math.nan,
+                     "ci_low_pct": None, "ci_high_pct": None, "margin": None if math.isinf(q.margin) else q.margin,
+                     "rounds": 1, "weights_identical": None if None in weights else weights[0] == weights[1]})
+    return rows
+
+
+def json_document(outcome: Outcome) -> dict[str, Any]:
+    """``{"rows": [...]}`` plus what was compared: the ``--json`` file a CI step reads."""
+    def side(s: Side) -> dict[str, Any]:
+        return {"label": s.label, "ref": s.revision.ref, "commit": s.revision.commit, "subject": s.revision.subject,
+                "spike": s.spike}
+
+    return {
+        "base": side(outcome.base),
+        "candidate": side(outcome.candidate),
+        "matrix": outcome.matrix.name,
+        "rounds": outcome.rounds.count,
+        "stop_reason": outcome.stop_reason,
+        "duet": outcome.settings.duet,
+        "elapsed_s": round(outcome.elapsed_s, 1),
+        "regressions": outcome.regressions(),
+        "unknown": outcome.unknowns(),
+        "rows": [_jsonable(row) for row in speed_rows(outcome) + quality_rows(outcome)],
+    }
+
+
+def _jsonable(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: (None if isinstance(value, float) and not math.isfinite(value) else value) for key, value in row.items()}
+
+
+def detectable_by_metric(outcome: Outcome, label: str | None = None) -> dict[str, float]:
+    """Per speed metric, the median over cells of the smallest slowdown these rounds could have called."""
+    frame = pd.DataFrame(speed_rows(outcome, label))
+    if frame.empty:
+        return {}
+    return frame.groupby("metric", sort=False)["detectable_pct"].median().to_dict()
+
+
+def _pct(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:+.1f}%"
+
+
+def speed_table(outcome: Outcome, label: str | None = None) -> pd.DataFrame:
+    rows = speed_rows(outcome, label)
+    return pd.DataFrame({
+        "cell": [r["key"] for r in rows],
+        "metric": [REGISTRY.label(r["metric"]) + (f" ({REGISTRY[r['metric']].unit})" if REGISTRY[r["metric"]].unit else "")
+                   for r in rows],
+        "change": [_pct(r["change_pct"]) for r in rows],
+        "95% interval": [f"[{_pct(r['ci_low_pct'])}, {_pct(r['ci_high_pct'])}]" for r in rows],
+        "margin": [f"±{r['margin_pct']:g}%" for r in rows],
+        "spread": [f"{r['spread_pct']:.1f}%" if math.isfinite(r["spread_pct"]) else "" for r in rows],
+        "rounds": [r["rounds"] for r in rows],
+        "verdict": [r["verdict"] for r in rows],
+    })
+
+
+def quality_table(outcome: Outcome, label: str | None = None, only_differences: bool = False) -> pd.DataFrame:
+    rows = quality_rows(outcome, label)
+    if only_differences:
+        rows = [r for r in rows if r["difference"] != 0 or r["verdict"] != "same"]
+    gated = [r for r in rows if r["margin"] is not None]
+    shown = gated + [r for r in rows if r["margin"] is None and r["difference"] != 0]
+    return pd.DataFrame({
+        "cell": [r["key"] for r in shown],
+        "metric": [REGISTRY.label(r["metric"]) for r in shown],
+        "base": [REGISTRY.format(r["metric"], r["base"]) for r in shown],
+        "candidate": [REGISTRY.format(r["metric"], r["candidate"]) for r in shown],
+        "difference": [f"{r['difference']:+.6g}" for r in shown],
+        "margin": [f"{r['margin']:g}" if r["margin"] is not None else "(not gated)" for r in shown],
+        "weights": [{True: "identical", False: "differ", None: ""}[r["weights_identical"]] for r in shown],
+        "verdict": [r["verdict"] for r in shown],
+    })
+
+
+def format_text(outcome: Outcome) -> str:
+    base, cand = outcome.base.revision, outcome.candidate.revision
+    lines = [
+        f"base:      {base.short}  {base.subject}",
+        f"candidate: {cand.short}  {cand.subject}",
+        f"matrix {outcome.matrix.name!r}: {outcome.rounds.count} rounds ({outcome.stop_reason}), "
+        f"{'duet (both sides at once, one core each)' if outcome.settings.duet else 'sequential'}, "
+        f"{outcome.elapsed_s:.0f} s",
+        "",
+        "speed (change of the candidate against the base; verdict from the 95% interval of the median per-round "
+        "change, Holm-corrected over the table):",
+    ]
+    table = speed_table(outcome)
+    lines.append(table.to_string(index=False) if not table.empty else "  no speed figure was measured on both sides")
+    detectable = detectable_by_metric(outcome)
+    if detectable:
+        lines.append("")
+        lines.append("smallest slowdown these rounds could call a regression (median over cells): " + ", ".join(
+            f"{REGISTRY.label(metric)} {value:.1f}%" for metric, value in detectable.items()))
+    lines.append("")
+    quality = quality_table(outcome)
+    identical = all(r["difference"] == 0 for r in quality_rows(outcome))
+    lines.append("quality (quality pass, exact figures; the same seed gives bit-identical figures for identical code):")
+    lines.append(quality.to_string(index=False) if not quality.empty else "  no cell ran on both sides")
+    if identical and not quality.empty:
+        lines.append("every quality figure is bit-identical")
+    if outcome.rounds.failures:
+        lines.append("")
+        lines.append(f"{len(outcome.rounds.failures)} cell runs failed: " + "; ".join(outcome.rounds.failures[:5]))
+    regressions, unknown = outcome.regressions(), outcome.unknowns()
+    lines.append("")
+    lines.append(f"{regressions} regressions, {unknown} unknown "
+                 f"({'exit 1' if regressions else 'exit 0'}; unknown fails only with --strict)")
+    return "\n".join(lines)
+
+
+def format_markdown(outcome: Outcome) -> str:
+    """The same tables for a CI job summary (GitHub's $GITHUB_STEP_SUMMARY, GitLab's report artifacts)."""
+    base, cand = outcome.base.revision, outcome.candidate.revision
+    parts = [
+        f"### aebench ab: `{cand.short}` against `{base.short}`",
+        "",
+        f"{outcome.regressions()} regressions, {outcome.unknowns()} unknown; {outcome.rounds.count} rounds "
+        f"({outcome.stop_reason}), matrix `{outcome.matrix.name}`.",
+        "",
+        "#### Speed",
+        "",
+        speed_table(outcome).to_markdown(index=False),
+        "",
+        "#### Quality",
+        "",
+        quality_table(outcome).to_markdown(index=False),
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def write_json(outcome: Outcome, path: Path) -> None:
+    from aebench import atomic
+
+    atomic.write_text(path, json.dumps(json_document(outcome), indent=1) + "\n")
+
+
+# -- calibration ------------------------------------------------------------------------------------------------------
+
+
+def calibration_summary(outcomes: Sequence[Outcome]) -> pd.DataFrame:
+    """False alarms of the A/A side and detections of each spike side, over every experiment, by thread count."""
+    rows = []
+    for outcome in outcomes:
+        for side in outcome.candidates:
+            for c in outcome.speed.get(side.label, []):
+                threads = c.key.split("/")[2]
+                rows.append({"side": side.label, "spike_pct": round(side.spike * 100), "where": threads,
+                             "metric": c.metric, "regression": c.verdict == "regression",
+                             "unknown": c.verdict == "unknown"})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    table = frame.groupby(["spike_pct", "where"]).agg(comparisons=("regression", "size"),
+                                                      regressions=("regression", "sum"),
+                                                      unknown=("unknown", "sum")).reset_index()
+    table["rate"] = table["regressions"] / table["comparisons"]
+    return table
+
+
+def format_calibration(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "no comparison was made"
+    lines = []
+    for spike, group in table.groupby("spike_pct"):
+        for _, row in group.iterrows():
+            what = "false alarms (A/A)" if spike == 0 else f"detections of a {spike}% spike-in"
+            lines.append(f"{what} on {row['where']}: {int(row['regressions'])} of {int(row['comparisons'])} "
+                         f"comparisons ({row['rate']:.1%}), {int(row['unknown'])} unknown")
+    return "\n".join(lines)
+
+
+# -- executing on worker hosts ----------------------------------------------------------------------------------------
+
+
+class HostExecutor:
+    """Each side's long-lived worker hosts (one per backend), started from the side's installed revision; every cell
+    still runs in a fresh forked child. ``cpus`` moves the side's host to those cores before the cell (duet)."""
+
+    def __init__(self, data_path: Path, cache_dir: Path, scratch: Path,
+                 python: str = sys.executable) -> None:
+        self._data_path = data_path
+        self._cache_dir = cache_dir
+        self._scratch = scratch
+        self._python = python
+        self._hosts: dict[str, dict[str, Any]] = {}
+        self._runs = 0
+
+    def _factory(self, side: Side) -> Callable[[str, Path], Any]:
+        from aebench.runner import WorkerHost, worker_environment
+
+        def start(backend: str, log: Path) -> WorkerHost:
+            env = worker_environment(backend)
+            env["PYTHONPATH"] = str(side.revision.site)  # that revision's aebench, not the driver's
+            if side.spike:
+                env["AEBENCH_SPIKE"] = f"{side.spike:g}"
+            return WorkerHost(backend, log, command=[self._python, "-m", "aebench.worker", "serve"], env=env)
+
+        return start
+
+    def run(self, side: Side, matrix: Matrix, cell: Cell, cpus: Sequence[int] | None = None) -> CellResult:
+        from aebench.runner import _run_one
+
+        hosts = self._hosts.setdefault(side.label, {})
+        self._runs += 1
+        scratch = self._scratch / f"{self._runs:05d}-{side.label.replace(' ', '_').replace('%', 'pct')}"
+        scratch.mkdir(parents=True)
+        if cpus is not None:
+            host = hosts.get(cell.backend) or hosts.setdefault(
+                cell.backend, self._factory(side)(cell.backend, self._scratch / f"host-{side.label}.log"))
+            host.set_affinity(cpus)
+        return _run_one(matrix, cell, self._data_path, scratch, hosts, self._factory(side), time.monotonic, None,
+                        self._cache_dir)
+
+    def close(self) -> None:
+        for hosts in self._hosts.values():
+            for host in hosts.values():
+                host.close()
+
+
+def run_ab(sides: Sequence[Side], matrix: Matrix, cells: Sequence[Cell], settings: Settings, executor: Executor, *,
+           quality: bool = True, clock: Clock = time.monotonic,
+           note: Callable[[str], None] = lambda text: None) -> Outcome:
+    """The whole comparison: the quality pass (unless ``quality`` is False), then speed rounds."""
+    started = clock()
+    quality_results: dict[str, dict[str, CellResult]] = {side.label: {} for side in sides}
+    if quality:
+        note(f"quality pass: {len(cells)} cells x {len(sides)} sides with the matrix as given")
+        quality_results = quality_pass(executor, sides, matrix, cells, settings.seed)
+    remaining = replace(settings, budget_s=max(1.0, settings.budget_s - (clock() - started)))
+    note(f"speed rounds: {len(cells)} cells x {len(sides)} sides per round, at least {settings.min_rounds}, "
+         f"at most {settings.max_rounds}, {remaining.budget_s:.0f} s left")
+    rounds, why = play_rounds(executor, sides, speed_matrix(matrix, settings.speed_train_size), cells, remaining,
+                              clock=clock, note=note)
+    base = sides[0]
+    speed = {side.label: compare_sides(rounds, base.label, side.label, settings.margins, speed_metrics())
+             for side in sides[1:]}
+    quality_verdicts = {side.label: compare_quality(quality_results, base.label, side.label, settings.margins)
+                        for side in sides[1:]} if quality else {}
+    return Outcome(base=base, candidates=list(sides[1:]), matrix=matrix, settings=settings, rounds=rounds,
+                   stop_reason=why, speed=speed, quality=quality_verdicts, quality_results=quality_results,
+                   elapsed_s=clock() - started)
+
+
+def scratch_dir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="aebench-ab-")

@@ -1,0 +1,119 @@
+"""Git revisions of aebench, each installed from its own checkout so that it runs with its own code.
+
+``aebench ab`` compares two revisions of the project. Each is checked out into a temporary git worktree and installed
+(``pip install --no-deps --target``) into a folder of its own under the user's cache, keyed by commit: a later
+comparison of the same commit reuses it. A worker host started with ``PYTHONPATH`` on that folder imports that
+revision's ``aebench`` (its worker, models and backends) and nothing of the driver's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from aebench.errors import UserError
+
+
+def user_cache_dir() -> Path:
+    """``$AEBENCH_CACHE``, else ``$XDG_CACHE_HOME/aebench``, else ``~/.cache/aebench``."""
+    explicit = os.environ.get("AEBENCH_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "aebench"
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A commit as the user named it, with the folder its aebench is installed in."""
+
+    ref: str
+    commit: str
+    subject: str
+    committed_at: str  # ISO 8601, the committer date
+    site: Path
+
+    @property
+    def short(self) -> str:
+        return self.commit[:10]
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise subprocess.CalledProcessError(done.returncode, ["git", *args], done.stdout, done.stderr)
+    return done.stdout.strip()
+
+
+def repository_root(start: Path | None = None) -> Path:
+    """The git checkout holding ``start`` (default: the working directory); a UserError outside one."""
+    where = Path(start or Path.cwd())
+    try:
+        return Path(_git(where, "rev-parse", "--show-toplevel"))
+    except (subprocess.CalledProcessError, OSError):
+        raise UserError(f"{str(where)!r} is not inside a git checkout of aebench: run 'aebench ab' from one "
+                        "or pass --repo DIR") from None
+
+
+def check_clean(repo: Path) -> None:
+    """Refuse a working tree with uncommitted changes to tracked files: ab runs commits, so such changes would be
+    silently left out of both sides."""
+    changed = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    if changed:
+        first = changed.splitlines()[0].strip()
+        raise UserError(f"the working tree {str(repo)!r} has uncommitted changes ({first}, ...): ab compares commits, "
+                        "so commit or stash them first, or pass --allow-dirty to compare the commits without them")
+
+
+def resolve(repo: Path, ref: str) -> tuple[str, str, str]:
+    """(full commit, subject, committer date) of ``ref``; a UserError naming it when git does not know it."""
+    try:
+        commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+        subject, date = _git(repo, "show", "-s", "--format=%s%x00%cI", commit).split("\x00")
+    except subprocess.CalledProcessError:
+        raise UserError(f"revision {ref!r} is unknown in {str(repo)!r}: allowed a commit, branch or tag "
+                        "that 'git rev-parse' knows (for example HEAD~1)") from None
+    return commit, subject, date
+
+
+def install(repo: Path, ref: str, cache: Path | None = None, python: str = sys.executable) -> Revision:
+    """The revision installed in ``cache/revisions/<commit>`` (built from a temporary worktree the first time)."""
+    commit, subject, date = resolve(repo, ref)
+    root = (cache or user_cache_dir()) / "revisions"
+    site = root / commit
+    if not (site / "aebench" / "worker.py").is_file():
+        _build(repo, commit, site, python)
+    return Revision(ref=ref, commit=commit, subject=subject, committed_at=date, site=site)
+
+
+def _build(repo: Path, commit: str, site: Path, python: str) -> None:
+    site.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"aebench-{commit[:10]}-", dir=site.parent) as scratch_text:
+        scratch = Path(scratch_text)
+        checkout, target = scratch / "src", scratch / "site"
+        _git(repo, "worktree", "add", "--detach", "--force", str(checkout), commit)
+        try:
+            if not (checkout / "bench" / "worker.py").is_file() or "aebench" not in (checkout / "pyproject.toml").read_text():
+                raise UserError(f"revision {commit[:10]} has no aebench package (it predates the import name "
+                                "aebench): choose revisions from the one that introduced it on")
+            # The driver's own setuptools builds it (no network, no isolation); --no-deps: both sides share the
+            # driver's third-party packages, so only aebench's own code differs between them.
+            done = subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                                   "--no-build-isolation", "--no-compile", "--disable-pip-version-check",
+                                   "--target", str(target), str(checkout)], capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise UserError(f"revision {commit[:10]} does not install: {tail[0]}")
+        finally:
+            _git(repo, "worktree", "remove", "--force", str(checkout))
+        try:
+            os.replace(target, site)  # atomic: another ab run building the same commit sees all of it or nothing
+        except OSError:
+            if not (site / "aebench" / "worker.py").is_file():
+                raise
+            shutil.rmtree(target, ignore_errors=True)  # the other run won the race; its copy is as good

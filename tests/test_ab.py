@@ -1,0 +1,199 @@
+"""aebench ab: the round logic with a fake executor and a fake clock, margins, outputs and exit status."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aebench import ab
+from aebench.config import Cell, Matrix
+from aebench.errors import UserError
+from aebench.results import CellResult
+from aebench.revisions import Revision
+from support import tiny_matrix_dict
+
+SPEED = {"speed.train_ips": 1000.0, "speed.infer_ips": 50000.0, "speed.latency_b1_p50_ms": 0.5,
+         "speed.latency_b1_p99_ms": 0.8}
+QUALITY = {"quality.psnr_db": 20.0, "quality.ssim": 0.8, "quality.bce": 0.1, "quality.acc_denoised": 0.95,
+           "quality.gain_db": 5.0}
+
+
+def _side(label: str, spike: float = 0.0) -> ab.Side:
+    return ab.Side(label, Revision(label, label * 5, f"subject of {label}", "2026-11-27T00:00:00+00:00", Path("/x")),
+                   spike)
+
+
+class FakeExecutor:
+    """Figures = nominal x the side's slowdown (on the conv cells only) x noise; a fake clock advances per run."""
+
+    def __init__(self, slowdown: dict[str, float], noise: float = 0.002, seconds_per_run: float = 1.0,
+                 quality_change: dict[str, dict[str, float]] | None = None, sides: int = 2) -> None:
+        self.slowdown = slowdown
+        self.rng = np.random.default_rng(0)
+        self.noise = noise
+        self.now = 0.0
+        self.seconds_per_run = seconds_per_run
+        self.quality_change = quality_change or {}
+        self.calls: list[tuple[str, str, int]] = []
+        self.sides = sides
+        self.drift = 1.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def run(self, side: ab.Side, matrix: Matrix, cell: Cell, cpus: Sequence[int] | None = None) -> CellResult:
+        self.now += self.seconds_per_run
+        self.calls.append((side.label, cell.key, matrix.epochs))
+        factor = self.slowdown.get(side.label, 1.0) if cell.variant == "conv" else 1.0
+        if len(self.calls) % self.sides == 1:  # the machine's speed this minute: the sides of one cell share it
+            self.drift = math.exp(self.rng.normal(0, 0.1))
+        drift = self.drift
+        metrics = {}
+        for name, value in SPEED.items():
+            slower = factor * drift * math.exp(self.rng.normal(0, self.noise))
+            metrics[name] = value / slower if name.endswith("_ips") else value * slower
+        metrics.update(QUALITY)
+        metrics.update(self.quality_change.get(side.label, {}))
+        return CellResult(cell=cell, status="ok", duration_s=self.seconds_per_run, metrics=metrics,
+                          info={"weights_sha256": "w" + str(sorted(self.quality_change.get(side.label, {}).items()))})
+
+
+MARGINS = {"speed.train_ips": 5.0, "speed.infer_ips": 5.0, "speed.latency_b1_p50_ms": 5.0,
+           "speed.latency_b1_p99_ms": 10.0, "quality.psnr_db": 0.1, "quality.ssim": 0.001, "quality.bce": 0.001,
+           "quality.acc_denoised": 0.005}
+
+
+def _run(executor: FakeExecutor, **settings: object) -> ab.Outcome:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete", "conv"], threads=[1]))
+    options = {"margins": MARGINS, **settings}
+    return ab.run_ab([_side("base"), _side("cand")], matrix, matrix.cells(), ab.Settings(**options), executor,
+                     clock=executor.clock)
+
+
+def test_a_slower_candidate_is_a_regression_once_holm_allows() -> None:
+    """8 figures tested: every round worse gives p = 2**-n, and Holm needs 8 * 2**-n <= 0.05, so n = 8 rounds."""
+    executor = FakeExecutor({"cand": 1.25})
+    outcome = _run(executor)
+    assert outcome.rounds.count == 8 and outcome.stop_reason == "every verdict settled"
+    verdicts = {(c.key.split("/")[0], c.metric): c.verdict for c in outcome.speed["cand"]}
+    assert {v for (variant, _), v in verdicts.items() if variant == "conv"} == {"regression"}
+    assert {v for (variant, _), v in verdicts.items() if variant == "undercomplete"} == {"same"}
+    assert outcome.exit_status(strict=False) == 1
+    conv_train = next(c for c in outcome.speed["cand"] if c.key.startswith("conv") and c.metric == "speed.train_ips")
+    assert conv_train.change_pct == pytest.approx(-20.0, abs=1.0)
+
+
+def test_an_identical_candidate_is_same_and_exits_zero() -> None:
+    outcome = _run(FakeExecutor({}))
+    assert {c.verdict for c in outcome.speed["cand"]} == {"same"}
+    assert {q.verdict for q in outcome.quality["cand"]} == {"same"}
+    assert outcome.exit_status(strict=True) == 0
+    assert "every quality figure is bit-identical" in ab.format_text(outcome)
+
+
+def test_noise_keeps_rounds_going_until_max_rounds_and_unknown_fails_only_when_strict() -> None:
+    outcome = _run(FakeExecutor({}, noise=0.3), max_rounds=8)
+    assert outcome.rounds.count == 8 and outcome.stop_reason == "max rounds (8)"
+    assert outcome.unknowns() > 0 and outcome.regressions() == 0
+    assert outcome.exit_status(strict=False) == 0 and outcome.exit_status(strict=True) == 1
+
+
+def test_the_time_budget_stops_before_a_round_that_would_not_fit() -> None:
+    executor = FakeExecutor({}, noise=0.3, seconds_per_run=10.0)  # 2 cells x 2 sides: 40 s per round
+    outcome = _run(executor, budget_s=200.0, max_rounds=50)
+    quality_pass_s = 40.0
+    assert outcome.stop_reason == "time budget (160 s)"  # what the quality pass left of 200 s
+    assert outcome.rounds.count == 4 and executor.now == quality_pass_s + 4 * 40.0
+
+
+def test_speed_rounds_train_briefly_and_the_quality_pass_runs_the_matrix_as_given() -> None:
+    executor = FakeExecutor({})
+    _run(executor)
+    epochs = [epochs for _, _, epochs in executor.calls]
+    assert epochs[:4] == [2, 2, 2, 2]  # tiny matrix: 2 epochs already; the speed matrix keeps 2
+    matrix = Matrix.from_dict(tiny_matrix_dict(epochs=5, train_size=5000, accuracy=True, predict_path=True))
+    speed = ab.speed_matrix(matrix, 2048)
+    assert (speed.epochs, speed.train_size, speed.accuracy, speed.predict_path) == (2, 2048, False, False)
+    assert (matrix.epochs, matrix.train_size) == (5, 5000)
+
+
+def test_orders_are_balanced() -> None:
+    orders = ab.balanced_orders(10, 2, random.Random(1))
+    assert orders.count([0, 1]) == 5 and orders.count([1, 0]) == 5
+    assert orders != [[0, 1], [1, 0]] * 5  # shuffled
+    assert all(sorted(order) == [0, 1, 2] for order in ab.balanced_orders(4, 3, random.Random(1)))
+
+
+def test_one_epoch_fewer_is_a_quality_regression_with_exact_figures() -> None:
+    worse = {"quality.psnr_db": 19.7, "quality.acc_denoised": 0.93, "quality.gain_db": 4.7}
+    outcome = _run(FakeExecutor({}, quality_change={"cand": worse}))
+    regressions = {(q.metric, q.base, q.candidate) for q in outcome.quality["cand"] if q.verdict == "regression"}
+    assert ("quality.psnr_db", 20.0, 19.7) in regressions and ("quality.acc_denoised", 0.95, 0.93) in regressions
+    assert outcome.exit_status(strict=False) == 1
+    text = ab.format_text(outcome)
+    assert "19.70" in text and "-0.3" in text and "differ" in text  # exact figures, their difference, the weights
+
+
+def test_a_quality_difference_inside_the_margin_is_reported_but_passes() -> None:
+    outcome = _run(FakeExecutor({}, quality_change={"cand": {"quality.psnr_db": 19.95}}))
+    psnr = [q for q in outcome.quality["cand"] if q.metric == "quality.psnr_db"]
+    assert {q.verdict for q in psnr} == {"same"} and psnr[0].difference == pytest.approx(-0.05)
+    assert outcome.exit_status(strict=False) == 0
+    assert "-0.05" in ab.format_text(outcome)
+
+
+def test_json_rows_carry_what_a_ci_reads(tmp_path: Path) -> None:
+    outcome = _run(FakeExecutor({"cand": 1.25}))
+    ab.write_json(outcome, tmp_path / "ab.json")
+    document = json.loads((tmp_path / "ab.json").read_text())
+    assert document["regressions"] == outcome.regressions() > 0
+    for row in document["rows"]:
+        assert {"key", "metric", "verdict", "change_pct", "ci_low_pct", "ci_high_pct", "rounds"} <= set(row)
+        assert row["verdict"] in ("regression", "improvement", "same", "unknown")
+    speed = [row for row in document["rows"] if row["kind"] == "speed"]
+    assert all(row["ci_low_pct"] <= row["change_pct"] <= row["ci_high_pct"] for row in speed)
+    assert "| cell" in ab.format_markdown(outcome)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("speed:10%", {"speed.train_ips": 10.0, "speed.latency_b1_p99_ms": 10.0}),
+    ("speed.train_ips:2", {"speed.train_ips": 2.0}),
+    ("quality.psnr_db:0.2", {"quality.psnr_db": 0.2}),
+])
+def test_margins(text: str, expected: dict[str, float]) -> None:
+    parsed = ab.parse_margin(text, MARGINS)
+    for metric, value in expected.items():
+        assert parsed[metric] == value
+
+
+@pytest.mark.parametrize("text", ["speed", "speed:-1%", "nope:5%", "quality.psnr_db:0.1%", "speed:abc"])
+def test_bad_margins(text: str) -> None:
+    with pytest.raises(UserError, match="--margin"):
+        ab.parse_margin(text, MARGINS)
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(UserError, match="--max-rounds"):
+        ab.Settings(min_rounds=6, max_rounds=3, margins=MARGINS)
+    with pytest.raises(UserError, match="--budget-s"):
+        ab.Settings(budget_s=0, margins=MARGINS)
+
+
+def test_calibration_counts_false_alarms_and_detections() -> None:
+    executor = FakeExecutor({"spike 20%": 1.2}, sides=3)
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete", "conv"], threads=[1]))
+    sides = [_side("base"), _side("A/A"), _side("spike 20%", spike=0.2)]
+    outcome = ab.run_ab(sides, matrix, matrix.cells(), ab.Settings(margins=MARGINS), executor, quality=False,
+                        clock=executor.clock)
+    table = ab.calibration_summary([outcome])
+    aa = table[table["spike_pct"] == 0]
+    spiked = table[table["spike_pct"] == 20]
+    assert int(aa["regressions"].sum()) == 0 and int(aa["comparisons"].sum()) == 8
+    assert int(spiked["regressions"].sum()) == 4  # the conv cell's 4 figures; the dense cell is not spiked here
+    assert "false alarms (A/A) on cpu1: 0 of 8" in ab.format_calibration(table)
