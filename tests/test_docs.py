@@ -26,7 +26,7 @@ def test_aebench_metrics_prints_every_metric(capsys: pytest.CaptureFixture) -> N
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["metric", "unit", "better", "margin", "group", "description"]
     assert [line.split()[0] for line in lines[1:]] == [metric.name for metric in REGISTRY]
-    assert lines[1].split() == ["quality.bce", "lower", "yes", "quality", "binary", "cross-entropy", "of", "the",
+    assert lines[1].split() == ["quality.bce", "lower", "0.001", "quality", "binary", "cross-entropy", "of", "the",
                                 "output", "against", "the", "clean", "test", "images"]
 
 
