@@ -63,36 +63,6 @@ def quality_metrics() -> list[str]:
     return [metric.name for metric in REGISTRY if metric.gated and metric.group == "quality"]
 
 
-# -- margins ----------------------------------------------------------------------------------------------------------
-
-
-def default_margins() -> dict[str, float]:
-    """Metric -> practical margin: a percentage for speed figures, an amount in the metric's unit for quality ones."""
-    return {metric.name: metric.margin for metric in REGISTRY if metric.gated and metric.margin is not None}
-
-
-def parse_margin(text: str, margins: Mapping[str, float]) -> dict[str, float]:
-    """``speed:5%`` (every speed figure), ``speed.train_ips:10%``, ``quality.psnr_db:0.2`` (in dB): the margins it
-    sets. Speed margins are percentages; quality margins are amounts in the metric's own unit."""
-    name, sep, value = text.partition(":")
-    groups = {margins_name.split(".")[0] for margins_name in margins}
-    allowed = sorted(groups | set(margins))
-    percent = value.strip().endswith("%")
-    try:
-        amount = float(value.strip().rstrip("%"))
-    except ValueError:
-        amount = -1.0
-    if not sep or name not in allowed or not (math.isfinite(amount) and amount >= 0):
-        raise UserError(f"--margin {text!r} is invalid: allowed NAME:VALUE with NAME one of {', '.join(allowed)} "
-                        "(speed values in percent, e.g. speed:5%; quality values in the metric's unit, e.g. "
-                        "quality.psnr_db:0.1)")
-    targets = [metric for metric in margins if metric == name or metric.split(".")[0] == name]
-    if percent and any(REGISTRY[metric].group == "quality" for metric in targets):
-        raise UserError(f"--margin {text!r} is invalid: quality margins are amounts in the metric's unit "
-                        "(quality.acc_denoised:0.005 is half a point of accuracy), not percentages")
-    return {metric: amount for metric in targets}
-
-
 # -- what runs ------------------------------------------------------------------------------------------------------
 
 
@@ -113,7 +83,7 @@ class Settings:
     speed_train_size: int = SPEED_TRAIN_SIZE
     duet: bool = False
     seed: int = 0
-    margins: Mapping[str, float] = field(default_factory=default_margins)
+    margins: Mapping[str, float] = field(default_factory=REGISTRY.margins)
 
     def __post_init__(self) -> None:
         if self.min_rounds < 1:

@@ -13,6 +13,7 @@ Free of Keras and of the ML frameworks: the CLI and the report import it.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -308,6 +309,10 @@ class Registry:
         """The metrics ``aebench compare`` gates on by default."""
         return [metric for metric in self if metric.gated]
 
+    def margins(self) -> dict[str, float]:
+        """Gated metric -> its default margin (percent for speed, the metric's unit for quality)."""
+        return {metric.name: metric.margin for metric in self if metric.margin is not None}
+
     def sort_columns(self, names: Iterable[str]) -> list[str]:
         """The column names in registry order; a family's columns keep their given order among themselves, and names
         the registry lacks (a store written before a metric was removed) come last, also in their given order."""
@@ -331,3 +336,27 @@ GROUP_PREFIXES = tuple(f"{prefix}." for prefix in _PREFIX_GROUP)
 def is_metric_column(column: str) -> bool:
     """A flat table's figure columns are the ones under a metric group (``quality.*``, ``speed.*``, ...)."""
     return column.startswith(GROUP_PREFIXES)
+
+
+def parse_margin(text: str, margins: Mapping[str, float]) -> dict[str, float]:
+    """``--margin`` values: ``speed:5%`` (every gated speed figure), ``speed.train_ips:10%``, ``quality.psnr_db:0.2``
+    (in dB). Returns the margins the text sets. Speed margins are percentages; quality margins are amounts in the
+    metric's own unit, because quality is compared exactly rather than as a ratio."""
+    from aebench.errors import UserError
+
+    name, sep, value = text.partition(":")
+    allowed = sorted({metric.split(".")[0] for metric in margins} | set(margins))
+    percent = value.strip().endswith("%")
+    try:
+        amount = float(value.strip().rstrip("%"))
+    except ValueError:
+        amount = -1.0
+    if not sep or name not in allowed or not (math.isfinite(amount) and amount >= 0):
+        raise UserError(f"--margin {text!r} is invalid: allowed NAME:VALUE with NAME one of {', '.join(allowed)} "
+                        "(speed values in percent, e.g. speed:5%; quality values in the metric's unit, e.g. "
+                        "quality.psnr_db:0.1)")
+    targets = [metric for metric in margins if metric == name or metric.split(".")[0] == name]
+    if percent and any(REGISTRY[metric].group == "quality" for metric in targets):
+        raise UserError(f"--margin {text!r} is invalid: quality margins are amounts in the metric's unit "
+                        "(quality.acc_denoised:0.005 is half a point of accuracy), not percentages")
+    return {metric: amount for metric in targets}

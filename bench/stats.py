@@ -283,34 +283,52 @@ def quality_verdict(key: str, metric: str, base: float, candidate: float, *, hig
 # -- independent samples: runs against runs ----------------------------------------------------------------------------
 
 
-def unpaired_log_interval(base: Sequence[float], candidate: Sequence[float],
-                          confidence: float = CONFIDENCE) -> Interval:
-    """Difference of mean log values between two groups of runs, with a Welch t interval (log units).
-
-    For stored runs that were not paired round by round: each run is one sample of the machine's run-to-run noise."""
-    a, b = np.log(_finite(base)), np.log(_finite(candidate))
+def compare_runs(key: str, metric: str, base: Sequence[float], candidate: Sequence[float], *,
+                 higher_is_better: bool, margin_pct: float, confidence: float = CONFIDENCE) -> SpeedComparison:
+    """Stored runs that were not paired round by round: each run (or seed) is one sample of the machine's run-to-run
+    noise. The interval is Welch's on the difference of mean log figures; the one-sided tests are Welch t-tests
+    against the margin. The verdict comes from ``decide``, as for paired rounds."""
+    if not (math.isfinite(margin_pct) and margin_pct >= 0):
+        raise ValueError(f"margin_pct {margin_pct!r} is invalid: allowed a percentage >= 0")
+    a, b = _positive_logs(base), _positive_logs(candidate)
     if len(a) < 2 or len(b) < 2:
-        raise ValueError("each side needs at least two runs for a run-level interval")
+        raise ValueError(f"{key} {metric}: each side needs at least two runs for run-level statistics")
+    sign = 1.0 if higher_is_better else -1.0
+    a, b = sign * a, sign * b  # positive = better
+    margin = math.log1p(margin_pct / 100)
     difference = float(b.mean() - a.mean())
     var_a, var_b = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se = math.sqrt(var_a + var_b)
     if se == 0:
-        return Interval(difference, difference, difference, len(a) + len(b))
-    dof = (var_a + var_b) ** 2 / ((var_a**2 / (len(a) - 1) if len(a) > 1 else 0) + (var_b**2 / (len(b) - 1)))
-    half = float(scipy_stats.t.ppf(1 - (1 - confidence) / 2, dof)) * se
-    return Interval(difference, difference - half, difference + half, len(a) + len(b))
+        interval = Interval(difference, difference, difference, min(len(a), len(b)))
+        p_reg = 0.0 if difference < -margin else 1.0
+        p_imp = 0.0 if difference > margin else 1.0
+    else:
+        dof = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
+        half = float(scipy_stats.t.ppf(1 - (1 - confidence) / 2, dof)) * se
+        interval = Interval(difference, difference - half, difference + half, min(len(a), len(b)))
+        p_reg = float(scipy_stats.t.cdf((difference + margin) / se, dof))  # H0: change no worse than the margin
+        p_imp = float(scipy_stats.t.sf((difference - margin) / se, dof))
+    return SpeedComparison(key=key, metric=metric, higher_is_better=higher_is_better, margin_pct=margin_pct,
+                           gain=interval, p_regression=p_reg, p_improvement=p_imp)
 
 
-def run_to_run_sd(groups: Sequence[Sequence[float]]) -> float | None:
-    """Pooled standard deviation of log values within groups (each group: one cell's figure over several runs of one
-    machine and matrix). None when no group has two values."""
-    squares, dof = 0.0, 0
-    for group in groups:
-        logs = np.log(_finite(group)[_finite(group) > 0])
-        if len(logs) >= 2:
-            squares += float(((logs - logs.mean()) ** 2).sum())
-            dof += len(logs) - 1
-    return math.sqrt(squares / dof) if dof else None
+def _positive_logs(values: Sequence[float]) -> np.ndarray:
+    data = _finite(values)
+    return np.log(data[data > 0])
+
+
+def successive_difference_sd(values_in_time_order: Sequence[float]) -> float | None:
+    """Run-to-run standard deviation of log figures from the median absolute successive difference.
+
+    A store's history mixes noise with real changes. A step change inflates a plain standard deviation over all runs,
+    but it makes only one successive difference large, and the median ignores it. For Gaussian noise of standard
+    deviation s a successive difference has standard deviation s * sqrt(2), and the median of its absolute value is
+    0.6745 times that. None with fewer than three runs."""
+    logs = _positive_logs(values_in_time_order)
+    if len(logs) < 3:
+        return None
+    return float(np.median(np.abs(np.diff(logs))) / (scipy_stats.norm.ppf(0.75) * math.sqrt(2)))
 
 
 def hidden_change_pct(sd_log: float, confidence: float = CONFIDENCE) -> float:

@@ -14,6 +14,7 @@ import pytest
 from aebench import ab
 from aebench.config import Cell, Matrix
 from aebench.errors import UserError
+from aebench.metrics import parse_margin
 from aebench.results import CellResult
 from aebench.revisions import Revision
 from support import tiny_matrix_dict
@@ -167,7 +168,7 @@ def test_json_rows_carry_what_a_ci_reads(tmp_path: Path) -> None:
     ("quality.psnr_db:0.2", {"quality.psnr_db": 0.2}),
 ])
 def test_margins(text: str, expected: dict[str, float]) -> None:
-    parsed = ab.parse_margin(text, MARGINS)
+    parsed = parse_margin(text, MARGINS)
     for metric, value in expected.items():
         assert parsed[metric] == value
 
@@ -175,7 +176,7 @@ def test_margins(text: str, expected: dict[str, float]) -> None:
 @pytest.mark.parametrize("text", ["speed", "speed:-1%", "nope:5%", "quality.psnr_db:0.1%", "speed:abc"])
 def test_bad_margins(text: str) -> None:
     with pytest.raises(UserError, match="--margin"):
-        ab.parse_margin(text, MARGINS)
+        parse_margin(text, MARGINS)
 
 
 def test_settings_are_validated() -> None:

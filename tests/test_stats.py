@@ -137,10 +137,26 @@ def test_quality_verdicts(base: float, candidate: float, higher: bool, expected:
     assert result.difference == pytest.approx(candidate - base)
 
 
-def test_run_level_interval_and_hidden_change() -> None:
-    interval = stats.unpaired_log_interval([100, 102, 98, 101], [80, 81, 79, 80.5])
-    assert interval.high < 0 and interval.estimate == pytest.approx(math.log(80.125 / 100.25), abs=0.01)
-    sd = stats.run_to_run_sd([[100, 110, 90], [50, 55, 45]])
-    assert sd == pytest.approx(np.std(np.log([100, 110, 90]), ddof=1), rel=0.01)
-    assert stats.run_to_run_sd([[1.0]]) is None
+def test_runs_against_runs_use_welch_on_log_figures() -> None:
+    slower = stats.decide([stats.compare_runs("cell", "speed.x", [100, 102, 98, 101], [80, 81, 79, 80.5],
+                                              higher_is_better=True, margin_pct=5.0)])[0]
+    assert slower.verdict == "regression" and slower.change_pct == pytest.approx(-20.1, abs=0.2)
+    assert slower.gain.estimate == pytest.approx(np.mean(np.log([80, 81, 79, 80.5])) - np.mean(np.log([100, 102, 98, 101])))
+    noisy = stats.decide([stats.compare_runs("cell", "speed.x", [100, 130, 75], [90, 120, 70], higher_is_better=True,
+                                             margin_pct=5.0)])[0]
+    assert noisy.verdict == "unknown"
+    with pytest.raises(ValueError, match="at least two runs"):
+        stats.compare_runs("cell", "speed.x", [100], [90, 91], higher_is_better=True, margin_pct=5.0)
+
+
+def test_history_noise_ignores_a_step_change() -> None:
+    steady = [100, 101, 99, 100, 101, 99]
+    with_step = steady + [80, 81, 79, 80, 81, 79]
+    plain_sd = float(np.std(np.log(with_step), ddof=1))
+    robust = stats.successive_difference_sd(with_step)
+    assert robust is not None and robust < plain_sd / 5
+    rng = np.random.default_rng(0)
+    gaussian = 100 * np.exp(rng.normal(0, 0.05, 4000))
+    assert stats.successive_difference_sd(gaussian) == pytest.approx(0.05, rel=0.05)
+    assert stats.successive_difference_sd([1.0, 2.0]) is None
     assert stats.hidden_change_pct(0.1) == pytest.approx(math.expm1(1.959964 * math.sqrt(2) * 0.1) * 100, rel=1e-4)
