@@ -119,9 +119,12 @@ class Metric:
     def pattern(self) -> re.Pattern[str]:
         return re.compile(re.escape(self.name).replace(r"\{\}", r"(.+)") + r"\Z")
 
-    def heading(self) -> str:
-        """The label with its unit, as a column heading: "PSNR (dB)"."""
-        return f"{self.label} ({self.unit})" if self.unit else self.label
+    def heading(self, label: str | None = None, aside: str = "") -> str:
+        """The label with its unit, as a column heading: "PSNR (dB)". A table may put its own label in place of the
+        registry's, and an aside after the unit: "predict() b1 p50 (ms, framework path)"."""
+        details = ", ".join(part for part in (self.unit, aside) if part)
+        label = self.label if label is None else label
+        return f"{label} ({details})" if details else label
 
     def improvement(self, baseline: float, candidate: float) -> float:
         """Relative change, positive when the candidate is better (raises for a figure without a direction)."""

@@ -52,3 +52,19 @@ def write_matrix(path: Path, **overrides: object) -> Path:
         lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+UPDATE_GOLDEN = "AEBENCH_UPDATE_GOLDEN"  # `make golden` sets it to 1; a plain test run never writes a golden file
+
+
+def assert_matches_golden(golden: Path, text: str) -> None:
+    """``text`` equals the golden file. Only ``make golden`` (AEBENCH_UPDATE_GOLDEN=1) writes it: a test run that
+    wrote a missing golden file would pass on whatever the code produces today."""
+    name = golden.relative_to(REPO)
+    if os.environ.get(UPDATE_GOLDEN) == "1":
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text, encoding="utf-8")
+    assert golden.is_file(), f"{name} is missing: run `make golden` to write it, then review and commit it"
+    assert text == golden.read_text(encoding="utf-8"), (
+        f"{name} differs from this output: if the change is intended, run `make golden` and review the diff"
+    )

@@ -1,7 +1,6 @@
 """The HTML report: self-contained, complete, escaped, and robust to runs with missing metrics or no ok cell.
 
-Regenerate the golden results table after an intended change with:
-    AEBENCH_UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/test_report.py
+Regenerate the golden results table after an intended change with `make golden` (a plain test run never writes it),
 and review the diff of tests/golden/results_table.html before committing it.
 """
 
@@ -9,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import os
+import html
 import re
 from pathlib import Path
 
@@ -19,11 +18,18 @@ import pytest
 
 from aebench import report
 from aebench.config import Cell, Matrix
+from aebench.metrics import REGISTRY, fixed
+from aebench.report import quality, throughput
+from aebench.report.latency import latency_cells
+from aebench.report.page import Run
+from aebench.report.results import RESULT_COLUMNS, results_table
+from aebench.report.table import NA, UNSTABLE_LEGEND, Column
 from aebench.results import CellResult
 from aebench.store import Store
+from support import assert_matches_golden
 
 GOLDEN = Path(__file__).parent / "golden" / "results_table.html"
-SECTION_TITLES = [title for _, title in report.SECTIONS]
+SECTION_TITLES = [section.title for section in report.SECTIONS]
 EVIL = "<script>alert('x')</script>"
 
 
@@ -140,10 +146,10 @@ def test_report_is_self_contained(full_report: tuple[Path, Path, str]) -> None:
 
 def test_report_has_every_section_in_order(full_report: tuple[Path, Path, str]) -> None:
     text = full_report[0].read_text(encoding="utf-8")
-    positions = [text.index(f"<h2>{report.html.escape(title)}</h2>") for title in SECTION_TITLES]
+    positions = [text.index(f"<h2>{html.escape(title)}</h2>") for title in SECTION_TITLES]
     assert positions == sorted(positions)
     for needle in ("How these numbers were taken", "Run summary", "overhead_pct", "report-test", "abc123 (dirty",
-                   report.html.escape(report.UNSTABLE_LEGEND), "framework path", "tf.function"):
+                   html.escape(UNSTABLE_LEGEND), "framework path", "tf.function"):
         assert needle in text, needle
 
 
@@ -192,7 +198,7 @@ def test_run_with_only_failed_cells_renders(tmp_path: Path) -> None:
         path = report.write_report(store, run_id, tmp_path / "reports")
     text = path.read_text(encoding="utf-8")
     for title in SECTION_TITLES:
-        assert f"<h2>{report.html.escape(title)}</h2>" in text
+        assert f"<h2>{html.escape(title)}</h2>" in text
     assert "data:image/png" not in text and EVIL not in text
     assert "nothing to plot" in text
 
@@ -229,22 +235,16 @@ def golden_frame() -> pd.DataFrame:
 
 
 def test_results_table_matches_golden() -> None:
-    html_text = report.results_table(golden_frame())
-    if os.environ.get("AEBENCH_UPDATE_GOLDEN") == "1" or not GOLDEN.exists():
-        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-        GOLDEN.write_text(html_text, encoding="utf-8")
-    assert html_text == GOLDEN.read_text(encoding="utf-8"), (
-        "results table HTML changed: if intended, rerun with AEBENCH_UPDATE_GOLDEN=1 and review the golden diff"
-    )
+    assert_matches_golden(GOLDEN, str(results_table(golden_frame())))
 
 
 def test_results_table_formats_and_marks() -> None:
-    html_text = report.results_table(golden_frame())
+    html_text = results_table(golden_frame())
     assert html_text.index(">undercomplete<") < html_text.index(">conv<")  # rows in cell order
     assert "12,346 ≈" in html_text and "0.412 ≈" in html_text and "12.35 ≈" in html_text
     assert "98,765" in html_text and "98,765 ≈" not in html_text
     assert "18.12" in html_text and "+10.62" in html_text and "0.01543" in html_text
-    assert report.NA in html_text  # missing and NaN metrics render as a dash
+    assert NA in html_text  # missing and NaN metrics render as a dash
     assert "predict() b1 p50 (ms, framework path)" in html_text
     assert ">seed<" not in html_text  # a single seed gets no column
 
@@ -252,15 +252,31 @@ def test_results_table_formats_and_marks() -> None:
 def test_results_table_survives_missing_columns() -> None:
     frame = pd.DataFrame([{"cell": 0, "variant": "conv", "noise": 0.1, "device": "gpu", "threads": None,
                            "backend": "jax", "precision": "float32", "seed": 0, "status": "ok"}])
-    html_text = report.results_table(frame)
-    assert html_text.count(report.NA) >= len(report.METRIC_COLUMNS)
-    assert report.quality_section(frame).startswith('<p class="note">')
-    assert "No CPU cell" in report.throughput_section(frame)
+    html_text = results_table(frame)
+    assert html_text.count(NA) >= len(RESULT_COLUMNS)
+    assert quality.section(Run(frame)).startswith('<p class="note">')
+    assert "No CPU cell" in throughput.section(Run(frame))
+
+
+def test_table_headings_and_formats_come_from_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    psnr = REGISTRY["quality.psnr_db"]
+    # the registry has no setter: a metric's entry is replaced for this test only
+    monkeypatch.setitem(REGISTRY._exact, psnr.name, dataclasses.replace(psnr, label="output PSNR", format=fixed(3)))
+    html_text = results_table(golden_frame())
+    assert ">output PSNR (dB)<" in html_text and ">18.123<" in html_text
+    assert ">PSNR (dB)<" not in html_text
+
+
+def test_report_columns_are_registry_metrics() -> None:
+    with pytest.raises(ValueError, match="quality.psnr"):
+        Column("quality.psnr")
+    assert Column("quality.gain_db").format(0.123) == "+0.12"
+    assert Column("quality.gain_db").half_width(0.123) == "0.12"  # a half-width carries no sign
 
 
 def test_quality_accuracy_panel_when_recorded() -> None:
     frame = golden_frame().assign(**{"quality.acc_denoised": [0.9, 0.95, np.nan], "quality.acc_noisy": 0.5})
-    assert "data:image/png;base64," in report.quality_section(frame)
+    assert "data:image/png;base64," in quality.section(Run(frame))
 
 
 def test_latency_curves_are_limited_to_the_conv_variant_when_many() -> None:
@@ -268,10 +284,10 @@ def test_latency_curves_are_limited_to_the_conv_variant_when_many() -> None:
             for index, (variant, noise) in enumerate((v, n) for v in ("undercomplete", "conv") for n in (0.0, 0.5, 1.0))]
     frame = pd.DataFrame(rows * 2).assign(cell=range(12), threads=[1] * 6 + [2] * 6)
     artifacts = {cell: {"latency_b1_s": np.full(5, 1e-3)} for cell in range(12)}
-    chosen = report._latency_cells(frame, artifacts)
+    chosen = latency_cells(frame, artifacts)
     assert set(chosen["variant"]) == {"conv"} and len(chosen) == 6
     del artifacts[3]  # a cell without samples is left out
-    assert 3 not in set(report._latency_cells(frame, artifacts)["cell"])
+    assert 3 not in set(latency_cells(frame, artifacts)["cell"])
 
 
 def _section(text: str, anchor: str) -> str:
@@ -305,5 +321,6 @@ def test_several_seeds_show_confidence_intervals(tmp_path: Path) -> None:
     assert expected in _section(text, "accuracy")
     results_part = _section(text, "results")
     assert "Over seeds" in results_part and "±" in results_part and "95% confidence interval" in results_part
+    assert "± +" not in text and "± -" not in text
     psnr = [r.metrics["quality.psnr_db"] for r in results if r.cell.variant == "undercomplete" and r.cell.noise == 0.0]
     assert f"{np.mean(psnr):.2f} ± {stats.t.ppf(0.975, 2) * np.std(psnr, ddof=1) / np.sqrt(3):.2f}" in results_part
