@@ -60,13 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reports-dir", type=Path, default=Path("reports"))
     _add_store(report)
 
-    compare = commands.add_parser("compare", help="compare two runs cell by cell; exit 1 on a regression")
-    compare.add_argument("baseline", help="baseline run id or prefix ('latest' works)")
-    compare.add_argument("candidate", nargs="?", default="latest", help="candidate run (default: the latest)")
+    compare = commands.add_parser("compare", help="compare stored runs cell by cell; exit 1 on a regression")
+    compare.add_argument("baseline", help="baseline: a run id or prefix, 'latest', several joined by commas, or "
+                                          "commit:REV for every complete run of that commit")
+    compare.add_argument("candidate", nargs="?", default="latest", help="candidate, the same forms (default: latest)")
     compare.add_argument("--baseline-store", type=Path, default=None, help="the baseline's store, if it is another file")
-    compare.add_argument("--fail", dest="thresholds", action="append", default=[], metavar="NAME:PCT%",
-                         help="regression threshold for a group (speed, quality) or one metric; "
-                              "defaults speed:5%% quality:1%%")
+    compare.add_argument("--margin", dest="margins", action="append", default=[], metavar="NAME:VALUE",
+                         help="practical margin of a gated metric or group: speed:5%% (percent), "
+                              "quality.psnr_db:0.1 (the metric's unit); defaults in `aebench metrics`")
+    compare.add_argument("--force", action="store_true",
+                         help="compare runs whose settings differ (dataset, epochs, training set, hyperparameters...)")
     _add_store(compare)
 
     commands.add_parser("crosscheck", add_help=False,
@@ -313,25 +316,18 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from aebench import compare
+    from aebench.metrics import REGISTRY, parse_margin
     from aebench.store import Store
 
-    thresholds = [compare.parse_threshold(text) for text in args.thresholds]
+    margins = REGISTRY.margins()
+    for text in args.margins:
+        margins.update(parse_margin(text, margins))
     with Store(_store_path(args), create=False) as candidate_store, \
             Store(args.baseline_store or _store_path(args), create=False) as baseline_store:
-        baseline_id = baseline_store.resolve_run(args.baseline)
-        candidate_id = candidate_store.resolve_run(args.candidate)
-        frames = baseline_store.frame([baseline_id]), candidate_store.frame([candidate_id])
-        cells_by_key = [dict(zip(frame["key"], frame["cell"])) for frame in frames]
-        artifacts = baseline_store.artifacts(baseline_id), candidate_store.artifacts(candidate_id)
-        samples = {
-            key: tuple(artifacts[side].get(cells_by_key[side][key], {}).get("latency_b1_s") for side in (0, 1))
-            for key in cells_by_key[0].keys() & cells_by_key[1].keys()
-        }
-        table = compare.compare_frames(frames[0], frames[1], thresholds, samples)
-        unmatched = sorted(set(frames[0]["key"]) ^ set(frames[1]["key"]))
-        print(compare.format_comparison(table, baseline_store.run_record(baseline_id),
-                                        candidate_store.run_record(candidate_id), unmatched))
-    return EXIT_CELLS_FAILED if (table["verdict"] == "REGRESSION").any() else 0
+        result = compare.compare_sides(compare.load_side(baseline_store, args.baseline),
+                                       compare.load_side(candidate_store, args.candidate), margins, force=args.force)
+        print(compare.format_comparison(result))
+    return EXIT_CELLS_FAILED if result.regressions() else 0
 
 
 def cmd_crosscheck(args: argparse.Namespace) -> int:

@@ -1,109 +1,253 @@
-"""Compare two runs cell by cell and gate on regressions of quality and speed.
+"""``aebench compare``: stored runs against stored runs, judged only as far as the data allows.
 
-Cells are matched by their key (variant, noise, device, threads, backend, precision, seed). For each metric the
-registry (aebench.metrics) marks as gated, the change is expressed so that a positive number is always an
-improvement; a change worse than the metric's threshold is a regression. Batch-1 latency also gets a Mann-Whitney U
-test on the raw samples, so a shift that is within the noise of the measurement is reported as "not significant"
-rather than as a regression. The comparison is printed first; the exit status says whether a gate failed
-(pytest-benchmark's --benchmark-compare-fail style).
+Cells are matched by their key (variant, noise, device, threads, backend, precision, seed) and judged on the metrics
+the registry gives a margin (aebench.metrics):
+
+- **Quality** is compared exactly: the same code with the same seed gives bit-identical figures, so any difference is
+  real and reported with its size; it is a regression only when worse than the metric's margin (in its own unit).
+- **Speed** moves between processes and between minutes on a shared machine. One run against one run cannot tell a
+  change from that noise (within-run samples do not see it), so such a comparison never calls a speed regression:
+  it says instead how large a change this machine's noise hides, from the spread of earlier runs of the same machine
+  and matrix in the store. When each side has repeats (several runs, or several seeds of a cell), the runs are the
+  samples: a Welch interval on the mean log figure and one-sided tests against the margin, Holm-corrected, give
+  ``regression`` / ``improvement`` / ``same`` / ``unknown`` as ``aebench ab`` does with paired rounds.
+
+Runs whose settings differ (dataset, epochs, training set, learning rate, hyperparameters, timing loops) are not
+comparable: compare refuses them unless ``--force``. The table comes first; the exit status says whether a gate
+failed (pytest-benchmark's ``--benchmark-compare-fail`` style).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from aebench import stats
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY
+from aebench.store import Store
 
-# Percent, per group of the gated metrics (aebench.metrics, ``gated=True``): speed figures move more than quality ones.
-DEFAULT_THRESHOLDS = {"quality": 1.0, "speed": 5.0}
-SIGNIFICANCE_ALPHA = 0.01
+# Matrix settings that change what a figure means: runs that differ in one of them measure different things.
+SETTINGS = ("dataset", "epochs", "batch_size", "learning_rate", "train_size", "test_size", "noise_type", "hparams",
+            "jit_compile", "latency", "throughput", "accuracy", "eval_noise")
+_SEED = re.compile(r"/seed\d+$")
 
 
 @dataclass(frozen=True)
-class Threshold:
-    group_or_metric: str
-    percent: float
+class Side:
+    """One side of a comparison: one or more runs of one store, and their ok cells as a flat table."""
+
+    store: Store
+    run_ids: tuple[str, ...]
+    records: tuple[dict, ...]
+    frame: pd.DataFrame
+
+    @property
+    def label(self) -> str:
+        commits = sorted({str(r.get("git_commit"))[:10] for r in self.records})
+        runs = self.run_ids[0] if len(self.run_ids) == 1 else f"{len(self.run_ids)} runs"
+        return f"{runs}  commit {', '.join(commits)}  machine {', '.join(sorted({str(r.get('machine_id')) for r in self.records}))}"
 
 
-def parse_threshold(text: str) -> Threshold:
-    """``speed:5%``, ``quality:0.5%`` or ``speed.train_ips:10%``."""
-    name, sep, value = text.partition(":")
-    known = set(DEFAULT_THRESHOLDS) | {metric.name for metric in REGISTRY.gated()}
-    try:
-        percent = float(value.rstrip("%"))
-    except ValueError:
-        percent = -1.0
-    if not sep or name not in known or percent < 0:
-        raise UserError(f"--fail {text!r} is invalid: allowed NAME:PERCENT% with NAME one of {', '.join(sorted(known))}")
-    return Threshold(name, percent)
+def select_runs(store: Store, ref: str) -> list[str]:
+    """A run id or unique prefix, ``latest``, a comma-separated list of them, or ``commit:REV``: every complete run
+    of the commit(s) starting with REV."""
+    if ref.startswith("commit:"):
+        prefix = ref.removeprefix("commit:")
+        runs = store.runs_frame()
+        chosen = runs[(runs["status"] == "complete") & runs["git_commit"].fillna("").str.startswith(prefix)]
+        if not prefix or chosen.empty:
+            raise UserError(f"{ref!r} matches no complete run in {store.path}: allowed commit:REV with REV the start "
+                            "of a commit that 'aebench list' shows")
+        return list(chosen["run_id"])
+    return [store.resolve_run(part.strip()) for part in ref.split(",") if part.strip()]
 
 
-def latency_significance(baseline: np.ndarray | None, candidate: np.ndarray | None) -> float | None:
-    """Two-sided Mann-Whitney U p-value of the raw batch-1 latency samples, or None without samples."""
-    if baseline is None or candidate is None or len(baseline) < 5 or len(candidate) < 5:
-        return None
-    from scipy.stats import mannwhitneyu
+def load_side(store: Store, ref: str) -> Side:
+    run_ids = select_runs(store, ref)
+    records = tuple(store.run_record(run_id) for run_id in run_ids)
+    frame = store.frame(run_ids)
+    ok = frame[frame["status"] == "ok"] if "status" in frame.columns else frame
+    return Side(store, tuple(run_ids), records, ok.reset_index(drop=True))
 
-    return float(mannwhitneyu(baseline, candidate, alternative="two-sided").pvalue)
+
+def settings_differences(base: Sequence[Mapping], candidate: Sequence[Mapping]) -> list[str]:
+    """'epochs: 3 -> 2'-style lines for every setting that differs between (or within) the two sides' matrices."""
+    lines = []
+    for key in SETTINGS:
+        values = [[record.get("matrix", {}).get(key) for record in side] for side in (base, candidate)]
+        seen = {repr(value) for side in values for value in side}
+        if len(seen) > 1:
+            lines.append(f"{key}: {' / '.join(sorted({repr(v) for v in values[0]}))} -> "
+                         f"{' / '.join(sorted({repr(v) for v in values[1]}))}")
+    return lines
 
 
-def compare_frames(baseline: pd.DataFrame, candidate: pd.DataFrame, thresholds: Sequence[Threshold] = (),
-                   samples: Mapping[str, tuple[np.ndarray | None, np.ndarray | None]] | None = None) -> pd.DataFrame:
-    """One row per (cell key, metric) present in both runs, with the verdict."""
-    limits = dict(DEFAULT_THRESHOLDS)
-    limits.update({t.group_or_metric: t.percent for t in thresholds})
-    samples = samples or {}
-    base = baseline[baseline["status"] == "ok"].set_index("key")
-    cand = candidate[candidate["status"] == "ok"].set_index("key")
+def _values(frame: pd.DataFrame, metric: str, by: str) -> dict[str, list[float]]:
+    if frame.empty or metric not in frame.columns:
+        return {}
+    numbers = pd.to_numeric(frame[metric], errors="coerce")
+    groups: dict[str, list[float]] = {}
+    for key, value in zip(frame[by], numbers):
+        if pd.notna(value):
+            groups.setdefault(key, []).append(float(value))
+    return groups
+
+
+def compare_quality(base: pd.DataFrame, candidate: pd.DataFrame,
+                    margins: Mapping[str, float]) -> list[stats.QualityComparison]:
+    """Per cell (seed included) and gated quality metric: the mean over a side's runs, compared exactly."""
     rows = []
-    for key in [k for k in cand.index if k in base.index]:
-        for entry in REGISTRY.gated():
-            metric = entry.name
-            if metric not in base.columns or metric not in cand.columns:
-                continue
-            old, new = base.at[key, metric], cand.at[key, metric]
-            if pd.isna(old) or pd.isna(new) or old == 0:
-                continue
-            limit = limits.get(metric, limits[entry.group])
-            improvement = entry.improvement(float(old), float(new)) * 100
-            p_value = latency_significance(*samples[key]) if metric.startswith("speed.latency") and key in samples else None
-            if improvement >= -limit:
-                verdict = "ok"
-            elif p_value is not None and p_value >= SIGNIFICANCE_ALPHA:
-                verdict = "not significant"
+    for metric in (name for name in margins if REGISTRY[name].group == "quality"):
+        a, b = _values(base, metric, "key"), _values(candidate, metric, "key")
+        for key in [k for k in b if k in a]:
+            rows.append(stats.quality_verdict(key, metric, float(np.mean(a[key])), float(np.mean(b[key])),
+                                              higher_is_better=REGISTRY[metric].better == "higher",
+                                              margin=margins[metric]))
+    return rows
+
+
+def compare_speed(base: pd.DataFrame, candidate: pd.DataFrame,
+                  margins: Mapping[str, float]) -> tuple[list[stats.SpeedComparison], list[dict]]:
+    """Run-level verdicts where both sides have at least two samples of a cell (runs x seeds), else a plain row of
+    the two figures with no verdict. Returns (judged comparisons, unjudged rows)."""
+    base = base.assign(group=[_SEED.sub("", key) for key in base["key"]]) if not base.empty else base
+    candidate = candidate.assign(group=[_SEED.sub("", key) for key in candidate["key"]]) if not candidate.empty else candidate
+    judged, plain = [], []
+    for metric in (name for name in margins if REGISTRY[name].group == "speed"):
+        a, b = _values(base, metric, "group"), _values(candidate, metric, "group")
+        for group in [g for g in b if g in a]:
+            entry = REGISTRY[metric]
+            if len(a[group]) >= 2 and len(b[group]) >= 2:
+                judged.append(stats.compare_runs(group, metric, a[group], b[group],
+                                                 higher_is_better=entry.better == "higher", margin_pct=margins[metric]))
             else:
-                verdict = "REGRESSION"
-            rows.append({"key": key, "metric": metric, "baseline": float(old), "candidate": float(new),
-                         "improvement_pct": improvement, "threshold_pct": limit, "p_value": p_value, "verdict": verdict})
-    return pd.DataFrame(rows, columns=["key", "metric", "baseline", "candidate", "improvement_pct", "threshold_pct",
-                                       "p_value", "verdict"])
+                plain.append({"key": group, "metric": metric, "baseline": float(np.mean(a[group])),
+                              "candidate": float(np.mean(b[group])),
+                              "change_pct": (float(np.mean(b[group])) / float(np.mean(a[group])) - 1) * 100})
+    return stats.decide(judged), plain
 
 
-def format_comparison(table: pd.DataFrame, baseline_run: Mapping, candidate_run: Mapping, unmatched: Sequence[str]) -> str:
-    lines = [
-        f"baseline:  {baseline_run['run_id']}  commit {str(baseline_run.get('git_commit'))[:10]}  machine {baseline_run.get('machine_id')}",
-        f"candidate: {candidate_run['run_id']}  commit {str(candidate_run.get('git_commit'))[:10]}  machine {candidate_run.get('machine_id')}",
-    ]
-    if baseline_run.get("machine_id") != candidate_run.get("machine_id"):
-        lines.append("note: the runs come from different machines: speed differences include the hardware's")
-    if table.empty:
-        lines.append("no ok cell is in both runs: nothing to compare")
-    else:
-        shown = table.assign(
-            baseline=table["baseline"].map(lambda v: f"{v:.4g}"),
-            candidate=table["candidate"].map(lambda v: f"{v:.4g}"),
-            change=table["improvement_pct"].map(lambda v: f"{v:+.1f}%"),
-            gate=table["threshold_pct"].map(lambda v: f"-{v:g}%"),
-            p=table["p_value"].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.3g}"),
-        )[["key", "metric", "baseline", "candidate", "change", "gate", "p", "verdict"]]
-        lines.append(shown.to_string(index=False))
-        regressions = int((table["verdict"] == "REGRESSION").sum())
-        lines.append(f"{len(table)} comparisons, {regressions} regressions (change is positive when better)")
-    if unmatched:
-        lines.append(f"cells in only one run (not compared): {', '.join(unmatched)}")
+def history_noise(store: Store, machine_id: str | None, matrix_name: str | None,
+                  metrics: Sequence[str]) -> dict[tuple[str, str], tuple[float, int]]:
+    """(cell group, metric) -> (run-to-run standard deviation of its log figure, runs it came from), over the
+    complete runs of this machine and matrix in the store, in time order (aebench.stats.successive_difference_sd)."""
+    runs = store.runs_frame()
+    runs = runs[(runs["status"] == "complete") & (runs["machine_id"] == machine_id) & (runs["matrix_name"] == matrix_name)]
+    if len(runs) < 3:
+        return {}
+    frame = store.frame(list(runs["run_id"]))
+    frame = frame[frame["status"] == "ok"].sort_values(["started_at", "cell"], kind="stable")
+    frame = frame.assign(group=[_SEED.sub("", key) for key in frame["key"]])
+    noise = {}
+    for metric in metrics:
+        for group, values in _values(frame, metric, "group").items():
+            sd = stats.successive_difference_sd(values)
+            if sd is not None:
+                noise[(group, metric)] = (sd, len(values))
+    return noise
+
+
+@dataclass
+class Comparison:
+    base: Side
+    candidate: Side
+    quality: list[stats.QualityComparison]
+    speed: list[stats.SpeedComparison]
+    unjudged: list[dict]
+    noise: dict[tuple[str, str], tuple[float, int]]
+    unmatched: list[str]
+    differences: list[str]
+
+    def regressions(self) -> int:
+        return sum(c.verdict == "regression" for c in self.quality) + sum(c.verdict == "regression" for c in self.speed)
+
+
+def compare_sides(base: Side, candidate: Side, margins: Mapping[str, float], *, force: bool = False) -> Comparison:
+    differences = settings_differences(base.records, candidate.records)
+    if differences and not force:
+        raise UserError("the runs' settings differ, so their figures measure different things ("
+                        + "; ".join(differences) + "): compare runs of one matrix, or pass --force")
+    quality = compare_quality(base.frame, candidate.frame, margins)
+    speed, unjudged = compare_speed(base.frame, candidate.frame, margins)
+    noise: dict[tuple[str, str], tuple[float, int]] = {}
+    if unjudged:
+        first = base.records[0]
+        noise = history_noise(base.store, first.get("machine_id"), first.get("matrix_name"),
+                              sorted({row["metric"] for row in unjudged}))
+    keys = [set(side.frame["key"]) if not side.frame.empty else set() for side in (base, candidate)]
+    return Comparison(base, candidate, quality, speed, unjudged, noise, sorted(keys[0] ^ keys[1]), differences)
+
+
+def _pct(value: float) -> str:
+    return f"{value:+.1f}%" if math.isfinite(value) else ""
+
+
+def format_comparison(comparison: Comparison) -> str:
+    base, candidate = comparison.base, comparison.candidate
+    lines = [f"baseline:  {base.label}", f"candidate: {candidate.label}"]
+    machines = {str(r.get("machine_id")) for r in base.records + candidate.records}
+    if len(machines) > 1:
+        lines.append("note: the runs come from different machines: speed differences include the hardware's "
+                     "(aebench hardware compares machines)")
+    if comparison.differences:
+        lines.append("note: --force: the settings differ (" + "; ".join(comparison.differences) + ")")
+    quality = comparison.quality
+    if quality:
+        lines.append("")
+        lines.append("quality (exact; the same code and seed give bit-identical figures):")
+        lines.append(pd.DataFrame({
+            "cell": [q.key for q in quality],
+            "metric": [REGISTRY.label(q.metric) for q in quality],
+            "baseline": [REGISTRY.format(q.metric, q.base) for q in quality],
+            "candidate": [REGISTRY.format(q.metric, q.candidate) for q in quality],
+            "difference": [f"{q.difference:+.6g}" for q in quality],
+            "margin": [f"{q.margin:g}" for q in quality],
+            "verdict": [q.verdict for q in quality],
+        }).to_string(index=False))
+    if comparison.speed:
+        lines.append("")
+        lines.append("speed (run-level: each run or seed one sample; Welch 95% interval, Holm-corrected tests):")
+        speed = comparison.speed
+        lines.append(pd.DataFrame({
+            "cell": [c.key for c in speed],
+            "metric": [REGISTRY.label(c.metric) for c in speed],
+            "runs": [c.rounds for c in speed],
+            "change": [_pct(c.change_pct) for c in speed],
+            "95% interval": [f"[{_pct(c.ci_low_pct)}, {_pct(c.ci_high_pct)}]" for c in speed],
+            "margin": [f"±{c.margin_pct:g}%" for c in speed],
+            "verdict": [c.verdict for c in speed],
+        }).to_string(index=False))
+    if comparison.unjudged:
+        lines.append("")
+        lines.append("speed, one run against one run (not judged: within-run samples cannot see the noise between runs):")
+        rows = comparison.unjudged
+        hidden = [comparison.noise.get((row["key"], row["metric"])) for row in rows]
+        lines.append(pd.DataFrame({
+            "cell": [row["key"] for row in rows],
+            "metric": [REGISTRY.label(row["metric"]) for row in rows],
+            "baseline": [REGISTRY.format(row["metric"], row["baseline"]) for row in rows],
+            "candidate": [REGISTRY.format(row["metric"], row["candidate"]) for row in rows],
+            "change": [_pct(row["change_pct"]) for row in rows],
+            "noise hides": [f"±{stats.hidden_change_pct(h[0]):.1f}% ({h[1]} runs)" if h else "unknown" for h in hidden],
+        }).to_string(index=False))
+        known = [stats.hidden_change_pct(h[0]) for h in hidden if h]
+        if known:
+            lines.append(f"this machine's run-to-run noise hides speed changes up to {np.median(known):.1f}% "
+                         "(median over these figures, from earlier runs of this machine and matrix); to judge speed, "
+                         "run `aebench ab` or compare several runs per side")
+        else:
+            lines.append("the store holds fewer than 3 earlier runs of this machine and matrix, so the noise that "
+                         "hides a change is unknown; to judge speed, run `aebench ab` or compare several runs per side")
+    if not (quality or comparison.speed or comparison.unjudged):
+        lines.append("no ok cell is in both sides: nothing to compare")
+    lines.append("")
+    lines.append(f"{comparison.regressions()} regressions")
+    if comparison.unmatched:
+        lines.append(f"cells in only one side (not compared): {', '.join(comparison.unmatched)}")
     return "\n".join(lines)
