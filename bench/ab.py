@@ -439,6 +439,48 @@ def write_json(outcome: Outcome, path: Path) -> None:
     atomic.write_text(path, json.dumps(json_document(outcome), indent=1) + "\n")
 
 
+_VERDICT_CLASS = {"regression": "status-failed", "improvement": "status-ok", "same": "", "unknown": "status-skipped"}
+
+
+def render_html(outcome: Outcome) -> str:
+    """The comparison as a self-contained page in the report's style."""
+    from markupsafe import Markup
+
+    from aebench.report.page import Section, render_document
+    from aebench.report.table import key_value_table, styled_table
+
+    def table(frame: pd.DataFrame, table_id: str) -> Markup:
+        if frame.empty:
+            return Markup("<p class=\"note\">Nothing was measured on both sides.</p>")
+        classes = pd.DataFrame("", index=frame.index, columns=frame.columns)
+        classes["verdict"] = [_VERDICT_CLASS[v] for v in frame["verdict"]]
+        return styled_table(frame, {}, table_id, classes, css_class="data failures")
+
+    base, cand = outcome.base.revision, outcome.candidate.revision
+    header = key_value_table({
+        "base": f"{base.short} {base.subject}", "candidate": f"{cand.short} {cand.subject}",
+        "matrix": outcome.matrix.name, "mode": "duet" if outcome.settings.duet else "sequential",
+        "rounds": f"{outcome.rounds.count} ({outcome.stop_reason})", "elapsed": f"{outcome.elapsed_s:.0f} s",
+        "regressions": outcome.regressions(), "unknown": outcome.unknowns(),
+    }, "ab")
+    detectable = detectable_by_metric(outcome)
+    method = Markup("<p>{}</p>").format(
+        "Each round runs every cell once on each side, in a fresh worker process, in balanced random order. A speed "
+        "figure's change is the Hodges-Lehmann estimate of the rounds' log ratios with its exact 95% signed-rank "
+        "interval; it is a regression or an improvement only when the whole interval lies beyond the margin and the "
+        "one-sided Wilcoxon test, Holm-corrected over the table, agrees; same when the interval lies inside the "
+        "margin; unknown otherwise. Spread is the standard deviation of the per-round changes. Quality comes from "
+        "one pass with the matrix as given and is compared exactly.")
+    if detectable:
+        method += Markup("<p>{}</p>").format("Smallest slowdown these rounds could call a regression (median over "
+                                             "cells): " + ", ".join(f"{REGISTRY.label(m)} {v:.1f}%"
+                                                                    for m, v in detectable.items()) + ".")
+    parts = [(Section("speed", "Speed"), table(speed_table(outcome), "abspeed")),
+             (Section("quality", "Quality"), table(quality_table(outcome), "abquality")),
+             (Section("method", "How the verdicts are reached"), method)]
+    return render_document(f"aebench ab: {cand.short} against {base.short}", header, parts)
+
+
 # -- calibration ------------------------------------------------------------------------------------------------------
 
 

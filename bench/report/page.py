@@ -46,11 +46,12 @@ class Run:
 
 @dataclass(frozen=True)
 class Section:
-    """One section of the page: its anchor, its heading (also its nav entry) and what renders its body."""
+    """One section of the page: its anchor, its heading (also its nav entry) and, in a run's report, what renders its
+    body from the run (pages of other kinds hand ``render_document`` their bodies ready-made)."""
 
     anchor: str
     title: str
-    render: Callable[[Run], Markup]
+    render: Callable[[Run], Markup] | None = None
 
 
 def render(template: str, **context: Any) -> Markup:
@@ -59,7 +60,11 @@ def render(template: str, **context: Any) -> Markup:
 
 
 def render_page(title: str, header: Markup, sections: Sequence[Section], run: Run) -> str:
-    """The whole page: the header, then each section in order, with a nav linking them. A body that is not
-    ``Markup`` is escaped like any other string."""
-    bodies = [(section, section.render(run)) for section in sections]
-    return ENVIRONMENT.get_template("page.html").render(title=title, header=header, sections=bodies)
+    """The run report: the header, then each section rendered from the run, with a nav linking them."""
+    return render_document(title, header, [(section, section.render(run)) for section in sections if section.render])
+
+
+def render_document(title: str, header: Markup, parts: Sequence[tuple[Section, Markup]]) -> str:
+    """Any aebench page (a run's report, an A/B comparison, a history): the header, then each (section, body) in
+    order, with a nav linking them, in the report's style. A body that is not ``Markup`` is escaped."""
+    return ENVIRONMENT.get_template("page.html").render(title=title, header=header, sections=parts)
