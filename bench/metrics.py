@@ -119,7 +119,7 @@ class Metric:
 
 
 def _latency_family(prefix: str, short: str, path: str) -> list[Metric]:
-    """The batch-1 latency columns of one inference path (aebench.speed.latency_metrics writes them)."""
+    """The batch-1 latency columns of one inference path (aebench.scenarios.Latency.metrics writes them)."""
     unstable = f"{prefix}_unstable"
     stats = [
         ("p50", "p50", "median"), ("p90", "p90", "90th percentile"), ("p99", "p99", "99th percentile"),
