@@ -98,7 +98,7 @@ def _train_classifier(dataset: Dataset, seed: int, epochs: int) -> keras.Model:
     schedule = keras.optimizers.schedules.CosineDecay(CLASSIFIER_LEARNING_RATE, decay_steps=steps)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    feed, _ = backends.training_feed(dataset.x_train, dataset.y_train, CLASSIFIER_BATCH_SIZE, seed)
+    feed, _ = backends.current().training_feed(dataset.x_train, dataset.y_train, CLASSIFIER_BATCH_SIZE, seed)
     model.fit(epochs=epochs, verbose=0, **feed)
     return model
 
@@ -149,7 +149,7 @@ def reference_classifier(dataset: Dataset, seed: int, cache_dir: Path | None, *,
     if path is not None:
         sidecar = {"dataset": dataset.name, "sha256": dataset.sha256, "seed": seed, "arch_version": ARCH_VERSION,
                    "epochs": epochs, "train_images": int(len(dataset.x_train)), "train_s": train_s,
-                   "test_accuracy": accuracy, "backend": keras.backend.backend(), "keras": keras.__version__}
+                   "test_accuracy": accuracy, "backend": backends.current().name, "keras": keras.__version__}
         _save_atomic(model, sidecar, path)
     return ReferenceClassifier(model, False, time.perf_counter() - started, train_s, accuracy, path)
 
@@ -165,7 +165,7 @@ def predict_batches(model: keras.Model, images: np.ndarray, batch_size: int) -> 
     """The model's outputs through its compiled call (aebench.backends), not per-call ``predict()``."""
     forward = next((known_forward for known, known_forward in _FORWARDS if known is model), None)
     if forward is None:
-        forward = backends.compiled_forward(model)
+        forward = backends.current().compiled_forward(model)
         _FORWARDS.insert(0, (model, forward))
         del _FORWARDS[_FORWARDS_KEPT:]
     return forward.predict(images, batch_size)
@@ -235,33 +235,18 @@ def per_digit_mse(clean: np.ndarray, output: np.ndarray, labels: np.ndarray) -> 
     return {f"diag.mse_digit{int(label)}": float(errors[labels == label].mean()) for label in np.unique(labels)}
 
 
-def contractive_jacobian_check(model: keras.Model, x_sample: np.ndarray) -> tuple[dict[str, float], str | None]:
-    """Mean squared Frobenius norm of d(code)/d(input) over the sample, by autodiff and by the closed form the
-    contractive loss uses. Returns (metrics, None), or ({}, reason) where the backend has no autodiff path here.
-
-    Autodiff is TensorFlow's ``GradientTape.batch_jacobian``; the jax and torch backends are not installed where this
-    was written and tested, so they report a reason instead of an untested number.
-    """
+def contractive_jacobian_check(model: keras.Model, x_sample: np.ndarray) -> dict[str, float]:
+    """Mean squared Frobenius norm of d(code)/d(input) over the sample, by the backend's autodiff
+    (``Backend.jacobian_frobenius_sq``) and by the closed form the contractive loss uses."""
     from aebench import models
 
-    name = keras.backend.backend()
-    if name != "tensorflow":
-        return {}, f"Jacobian autodiff check is implemented for the tensorflow backend only (this cell ran {name})"
-    import tensorflow as tf
-
-    layer = model.get_layer("latent")
-    encoder = models.encoder_of(model)
-    x = tf.constant(np.asarray(x_sample, dtype=np.float32))
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        codes = encoder(x, training=False)
-    jacobian = tape.batch_jacobian(codes, x)  # (N, units, 28, 28, 1)
-    autodiff = tf.reduce_sum(tf.square(tf.reshape(jacobian, (len(x_sample), -1))), axis=1).numpy()
-    closed = np.asarray(keras.ops.convert_to_numpy(models.jacobian_frobenius_sq_closed_form(layer, x)))
+    x = np.asarray(x_sample, dtype=np.float32)
+    autodiff = backends.current().jacobian_frobenius_sq(models.encoder_of(model), x)
+    closed = keras.ops.convert_to_numpy(models.jacobian_frobenius_sq_closed_form(model.get_layer("latent"), x))
     return {
         "diag.jacobian_fro_sq_autodiff": float(np.mean(autodiff)),
-        "diag.jacobian_fro_sq_closed_form": float(np.mean(closed)),
-    }, None
+        "diag.jacobian_fro_sq_closed_form": float(np.mean(np.asarray(closed))),
+    }
 
 
 # -- robustness ------------------------------------------------------------------------------------------------------

@@ -251,7 +251,7 @@ _TOP_LEVEL = {
     "predict_path": _boolean,
     "checkpoint": _boolean,
 }
-# How both timed loops stop (aebench.speed.run_timed_loop); the Offline loop adds its batch size.
+# How both timed loops stop (aebench.scenarios.run_timed_loop); the Offline loop adds its batch size.
 _LOOP_CHECKS = {
     "warmup": _integer(0),
     "min_count": _integer(1),

@@ -7,7 +7,7 @@ round by round so machine drift hits both alike:
   harness's compiled call and SingleStream loop;
 - Offline throughput at a large batch: the same two paths;
 - training: plain ``model.fit(x, y, batch_size=128)`` on NumPy arrays with Keras' default compile settings against
-  the harness's training path (``aebench.backends.fit_timed``), from the same initial weights, comparing steady-epoch
+  the harness's training path (``aebench.scenarios.train``), from the same initial weights, comparing steady-epoch
   throughput (beside the step ceiling: the compiled step on one resident batch, which no feed can beat) and the
   held-out loss: gated on a pair trained in the arrays' order (the same batches, so only the feed differs), and
   shown for the shuffled rounds beside plain fit's own spread over shuffle seeds.
@@ -19,15 +19,24 @@ Run it as ``aebench crosscheck`` (it starts this module in a child pinned to N C
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from aebench import backends, scenarios
+from aebench.backends import Forward
+from aebench.backends.tensorflow import TensorFlowBackend, data_options_without_autotune
+from aebench.config import LatencySettings
+from aebench.models import build_autoencoder
 
 # Gates from the measurement issue: what "the harness adds nothing" means, in numbers.
 GATES = {
@@ -38,15 +47,20 @@ GATES = {
 }
 
 
-def _hand_latency_ms(function: Any, x: Any, count: int, warmup: int) -> np.ndarray:
-    for _ in range(warmup):
-        function(x).numpy()
-    samples = np.empty(count)
-    for i in range(count):
-        start = time.perf_counter()
-        function(x).numpy()
-        samples[i] = time.perf_counter() - start
-    return samples * 1e3
+HAND_WARMUP = 20  # warm-up calls before each round's batch-1 loop, on both paths
+TRAIN_BATCH = 128
+
+
+@dataclass(frozen=True)
+class Images:
+    """The cross-check's data: training pairs, and held-out noisy images (the inference batch) with their clean
+    originals."""
+
+    source: str
+    noisy: np.ndarray
+    clean: np.ndarray
+    test: np.ndarray
+    clean_test: np.ndarray
 
 
 class TrainRound(NamedTuple):
@@ -61,7 +75,17 @@ class TrainRound(NamedTuple):
     ceiling_ips: float
 
 
-def _paired(hand: Any, harness: Any, first_hand: bool) -> tuple[float, float]:
+class Fitted(NamedTuple):
+    """One path's training: steady img/s, held-out loss, seconds fit() spent outside its epochs (set-up before,
+    teardown after), and the input path's label."""
+
+    ips: float
+    loss: float
+    outside_s: float
+    feed: str
+
+
+def _paired(hand: Callable[[], float], harness: Callable[[], float], first_hand: bool) -> tuple[float, float]:
     """(hand, harness) figures of one round, measured in the order given."""
     if first_hand:
         hand_value = hand()
@@ -70,171 +94,213 @@ def _paired(hand: Any, harness: Any, first_hand: bool) -> tuple[float, float]:
     return hand(), harness_value
 
 
+def load_images(train_size: int, offline_batch: int, data_dir: str | None) -> Images:
+    """MNIST when it is there; the timing check works on any images, so random ones otherwise."""
+    from aebench import data
+
+    try:
+        dataset = data.load_dataset("mnist", data.find_dataset("mnist", data_dir, download=None))
+        source = f"mnist ({dataset.path})"
+        clean, clean_test = dataset.x_train[:train_size], dataset.x_test[:offline_batch]
+    except Exception as error:  # noqa: BLE001 - the timing check works on any images
+        source = f"random images ({error})"
+        rng = np.random.default_rng(0)
+        clean = rng.random((train_size, 28, 28, 1), dtype=np.float32)
+        clean_test = rng.random((offline_batch, 28, 28, 1), dtype=np.float32)
+    return Images(source, data.add_noise(clean, "gaussian", 0.2, seed=0), clean,
+                  data.add_noise(clean_test, "gaussian", 0.2, seed=1), clean_test)
+
+
+# -- inference -------------------------------------------------------------------------------------------------------
+
+
+def _hand_latency_ms(function: Any, x: Any, count: int, warmup: int) -> np.ndarray:
+    for _ in range(warmup):
+        function(x).numpy()
+    samples = np.empty(count)
+    for i in range(count):
+        start = time.perf_counter()
+        function(x).numpy()
+        samples[i] = time.perf_counter() - start
+    return samples * 1e3
+
+
+def _hand_p50_ms(hand: Any, image: Any, count: int) -> float:
+    return float(np.median(_hand_latency_ms(hand, image, count, warmup=HAND_WARMUP)))
+
+
+def _harness_p50_ms(forward: Forward, image: np.ndarray, count: int) -> float:
+    settings = LatencySettings(warmup=HAND_WARMUP, min_count=count, min_duration_s=0.0, max_duration_s=60.0)
+    return scenarios.single_stream(forward, image, settings).p50_ms
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The same model through a hand-written ``tf.function`` and through the harness's compiled call, with the
+    batch-1 image and the Offline batch ready on each, both shapes already traced."""
+
+    hand: Any
+    forward: Forward
+    image: np.ndarray
+    hand_image: Any
+    hand_batch: Any
+    harness_batch: Any
+    batch_size: int
+
+
+def inference_paths(model: Any, images: np.ndarray) -> Paths:
+    """The two paths over ``model``; ``images`` is the Offline batch, its first image the batch-1 input."""
+    import tensorflow as tf
+
+    hand = tf.function(lambda x: model(x, training=False))
+    forward = backends.current().compiled_forward(model)
+    paths = Paths(hand, forward, images[:1], tf.constant(images[:1]), tf.constant(images), forward.prepare(images),
+                  len(images))
+    hand(paths.hand_batch).numpy()
+    forward(paths.harness_batch)  # a new input shape traces once more; keep that out of the rounds
+    return paths
+
+
+def latency_rounds(paths: Paths, rounds: int, count: int) -> list[tuple[float, float]]:
+    """(hand, harness) batch-1 p50 in ms per round. Rounds alternate which path goes first (hand-harness, then
+    harness-hand, ...): over an even number of rounds a steady drift of the machine's speed then favours neither."""
+    hand = functools.partial(_hand_p50_ms, paths.hand, paths.hand_image, count)
+    harness = functools.partial(_harness_p50_ms, paths.forward, paths.image, count)
+    return [_paired(hand, harness, first_hand=i % 2 == 0) for i in range(rounds)]
+
+
+def _hand_batch_s(hand: Any, batch: Any) -> float:
+    start = time.perf_counter()
+    hand(batch).numpy()
+    return time.perf_counter() - start
+
+
+def _harness_batch_s(forward: Forward, batch: Any) -> float:
+    samples = scenarios.run_timed_loop(functools.partial(forward, batch), warmup=0, min_count=1, min_duration_s=0.0,
+                                       max_duration_s=60.0)
+    return float(samples.seconds[0])
+
+
+def offline_rounds(paths: Paths, rounds: int, count: int) -> list[tuple[float, float]]:
+    """(hand, harness) images per second per round. A batch takes about 0.1 s, and this machine's speed moves by tens
+    of percent within seconds: the two paths take turns batch by batch, and each round compares their median batch
+    times."""
+    hand = functools.partial(_hand_batch_s, paths.hand, paths.hand_batch)
+    harness = functools.partial(_harness_batch_s, paths.forward, paths.harness_batch)
+    result = []
+    for _ in range(rounds):
+        pairs = [_paired(hand, harness, first_hand=k % 2 == 0) for k in range(count)]
+        result.append((paths.batch_size / float(np.median([h for h, _ in pairs])),
+                       paths.batch_size / float(np.median([h for _, h in pairs]))))
+    return result
+
+
+# -- training --------------------------------------------------------------------------------------------------------
+
+
+def _held_out_loss(model: Any, images: Images) -> float:
+    # Both models scored on the same unseen images: the two paths shuffle differently, so their last training-batch
+    # losses differ by chance more than their models do.
+    return float(model.evaluate(images.test, images.clean_test, batch_size=500, verbose=0))
+
+
+def fit_plain(images: Images, epochs: int, shuffle_seed: int, shuffle: bool = True) -> Fitted:
+    """Plain ``fit`` on NumPy arrays with Keras' default compile settings, as a user would write it."""
+    import keras
+
+    model = build_autoencoder("conv", seed=0)
+    keras.utils.set_random_seed(shuffle_seed)  # same initial weights; only the batch order follows the round
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    timer = scenarios.EpochClock()
+    start = time.perf_counter()
+    history = model.fit(images.noisy, images.clean, batch_size=TRAIN_BATCH, epochs=epochs, verbose=0,
+                        shuffle=shuffle, callbacks=[timer.callback()])
+    fit_s = time.perf_counter() - start
+    training = scenarios.Training(tuple(timer.epoch_seconds), len(images.noisy), TRAIN_BATCH,
+                                  float(history.history["loss"][-1]), "numpy arrays")
+    return Fitted(training.steady_ips, _held_out_loss(model, images), fit_s - training.seconds, training.feed)
+
+
+def fit_harness(images: Images, epochs: int, shuffle_seed: int, shuffle: bool = True) -> Fitted:
+    """The harness's training path (``scenarios.train``) from the same initial weights."""
+    model = build_autoencoder("conv", seed=0)
+    scenarios.compile_autoencoder(model, learning_rate=1e-3, jit_compile=False)
+    start = time.perf_counter()
+    training = scenarios.train(model, images.noisy, images.clean, batch_size=TRAIN_BATCH, epochs=epochs,
+                               seed=shuffle_seed, shuffle=shuffle)
+    fit_s = time.perf_counter() - start
+    return Fitted(training.steady_ips, _held_out_loss(model, images), fit_s - training.seconds, training.feed)
+
+
+def step_ceiling(images: Images, epochs: int) -> float:
+    """The compiled training step alone: one resident batch, repeated, so no input path costs anything. No feed,
+    however clever, can train faster than this."""
+    import tensorflow as tf
+
+    model = build_autoencoder("conv", seed=0)
+    scenarios.compile_autoencoder(model, learning_rate=1e-3, jit_compile=False)
+    steps = len(images.noisy) // TRAIN_BATCH
+    resident = (tf.data.Dataset.from_tensors((images.noisy[:TRAIN_BATCH], images.clean[:TRAIN_BATCH])).repeat(steps)
+                .with_options(data_options_without_autotune()))  # as in the harness's feed
+    timer = scenarios.EpochClock()
+    history = model.fit(resident, epochs=max(2, min(epochs, 3)), verbose=0, callbacks=[timer.callback()])
+    return scenarios.Training(tuple(timer.epoch_seconds), steps * TRAIN_BATCH, TRAIN_BATCH,
+                              float(history.history["loss"][-1]), "one resident batch").steady_ips
+
+
+def training_rounds(images: Images, epochs: int, count: int) -> tuple[list[TrainRound], str]:
+    """The rounds, and the harness's (shuffled) input path.
+
+    Interleaved like the inference rounds: this machine's speed drifts by tens of percent from minute to minute.
+    Each round shuffles with its own seed, the same for both paths: after a few epochs the batch order alone moves the
+    loss by several percent, so shuffled losses are compared as medians over the rounds, with their spread."""
+    rounds = []
+    for seed in range(max(1, count)):
+        plain, harness = fit_plain(images, epochs, seed), fit_harness(images, epochs, seed)
+        rounds.append(TrainRound(plain.ips, plain.loss, plain.outside_s, harness.ips, harness.loss, harness.outside_s,
+                                 step_ceiling(images, epochs)))
+    return rounds, harness.feed
+
+
+def loss_pair(images: Images, epochs: int) -> tuple[Fitted, Fitted]:
+    """(plain, harness), both in the arrays' order from the same weights, so the batches are the same and only the
+    feed differs: any gap in their held-out loss is the feed's doing."""
+    return fit_plain(images, epochs, 0, shuffle=False), fit_harness(images, epochs, 0, shuffle=False)
+
+
+# -- the whole check -------------------------------------------------------------------------------------------------
+
+
 def measure(threads: int, rounds: int, latency_count: int, offline_batch: int, offline_count: int,
             train_size: int, epochs: int, data_dir: str | None, train_rounds_count: int = 3) -> dict[str, Any]:
     from aebench.worker import pin_cpus
 
     pin_cpus(threads)  # as a cell's worker pins itself: CPUs, and NumPy's BLAS threads with them
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    # The hand-written loops are TensorFlow's: Keras must run on it.
+    os.environ.setdefault("KERAS_BACKEND", TensorFlowBackend.name)
     import keras
     import tensorflow as tf
 
-    from aebench import backends, data
-    from aebench.speed import EpochClock, latency_metrics, run_timed_loop
-    from aebench.models import build_autoencoder
-
-    backends.configure_threads(threads)
-    try:
-        dataset = data.load_dataset("mnist", data.find_dataset("mnist", data_dir, download=None))
-        source = f"mnist ({dataset.path})"
-        clean = dataset.x_train[:train_size]
-        test = dataset.x_test[:offline_batch]
-    except Exception as error:  # noqa: BLE001 - the timing check works on any images
-        source = f"random images ({error})"
-        rng = np.random.default_rng(0)
-        clean = rng.random((train_size, 28, 28, 1), dtype=np.float32)
-        test = rng.random((offline_batch, 28, 28, 1), dtype=np.float32)
-    noisy = data.add_noise(clean, "gaussian", 0.2, seed=0)
-    clean_test = test
-    test = data.add_noise(test, "gaussian", 0.2, seed=1)
-
-    model = build_autoencoder("conv", seed=0)
-    hand = tf.function(lambda x: model(x, training=False))
-    forward = backends.compiled_forward(model)
-    one_hand, one_harness = tf.constant(test[:1]), forward.prepare(test[:1])
-    batch_hand, batch_harness = tf.constant(test), forward.prepare(test)
-
-    def hand_latency() -> float:
-        return float(np.median(_hand_latency_ms(hand, one_hand, latency_count, warmup=20)))
-
-    def harness_latency() -> float:
-        return latency_metrics(run_timed_loop(lambda: forward(one_harness), warmup=20, min_count=latency_count,
-                                              min_duration_s=0.0, max_duration_s=60.0), "lat")["lat_p50_ms"]
-
-    def hand_batch_s() -> float:
-        start = time.perf_counter()
-        hand(batch_hand).numpy()
-        return time.perf_counter() - start
-
-    def harness_batch_s() -> float:
-        samples = run_timed_loop(lambda: forward(batch_harness), warmup=0, min_count=1, min_duration_s=0.0,
-                                 max_duration_s=60.0)
-        return float(samples.seconds[0])
-
-    def offline_round() -> tuple[float, float]:
-        # A batch takes about 0.1 s, and this machine's speed moves by tens of percent within seconds: the two
-        # paths take turns batch by batch, and each round compares their median batch times.
-        pairs = [_paired(hand_batch_s, harness_batch_s, first_hand=k % 2 == 0) for k in range(offline_count)]
-        return (len(test) / float(np.median([h for h, _ in pairs])),
-                len(test) / float(np.median([h for _, h in pairs])))
-
-    hand(batch_hand).numpy()
-    forward(batch_harness)  # a new input shape traces once more; keep that out of the rounds
-    # Rounds alternate which path goes first (hand-harness, then harness-hand, ...): over an even number of rounds a
-    # steady drift of the machine's speed then favours neither path.
-    latency_rounds = [_paired(hand_latency, harness_latency, first_hand=i % 2 == 0) for i in range(rounds)]
-    offline_rounds = [offline_round() for _ in range(rounds)]
-
-    def held_out_loss(trained: Any) -> float:
-        # Both models scored on the same unseen images: the two paths shuffle differently, so their last
-        # training-batch losses differ by chance more than their models do.
-        return float(trained.evaluate(test, clean_test, batch_size=500, verbose=0))
-
-    def trained(model: Any, timer: Any, fit_s: float) -> tuple[float, float, float]:
-        # (steady img/s, held-out loss, seconds fit() spent outside its epochs: set-up before, teardown after)
-        return (timer.metrics(train_size)["speed.train_ips"], held_out_loss(model),
-                fit_s - sum(timer.epoch_seconds))
-
-    def fit_plain(shuffle_seed: int, shuffle: bool = True) -> tuple[float, float, float]:
-        plain = build_autoencoder("conv", seed=0)
-        keras.utils.set_random_seed(shuffle_seed)  # same initial weights; only the batch order follows the round
-        plain.compile(optimizer="adam", loss="binary_crossentropy")  # Keras defaults, as a user would write it
-        timer = EpochClock()
-        start = time.perf_counter()
-        plain.fit(noisy, clean, batch_size=128, epochs=epochs, verbose=0, shuffle=shuffle,
-                  callbacks=[backends.epoch_timer_callback(timer.begin, timer.end)])
-        return trained(plain, timer, time.perf_counter() - start)
-
-    feed_labels: dict[bool, str] = {}  # the harness's input path, shuffled and in order, as fit_timed names it
-
-    def fit_harness(shuffle_seed: int, shuffle: bool = True) -> tuple[float, float, float]:
-        ours = build_autoencoder("conv", seed=0)
-        backends.compile_autoencoder(ours, learning_rate=1e-3, jit_compile=False)
-        start = time.perf_counter()
-        _, timer, feed_labels[shuffle] = backends.fit_timed(ours, noisy, clean, batch_size=128, epochs=epochs, seed=shuffle_seed,
-                                         shuffle=shuffle)
-        return trained(ours, timer, time.perf_counter() - start)
-
-    def step_ceiling() -> float:
-        # The compiled training step alone: one resident batch of 128, repeated, so no input path costs anything.
-        # No feed, however clever, can train faster than this.
-        model = build_autoencoder("conv", seed=0)
-        backends.compile_autoencoder(model, learning_rate=1e-3, jit_compile=False)
-        steps = train_size // 128
-        resident = (tf.data.Dataset.from_tensors((noisy[:128], clean[:128])).repeat(steps)
-                    .with_options(backends.tf_data_options_without_autotune()))  # as in the harness's feed
-        timer = EpochClock()
-        model.fit(resident, epochs=max(2, min(epochs, 3)), verbose=0,
-                  callbacks=[backends.epoch_timer_callback(timer.begin, timer.end)])
-        return timer.metrics(steps * 128)["speed.train_ips"]
-
-    # Interleaved like the inference rounds: this machine's speed drifts by tens of percent from minute to minute.
-    # Each round shuffles with its own seed, the same for both paths: after a few epochs the batch order alone moves
-    # the loss by several percent, so shuffled losses are compared as medians over the rounds, with their spread.
-    train_rounds = [TrainRound(*fit_plain(seed), *fit_harness(seed), step_ceiling())
-                    for seed in range(max(1, train_rounds_count))]
-
-    def median(field: str) -> float:
-        return statistics.median(getattr(r, field) for r in train_rounds)
-
-    plain_ips, harness_ips, ceiling_ips = median("plain_ips"), median("harness_ips"), median("ceiling_ips")
-    plain_loss, harness_loss = median("plain_loss"), median("harness_loss")
-    plain_losses = [r.plain_loss for r in train_rounds]
-    plain_loss_spread = (max(plain_losses) - min(plain_losses)) / plain_loss
-    # The loss gate: both paths in the arrays' order, from the same weights, so the batches are the same and only
-    # the feed differs. Any gap here is the feed's doing.
-    in_order_plain_loss = fit_plain(0, shuffle=False)[1]
-    in_order_harness_loss = fit_harness(0, shuffle=False)[1]
-
-    hand_p50 = statistics.median(h for h, _ in latency_rounds)
-    harness_p50 = statistics.median(h for _, h in latency_rounds)
-    hand_tput = statistics.median(h for h, _ in offline_rounds)
-    harness_tput = statistics.median(h for _, h in offline_rounds)
-    # Gated on the median of the per-round ratios: each round's two figures were taken side by side, so their ratio
-    # is free of the drift between rounds that a ratio of the two overall medians would mix in.
-    latency_ratio = statistics.median(harness / hand for hand, harness in latency_rounds)
-    offline_ratio = statistics.median(harness / hand for hand, harness in offline_rounds)
-    result = {
-        "setup": {
-            "model": "conv (2,561 parameters)", "threads": threads, "rounds": rounds, "data": source,
-            "latency": f"batch 1, {latency_count} timed calls per round after 20 warm-up calls, median of per-round p50, "
-                       f"rounds alternating which path goes first; ratio = median of the per-round ratios",
-            "offline": f"batch {len(test)}, {offline_count} batches per path per round, the paths taking turns batch by "
-                       f"batch, images / median batch time, median over rounds; ratio = median of the per-round ratios",
-            "training": f"{train_size} images x {epochs} epochs, batch 128, first epoch excluded, "
-                        f"median of {max(1, train_rounds_count)} interleaved rounds; loss gate on one extra pair "
-                        f"trained in the arrays' order",
-            "tensorflow": tf.__version__, "keras": keras.__version__,
-        },
-        "latency_b1_p50_ms": {"hand_tf_function": hand_p50, "harness": harness_p50,
-                              "per_round": latency_rounds, "ratio": latency_ratio},
-        "offline_ips": {"hand_tf_function": hand_tput, "harness": harness_tput,
-                        "per_round": offline_rounds, "ratio": offline_ratio},
-        "training": {
-            "plain_fit_ips": plain_ips, "plain_fit_loss": plain_loss,
-            "plain_fit_path": "numpy arrays, compile defaults (jit_compile=auto)",
-            "harness_ips": harness_ips, "harness_loss": harness_loss,
-            "harness_path": f"{feed_labels[True]}, jit_compile=False",
-            "step_ceiling_ips": ceiling_ips, "feed_headroom": ceiling_ips / plain_ips,
-            "plain_fit_outside_epochs_s": median("plain_outside_s"),
-            "harness_outside_epochs_s": median("harness_outside_s"),
-            "per_round": train_rounds, "plain_loss_spread": plain_loss_spread, "speedup": harness_ips / plain_ips,
-            "shuffled_loss_rel_diff": abs(harness_loss - plain_loss) / plain_loss,
-            "in_order_plain_loss": in_order_plain_loss, "in_order_harness_loss": in_order_harness_loss,
-            "in_order_harness_path": feed_labels[False],
-            "loss_rel_diff": abs(in_order_harness_loss - in_order_plain_loss) / in_order_plain_loss,
-        },
+    backends.current().configure_threads(threads)
+    images = load_images(train_size, offline_batch, data_dir)
+    paths = inference_paths(build_autoencoder("conv", seed=0), images.test)
+    latency = latency_rounds(paths, rounds, latency_count)
+    offline = offline_rounds(paths, rounds, offline_count)
+    train, harness_feed = training_rounds(images, epochs, train_rounds_count)
+    in_order_plain, in_order_harness = loss_pair(images, epochs)
+    setup = {
+        "model": "conv (2,561 parameters)", "threads": threads, "rounds": rounds, "data": images.source,
+        "latency": f"batch 1, {latency_count} timed calls per round after {HAND_WARMUP} warm-up calls, median of "
+                   f"per-round p50, rounds alternating which path goes first; ratio = median of the per-round ratios",
+        "offline": f"batch {len(images.test)}, {offline_count} batches per path per round, the paths taking turns batch "
+                   f"by batch, images / median batch time, median over rounds; ratio = median of the per-round ratios",
+        "training": f"{train_size} images x {epochs} epochs, batch {TRAIN_BATCH}, first epoch excluded, "
+                    f"median of {max(1, train_rounds_count)} interleaved rounds; loss gate on one extra pair "
+                    f"trained in the arrays' order",
+        TensorFlowBackend.name: tf.__version__, "keras": keras.__version__,
     }
+    result = {"setup": setup, "latency_b1_p50_ms": _paired_summary(latency), "offline_ips": _paired_summary(offline),
+              "training": _training_summary(train, harness_feed, in_order_plain, in_order_harness)}
     result["gates"] = {
         "latency": result["latency_b1_p50_ms"]["ratio"] <= GATES["latency_ratio_max"],
         "offline": result["offline_ips"]["ratio"] >= GATES["offline_ratio_min"],
@@ -242,6 +308,40 @@ def measure(threads: int, rounds: int, latency_count: int, offline_batch: int, o
         "training_loss": result["training"]["loss_rel_diff"] <= GATES["loss_rel_diff_max"],
     }
     return result
+
+
+def _paired_summary(rounds: list[tuple[float, float]]) -> dict[str, Any]:
+    """Medians of both paths over the rounds. The ratio is the median of the per-round ratios: each round's two
+    figures were taken side by side, so their ratio is free of the drift between rounds that a ratio of the two
+    overall medians would mix in."""
+    return {"hand_tf_function": statistics.median(h for h, _ in rounds),
+            "harness": statistics.median(h for _, h in rounds),
+            "per_round": rounds, "ratio": statistics.median(harness / hand for hand, harness in rounds)}
+
+
+def _training_summary(rounds: list[TrainRound], harness_feed: str, in_order_plain: Fitted,
+                      in_order_harness: Fitted) -> dict[str, Any]:
+    def median(field: str) -> float:
+        return statistics.median(getattr(r, field) for r in rounds)
+
+    plain_ips, harness_ips, ceiling_ips = median("plain_ips"), median("harness_ips"), median("ceiling_ips")
+    plain_loss, harness_loss = median("plain_loss"), median("harness_loss")
+    plain_losses = [r.plain_loss for r in rounds]
+    return {
+        "plain_fit_ips": plain_ips, "plain_fit_loss": plain_loss,
+        "plain_fit_path": "numpy arrays, compile defaults (jit_compile=auto)",
+        "harness_ips": harness_ips, "harness_loss": harness_loss,
+        "harness_path": f"{harness_feed}, jit_compile=False",
+        "step_ceiling_ips": ceiling_ips, "feed_headroom": ceiling_ips / plain_ips,
+        "plain_fit_outside_epochs_s": median("plain_outside_s"),
+        "harness_outside_epochs_s": median("harness_outside_s"),
+        "per_round": rounds, "plain_loss_spread": (max(plain_losses) - min(plain_losses)) / plain_loss,
+        "speedup": harness_ips / plain_ips,
+        "shuffled_loss_rel_diff": abs(harness_loss - plain_loss) / plain_loss,
+        "in_order_plain_loss": in_order_plain.loss, "in_order_harness_loss": in_order_harness.loss,
+        "in_order_harness_path": in_order_harness.feed,
+        "loss_rel_diff": abs(in_order_harness.loss - in_order_plain.loss) / in_order_plain.loss,
+    }
 
 
 def format_result(result: dict[str, Any]) -> str:

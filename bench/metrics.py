@@ -135,7 +135,7 @@ class Metric:
 
 
 def _latency_family(prefix: str, short: str, path: str, margins: Mapping[str, float] | None = None) -> list[Metric]:
-    """The batch-1 latency columns of one inference path (aebench.speed.latency_metrics writes them); ``margins``
+    """The batch-1 latency columns of one inference path (aebench.scenarios.Latency.metrics writes them); ``margins``
     gives the gated statistics (``"p50"``, ...) their margins in percent."""
     margins = margins or {}
     unstable = f"{prefix}_unstable"

@@ -13,22 +13,25 @@ The runner, not the host, enforces the timeout: it kills the child by pid.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from aebench import atomic, flops, machine
+from aebench import atomic, backends, flops, machine, scenarios
+from aebench.backends import Forward
 from aebench.config import Cell, Matrix
 from aebench.data import Dataset, add_noise, load_dataset, subset
 from aebench.quality import reconstruction_metrics, to_uint8
-from aebench.speed import latency_metrics, run_timed_loop, throughput_metrics
 
 GRID_IMAGES = 15  # the paper's figure shows 15 noisy test digits above their denoised outputs
 
@@ -48,165 +51,225 @@ def pin_cpus(threads: int | None) -> list[int]:
     return machine.usable_cpus()
 
 
-def _accuracy_and_diagnostics(matrix: Matrix, cell: Cell, dataset: Dataset, model: Any, forward: Any,
-                              x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, noisy_test: np.ndarray,
-                              output: np.ndarray, y_test: np.ndarray, cache_dir: str | None) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
-    """Accuracy a downstream user would feel, latent diagnostics and the robustness sweep (aebench.accuracy).
+@dataclass(frozen=True)
+class CellData:
+    """The cell's images: its training subset and what the model trains on, and the test images with their noise."""
 
-    Returns (metrics, info, artifacts). Loading the reference classifier (the runner has it trained into the cache
-    before the sweep) is reported as ``timing.classifier_s``, apart from every measured phase.
-    """
-    from aebench import models
-    from aebench import accuracy
+    x_train: np.ndarray
+    y_train: np.ndarray
+    train_inputs: np.ndarray  # noisy copies of x_train, or x_train itself for a model that corrupts its own input
+    x_test: np.ndarray
+    y_test: np.ndarray
+    noisy_test: np.ndarray
 
-    metrics: dict[str, float] = {}
-    info: dict[str, Any] = {}
-    batch_size = matrix.throughput.batch_size
-    encoder = models.encoder_of(model)
-    if matrix.accuracy:
-        reference = accuracy.reference_classifier(dataset, cell.seed, Path(cache_dir) if cache_dir else None)
-        metrics["timing.classifier_s"] = reference.seconds
-        info["classifier_cached"] = reference.cached
-        info["classifier_test_acc"] = reference.test_accuracy
-        scores = {name: accuracy.classify_accuracy(reference.model, images, y_test, batch_size)
-                  for name, images in (("clean", x_test), ("noisy", noisy_test), ("denoised", output))}
-        metrics.update({f"quality.acc_{name}": value for name, value in scores.items()})
-        recovered = accuracy.recovered_fraction(scores["clean"], scores["noisy"], scores["denoised"])
-        if recovered is not None:
-            metrics["quality.acc_recovered"] = recovered
-        # The probe reads codes of clean images: what the code knows about the digit, apart from the noise.
-        metrics["quality.probe_acc"] = accuracy.latent_probe_accuracy(
-            encoder, x_train, y_train, x_test, y_test, cell.seed, batch_size=batch_size)
-    # Activation statistics on the codes of the cell's own (noisy) test inputs: the ones behind its outputs.
-    metrics.update(accuracy.latent_activation_stats(accuracy.predict_batches(encoder, noisy_test, batch_size)))
-    metrics.update(accuracy.per_digit_mse(x_test, output, y_test))
-    if cell.variant == "contractive":
-        jacobian, why_not = accuracy.contractive_jacobian_check(model, noisy_test[: accuracy.JACOBIAN_SAMPLE])
-        metrics.update(jacobian)
-        if why_not:
-            info["jacobian_check"] = why_not
-    levels = matrix.eval_noise or accuracy.DEFAULT_ROBUST_LEVELS
-    # Seed + 1, as for the cell's test noise: the cell's own level then reproduces its quality.psnr_db.
-    robust, artifacts = accuracy.robustness_curve(lambda images: forward.predict(images, batch_size), x_test,
-                                                  cell.noise_type, levels, seed=cell.seed + 1,
-                                                  known={cell.noise: (noisy_test, output)})
-    metrics.update(robust)
-    return metrics, info, artifacts
+
+@dataclass(frozen=True)
+class TrainedCell:
+    """The cell's data and its trained model: what the accuracy phase reads."""
+
+    data: CellData
+    model: Any
+    forward: Forward
+    output: np.ndarray  # the model's outputs on data.noisy_test
+
+
+class _Phases:
+    """Wall time of the cell's phases, reported as ``timing.<name>``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - started
+
+    def metrics(self) -> dict[str, float]:
+        return {f"timing.{name}": value for name, value in self.seconds.items()}
 
 
 def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, checkpoint_dir: str | None = None,
                  cache_dir: str | None = None) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
     """Train and measure one cell. Returns (metrics, info, artifacts)."""
-    phase: dict[str, float] = {}
-    t_setup = time.perf_counter()
+    phases = _Phases()
+    with phases.timed("setup_s"):
+        info = _pin(cell)
+        data = _cell_data(matrix, cell, dataset)
+    model, build_s, model_info = _build(matrix, cell)
+    training = scenarios.train(model, data.train_inputs, data.x_train, batch_size=matrix.batch_size,
+                               epochs=matrix.epochs, seed=cell.seed, checkpoint_dir=checkpoint_dir)
+    phases.seconds["train_s"] = training.seconds
+    with phases.timed("speed_s"):
+        # Inference through the compiled call: its first call (trace + compile) is timed apart as the cold start.
+        forward = backends.current().compiled_forward(model)
+        first = data.noisy_test[:1]
+        cold = scenarios.cold_start(forward, first, build_s)
+        single = scenarios.single_stream(forward, first, matrix.latency)
+        offline = scenarios.offline(forward, data.noisy_test, matrix.throughput)
+        framework = scenarios.framework_path(model, first, matrix.latency.max_duration_s) if matrix.predict_path \
+            else None
+    metrics = {key: value for record in (training, cold, single, offline, framework) if record is not None
+               for key, value in record.metrics().items()}
+    metrics.update(_compute(cell, model, metrics))
+    with phases.timed("eval_s"):
+        output, quality = _quality(matrix, data, forward)
+    metrics.update(quality)
+    trained = TrainedCell(data, model, forward, output)
+    with phases.timed("accuracy_s"):
+        accuracy_metrics, accuracy_info, accuracy_artifacts = _accuracy_and_diagnostics(matrix, cell, dataset, trained,
+                                                                                        cache_dir)
+    # Loading the reference classifier (trained before the sweep) is reported on its own, as timing.classifier_s.
+    phases.seconds["accuracy_s"] -= accuracy_metrics.get("timing.classifier_s", 0.0)
+    metrics.update(accuracy_metrics)
+    metrics["memory.peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    metrics.update(phases.metrics())
+    info |= model_info | {"train_input": training.feed, "inference_path": forward.path} | accuracy_info
+    return metrics, info, _artifacts(trained, single, accuracy_artifacts)
+
+
+def _pin(cell: Cell) -> dict[str, Any]:
+    """Pin the CPUs, then set threads, precision and device before the backend's first op; returns what was set."""
     if cell.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a CPU cell must not drift onto a GPU the machine happens to have
     cpus = pin_cpus(cell.threads)
 
     import keras
 
-    from aebench import models
-    from aebench import backends
-
+    backend = backends.current()
     info: dict[str, Any] = {"cpus": ",".join(map(str, cpus)), "pid": os.getpid()}
-    info.update(backends.configure_threads(cell.threads))
-    backends.set_precision(cell.precision)
-    backends.place(cell.device)
-    info["backend"] = backends.backend_name()
-    info["backend_device"] = backends.device_description(cell.device)
+    info.update(backend.configure_threads(cell.threads))
+    backend.set_precision(cell.precision)
+    backend.place(cell.device)
+    info["backend"] = backend.name
+    info["backend_device"] = backend.device_description(cell.device)
     info["keras"] = keras.__version__
+    return info
 
-    # Data: the same test images for every cell, fresh noise draws for train (seed) and test (seed + 1).
+
+def _cell_data(matrix: Matrix, cell: Cell, dataset: Dataset) -> CellData:
+    """The same test images for every cell, fresh noise draws for train (seed) and test (seed + 1)."""
+    from aebench import models
+
     x_train, y_train = subset(dataset.x_train, dataset.y_train, matrix.train_size, cell.seed)
     x_test, y_test = dataset.x_test[: matrix.test_size], dataset.y_test[: matrix.test_size]
     noisy_test = add_noise(x_test, cell.noise_type, cell.noise, seed=cell.seed + 1)
-    spec = models.REGISTRY[cell.variant]
+    # The denoising AE corrupts its own clean input afresh each step (see _build); the others train on noisy copies.
+    train_inputs = x_train if models.REGISTRY[cell.variant].corrupts_input else \
+        add_noise(x_train, cell.noise_type, cell.noise, seed=cell.seed)
+    return CellData(x_train, y_train, train_inputs, x_test, y_test, noisy_test)
+
+
+def _build(matrix: Matrix, cell: Cell) -> tuple[Any, float, dict[str, Any]]:
+    """The compiled model, the seconds building it took, and what it is (info)."""
+    from aebench import models
+
+    started = time.perf_counter()
     hparams = dict(cell.hparams)
-    if spec.corrupts_input:
-        # The denoising AE corrupts its own clean input afresh each step, at the cell's noise level.
-        hparams["noise_factor"] = cell.noise
-        train_inputs = x_train
-    else:
-        train_inputs = add_noise(x_train, cell.noise_type, cell.noise, seed=cell.seed)
-    phase["setup_s"] = time.perf_counter() - t_setup
-
-    t_build = time.perf_counter()
+    if models.REGISTRY[cell.variant].corrupts_input:
+        hparams["noise_factor"] = cell.noise  # at the cell's noise level
     model = models.build_autoencoder(cell.variant, hparams, seed=cell.seed)
-    backends.compile_autoencoder(model, matrix.learning_rate, matrix.jit_compile)
-    build_s = time.perf_counter() - t_build
-    info["jit_compile"] = bool(model.jit_compile)
-    info["parameters"] = int(model.count_params())
-    info["weights_device"] = backends.weights_device(model)
+    scenarios.compile_autoencoder(model, matrix.learning_rate, matrix.jit_compile)
+    build_s = time.perf_counter() - started
+    info = {"jit_compile": bool(model.jit_compile), "parameters": int(model.count_params()),
+            "weights_device": backends.current().weights_device(model)}
+    return model, build_s, info
 
-    # Training: every epoch timed; the first (tracing, compilation) is reported apart.
-    final_loss, epochs, info["train_input"] = backends.fit_timed(
-        model, train_inputs, x_train, batch_size=matrix.batch_size, epochs=matrix.epochs, seed=cell.seed,
-        checkpoint_dir=checkpoint_dir,
-    )
-    metrics = epochs.metrics(len(x_train))
-    metrics["quality.train_loss"] = final_loss
-    phase["train_s"] = metrics["speed.train_s"]
 
-    # Inference through the compiled call: first call (trace + compile) timed apart as the cold start.
-    t_speed = time.perf_counter()
-    forward = backends.compiled_forward(model)
-    info["inference_path"] = forward.path
-    one = forward.prepare(noisy_test[:1])
-    t_first = time.perf_counter()
-    forward(one)
-    metrics["speed.first_call_s"] = time.perf_counter() - t_first
-    metrics["speed.cold_start_s"] = build_s + metrics["speed.first_call_s"]
-    lat = matrix.latency
-    single = run_timed_loop(lambda: forward(one), warmup=lat.warmup, min_count=lat.min_count,
-                            min_duration_s=lat.min_duration_s, max_duration_s=lat.max_duration_s)
-    metrics.update(latency_metrics(single, "speed.latency_b1"))
-    tput = matrix.throughput
-    batch = forward.prepare(noisy_test[: tput.batch_size])
-    forward(batch)  # a new input shape traces once more; keep that out of the loop
-    offline = run_timed_loop(lambda: forward(batch), warmup=tput.warmup, min_count=tput.min_count,
-                             min_duration_s=tput.min_duration_s, max_duration_s=tput.max_duration_s)
-    metrics.update(throughput_metrics(offline, tput.batch_size, "speed.infer"))
-    metrics["speed.infer_batch_size"] = float(tput.batch_size)
-    if matrix.predict_path:
-        # The framework path, labelled as such: Keras predict() on one image, with all its per-call machinery.
-        sample = noisy_test[:1]
-        model.predict(sample, verbose=0)
-        # Few calls: each costs tens of milliseconds, and only its order of magnitude is news.
-        framework = run_timed_loop(lambda: model.predict(sample, verbose=0), warmup=2, min_count=10,
-                                   min_duration_s=0.25, max_duration_s=lat.max_duration_s)
-        metrics.update({k: v for k, v in latency_metrics(framework, "speed.predict_b1").items() if "_p" in k or "count" in k})
-    phase["speed_s"] = time.perf_counter() - t_speed
+def _compute(cell: Cell, model: Any, metrics: dict[str, Any]) -> dict[str, float]:
+    """FLOPs per image; on a CPU also the achieved GFLOP/s of training and inference against the CPU's peak."""
     if cell.device == "cpu":
-        metrics.update(flops.compute_metrics(flops.model_flops(model), metrics, cell.threads,
-                                             machine.cpu_flags(), flops.cpu_clock_ghz()))
-    else:
-        metrics["compute.flops_per_image"] = float(flops.model_flops(model))
+        return flops.compute_metrics(flops.model_flops(model), metrics, cell.threads, machine.cpu_flags(),
+                                     flops.cpu_clock_ghz())
+    return {"compute.flops_per_image": float(flops.model_flops(model))}
 
-    # Quality on the test set, scored against the clean images.
-    t_eval = time.perf_counter()
-    output = forward.predict(noisy_test, tput.batch_size)
-    metrics.update(reconstruction_metrics(x_test, noisy_test, output))
-    phase["eval_s"] = time.perf_counter() - t_eval
-    t_accuracy = time.perf_counter()
-    extra_metrics, extra_info, extra_artifacts = _accuracy_and_diagnostics(
-        matrix, cell, dataset, model, forward, x_train, y_train, x_test, noisy_test, output, y_test, cache_dir)
-    metrics.update(extra_metrics)
-    info.update(extra_info)
-    # Loading the reference classifier (trained before the sweep) is reported on its own, as timing.classifier_s.
-    phase["accuracy_s"] = time.perf_counter() - t_accuracy - extra_metrics.get("timing.classifier_s", 0.0)
 
-    metrics["memory.peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    metrics["speed.batch_size"] = float(matrix.batch_size)
-    metrics.update({f"timing.{k}": v for k, v in phase.items()})
-    artifacts = {
-        "grid_clean": to_uint8(x_test[:GRID_IMAGES]),
-        "grid_noisy": to_uint8(noisy_test[:GRID_IMAGES]),
-        "grid_denoised": to_uint8(output[:GRID_IMAGES]),
-        "grid_labels": y_test[:GRID_IMAGES].astype(np.int64),
-        "latency_b1_s": single.seconds.astype(np.float64),
-        **extra_artifacts,
-    }
+def _quality(matrix: Matrix, data: CellData, forward: Forward) -> tuple[np.ndarray, dict[str, float]]:
+    """The model's outputs on the noisy test images, scored against the clean ones."""
+    output = forward.predict(data.noisy_test, matrix.throughput.batch_size)
+    return output, reconstruction_metrics(data.x_test, data.noisy_test, output)
+
+
+def _accuracy_and_diagnostics(matrix: Matrix, cell: Cell, dataset: Dataset, trained: TrainedCell,
+                              cache_dir: str | None) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
+    """Accuracy a downstream user would feel, latent diagnostics and the robustness sweep (aebench.accuracy).
+
+    Returns (metrics, info, artifacts). Loading the reference classifier (the runner has it trained into the cache
+    before the sweep) is reported as ``timing.classifier_s``, apart from every measured phase.
+    """
+    from aebench import models
+
+    encoder = models.encoder_of(trained.model)  # one object for both: its compiled call is traced once
+    metrics: dict[str, float] = {}
+    info: dict[str, Any] = {}
+    if matrix.accuracy:
+        metrics, info = _classifier_accuracy(matrix, cell, dataset, trained, encoder, cache_dir)
+    metrics.update(_diagnostics(matrix, cell, trained, encoder))
+    robust, artifacts = _robustness(matrix, cell, trained)
+    metrics.update(robust)
     return metrics, info, artifacts
+
+
+def _classifier_accuracy(matrix: Matrix, cell: Cell, dataset: Dataset, trained: TrainedCell, encoder: Any,
+                         cache_dir: str | None) -> tuple[dict[str, float], dict[str, Any]]:
+    """The reference classifier on the clean, noisy and denoised test images, and the linear probe on the codes."""
+    from aebench import accuracy
+
+    data, batch_size = trained.data, matrix.throughput.batch_size
+    reference = accuracy.reference_classifier(dataset, cell.seed, Path(cache_dir) if cache_dir else None)
+    metrics = {"timing.classifier_s": reference.seconds}
+    info = {"classifier_cached": reference.cached, "classifier_test_acc": reference.test_accuracy}
+    scores = {name: accuracy.classify_accuracy(reference.model, images, data.y_test, batch_size)
+              for name, images in (("clean", data.x_test), ("noisy", data.noisy_test), ("denoised", trained.output))}
+    metrics.update({f"quality.acc_{name}": value for name, value in scores.items()})
+    recovered = accuracy.recovered_fraction(scores["clean"], scores["noisy"], scores["denoised"])
+    if recovered is not None:
+        metrics["quality.acc_recovered"] = recovered
+    # The probe reads codes of clean images: what the code knows about the digit, apart from the noise.
+    metrics["quality.probe_acc"] = accuracy.latent_probe_accuracy(
+        encoder, data.x_train, data.y_train, data.x_test, data.y_test, cell.seed,
+        batch_size=batch_size)
+    return metrics, info
+
+
+def _diagnostics(matrix: Matrix, cell: Cell, trained: TrainedCell, encoder: Any) -> dict[str, float]:
+    """Latent activation statistics, per-digit error and, for the contractive variant, its Jacobian check."""
+    from aebench import accuracy
+
+    data = trained.data
+    # Activation statistics on the codes of the cell's own (noisy) test inputs: the ones behind its outputs.
+    codes = accuracy.predict_batches(encoder, data.noisy_test, matrix.throughput.batch_size)
+    metrics = accuracy.latent_activation_stats(codes)
+    metrics.update(accuracy.per_digit_mse(data.x_test, trained.output, data.y_test))
+    if cell.variant == "contractive":
+        metrics.update(accuracy.contractive_jacobian_check(trained.model, data.noisy_test[: accuracy.JACOBIAN_SAMPLE]))
+    return metrics
+
+
+def _robustness(matrix: Matrix, cell: Cell, trained: TrainedCell) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """PSNR over the sweep of test noise levels; the cell's own level reuses its outputs."""
+    from aebench import accuracy
+
+    levels = matrix.eval_noise or accuracy.DEFAULT_ROBUST_LEVELS
+    batch_size = matrix.throughput.batch_size
+    # Seed + 1, as for the cell's test noise: the cell's own level then reproduces its quality.psnr_db.
+    return accuracy.robustness_curve(lambda images: trained.forward.predict(images, batch_size), trained.data.x_test,
+                                     cell.noise_type, levels, seed=cell.seed + 1,
+                                     known={cell.noise: (trained.data.noisy_test, trained.output)})
+
+
+def _artifacts(trained: TrainedCell, single: scenarios.Latency,
+               accuracy_artifacts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The image grid the paper's figure shows, the raw batch-1 latencies, and the robustness curve."""
+    data = trained.data
+    return {
+        "grid_clean": to_uint8(data.x_test[:GRID_IMAGES]),
+        "grid_noisy": to_uint8(data.noisy_test[:GRID_IMAGES]),
+        "grid_denoised": to_uint8(trained.output[:GRID_IMAGES]),
+        "grid_labels": data.y_test[:GRID_IMAGES].astype(np.int64),
+        "latency_b1_s": single.samples.seconds.astype(np.float64),
+        **accuracy_artifacts,
+    }
 
 
 def probe_devices() -> dict[str, Any]:
@@ -217,17 +280,15 @@ def probe_devices() -> dict[str, Any]:
     """
     import keras
 
-    from aebench import backends
-
-    name = backends.backend_name()
-    found: dict[str, Any] = {"backend": name, "keras": keras.__version__}
+    backend = backends.current()
+    found: dict[str, Any] = {"backend": backend.name, "keras": keras.__version__}
     try:
-        found["version"] = __import__(name).__version__
+        found["version"] = backend.version()
     except (ImportError, AttributeError):
         found["version"] = "unknown"
     for kind in ("gpu", "tpu"):
         try:
-            names, reason = backends.find_accelerators(kind)
+            names, reason = backend.find_accelerators(kind)
         except Exception as error:  # noqa: BLE001 - a broken driver is a reason, not a crash
             names, reason = [], f"{type(error).__name__}: {error}"[:300]
         found[kind], found[f"{kind}_names"], found[f"{kind}_reason"] = len(names), names, reason
@@ -281,7 +342,6 @@ def serve(commands: Any = None, events: Any = None) -> None:
     import keras  # noqa: F401 - the preload that every forked cell inherits
 
     from aebench import models  # noqa: F401
-    from aebench import backends  # noqa: F401
 
     datasets: dict[str, Dataset] = {}
 

@@ -13,7 +13,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from aebench import backends  # noqa: E402 - after pinning, before the backend's first op
 
-backends.configure_threads(THREADS)
+backends.current().configure_threads(THREADS)
 
 
 @pytest.fixture(scope="session")

@@ -6,19 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aebench import backends, quality
+from aebench import backends, quality, scenarios
 from aebench.models import build_autoencoder
 
 
 @pytest.fixture(scope="module")
 def conv_model():
     model = build_autoencoder("conv", seed=0)
-    backends.compile_autoencoder(model, learning_rate=1e-3, jit_compile=False)
+    scenarios.compile_autoencoder(model, learning_rate=1e-3, jit_compile=False)
     return model
 
 
 def test_conv_compiled_inference_batch1(benchmark, conv_model, images: np.ndarray) -> None:
-    forward = backends.compiled_forward(conv_model)
+    forward = backends.current().compiled_forward(conv_model)
     one = forward.prepare(images[:1])
     forward(one)
     benchmark.extra_info["path"] = forward.path
@@ -26,7 +26,7 @@ def test_conv_compiled_inference_batch1(benchmark, conv_model, images: np.ndarra
 
 
 def test_conv_compiled_inference_batch1024(benchmark, conv_model, images: np.ndarray) -> None:
-    forward = backends.compiled_forward(conv_model)
+    forward = backends.current().compiled_forward(conv_model)
     batch = forward.prepare(images)
     forward(batch)
     benchmark.pedantic(forward, args=(batch,), warmup_rounds=2, rounds=20, iterations=1)

@@ -1,11 +1,16 @@
-"""Timing logic, checked with a fake clock: nothing here sleeps or times real work."""
+"""Timing logic and the scenarios' records, checked with a fake clock: nothing here sleeps or times real work."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 
-from aebench.speed import EpochClock, Samples, latency_metrics, run_timed_loop, throughput_metrics
+from aebench.metrics import REGISTRY
+from aebench.config import LatencySettings, ThroughputSettings
+from aebench.scenarios import (ColdStart, EpochClock, FrameworkLatency, Latency, Samples, Throughput, Training,
+                               cold_start, offline, run_timed_loop, single_stream)
 
 
 class FakeClock:
@@ -44,42 +49,111 @@ def test_loop_stops_at_the_cap_and_says_so() -> None:
 
 def test_latency_percentiles_and_stability_flag() -> None:
     steady = Samples(np.full(100, 0.002), 0.2, False)
-    metrics = latency_metrics(steady, "speed.latency_b1")
+    metrics = Latency(steady).metrics()
     assert metrics["speed.latency_b1_p50_ms"] == pytest.approx(2.0)
     assert metrics["speed.latency_b1_p99_ms"] == pytest.approx(2.0)
     assert metrics["speed.latency_b1_unstable"] == 0.0
     spiky = Samples(np.array([0.001] * 90 + [0.010] * 10), 0.2, False)
-    metrics = latency_metrics(spiky, "speed.latency_b1")
+    metrics = Latency(spiky).metrics()
     assert metrics["speed.latency_b1_p50_ms"] == pytest.approx(1.0)
     assert metrics["speed.latency_b1_p99_ms"] == pytest.approx(10.0)
     assert metrics["speed.latency_b1_unstable"] == 1.0
 
 
 def test_throughput_is_images_over_time() -> None:
-    metrics = throughput_metrics(Samples(np.array([0.5, 0.5, 0.5, 0.5]), 2.0, False), 1000, "speed.infer")
+    metrics = Throughput(Samples(np.array([0.5, 0.5, 0.5, 0.5]), 2.0, False), 1000).metrics()
     assert metrics["speed.infer_ips"] == pytest.approx(2000.0)
     assert metrics["speed.infer_unstable"] == 0.0
+    assert metrics["speed.infer_batch_size"] == 1000.0
 
 
-def test_epoch_clock_keeps_the_first_epoch_apart() -> None:
+def test_training_keeps_the_first_epoch_apart() -> None:
     ticks = iter([0.0, 5.0, 5.0, 6.0, 6.0, 7.0])
     clock = EpochClock(clock=lambda: next(ticks))
     for _ in range(3):
         clock.begin()
         clock.end()
-    metrics = clock.metrics(images_per_epoch=1000)
+    training = Training(tuple(clock.epoch_seconds), images_per_epoch=1000, batch_size=64, final_loss=0.25,
+                        feed="arrays")
+    metrics = training.metrics()
     assert metrics["speed.train_first_epoch_s"] == 5.0
-    assert metrics["speed.train_ips"] == pytest.approx(1000.0)
+    assert metrics["speed.train_ips"] == pytest.approx(1000.0) == training.steady_ips
     assert metrics["speed.train_compile_overhead_s"] == pytest.approx(4.0)
-    assert metrics["speed.train_s"] == pytest.approx(7.0)
+    assert metrics["speed.train_s"] == pytest.approx(7.0) == training.seconds
+    assert metrics["quality.train_loss"] == 0.25 and metrics["speed.batch_size"] == 64.0
 
 
-def test_epoch_clock_with_one_epoch_has_no_steady_speed() -> None:
-    ticks = iter([0.0, 1.0])
-    clock = EpochClock(clock=lambda: next(ticks))
-    clock.begin()
-    clock.end()
-    metrics = clock.metrics(10)
+def test_training_with_one_epoch_has_no_steady_speed() -> None:
+    metrics = Training((1.0,), 10, 64, 0.5, "arrays").metrics()
     assert metrics["speed.train_ips"] is None and metrics["speed.train_first_epoch_s"] == 1.0
-    with pytest.raises(ValueError, match="no epoch"):
-        EpochClock().metrics(10)
+    with pytest.raises(ValueError, match=r"Training.epoch_seconds is empty"):
+        Training((), 10, 64, 0.5, "arrays")
+    # A diverged run's loss is a result, not a bad measurement.
+    assert math.isnan(Training((1.0, 1.0), 10, 64, float("nan"), "arrays").metrics()["quality.train_loss"])
+
+
+@pytest.mark.parametrize(("seconds", "message"), [
+    ([], r"Samples.seconds is empty: allowed one or more durations"),
+    ([0.1, -0.001], r"Samples.seconds\[1\] = -0.001 is invalid: allowed finite durations >= 0 s"),
+    ([float("nan")], r"Samples.seconds\[0\] = nan is invalid: allowed finite"),
+    ([0.1, float("inf")], r"Samples.seconds\[1\] = inf is invalid: allowed finite"),
+])
+def test_samples_reject_empty_negative_and_non_finite_durations(seconds: list[float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Samples(np.array(seconds), 1.0, False)
+
+
+def test_records_reject_bad_values_and_stay_frozen() -> None:
+    with pytest.raises(ValueError, match=r"Samples.duration_s = -1.0 is invalid"):
+        Samples(np.array([0.1]), -1.0, False)
+    with pytest.raises(ValueError, match=r"Throughput.batch_size = 0 is invalid: allowed integers >= 1"):
+        Throughput(Samples(np.array([0.1]), 0.1, False), 0)
+    with pytest.raises(ValueError, match=r"Training.epoch_seconds\[1\] = nan"):
+        Training((1.0, float("nan")), 10, 64, 0.5, "arrays")
+    with pytest.raises(ValueError, match=r"ColdStart\[1\] = -0.5"):
+        ColdStart(0.1, -0.5)
+    samples = Samples(np.array([0.1, 0.2]), 0.3, False)
+    with pytest.raises(ValueError):
+        samples.seconds[0] = -1.0  # read-only: the record validated these values
+    with pytest.raises(AttributeError):
+        samples.duration_s = 2.0  # type: ignore[misc]
+
+
+class FakeForward:
+    """A compiled call that takes a scripted time on the fake clock; ``prepare`` records what it was given."""
+
+    path = "fake"
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.prepared: list[np.ndarray] = []
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        self.prepared.append(images)
+        return images
+
+    def __call__(self, prepared: np.ndarray) -> np.ndarray:
+        self.clock.work()
+        return prepared
+
+
+def test_scenarios_time_the_compiled_call_and_flatten_to_registered_names() -> None:
+    clock = FakeClock([3.0] + [0.002] * 6 + [0.5] + [0.25] * 2)  # cold start, 1 + 5 batch-1 calls, 1 + 2 batches
+    forward = FakeForward(clock)
+    images = np.zeros((8, 28, 28, 1), np.float32)
+    cold = cold_start(forward, images[:1], build_s=1.0, clock=clock)
+    assert cold.metrics() == {"speed.first_call_s": 3.0, "speed.cold_start_s": 4.0}
+    latency = single_stream(forward, images[:1], LatencySettings(warmup=1, min_count=5, min_duration_s=0.0,
+                                                                 max_duration_s=10.0), clock=clock)
+    assert latency.samples.count == 5 and latency.p50_ms == pytest.approx(2.0)
+    # The batch's first call (a new shape traces again) stays out of the loop: the 0.5 s call is not a sample.
+    throughput = offline(forward, images, ThroughputSettings(batch_size=4, warmup=0, min_count=2, min_duration_s=0.0,
+                                                             max_duration_s=10.0), clock=clock)
+    assert len(forward.prepared[-1]) == 4 and throughput.samples.count == 2
+    assert throughput.images_per_s == pytest.approx(16.0)
+    framework = FrameworkLatency(Samples(np.array([0.02, 0.03]), 0.05, False))
+    for record in (cold, latency, throughput, framework, Training((1.0, 0.5), 100, 10, 0.1, "arrays")):
+        unknown = [name for name in record.metrics() if REGISTRY.find(name) is None]
+        assert not unknown, (type(record).__name__, unknown)
+    assert set(framework.metrics()) == {f"speed.predict_b1_{key}" for key in ("p50_ms", "p90_ms", "p99_ms",
+                                                                              "p999_ms", "count")}

@@ -7,7 +7,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from aebench import backends  # noqa: E402
+from aebench import backends, scenarios  # noqa: E402
+from aebench.backends.tensorflow import TensorFlowBackend  # noqa: E402
 from aebench.models import build_autoencoder  # noqa: E402
 
 
@@ -23,12 +24,11 @@ def test_in_order_feed_trains_exactly_like_plain_fit() -> None:
     losses = []
     for harness in (False, True):
         model = build_autoencoder("conv", seed=0)
-        backends.compile_autoencoder(model, learning_rate=1e-2, jit_compile=False)
+        scenarios.compile_autoencoder(model, learning_rate=1e-2, jit_compile=False)
         if harness:
-            loss, timer, label = backends.fit_timed(model, noisy, clean, batch_size=128, epochs=2, seed=0,
-                                                    shuffle=False)
-            assert "in order" in label or "numpy" in label
-            assert len(timer.epoch_seconds) == 2
+            training = scenarios.train(model, noisy, clean, batch_size=128, epochs=2, seed=0, shuffle=False)
+            assert "in order" in training.feed or "numpy" in training.feed
+            assert len(training.epoch_seconds) == 2
         else:
             loss = model.fit(noisy, clean, batch_size=128, epochs=2, shuffle=False, verbose=0).history["loss"][-1]
         losses.append(float(model.evaluate(noisy, clean, batch_size=300, verbose=0)))
@@ -37,12 +37,13 @@ def test_in_order_feed_trains_exactly_like_plain_fit() -> None:
 
 
 def test_shuffled_feed_reorders_batches_but_keeps_every_image() -> None:
-    if backends.backend_name() != "tensorflow":
+    backend = backends.current()
+    if not isinstance(backend, TensorFlowBackend):
         pytest.skip("the tf.data pipeline exists on the tensorflow backend only")
     images = np.arange(10, dtype=np.float32).reshape(10, 1)
-    feed, _ = backends.training_feed(images, images, batch_size=4, seed=3)
+    feed, _ = backend.training_feed(images, images, batch_size=4, seed=3)
     epoch = np.concatenate([x.numpy() for x, _ in feed["x"]]).ravel()
     assert sorted(epoch) == list(range(10)) and list(epoch) != list(range(10))
-    in_order, _ = backends.training_feed(images, images, batch_size=4, seed=3, shuffle=False)
+    in_order, _ = backend.training_feed(images, images, batch_size=4, seed=3, shuffle=False)
     assert [len(x) for x, _ in in_order["x"]] == [4, 4, 2]
     assert np.concatenate([x.numpy() for x, _ in in_order["x"]]).ravel().tolist() == list(range(10))
