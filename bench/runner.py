@@ -39,7 +39,9 @@ ENV_ALLOWLIST = (
 def worker_environment(backend: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
     base = os.environ if base is None else base
     env = {key: base[key] for key in ENV_ALLOWLIST if key in base}
-    env.update({key: value for key, value in base.items() if key.startswith("AEBENCH_")})
+    # aebench's own settings pass on, except the calibration spike-in: only `aebench ab --calibrate` sets it, on the
+    # hosts it starts itself, so a stray variable in the shell can never slow a real run.
+    env.update({key: value for key, value in base.items() if key.startswith("AEBENCH_") and key != "AEBENCH_SPIKE"})
     env["KERAS_BACKEND"] = backend
     env["PYTHONHASHSEED"] = "0"
     env["PYTHONUNBUFFERED"] = "1"

@@ -330,7 +330,8 @@ def compile_autoencoder(model: keras.Model, learning_rate: float, jit_compile: b
 
 
 def train(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, *, batch_size: int, epochs: int, seed: int,
-          clock: Clock = time.perf_counter, checkpoint_dir: str | None = None, shuffle: bool = True) -> Training:
+          clock: Clock = time.perf_counter, checkpoint_dir: str | None = None, shuffle: bool = True,
+          callbacks: Sequence[keras.callbacks.Callback] = ()) -> Training:
     """Train (compiled by ``compile_autoencoder``) through the backend's training feed, every epoch timed.
 
     With ``checkpoint_dir``, Keras' BackupAndRestore saves weights and optimizer state after every epoch and, when
@@ -342,8 +343,9 @@ def train(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, *, batch_
 
     timer = EpochClock(clock)
     feed, label = backends.current().training_feed(inputs, targets, batch_size, seed, shuffle)
-    callbacks: list[keras.callbacks.Callback] = [timer.callback()]
+    # The epoch timer goes last, so its epoch includes whatever the other callbacks do in that epoch.
+    every: list[keras.callbacks.Callback] = [*callbacks, timer.callback()]
     if checkpoint_dir:
-        callbacks.insert(0, keras.callbacks.BackupAndRestore(checkpoint_dir, delete_checkpoint=True))
-    history = model.fit(epochs=epochs, verbose=0, callbacks=callbacks, **feed)
+        every.insert(0, keras.callbacks.BackupAndRestore(checkpoint_dir, delete_checkpoint=True))
+    history = model.fit(epochs=epochs, verbose=0, callbacks=every, **feed)
     return Training(tuple(timer.epoch_seconds), len(inputs), batch_size, float(history.history["loss"][-1]), label)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from aebench import atomic, backends, flops, machine, scenarios
+from aebench import atomic, backends, flops, machine, scenarios, spike
 from aebench.backends import Forward
 from aebench.config import Cell, Matrix
 from aebench.data import Dataset, add_noise, load_dataset, subset
@@ -97,12 +97,19 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, checkpoint_dir: s
         info = _pin(cell)
         data = _cell_data(matrix, cell, dataset)
     model, build_s, model_info = _build(matrix, cell)
+    share = spike.fraction()  # calibration only (aebench ab --calibrate): known extra work on every timed call
     training = scenarios.train(model, data.train_inputs, data.x_train, batch_size=matrix.batch_size,
-                               epochs=matrix.epochs, seed=cell.seed, checkpoint_dir=checkpoint_dir)
+                               epochs=matrix.epochs, seed=cell.seed, checkpoint_dir=checkpoint_dir,
+                               callbacks=[spike.training_callback(share)] if share else ())
     phases.seconds["train_s"] = training.seconds
+    # The trained weights' digest: identical code and seed give identical weights, and `aebench ab` shows it.
+    model_info["weights_sha256"] = weights_digest(model)
     with phases.timed("speed_s"):
         # Inference through the compiled call: its first call (trace + compile) is timed apart as the cold start.
         forward = backends.current().compiled_forward(model)
+        if share:
+            forward = spike.spiked_forward(forward, share)
+            model_info["spike_fraction"] = share
         first = data.noisy_test[:1]
         cold = scenarios.cold_start(forward, first, build_s)
         single = scenarios.single_stream(forward, first, matrix.latency)
@@ -126,6 +133,16 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, checkpoint_dir: s
     metrics.update(phases.metrics())
     info |= model_info | {"train_input": training.feed, "inference_path": forward.path} | accuracy_info
     return metrics, info, _artifacts(trained, single, accuracy_artifacts)
+
+
+def weights_digest(model: Any) -> str:
+    """sha256 of the model's weights, in order, as float32 bytes (whatever precision they are kept in)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in model.get_weights():
+        digest.update(np.ascontiguousarray(np.asarray(array, dtype=np.float32)).tobytes())
+    return digest.hexdigest()
 
 
 def _pin(cell: Cell) -> dict[str, Any]:
