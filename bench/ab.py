@@ -558,6 +558,18 @@ class HostExecutor:
         return _run_one(matrix, cell, self._data_path, scratch, hosts, self._factory(side), time.monotonic, None,
                         self._cache_dir)
 
+    def prepare_classifiers(self, sides: Sequence[Side], matrix: Matrix, cells: Sequence[Cell], progress: Any) -> None:
+        """Each side's reference classifiers trained or found in the cache before any cell, as ``aebench run`` does,
+        so no cell's time includes them (both sides share the cache: the same recipe gives the same file)."""
+        from aebench.runner import _prepare_classifiers
+
+        for side in sides:
+            hosts = self._hosts.setdefault(side.label, {})
+            scratch = self._scratch / f"classifiers-{side.label}"
+            scratch.mkdir(parents=True, exist_ok=True)
+            _prepare_classifiers(matrix, list(cells), self._data_path, scratch, hosts, self._factory(side),
+                                 self._cache_dir, progress, lambda info: None)
+
     def close(self) -> None:
         for hosts in self._hosts.values():
             for host in hosts.values():
@@ -588,5 +600,144 @@ def run_ab(sides: Sequence[Side], matrix: Matrix, cells: Sequence[Cell], setting
                    elapsed_s=clock() - started)
 
 
-def scratch_dir() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="aebench-ab-")
+# -- the command -----------------------------------------------------------------------------------------------------
+
+
+DEFAULT_OPERANDS = ("HEAD~1", "HEAD")
+DEFAULT_MATRIX = "quick"
+DEFAULT_SPIKES = (0.05, 0.10, 0.20)
+
+
+def operands(values: Sequence[str], calibrate: bool) -> tuple[str, str, str]:
+    """(base, candidate, matrix) from ``[BASE CANDIDATE [MATRIX]]``; calibration defaults to HEAD against itself."""
+    values = list(values)
+    if len(values) == 0:
+        base, candidate = ("HEAD", "HEAD") if calibrate else DEFAULT_OPERANDS
+        return base, candidate, DEFAULT_MATRIX
+    if len(values) in (2, 3):
+        return values[0], values[1], values[2] if len(values) == 3 else DEFAULT_MATRIX
+    raise UserError(f"aebench ab takes BASE CANDIDATE [MATRIX], or nothing (HEAD~1 HEAD quick); got {len(values)} "
+                    f"operands: {' '.join(values)}")
+
+
+def parse_spikes(text: str) -> tuple[float, ...]:
+    """``5,10,20`` (percent of each call's time) as fractions."""
+    try:
+        values = tuple(float(part) / 100 for part in text.split(",") if part.strip())
+    except ValueError:
+        values = ()
+    if not values or not all(0 < value <= 1 for value in values):
+        raise UserError(f"--spikes {text!r} is invalid: allowed percentages above 0 and up to 100, comma-separated, "
+                        "for example 5,10,20")
+    return values
+
+
+def check_duet(cells: Sequence[Cell], usable_cpus: int) -> None:
+    """Duet runs both sides at once, each alone on a core: every cell must be a 1-thread CPU cell."""
+    bad = [cell.key for cell in cells if cell.device != "cpu" or cell.threads != 1]
+    if bad:
+        raise UserError(f"--duet runs each side on one core with one thread: allowed threads=[1] on device cpu, "
+                        f"but {bad[0]} is not (use --set 'threads=[1]')")
+    if usable_cpus < 2:
+        raise UserError(f"--duet needs 2 usable CPUs, one per side: this machine lets aebench use {usable_cpus}")
+
+
+def main(args: Any) -> int:
+    """``aebench ab`` from parsed command-line options (see aebench.cli)."""
+    from aebench import config, data, devices, machine, revisions
+    from aebench.metrics import parse_margin
+    from aebench.runner import Progress
+
+    base_ref, candidate_ref, matrix_name = operands(args.operands, args.calibrate)
+    matrix = config.load_matrix(matrix_name, args.overrides)
+    margins = REGISTRY.margins()
+    for text in args.margins:
+        margins.update(parse_margin(text, margins))
+    settings = Settings(min_rounds=args.min_rounds, max_rounds=args.max_rounds, budget_s=args.budget_s,
+                        speed_train_size=args.speed_train_size, duet=args.duet, seed=args.seed, margins=margins)
+    spikes = parse_spikes(args.spikes) if args.calibrate else ()
+    cells = matrix.cells()
+    skip = devices.skip_check(matrix.backend, cells)
+    runnable = [cell for cell in cells if skip.reason(cell) is None]
+    for cell in cells:
+        if skip.reason(cell) is not None:
+            print(f"aebench: ab skips {cell.key}: {skip.reason(cell)}", file=sys.stderr)
+    if not runnable:
+        raise UserError(f"no cell of matrix {matrix.name!r} can run on this machine: nothing to compare")
+    if settings.duet:
+        check_duet(runnable, len(machine.usable_cpus()))
+    data_path = data.find_dataset(matrix.dataset, args.data_dir)
+    data.check_dataset(data_path)  # a bad file stops here, before anything is built or written
+
+    repo = revisions.repository_root(args.repo)
+    if not args.allow_dirty:
+        revisions.check_clean(repo)
+    revisions.resolve(repo, base_ref)  # both known before either is built
+    revisions.resolve(repo, candidate_ref)
+    base = revisions.install(repo, base_ref)
+    candidate = revisions.install(repo, candidate_ref)
+    if args.calibrate and base.commit != candidate.commit:
+        raise UserError(f"--calibrate runs one revision against itself: {base_ref} and {candidate_ref} are different "
+                        "commits (give one revision twice, or none for HEAD)")
+
+    def note(text: str) -> None:
+        print(f"aebench: ab: {text}", file=sys.stderr, flush=True)
+
+    cache_dir = (Path(args.reports_dir) / "cache").resolve()
+    with tempfile.TemporaryDirectory(prefix="aebench-ab-") as scratch:
+        executor = HostExecutor(data_path, cache_dir, Path(scratch))
+        try:
+            if args.calibrate:
+                sides = [Side("base", base), Side("A/A", candidate)] + [
+                    Side(f"spike {spike * 100:g}%", candidate, spike) for spike in spikes]
+                outcomes = []
+                for experiment in range(args.experiments):
+                    note(f"calibration experiment {experiment + 1} of {args.experiments}")
+                    outcomes.append(run_ab(sides, matrix, runnable, replace(settings, seed=settings.seed + experiment),
+                                           executor, quality=False, note=note))
+                return _report_calibration(outcomes, args)
+            sides = [Side("base", base), Side("candidate", candidate)]
+            if matrix.accuracy:
+                executor.prepare_classifiers(sides, matrix, runnable, Progress(0))
+            note(f"{base.short} ({base_ref}) against {candidate.short} ({candidate_ref}), matrix {matrix.name!r}, "
+                 f"{len(runnable)} cells")
+            outcome = run_ab(sides, matrix, runnable, settings, executor, quality=not args.no_quality, note=note)
+        finally:
+            executor.close()
+    return _report(outcome, args)
+
+
+def _report(outcome: Outcome, args: Any) -> int:
+    from aebench import atomic
+
+    print(format_text(outcome))
+    folder = Path(args.reports_dir) / "ab"
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    page = folder / f"{stamp}-{outcome.base.revision.short}-{outcome.candidate.revision.short}.html"
+    html = render_html(outcome)
+    atomic.write_text(page, html)
+    atomic.write_text(folder / "latest.html", html)
+    print(f"aebench: ab: page {page}", file=sys.stderr)
+    if args.json:
+        write_json(outcome, Path(args.json))
+    if args.markdown:
+        atomic.write_text(Path(args.markdown), format_markdown(outcome))
+    return outcome.exit_status(args.strict)
+
+
+def _report_calibration(outcomes: Sequence[Outcome], args: Any) -> int:
+    from aebench import atomic
+
+    table = calibration_summary(outcomes)
+    for index, outcome in enumerate(outcomes, 1):
+        print(f"experiment {index}: {outcome.rounds.count} rounds ({outcome.stop_reason}), {outcome.elapsed_s:.0f} s")
+    print(format_calibration(table))
+    detectable = {label: detectable_by_metric(outcomes[-1], label) for label in ("A/A",)}
+    for label, values in detectable.items():
+        if values:
+            print(f"smallest slowdown the last experiment's rounds could call ({label}): " + ", ".join(
+                f"{REGISTRY.label(metric)} {value:.1f}%" for metric, value in values.items()))
+    if args.json:
+        atomic.write_text(Path(args.json), json.dumps({"experiments": len(outcomes),
+                                                       "rows": table.to_dict(orient="records")}, indent=1) + "\n")
+    return 0

@@ -109,6 +109,10 @@ class WorkerHost:
         exited = self._next_event(time.monotonic() + 30)
         return (exited["exit_code"] if exited else None), True
 
+    def set_affinity(self, cpus: Iterable[int]) -> None:
+        """Move the host to these CPUs; every cell it forks from now on inherits them (aebench ab's duet mode)."""
+        os.sched_setaffinity(self._process.pid, set(cpus))
+
     def close(self) -> None:
         if self._process.poll() is None:
             try:
