@@ -16,12 +16,15 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from aebench import machine
-from aebench.config import BACKENDS
+from aebench.config import BACKENDS, Cell
+
+if TYPE_CHECKING:
+    from aebench.runner import SkipCheck
 
 ACCELERATORS = ("gpu", "tpu")
 # backend -> the answer of aebench.worker.probe_devices, or {"problem": why} when that backend could not be asked
@@ -97,6 +100,18 @@ def probe_in_workers(backends: Sequence[str]) -> ProbeResults:
 
     with tempfile.TemporaryDirectory(prefix="aebench-probe-") as scratch:
         return runner.probe_backends(backends, Path(scratch))
+
+
+def skip_check(backends: Sequence[str], cells: Sequence[Cell]) -> SkipCheck:
+    """What a run can start here: the installed backends, the CPUs aebench may use and the accelerators. Only the
+    backends that a GPU or TPU cell asks for are probed (each probe starts a worker host)."""
+    from aebench.runner import SkipCheck
+
+    problems = backend_problems(backends)
+    wanted = sorted({c.backend for c in cells if c.device != "cpu" and c.backend not in problems})
+    found = summarize(probe_in_workers(wanted) if wanted else {})
+    problems.update(found.problems)
+    return SkipCheck(len(machine.usable_cpus()), found.counts, problems, found.reasons)
 
 
 def cpu_row() -> DeviceRow:

@@ -178,23 +178,3 @@ def test_crosscheck_reports_both_paths(tmp_path: Path, tiny_dataset_dir: Path) -
     # Trained in the same order from the same weights, the two paths see the same batches: the feed changes nothing.
     assert result["training"]["loss_rel_diff"] < 1e-4
     assert "batch-1 p50 latency (ms)" in done.stdout and "step ceiling" in done.stdout
-
-
-def test_run_summary_parts_add_up_to_the_wall() -> None:
-    from types import SimpleNamespace
-
-    from aebench.cli import _summary
-
-    def result(status: str, **timing: float) -> SimpleNamespace:
-        return SimpleNamespace(status=status, metrics={f"timing.{k}": v for k, v in timing.items()})
-
-    results = [result("ok", train_s=30.0, speed_s=10.0, eval_s=2.0, accuracy_s=4.0),
-               result("ok", train_s=20.0, speed_s=8.0, eval_s=1.0, accuracy_s=3.0),
-               result("failed", train_s=99.0)]  # a failed cell's partial timings are not measured work
-    summary = _summary(results, wall_s=100.0, prepared=[{"seconds": 12.0}])
-    assert summary["measured_s"] == 68.0
-    assert summary["quality_eval_s"] == 10.0
-    assert summary["classifier_s"] == 12.0
-    assert summary["overhead_s"] == 10.0 and summary["overhead_pct"] == 10.0
-    assert summary["overhead_with_quality_pct"] == 20.0
-    assert (summary["cells_ok"], summary["cells_failed"]) == (2, 1)
