@@ -25,6 +25,7 @@ import numpy as np
 import rich.progress
 from rich.console import Console
 
+from aebench import machine
 from aebench.config import Cell, Matrix
 from aebench.results import CellResult
 
@@ -44,6 +45,7 @@ def worker_environment(backend: str, base: Mapping[str, str] | None = None) -> d
     env["KERAS_BACKEND"] = backend
     env["PYTHONHASHSEED"] = "0"
     env["PYTHONUNBUFFERED"] = "1"
+    env[machine.CPU_INFO_VARIABLE] = machine.cpu_info_for_workers()  # read once here, not once per cell
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the stderr tails
     return env
 
