@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from aebench.quiet import quiet_by_default
+
+    quiet_by_default()  # before any command imports TensorFlow
     parser = build_parser()
     args, passed_on = parser.parse_known_args(argv)
     if passed_on and args.command != "crosscheck":
@@ -198,13 +201,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from aebench import models
+    from tabulate import tabulate
 
-    print(f"{'variant':<14} {'parameters':>10}  hyperparameters (defaults)  description")
-    for name in models.VARIANTS:
-        spec = models.REGISTRY[name]
-        defaults = ", ".join(f"{k}={v:g}" for k, v in spec.defaults.items()) or "-"
-        print(f"{name:<14} {models.parameter_count(name):>10,}  {defaults:<26}  {spec.description}")
+    from aebench.quiet import quiet_tensorflow
+
+    rows = []
+    with quiet_tensorflow():
+        from aebench import models
+
+        for name in models.VARIANTS:
+            spec = models.REGISTRY[name]
+            defaults = ", ".join(f"{k}={v:g}" for k, v in spec.defaults.items()) or "-"
+            rows.append((name, models.parameter_count(name), defaults, spec.description))
+    print(tabulate(rows, ("variant", "parameters", "hyperparameters (defaults)", "description"), intfmt=","))
     return 0
 
 
@@ -216,9 +225,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_shapes(args: argparse.Namespace) -> int:
-    from aebench.models import shapes
+    from aebench.quiet import quiet_tensorflow
 
-    rows = shapes.shape_table()
+    with quiet_tensorflow():
+        from aebench.models import shapes
+
+        rows = shapes.shape_table()
     print(shapes.format_shape_table(rows))
     return 0 if all(row.ok for row in rows) else 1
 

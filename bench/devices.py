@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
+from tabulate import tabulate
 
 from aebench import machine
 from aebench.config import BACKENDS, Cell
@@ -150,11 +151,7 @@ def discover(backends: Sequence[str] = BACKENDS, probe: Probe | None = None,
 
 def format_devices(rows: Sequence[DeviceRow]) -> str:
     """A plain-text table: device, backend, status and, for the CPU, the thread settings that make sense."""
-    lines = [("device", "backend", "status")]
-    for row in rows:
-        lines.append((row.device, row.backend, row.status))
-    width = [max(len(line[i]) for line in lines) for i in range(2)]
-    text = [f"{device:<{width[0]}}  {backend:<{width[1]}}  {status}" for device, backend, status in lines]
+    text = [tabulate([(row.device, row.backend, row.status) for row in rows], ("device", "backend", "status"))]
     cpu = next((row for row in rows if row.device == "cpu"), None)
     if cpu is not None and cpu.threads:
         usable = cpu.threads[-1]
