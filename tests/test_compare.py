@@ -39,6 +39,7 @@ def test_no_change_passes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     assert "0 regressions" in capsys.readouterr().out
 
 
+@pytest.mark.golden  # compares with tests/golden/compare.txt (`make golden` regenerates it)
 def test_regressions_are_reported_then_fail(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     _store_two_runs(tmp_path / "s.sqlite", candidate_speed=900.0, candidate_psnr=19.0, latency_shift_s=2e-4)
     assert main(["compare", "20260101", "20260102", "--store", str(tmp_path / "s.sqlite")]) == 1
