@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 
-
 from support import REPO
 
 MAKEFILE = (REPO / "Makefile").read_text()
