@@ -213,7 +213,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             spec = models.REGISTRY[name]
             defaults = ", ".join(f"{k}={v:g}" for k, v in spec.defaults.items()) or "-"
             rows.append((name, models.parameter_count(name), defaults, spec.description))
-    print(tabulate(rows, ("variant", "parameters", "hyperparameters (defaults)", "description"), intfmt=","))
+    print(tabulate(rows, ("variant", "parameters", "hyperparameters (defaults)", "description"), tablefmt="plain",
+                   intfmt=","))
     return 0
 
 

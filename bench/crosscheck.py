@@ -265,8 +265,8 @@ def format_result(result: dict[str, Any]) -> str:
     lines = [f"{key}: {value}" for key, value in result["setup"].items()]
     lines += [
         "",
-        tabulate(table, ("measure", "hand-written", "harness", "ratio", "gate"), disable_numparse=True,
-                 colalign=("left", "right", "right", "right", "left")),
+        tabulate(table, ("measure", "hand-written", "harness", "ratio", "gate"), tablefmt="plain",
+                 disable_numparse=True, colalign=("left", "right", "right", "right", "left")),
         f"plain fit: {train['plain_fit_path']}; harness: {train['harness_path']}",
         f"training step ceiling (one resident batch, no input path): {train['step_ceiling_ips']:,.0f} img/s = "
         f"{train['feed_headroom']:.2f}x plain fit, the most any input feed could gain on this machine",

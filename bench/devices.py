@@ -151,7 +151,8 @@ def discover(backends: Sequence[str] = BACKENDS, probe: Probe | None = None,
 
 def format_devices(rows: Sequence[DeviceRow]) -> str:
     """A plain-text table: device, backend, status and, for the CPU, the thread settings that make sense."""
-    text = [tabulate([(row.device, row.backend, row.status) for row in rows], ("device", "backend", "status"))]
+    text = [tabulate([(row.device, row.backend, row.status) for row in rows], ("device", "backend", "status"),
+                     tablefmt="plain")]
     cpu = next((row for row in rows if row.device == "cpu"), None)
     if cpu is not None and cpu.threads:
         usable = cpu.threads[-1]
