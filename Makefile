@@ -24,8 +24,15 @@ setup: $(BIN)/python ## create .venv and install aebench with its dev extras (re
 setup-torch: ## add the CPU build of torch (CI does): `make test` then also checks the zoo on the torch backend
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 
-test: ## run the test suite (tiny data, a few minutes)
-	$(BIN)/python -m pytest -q
+test: ## run the whole test suite (tiny data, a few minutes) and list its 15 slowest tests
+	$(BIN)/python -m pytest -q --durations=15
+
+.PHONY: test-fast golden
+test-fast: ## the inner loop: every test but the slow end-to-end runs and the backend checks (under a minute)
+	$(BIN)/python -m pytest -q -m "not slow and not backends"
+
+golden: ## regenerate tests/golden/ on purpose (then review the diff before committing it)
+	AEBENCH_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests -k golden
 
 bench: ## run the quick matrix (bench/matrices/quick.toml) and write the report
 	$(AEBENCH) run $(MATRIX) $(SET)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from aebench.errors import UserError
-from aebench.results import STATUSES
 from aebench.store import DEFAULT_STORE
 
 EXIT_CELLS_FAILED = 1
@@ -86,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from aebench.quiet import quiet_by_default
+
+    quiet_by_default()  # before any command imports TensorFlow
     parser = build_parser()
     args, passed_on = parser.parse_known_args(argv)
     if passed_on and args.command != "crosscheck":
@@ -106,8 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from aebench import config, data, devices, machine, runner
+    from aebench import config, data, devices, runner, session
     from aebench.store import Store
+    from aebench.summary import format_summary
 
     wall_start = time.monotonic()
     matrix = config.load_matrix(args.matrix, args.overrides)
@@ -119,115 +121,41 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     data_path = data.find_dataset(matrix.dataset, args.data_dir)
     data.check_dataset(data_path)  # a bad file stops the run here, before anything is written
-    problems = devices.backend_problems(matrix.backend)
-    wanted = sorted({c.backend for c in cells if c.device != "cpu" and c.backend not in problems})
-    found = devices.summarize(devices.probe_in_workers(wanted) if wanted else {})
-    problems.update(found.problems)
-    skip_check = runner.SkipCheck(len(machine.usable_cpus()), found.counts, problems, found.reasons)
+    skip_check = devices.skip_check(matrix.backend, cells)
 
     store = Store(_store_path(args), create=not args.resume)
-    if args.resume:
-        run_id = store.resolve_run(args.resume)
-        record = store.run_record(run_id)
-        _check_resumable(record, matrix)
-        done = {result.cell.key for result in store.results(run_id, with_artifacts=False)}
-        remaining = [cell for cell in cells if cell.key not in done]
-        print(f"aebench: resuming run {run_id}: {len(cells) - len(remaining)} cells stored, {len(remaining)} to run",
+    run = session.start(store, matrix, cells, args.argv, args.resume)
+    run_id = run.run_id
+    if run.resumed:
+        print(f"aebench: resuming run {run_id}: {run.stored_cells} cells stored, {len(run.cells)} to run",
               file=sys.stderr)
-        cells = remaining
-        prior_wall_s = record["wall_s"] or 0.0
-    else:
-        prior_wall_s = 0.0
-        run_id = store.begin_run(matrix, machine.collect_environment(), args.argv)
-    print(f"aebench: run {run_id}: {len(cells)} cells of matrix {matrix.name!r} -> {store.path}", file=sys.stderr)
+    print(f"aebench: run {run_id}: {len(run.cells)} cells of matrix {matrix.name!r} -> {store.path}", file=sys.stderr)
+
+    def wall_s() -> float:
+        return run.prior_wall_s + time.monotonic() - wall_start
+
     status = "interrupted"
     prepared: list[dict[str, Any]] = []
     try:
         checkpoints = store.path.parent / "checkpoints" / run_id if matrix.checkpoint else None
-        results = runner.run_cells(matrix, cells, data_path=data_path, skip_check=skip_check,
+        results = runner.run_cells(matrix, run.cells, data_path=data_path, skip_check=skip_check,
                                    on_result=lambda result: store.add_result(run_id, result),
                                    checkpoint_root=checkpoints, cache_dir=store.path.parent / "cache",
                                    on_prepared=prepared.append)
         status = "complete"
     finally:
         stored = store.results(run_id, with_artifacts=False)  # every cell of the run, those of a resumed part too
-        summary = _summary(stored, prior_wall_s + time.monotonic() - wall_start, prepared)
-        store.finish_run(run_id, status, summary["wall_s"], summary)
+        summary = session.finish(store, run_id, status, stored, wall_s(), prepared)
     report_path = None
     if not args.no_report:
         from aebench.report import write_report
 
         report_path = write_report(store, run_id, args.reports_dir)
-        summary = _summary(stored, prior_wall_s + time.monotonic() - wall_start, prepared)  # the report's time too
-        store.finish_run(run_id, status, summary["wall_s"], summary)
-    _print_summary(run_id, summary, report_path)
+        summary = session.finish(store, run_id, status, stored, wall_s(), prepared)  # the report's time too
+    print(format_summary(run_id, summary, report_path), file=sys.stderr)
     store.close()
     failed = sum(r.status in ("failed", "timeout") for r in results)
     return EXIT_CELLS_FAILED if failed else 0
-
-
-def _check_resumable(record: dict[str, Any], matrix: Any) -> None:
-    if record["matrix"] != json.loads(json.dumps(matrix.to_dict())):
-        raise UserError(
-            f"run {record['run_id']} was made with a different matrix than {matrix.name!r} with these --set values: "
-            f"resume it with the same matrix file and --set options ({' '.join(record['argv'][1:])})"
-        )
-
-
-def _summary(results: Sequence[Any], wall_s: float, prepared: list[dict[str, Any]]) -> dict[str, Any]:
-    """Where the wall time went, in four parts that add up to the wall:
-
-    - measured speed: training epochs and the timed inference loops (the speed columns);
-    - quality evaluation: test-set scoring, classifier accuracy, latent probe, diagnostics and the robustness sweep
-      (the quality columns: measurements the product exists for, so not counted as overhead);
-    - reference classifiers: their one-time training (cached, so a later run only loads them);
-    - harness overhead: everything else (process start, imports, data, model build, store, report), the part that
-      measures nothing. ``overhead_pct`` is its share of the wall; ``overhead_with_quality_pct`` also counts the
-      quality evaluation, for readers who count every second that is not a speed figure.
-    """
-    ok = [r for r in results if r.status == "ok"]
-
-    def total(key: str) -> float:
-        return sum(r.metrics.get(key) or 0.0 for r in ok)
-
-    measured = total("timing.train_s") + total("timing.speed_s")
-    classifier = sum(info["seconds"] for info in prepared)
-    quality = total("timing.eval_s") + total("timing.accuracy_s")
-    overhead = wall_s - measured - quality - classifier
-    counts = {status: sum(r.status == status for r in results) for status in STATUSES}
-
-    def share(seconds: float) -> float:
-        return round(100 * seconds / wall_s, 1) if wall_s > 0 else 0.0
-
-    return {
-        "wall_s": round(wall_s, 2),
-        "measured_s": round(measured, 2),
-        "quality_eval_s": round(quality, 2),
-        "classifier_s": round(classifier, 2),
-        "overhead_s": round(overhead, 2),
-        "overhead_pct": share(overhead),
-        "overhead_with_quality_pct": share(overhead + quality),
-        **{f"cells_{status}": count for status, count in counts.items()},
-    }
-
-
-def _print_summary(run_id: str, summary: dict[str, Any], report_path: Path | None) -> None:
-    wall = summary["wall_s"]
-
-    def part(seconds: float) -> str:
-        return f"{seconds:.1f} s ({100 * seconds / wall:.1f}%)" if wall > 0 else f"{seconds:.1f} s"
-
-    print(
-        f"aebench: run {run_id}: {summary['cells_ok']} ok, {summary['cells_failed']} failed, "
-        f"{summary['cells_timeout']} timed out, {summary['cells_skipped']} skipped in {wall:.1f} s\n"
-        f"aebench: wall time: measured speed (training epochs, timed loops) {part(summary['measured_s'])}, "
-        f"quality evaluation (scoring, classifier, probe, robustness) {part(summary['quality_eval_s'])}, "
-        f"reference classifier (one-time, cached) {part(summary['classifier_s'])}, "
-        f"harness overhead (process start, imports, data, model build, store, report) {part(summary['overhead_s'])}",
-        file=sys.stderr,
-    )
-    if report_path is not None:
-        print(f"aebench: report {report_path}", file=sys.stderr)
 
 
 # -- store queries -------------------------------------------------------------------------------------------------
@@ -289,13 +217,20 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from aebench import models
+    from tabulate import tabulate
 
-    print(f"{'variant':<14} {'parameters':>10}  hyperparameters (defaults)  description")
-    for name in models.VARIANTS:
-        spec = models.REGISTRY[name]
-        defaults = ", ".join(f"{k}={v:g}" for k, v in spec.defaults.items()) or "-"
-        print(f"{name:<14} {models.parameter_count(name):>10,}  {defaults:<26}  {spec.description}")
+    from aebench.quiet import quiet_tensorflow
+
+    rows = []
+    with quiet_tensorflow():
+        from aebench import models
+
+        for name in models.VARIANTS:
+            spec = models.REGISTRY[name]
+            defaults = ", ".join(f"{k}={v:g}" for k, v in spec.defaults.items()) or "-"
+            rows.append((name, models.parameter_count(name), defaults, spec.description))
+    print(tabulate(rows, ("variant", "parameters", "hyperparameters (defaults)", "description"), tablefmt="plain",
+                   intfmt=","))
     return 0
 
 
@@ -307,9 +242,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_shapes(args: argparse.Namespace) -> int:
-    from aebench.models import shapes
+    from aebench.quiet import quiet_tensorflow
 
-    rows = shapes.shape_table()
+    with quiet_tensorflow():
+        from aebench.models import shapes
+
+        rows = shapes.shape_table()
     print(shapes.format_shape_table(rows))
     return 0 if all(row.ok for row in rows) else 1
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+from tabulate import tabulate
 
 from aebench import backends, scenarios
 from aebench.backends import Forward
@@ -347,22 +348,25 @@ def _training_summary(rounds: list[TrainRound], harness_feed: str, in_order_plai
 def format_result(result: dict[str, Any]) -> str:
     lat, off, train, gates = result["latency_b1_p50_ms"], result["offline_ips"], result["training"], result["gates"]
     mark = {True: "ok", False: "FAIL"}
+    table = [
+        ("batch-1 p50 latency (ms)", f"{lat['hand_tf_function']:.3f}", f"{lat['harness']:.3f}", f"{lat['ratio']:.2f}",
+         f"<= {GATES['latency_ratio_max']} {mark[gates['latency']]}"),
+        ("offline throughput (img/s)", f"{off['hand_tf_function']:,.0f}", f"{off['harness']:,.0f}", f"{off['ratio']:.2f}",
+         f">= {GATES['offline_ratio_min']} {mark[gates['offline']]}"),
+        ("training (img/s)", f"{train['plain_fit_ips']:,.0f}", f"{train['harness_ips']:,.0f}", f"{train['speedup']:.2f}",
+         f">= {GATES['train_speedup_min']} {mark[gates['training_speed']]}  (plain fit vs harness path)"),
+        ("held-out BCE, same order", f"{train['in_order_plain_loss']:.4f}", f"{train['in_order_harness_loss']:.4f}",
+         f"{train['loss_rel_diff']:.2%}", f"<= {GATES['loss_rel_diff_max']:.0%} {mark[gates['training_loss']]}  "
+         f"(both unshuffled: the same batches, only the feed differs)"),
+        ("held-out BCE, shuffled", f"{train['plain_fit_loss']:.4f}", f"{train['harness_loss']:.4f}",
+         f"{train['shuffled_loss_rel_diff']:.2%}",
+         f"(medians; plain fit's own spread over the shuffle seeds: {train['plain_loss_spread']:.2%})"),
+    ]
     lines = [f"{key}: {value}" for key, value in result["setup"].items()]
     lines += [
         "",
-        f"{'measure':<28} {'hand-written':>14} {'harness':>14} {'ratio':>8}  gate",
-        f"{'batch-1 p50 latency (ms)':<28} {lat['hand_tf_function']:>14.3f} {lat['harness']:>14.3f} {lat['ratio']:>8.2f}  "
-        f"<= {GATES['latency_ratio_max']} {mark[gates['latency']]}",
-        f"{'offline throughput (img/s)':<28} {off['hand_tf_function']:>14,.0f} {off['harness']:>14,.0f} {off['ratio']:>8.2f}  "
-        f">= {GATES['offline_ratio_min']} {mark[gates['offline']]}",
-        f"{'training (img/s)':<28} {train['plain_fit_ips']:>14,.0f} {train['harness_ips']:>14,.0f} {train['speedup']:>8.2f}  "
-        f">= {GATES['train_speedup_min']} {mark[gates['training_speed']]}  (plain fit vs harness path)",
-        f"{'held-out BCE, same order':<28} {train['in_order_plain_loss']:>14.4f} {train['in_order_harness_loss']:>14.4f} "
-        f"{train['loss_rel_diff']:>8.2%}  <= {GATES['loss_rel_diff_max']:.0%} {mark[gates['training_loss']]}  "
-        f"(both unshuffled: the same batches, only the feed differs)",
-        f"{'held-out BCE, shuffled':<28} {train['plain_fit_loss']:>14.4f} {train['harness_loss']:>14.4f} "
-        f"{train['shuffled_loss_rel_diff']:>8.2%}  (medians; plain fit's own spread over the shuffle seeds: "
-        f"{train['plain_loss_spread']:.2%})",
+        tabulate(table, ("measure", "hand-written", "harness", "ratio", "gate"), tablefmt="plain",
+                 disable_numparse=True, colalign=("left", "right", "right", "right", "left")),
         f"plain fit: {train['plain_fit_path']}; harness: {train['harness_path']}",
         f"training step ceiling (one resident batch, no input path): {train['step_ceiling_ips']:,.0f} img/s = "
         f"{train['feed_headroom']:.2f}x plain fit, the most any input feed could gain on this machine",

@@ -16,12 +16,16 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
+from tabulate import tabulate
 
 from aebench import machine
-from aebench.config import BACKENDS
+from aebench.config import BACKENDS, Cell
+
+if TYPE_CHECKING:
+    from aebench.runner import SkipCheck
 
 ACCELERATORS = ("gpu", "tpu")
 # backend -> the answer of aebench.worker.probe_devices, or {"problem": why} when that backend could not be asked
@@ -99,6 +103,18 @@ def probe_in_workers(backends: Sequence[str]) -> ProbeResults:
         return runner.probe_backends(backends, Path(scratch))
 
 
+def skip_check(backends: Sequence[str], cells: Sequence[Cell]) -> SkipCheck:
+    """What a run can start here: the installed backends, the CPUs aebench may use and the accelerators. Only the
+    backends that a GPU or TPU cell asks for are probed (each probe starts a worker host)."""
+    from aebench.runner import SkipCheck
+
+    problems = backend_problems(backends)
+    wanted = sorted({c.backend for c in cells if c.device != "cpu" and c.backend not in problems})
+    found = summarize(probe_in_workers(wanted) if wanted else {})
+    problems.update(found.problems)
+    return SkipCheck(len(machine.usable_cpus()), found.counts, problems, found.reasons)
+
+
 def cpu_row() -> DeviceRow:
     usable = len(machine.usable_cpus())
     physical = psutil.cpu_count(logical=False) or 0
@@ -135,11 +151,8 @@ def discover(backends: Sequence[str] = BACKENDS, probe: Probe | None = None,
 
 def format_devices(rows: Sequence[DeviceRow]) -> str:
     """A plain-text table: device, backend, status and, for the CPU, the thread settings that make sense."""
-    lines = [("device", "backend", "status")]
-    for row in rows:
-        lines.append((row.device, row.backend, row.status))
-    width = [max(len(line[i]) for line in lines) for i in range(2)]
-    text = [f"{device:<{width[0]}}  {backend:<{width[1]}}  {status}" for device, backend, status in lines]
+    text = [tabulate([(row.device, row.backend, row.status) for row in rows], ("device", "backend", "status"),
+                     tablefmt="plain")]
     cpu = next((row for row in rows if row.device == "cpu"), None)
     if cpu is not None and cpu.threads:
         usable = cpu.threads[-1]

@@ -8,18 +8,18 @@ the forward's multiply-adds), the usual approximation.
 
 Peak estimate: threads x clock x FLOPs per cycle per core, with FLOPs per cycle from the widest SIMD the CPU
 reports: 64 for AVX-512 with FMA (two 512-bit FMA units), 32 for AVX2 with FMA (two 256-bit FMA units), 16 for AVX,
-8 otherwise (float32). Limits: the clock is the one /proc/cpuinfo or cpufreq reports (turbo and thermal throttling
-move it), some CPUs have one FMA unit rather than two (so their true peak is half), SMT siblings share FMA units,
-and a virtual CPU may be a hyperthread. Read the fraction of peak as an order of magnitude, not a precise ratio.
+8 otherwise (float32). Limits: the clock is the one psutil reports (cpufreq's scaling maximum, else the current clock
+in /proc/cpuinfo; turbo and thermal throttling move it), some CPUs have one FMA unit rather than two (so their true
+peak is half), SMT siblings share FMA units, and a virtual CPU may be a hyperthread. Read the fraction of peak as an
+order of magnitude, not a precise ratio.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from aebench.machine import cpuinfo_field
+import psutil
 
 TRAIN_TO_FORWARD = 3.0
 
@@ -49,13 +49,13 @@ def model_flops(model: Any) -> int:
 
 
 def cpu_clock_ghz() -> float | None:
-    """The highest clock the OS reports: cpufreq's maximum, else /proc/cpuinfo's current MHz."""
+    """The highest clock the OS reports (psutil: cpufreq's maximum, else the current clock), or None."""
     try:
-        return int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1e6
-    except (OSError, ValueError):
-        pass
-    mhz = cpuinfo_field("cpu MHz")
-    return float(mhz) / 1e3 if mhz else None
+        frequency = psutil.cpu_freq()
+    except (OSError, NotImplementedError):  # no cpufreq and no /proc/cpuinfo clock
+        return None
+    megahertz = frequency and (frequency.max or frequency.current)
+    return megahertz / 1e3 if megahertz else None
 
 
 def flops_per_cycle(flags: set[str]) -> int:

@@ -8,7 +8,8 @@
 #
 # DATA_DIR holds mnist.npz; OUT_DIR receives the store (aebench.sqlite), the report (<run-id>/index.html), the run's
 # log, `aebench devices`, a CSV export and summary.txt with the key numbers: 7 files. Keras and its two dependencies
-# that such a machine lacks (namex, optree) come as wheels in .whl/ beside the repo: bench/gpu_wheels.sh fetches them
+# that such a machine lacks (namex, optree), and aebench's two (tabulate, py-cpuinfo2), come as wheels in .whl/ beside
+# the repo: bench/gpu_wheels.sh fetches them
 # (and copies mnist.npz to .gpu-data/) on a machine with network, and builds aebench's own wheel from this checkout
 # there: rerun it after changing the code.
 # It runs bench/matrices/gpu.toml (8 cells), sized for under 5 minutes on one H100. PYTHON picks the interpreter.
@@ -26,8 +27,8 @@ started=$(date +%s)
 
 compgen -G ".whl/aebench-*.whl" >/dev/null || { echo "gpu_check: no aebench wheel in .whl/ (run bench/gpu_wheels.sh where there is network)" >&2; exit 2; }
 wheels=(.whl/aebench-*.whl)
-if ! "$PYTHON" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('keras', 'namex', 'optree')))"; then
-    wheels=(.whl/*.whl)  # keras and the two dependencies this machine lacks, beside aebench
+if ! "$PYTHON" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('keras', 'namex', 'optree', 'tabulate', 'cpuinfo')))"; then
+    wheels=(.whl/*.whl)  # keras and the dependencies this machine lacks, beside aebench
 fi
 rm -rf "$SITE"
 "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "${wheels[@]}"

@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
 # Prepare, on a machine with network, what bench/gpu_check.sh needs on a borrowed GPU machine that has none:
-#   .whl/       aebench's own wheel, built from this checkout, and keras with the two of its dependencies that machine
-#               lacks (namex, optree), as Python 3.12 x86-64 wheels
+#   .whl/       aebench's own wheel, built from this checkout, keras with the two of its dependencies that machine
+#               lacks (namex, optree), and aebench's two that it lacks (tabulate, py-cpuinfo2), as Python 3.12 x86-64
+#               wheels
 #   .gpu-data/  mnist.npz, copied from $AEBENCH_DATA (or ../shared/data) when it is there
 # Both folders are git-ignored; name them in the device run's carry list. The GPU machine already has numpy, pandas,
 # matplotlib, scipy, scikit-learn, psutil, jinja2 and keras' other needs (absl-py, rich, h5py, ml-dtypes, packaging).
-# Versions default to the ones CI tests with; override with KERAS=... NAMEX=... OPTREE=...
+# Versions default to the ones CI tests with; override with KERAS=... NAMEX=... OPTREE=... TABULATE=... PY_CPUINFO2=...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 KERAS=${KERAS:-3.15.1}
 NAMEX=${NAMEX:-0.1.0}
 OPTREE=${OPTREE:-0.20.0}
+TABULATE=${TABULATE:-0.10.0}
+PY_CPUINFO2=${PY_CPUINFO2:-10.1.1}
 
 rm -rf .whl && mkdir -p .whl  # one version of each: two wheels of one package stop the whole install there
 "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
-    -d .whl "keras==$KERAS" "namex==$NAMEX" "optree==$OPTREE"
+    -d .whl "keras==$KERAS" "namex==$NAMEX" "optree==$OPTREE" "tabulate==$TABULATE" "py-cpuinfo2==$PY_CPUINFO2"
 "$PYTHON" -m pip wheel --quiet --no-deps -w .whl .  # pure Python: the same wheel installs on any Python >= 3.11
 ls -l .whl
 

@@ -1,13 +1,16 @@
 """The environment every result carries: machine, software versions and source revision.
 
-Collected in the runner without importing the ML frameworks (package metadata gives their versions), so it costs
-milliseconds. The worker adds what only it can see (the device it really ran on, the threads it really used).
+Collected in the runner without importing the ML frameworks (package metadata gives their versions). Its slowest part,
+py-cpuinfo's reading of the CPU (0.3 s or more), is taken once per run and handed down to the workers. The worker adds
+what only it can see (the device it really ran on, the threads it really used).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -15,28 +18,41 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import cpuinfo
 import psutil
 
+# The runner hands its reading of the CPU to its workers in this variable (see cpu_info).
+CPU_INFO_VARIABLE = "AEBENCH_CPU_INFO"
 PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "jax", "jaxlib", "torch", "numpy", "pandas")
 
 
-def cpuinfo_field(name: str) -> str | None:
-    """The first value of a /proc/cpuinfo field ("model name", "flags", "cpu MHz"), or None where there is none."""
+@functools.cache
+def cpu_info() -> dict[str, Any]:
+    """py-cpuinfo's description of this CPU (``brand_raw``, ``flags``, ...), read once per process.
+
+    Reading it takes 0.3 s or more (py-cpuinfo also runs lscpu and a CPUID child process), so the runner hands its
+    reading to the worker processes it starts (``CPU_INFO_VARIABLE``) rather than have every cell read it again."""
+    handed_down = os.environ.get(CPU_INFO_VARIABLE)
+    if handed_down:
+        return json.loads(handed_down)
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(name):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
+        return cpuinfo.get_cpu_info()
+    except Exception:  # noqa: BLE001 - py-cpuinfo raises on CPUs it does not know; the fallbacks below cover them
+        return {}
+
+
+def cpu_info_for_workers() -> str:
+    """The part of ``cpu_info()`` that workers use, as the value of ``CPU_INFO_VARIABLE``."""
+    return json.dumps({key: value for key, value in cpu_info().items() if key in ("brand_raw", "flags")})
 
 
 def cpu_model() -> str:
-    return cpuinfo_field("model name") or platform.processor() or platform.machine()
+    return cpu_info().get("brand_raw") or platform.processor() or platform.machine()
 
 
 def cpu_flags() -> set[str]:
-    return set((cpuinfo_field("flags") or "").split())
+    """Instruction-set extensions ("avx2", "fma", ...): those of /proc/cpuinfo, and those CPUID reports on x86."""
+    return set(cpu_info().get("flags") or ())
 
 
 def usable_cpus() -> list[int]:

@@ -18,11 +18,15 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+import rich.progress
+from rich.console import Console
 
+from aebench import machine
 from aebench.config import Cell, Matrix
 from aebench.metrics import REGISTRY
 from aebench.results import CellResult
@@ -45,6 +49,7 @@ def worker_environment(backend: str, base: Mapping[str, str] | None = None) -> d
     env["KERAS_BACKEND"] = backend
     env["PYTHONHASHSEED"] = "0"
     env["PYTHONUNBUFFERED"] = "1"
+    env[machine.CPU_INFO_VARIABLE] = machine.cpu_info_for_workers()  # read once here, not once per cell
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the stderr tails
     return env
 
@@ -126,45 +131,66 @@ class WorkerHost:
 
 
 class Progress:
-    """One line per finished cell: count, status, label, its duration, elapsed time and an ETA."""
+    """The sweep's progress: one line per finished cell (count, status, label, its duration, elapsed time and ETA)
+    and, on an interactive terminal, a live bar below those lines. Elsewhere (CI logs, files) only the lines.
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, clock: Clock = time.monotonic) -> None:
+    Use it as a context manager around the sweep: that shows the bar and takes it away again."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr, clock: Clock = time.monotonic,
+                 live: bool | None = None) -> None:
         self.total = total
         self.done = 0
-        self._stream = stream
-        self._clock = clock
-        self._start = clock()
         self._busy_s = 0.0
         self._ran = 0
+        console = Console(file=stream, markup=False, highlight=False, emoji=False, soft_wrap=True)
+        if live is None:
+            # rich counts FORCE_COLOR as a terminal; a CI log that sets it still gets plain lines, no redrawn bar.
+            live = console.is_interactive and stream.isatty()
+        self._bar = rich.progress.Progress(
+            rich.progress.BarColumn(), rich.progress.MofNCompleteColumn(), rich.progress.TextColumn("cells  elapsed"),
+            rich.progress.TimeElapsedColumn(), rich.progress.TextColumn("ETA {task.fields[eta]}"),
+            console=console, get_time=clock, disable=not live, transient=True,
+        )
+        self._task = self._bar.add_task("cells", total=total, eta="?")
+
+    def __enter__(self) -> Progress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
 
     def eta_s(self) -> float | None:
-        """Mean duration of the cells that ran, times the cells left (skipped cells cost nothing)."""
+        """Mean duration of the cells that ran, times the cells left (skipped cells cost nothing).
+
+        Not rich's own estimate: that one averages completions per second over its last 30 s, which says nothing
+        when one cell takes minutes, and it would count skipped cells as work done fast."""
         if self._ran == 0:
             return None
         return self._busy_s / self._ran * (self.total - self.done)
 
     def note(self, text: str) -> None:
-        self._stream.write(f"aebench: {text}\n")
-        self._stream.flush()
+        self._bar.console.print(f"aebench: {text}")
 
     def update(self, result: CellResult) -> None:
         self.done += 1
         if result.status != "skipped":
             self._busy_s += result.duration_s
             self._ran += 1
-        elapsed = self._clock() - self._start
         eta = self.eta_s()
+        eta_text = _duration_text(eta) if eta is not None else "?"
+        self._bar.update(self._task, completed=self.done, eta=eta_text)
+        elapsed = self._bar.tasks[0].elapsed or 0.0
         width = len(str(self.total))
-        self._stream.write(
+        self._bar.console.print(
             f"[{self.done:>{width}}/{self.total}] {result.status:<7} {result.cell.label:<60} "
-            f"{result.duration_s:7.1f}s  elapsed {_clock_text(elapsed)}  ETA {_clock_text(eta) if eta is not None else '?'}\n"
+            f"{result.duration_s:7.1f}s  elapsed {_duration_text(elapsed)}  ETA {eta_text}"
         )
-        self._stream.flush()
 
 
-def _clock_text(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+def _duration_text(seconds: float) -> str:
+    """H:MM:SS, as rich's elapsed column shows it."""
+    return str(timedelta(seconds=round(seconds)))
 
 
 def tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
@@ -243,7 +269,7 @@ def run_cells(
     host_factory = host_factory or (lambda backend, log: WorkerHost(backend, log))
     hosts: dict[str, WorkerHost] = {}
     results: list[CellResult] = []
-    with tempfile.TemporaryDirectory(prefix="aebench-", dir=work_dir) as scratch_text:
+    with progress, tempfile.TemporaryDirectory(prefix="aebench-", dir=work_dir) as scratch_text:
         scratch = Path(scratch_text)
         try:
             reasons = {cell.index: skip_check.reason(cell) for cell in cells}

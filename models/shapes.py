@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import keras
 from keras import layers
+from tabulate import tabulate
 
 PAPER_DEMOS: tuple[tuple[str, int], ...] = (
     ("same", 1),
@@ -89,26 +90,11 @@ def shape_table(
 
 def format_shape_table(rows: Sequence[ShapeRow]) -> str:
     """Aligned plain-text table with a trailing 'k/n rows match Keras' line."""
-    header = ("padding", "stride", "formula", "keras", "params", "keras params", "ok")
     body = [
-        (
-            r.padding,
-            str(r.stride),
-            f"{r.formula_hw}x{r.formula_hw}",
-            "x".join(str(d) for d in r.keras_shape),
-            str(r.params_formula),
-            str(r.keras_params),
-            "yes" if r.ok else "NO",
-        )
+        (r.padding, r.stride, f"{r.formula_hw}x{r.formula_hw}", "x".join(str(d) for d in r.keras_shape),
+         r.params_formula, r.keras_params, "yes" if r.ok else "NO")
         for r in rows
     ]
-    table = [header, *body]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
-        for line in table
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    headers = ("padding", "stride", "formula", "keras", "params", "keras params", "ok")
     n_ok = sum(r.ok for r in rows)
-    lines.append(f"{n_ok}/{len(rows)} rows match Keras")
-    return "\n".join(lines)
+    return tabulate(body, headers, disable_numparse=True) + f"\n{n_ok}/{len(rows)} rows match Keras"

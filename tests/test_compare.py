@@ -101,6 +101,7 @@ def test_a_run_without_cells_compares_to_nothing(tmp_path: Path, capsys: pytest.
     assert "nothing to compare" in capsys.readouterr().out
 
 
+@pytest.mark.golden
 def test_compare_output_golden(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with Store(tmp_path / "s.sqlite") as store:
         _add_run(store, "20260101T000000-aaaaaa", "a" * 40, speed=1000.0, psnr=20.0)

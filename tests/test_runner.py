@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -96,17 +97,50 @@ def test_progress_eta_uses_a_fake_clock() -> None:
     cells = matrix.cells()
     now = [100.0]
     out = io.StringIO()
-    progress = runner.Progress(4, stream=out, clock=lambda: now[0])
-    assert progress.eta_s() is None
-    now[0] = 110.0
-    progress.update(CellResult(cell=cells[0], status="ok", duration_s=10.0))
-    assert progress.eta_s() == pytest.approx(30.0)
-    now[0] = 130.0
-    progress.update(CellResult(cell=cells[1], status="ok", duration_s=20.0))
-    assert progress.eta_s() == pytest.approx(30.0)  # mean 15 s x 2 cells left
+    with runner.Progress(4, stream=out, clock=lambda: now[0]) as progress:
+        assert progress.eta_s() is None
+        now[0] = 110.0
+        progress.update(CellResult(cell=cells[0], status="ok", duration_s=10.0))
+        assert progress.eta_s() == pytest.approx(30.0)
+        now[0] = 130.0
+        progress.update(CellResult(cell=cells[1], status="ok", duration_s=20.0))
+        assert progress.eta_s() == pytest.approx(30.0)  # mean 15 s x 2 cells left
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("[1/4] ok") and "elapsed 0:00:10  ETA 0:00:30" in lines[0]
     assert "elapsed 0:00:30" in lines[1]
+
+
+def test_progress_in_a_ci_log_is_one_plain_line_per_cell(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")  # set by many CI services; rich then takes any stream for a terminal
+    cells = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], noise=[0.0, 0.1])).cells()
+    out = io.StringIO()
+    with runner.Progress(2, stream=out, clock=lambda: 0.0) as progress:
+        progress.note("reference classifier loaded")
+        progress.update(CellResult(cell=cells[0], status="failed", duration_s=1.0, error="boom"))
+    assert out.getvalue() == (
+        "aebench: reference classifier loaded\n"
+        f"[1/2] failed  {cells[0].label:<60}     1.0s  elapsed 0:00:00  ETA 0:00:01\n"
+    )
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_draws_a_bar_under_the_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERM", "xterm-256color")
+    for name in ("TTY_INTERACTIVE", "TTY_COMPATIBLE", "FORCE_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    cells = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], noise=[0.0, 0.1, 0.2, 0.3])).cells()
+    now = [100.0]
+    out = _Terminal()
+    with runner.Progress(4, stream=out, clock=lambda: now[0]) as progress:
+        now[0] = 110.0
+        progress.update(CellResult(cell=cells[0], status="ok", duration_s=10.0))
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())  # without the terminal's colour and cursor codes
+    assert "[1/4] ok" in text and "elapsed 0:00:10  ETA 0:00:30" in text
+    assert "1/4 cells  elapsed 0:00:10 ETA 0:00:30" in text  # the bar's last state, drawn as the sweep ends
 
 
 def test_worker_environment_is_allow_listed() -> None:

@@ -1,0 +1,56 @@
+"""A run's record in the store: begun, or resumed with the cells it still lacks, and finished with its summary."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aebench import machine
+from aebench.config import Cell, Matrix
+from aebench.errors import UserError
+from aebench.results import CellResult
+from aebench.store import Store
+from aebench.summary import summarize
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """A run ready to go: its id, the cells still to run and, for a resumed run, what its earlier parts left."""
+
+    run_id: str
+    cells: list[Cell]
+    resumed: bool = False
+    stored_cells: int = 0  # cells the earlier parts already stored
+    prior_wall_s: float = 0.0  # wall time of the earlier parts
+
+
+def start(store: Store, matrix: Matrix, cells: Sequence[Cell], argv: Sequence[str], resume: str | None) -> RunStart:
+    """Begin a new run, or continue ``resume`` (a run id, a unique prefix or 'latest'): the cells it stored are kept."""
+    if resume is None:
+        return RunStart(store.begin_run(matrix, machine.collect_environment(), argv), list(cells))
+    run_id = store.resolve_run(resume)
+    record = store.run_record(run_id)
+    check_resumable(record, matrix)
+    done = {result.cell.key for result in store.results(run_id, with_artifacts=False)}
+    remaining = [cell for cell in cells if cell.key not in done]
+    return RunStart(run_id, remaining, resumed=True, stored_cells=len(cells) - len(remaining),
+                    prior_wall_s=record["wall_s"] or 0.0)
+
+
+def check_resumable(record: Mapping[str, Any], matrix: Matrix) -> None:
+    """Refuse to resume a run with a matrix other than the one it was made with."""
+    if record["matrix"] != json.loads(json.dumps(matrix.to_dict())):
+        raise UserError(
+            f"run {record['run_id']} was made with a different matrix than {matrix.name!r} with these --set values: "
+            f"resume it with the same matrix file and --set options ({' '.join(record['argv'][1:])})"
+        )
+
+
+def finish(store: Store, run_id: str, status: str, results: Sequence[CellResult], wall_s: float,
+           prepared: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Record the run's status and the summary of ``results`` (every cell it stored); returns the summary."""
+    summary = summarize(results, wall_s, prepared)
+    store.finish_run(run_id, status, summary["wall_s"], summary)
+    return summary

@@ -1,0 +1,68 @@
+"""Where a run's wall time went: measured speed, quality evaluation, reference classifiers and harness overhead."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from aebench.results import STATUSES
+
+
+def summarize(results: Sequence[Any], wall_s: float, prepared: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The run's cell counts and its wall time in four parts that add up to the wall:
+
+    - measured speed: training epochs and the timed inference loops (the speed columns);
+    - quality evaluation: test-set scoring, classifier accuracy, latent probe, diagnostics and the robustness sweep
+      (the quality columns: measurements the product exists for, so not counted as overhead);
+    - reference classifiers: their one-time training (cached, so a later run only loads them);
+    - harness overhead: everything else (process start, imports, data, model build, store, report), the part that
+      measures nothing. ``overhead_pct`` is its share of the wall; ``overhead_with_quality_pct`` also counts the
+      quality evaluation, for readers who count every second that is not a speed figure.
+
+    ``prepared`` holds one record per reference classifier, with the ``seconds`` it took.
+    """
+    ok = [r for r in results if r.status == "ok"]
+
+    def total(key: str) -> float:
+        return sum(r.metrics.get(key) or 0.0 for r in ok)
+
+    measured = total("timing.train_s") + total("timing.speed_s")
+    classifier = sum(info["seconds"] for info in prepared)
+    quality = total("timing.eval_s") + total("timing.accuracy_s")
+    overhead = wall_s - measured - quality - classifier
+    counts = {status: sum(r.status == status for r in results) for status in STATUSES}
+
+    def share(seconds: float) -> float:
+        return round(100 * seconds / wall_s, 1) if wall_s > 0 else 0.0
+
+    return {
+        "wall_s": round(wall_s, 2),
+        "measured_s": round(measured, 2),
+        "quality_eval_s": round(quality, 2),
+        "classifier_s": round(classifier, 2),
+        "overhead_s": round(overhead, 2),
+        "overhead_pct": share(overhead),
+        "overhead_with_quality_pct": share(overhead + quality),
+        **{f"cells_{status}": count for status, count in counts.items()},
+    }
+
+
+def format_summary(run_id: str, summary: Mapping[str, Any], report_path: Path | None) -> str:
+    """The closing lines of ``aebench run``: cell counts, the wall-time split and where the report is."""
+    wall = summary["wall_s"]
+
+    def part(seconds: float) -> str:
+        return f"{seconds:.1f} s ({100 * seconds / wall:.1f}%)" if wall > 0 else f"{seconds:.1f} s"
+
+    text = (
+        f"aebench: run {run_id}: {summary['cells_ok']} ok, {summary['cells_failed']} failed, "
+        f"{summary['cells_timeout']} timed out, {summary['cells_skipped']} skipped in {wall:.1f} s\n"
+        f"aebench: wall time: measured speed (training epochs, timed loops) {part(summary['measured_s'])}, "
+        f"quality evaluation (scoring, classifier, probe, robustness) {part(summary['quality_eval_s'])}, "
+        f"reference classifier (one-time, cached) {part(summary['classifier_s'])}, "
+        f"harness overhead (process start, imports, data, model build, store, report) {part(summary['overhead_s'])}"
+    )
+    if report_path is not None:
+        text += f"\naebench: report {report_path}"
+    return text

@@ -1,0 +1,78 @@
+"""The CPU facts every result carries, read through py-cpuinfo and psutil (both faked here: no real machine needed)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+
+from aebench import flops, machine, runner
+
+FAKE_CPU = {"brand_raw": "Fake CPU 9000", "flags": ["avx", "avx2", "fma", "sse2"], "l2_cache_size": 1048576}
+
+
+@pytest.fixture
+def fake_cpuinfo(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """py-cpuinfo answering FAKE_CPU; yields the list that counts its calls."""
+    calls: list[int] = []
+
+    def get_cpu_info() -> dict:
+        calls.append(1)
+        return json.loads(json.dumps(FAKE_CPU))
+
+    monkeypatch.delenv(machine.CPU_INFO_VARIABLE, raising=False)
+    monkeypatch.setattr(machine.cpuinfo, "get_cpu_info", get_cpu_info)
+    machine.cpu_info.cache_clear()
+    yield calls
+    machine.cpu_info.cache_clear()  # the next test reads the real CPU again
+
+
+def test_cpu_model_and_flags_come_from_cpuinfo_read_once(fake_cpuinfo: list[int]) -> None:
+    assert machine.cpu_model() == "Fake CPU 9000"
+    assert machine.cpu_flags() == {"avx", "avx2", "fma", "sse2"}
+    environment = machine.collect_environment()
+    assert environment["cpu_model"] == "Fake CPU 9000" and environment["cpu_flags"] == "avx avx2 fma"
+    assert len(fake_cpuinfo) == 1
+
+
+def test_an_unknown_cpu_falls_back_to_the_platform(monkeypatch: pytest.MonkeyPatch, fake_cpuinfo: list[int]) -> None:
+    def unknown() -> dict:
+        raise Exception("py-cpuinfo currently only works on X86 and some ARM CPUs")  # what py-cpuinfo raises
+
+    monkeypatch.setattr(machine.cpuinfo, "get_cpu_info", unknown)
+    monkeypatch.setattr(machine.platform, "processor", lambda: "")
+    monkeypatch.setattr(machine.platform, "machine", lambda: "riscv64")
+    assert machine.cpu_model() == "riscv64" and machine.cpu_flags() == set()
+
+
+def test_workers_get_the_runners_reading(monkeypatch: pytest.MonkeyPatch, fake_cpuinfo: list[int]) -> None:
+    env = runner.worker_environment("tensorflow", {"PATH": "/bin"})
+    assert json.loads(env[machine.CPU_INFO_VARIABLE]) == {"brand_raw": "Fake CPU 9000", "flags": FAKE_CPU["flags"]}
+    # In the worker: the handed-down reading, without asking py-cpuinfo again.
+    monkeypatch.setenv(machine.CPU_INFO_VARIABLE, env[machine.CPU_INFO_VARIABLE])
+    machine.cpu_info.cache_clear()
+    assert machine.cpu_flags() == {"avx", "avx2", "fma", "sse2"} and machine.cpu_model() == "Fake CPU 9000"
+    assert len(fake_cpuinfo) == 1
+
+
+@pytest.mark.parametrize(
+    ("frequency", "ghz"),
+    [
+        (SimpleNamespace(current=2596.1, min=0.0, max=0.0), 2.5961),  # no cpufreq: /proc/cpuinfo's clock
+        (SimpleNamespace(current=1200.0, min=800.0, max=3500.0), 3.5),  # cpufreq: its maximum
+        (None, None),  # psutil knows no clock on this platform
+    ],
+)
+def test_cpu_clock_comes_from_psutil(monkeypatch: pytest.MonkeyPatch, frequency: object, ghz: float | None) -> None:
+    monkeypatch.setattr(flops.psutil, "cpu_freq", lambda: frequency)
+    assert flops.cpu_clock_ghz() == (pytest.approx(ghz) if ghz else None)
+
+
+def test_no_clock_file_means_no_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing() -> None:
+        raise NotImplementedError("can't find current frequency file")
+
+    monkeypatch.setattr(flops.psutil, "cpu_freq", missing)
+    assert flops.cpu_clock_ghz() is None

@@ -1,0 +1,40 @@
+"""TensorFlow's start-up chatter is held back on the command line; everything else on stderr still gets through."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from aebench.quiet import quiet_tensorflow
+
+CHATTER = (
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+    "I0000 00:00:1795770892.892803    9111 port.cc:153] oneDNN custom operations are on. You may see slightly "
+    "different numerical results. To turn them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.\n"
+    "I0000 00:00:1795770892.944045    9111 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to use "
+    "available CPU instructions in performance-critical operations.\n"
+    "To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow with the "
+    "appropriate compiler flags.\n"
+    "W0000 00:00:1795770893.000001    9111 some_op.cc:12] a warning TF_CPP_MIN_LOG_LEVEL=2 is meant to hide\n"
+)
+NEWS = (
+    "E0000 00:00:1795770893.100000    9111 cuda_dnn.cc:8] an error, which the user must see\n"
+    "/work/x.py:3: UserWarning: a Python warning\n"
+)
+
+
+def test_chatter_is_held_back_and_the_rest_passed_on(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    with quiet_tensorflow():
+        os.write(2, (CHATTER[:200]).encode())  # the C++ libraries write to fd 2 directly, in pieces
+        os.write(2, (CHATTER[200:] + NEWS).encode())
+        assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    assert capfd.readouterr().err == NEWS
+
+
+def test_a_user_asking_for_logs_gets_them(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    with quiet_tensorflow():
+        os.write(2, CHATTER.encode())
+    assert capfd.readouterr().err == CHATTER

@@ -1,0 +1,90 @@
+"""A run's record: begun or resumed (fast, on a real SQLite store), and the summary of where its wall time went."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from aebench import session
+from aebench.config import Matrix
+from aebench.errors import UserError
+from aebench.results import CellResult
+from aebench.store import Store
+from aebench.summary import format_summary, summarize
+from support import tiny_matrix_dict
+
+ENV = {"git_commit": "abc123", "git_dirty": False, "machine_id": "m1", "cpu_model": "Test CPU"}
+
+
+def _timed(status: str, **timing: float) -> SimpleNamespace:
+    return SimpleNamespace(status=status, metrics={f"timing.{k}": v for k, v in timing.items()})
+
+
+def test_run_summary_parts_add_up_to_the_wall() -> None:
+    results = [_timed("ok", train_s=30.0, speed_s=10.0, eval_s=2.0, accuracy_s=4.0),
+               _timed("ok", train_s=20.0, speed_s=8.0, eval_s=1.0, accuracy_s=3.0),
+               _timed("failed", train_s=99.0)]  # a failed cell's partial timings are not measured work
+    summary = summarize(results, wall_s=100.0, prepared=[{"seconds": 12.0}])
+    assert summary["measured_s"] == 68.0
+    assert summary["quality_eval_s"] == 10.0
+    assert summary["classifier_s"] == 12.0
+    assert summary["overhead_s"] == 10.0 and summary["overhead_pct"] == 10.0
+    assert summary["overhead_with_quality_pct"] == 20.0
+    assert (summary["cells_ok"], summary["cells_failed"]) == (2, 1)
+
+
+def test_format_summary_names_each_part_with_its_share() -> None:
+    summary = summarize([_timed("ok", train_s=30.0, speed_s=10.0, eval_s=5.0), _timed("skipped")], 100.0, [])
+    lines = format_summary("r1", summary, Path("reports/r1/index.html")).splitlines()
+    assert lines[0] == "aebench: run r1: 1 ok, 0 failed, 0 timed out, 1 skipped in 100.0 s"
+    assert "measured speed (training epochs, timed loops) 40.0 s (40.0%)" in lines[1]
+    assert "harness overhead (process start, imports, data, model build, store, report) 55.0 s (55.0%)" in lines[1]
+    assert lines[2] == "aebench: report reports/r1/index.html"
+    assert len(format_summary("r1", summary, None).splitlines()) == 2
+
+
+def _interrupted_run(path: Path, matrix: Matrix) -> str:
+    """A run that stored its first cell and was stopped after 5 s."""
+    with Store(path) as store:
+        run_id = store.begin_run(matrix, ENV, ["aebench", "run", "tiny.toml"])
+        store.add_result(run_id, CellResult(cell=matrix.cells()[0], status="ok", duration_s=1.0))
+        store.finish_run(run_id, "interrupted", 5.0, {})
+    return run_id
+
+
+def test_a_new_run_gets_every_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aebench.machine.collect_environment", lambda: ENV)
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    with Store(tmp_path / "s.sqlite") as store:
+        run = session.start(store, matrix, matrix.cells(), ["aebench", "run"], resume=None)
+        assert store.resolve_run(None) == run.run_id
+    assert run.cells == matrix.cells() and not run.resumed and run.prior_wall_s == 0.0
+
+
+def test_resume_runs_the_missing_cells_and_keeps_the_wall_time(tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    run_id = _interrupted_run(tmp_path / "s.sqlite", matrix)
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        run = session.start(store, matrix, matrix.cells(), ["aebench", "run", "--resume"], resume="latest")
+    assert run.run_id == run_id and run.resumed
+    assert run.cells == matrix.cells()[1:] and run.stored_cells == 1 and run.prior_wall_s == 5.0
+
+
+def test_resume_with_another_matrix_is_refused(tmp_path: Path) -> None:
+    run_id = _interrupted_run(tmp_path / "s.sqlite", Matrix.from_dict(tiny_matrix_dict()))
+    other = Matrix.from_dict(tiny_matrix_dict(epochs=3))
+    with Store(tmp_path / "s.sqlite", create=False) as store, \
+            pytest.raises(UserError, match=f"run {run_id} was made with a different matrix .*tiny.toml"):
+        session.start(store, other, other.cells(), [], resume=run_id[:12])
+
+
+def test_finish_records_the_status_and_summary(tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    run_id = _interrupted_run(tmp_path / "s.sqlite", matrix)
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        summary = session.finish(store, run_id, "complete", store.results(run_id, with_artifacts=False), 12.0, [])
+        record = store.run_record(run_id)
+    assert record["status"] == "complete" and record["wall_s"] == 12.0
+    assert record["summary"] == summary and summary["cells_ok"] == 1
