@@ -27,7 +27,7 @@ setup-torch: ## add the CPU build of torch (CI does): `make test` then also chec
 test: ## run the whole test suite (tiny data, a few minutes) and list its 15 slowest tests
 	$(BIN)/python -m pytest -q --durations=15
 
-.PHONY: test-fast golden
+.PHONY: test-fast golden readme
 test-fast: ## the inner loop: every test but the slow end-to-end runs and the backend checks (under a minute)
 	$(BIN)/python -m pytest -q -m "not slow and not backends"
 
