@@ -70,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="compare runs whose settings differ (dataset, epochs, training set, hyperparameters...)")
     _add_store(compare)
 
+    hardware = commands.add_parser("hardware", help="compare machines that ran the same matrix: speed ratios with "
+                                                    "intervals, environment differences, quality divergence")
+    hardware.add_argument("operands", nargs="+", metavar="RUN",
+                          help="one machine's runs per operand, the reference first: RUN in --store (the forms "
+                               "compare accepts) or PATH.sqlite:RUN for another store file")
+    hardware.add_argument("--out", type=Path, default=None,
+                          help="the HTML page (default: reports/hardware/<first run>-vs-<...>.html)")
+    hardware.add_argument("--force", action="store_true", help="compare runs whose settings differ")
+    _add_store(hardware)
+
     commands.add_parser("crosscheck", add_help=False,
                         help="time the harness against hand-written loops on the conv AE (options: crosscheck --help)")
 
@@ -268,6 +278,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_CELLS_FAILED if result.regressions() else 0
 
 
+def cmd_hardware(args: argparse.Namespace) -> int:
+    from aebench import hardware
+
+    if args.out is not None and args.out.is_dir():
+        raise UserError(f"--out {args.out} is a folder: allowed the path of the HTML page to write")
+    machines = hardware.load_machines(args.operands, _store_path(args))
+    comparison = hardware.compare_machines(machines, force=args.force)
+    print(hardware.format_text(comparison))
+    path = hardware.write_page(comparison, args.out or hardware.default_page_path(machines))
+    print(f"aebench: hardware page {path}", file=sys.stderr)
+    return 0  # information, not a gate
+
 def cmd_crosscheck(args: argparse.Namespace) -> int:
     from aebench import crosscheck
 
@@ -278,6 +300,7 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
 COMMANDS = {
     "compare": cmd_compare,
     "crosscheck": cmd_crosscheck,
+    "hardware": cmd_hardware,
     "run": cmd_run,
     "list": cmd_list,
     "export": cmd_export,
