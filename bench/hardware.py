@@ -48,7 +48,7 @@ REPORTS_DIR = Path("reports") / "hardware"
 _STORE_OPERAND = re.compile(r"^(?P<path>.+?\.sqlite):(?P<run>.*)$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 ALL_VARIANTS = "all"
-# The raw-sample statistic behind each batch-1 latency figure (aebench.speed.latency_metrics computes the figures
+# The raw-sample statistic behind each batch-1 latency figure (aebench.scenarios.Latency.metrics computes the figures
 # from the same samples; a test holds the two together).
 SAMPLE_STATISTICS: dict[str, Callable[..., np.ndarray]] = {
     "speed.latency_b1_p50_ms": partial(np.percentile, q=50),

@@ -13,7 +13,7 @@ from aebench import hardware, stats
 from aebench.cli import main
 from aebench.config import Matrix
 from aebench.results import CellResult
-from aebench.speed import Samples, latency_metrics
+from aebench.scenarios import Latency, Samples
 from aebench.store import Store
 from support import tiny_matrix_dict
 
@@ -45,7 +45,7 @@ def _add_run(store: Store, run_id: str, environment: Mapping, *, faster: Mapping
     for cell in matrix.cells():
         factor = (faster or {}).get(cell.variant, 1.0)
         seconds = np.random.default_rng(cell.index).lognormal(math.log(LATENCY_S), 0.1, 400) / factor * jitter
-        latency = latency_metrics(Samples(seconds, float(seconds.sum()), False), "speed.latency_b1")
+        latency = Latency(Samples(seconds, float(seconds.sum()), False)).metrics()
         metrics = {
             "speed.train_ips": TRAIN_IPS[cell.variant] * factor / jitter,
             "speed.infer_ips": 10 * TRAIN_IPS[cell.variant] * factor / jitter,
@@ -230,7 +230,7 @@ def test_force_compares_runs_whose_settings_differ(tmp_path: Path, capsys: pytes
 
 def test_sample_statistics_reproduce_the_stored_latency_figures() -> None:
     seconds = np.random.default_rng(3).lognormal(math.log(LATENCY_S), 0.3, 500)
-    figures = latency_metrics(Samples(seconds, float(seconds.sum()), False), "speed.latency_b1")
+    figures = Latency(Samples(seconds, float(seconds.sum()), False)).metrics()
     for metric, statistic in hardware.SAMPLE_STATISTICS.items():
         assert float(statistic(seconds * 1e3, axis=-1)) == pytest.approx(figures[metric], rel=1e-12), metric
 
