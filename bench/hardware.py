@@ -40,7 +40,7 @@ from aebench import atomic, compare, stats
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY
 from aebench.report.latency import SAMPLES
-from aebench.report.page import Run, Section, render, render_page
+from aebench.report.page import Section, render, render_document
 from aebench.report.table import key_value_table, styled_table, text, times
 from aebench.store import Store
 
@@ -489,9 +489,9 @@ def build_page(comparison: HardwareComparison) -> str:
         ("quality", "Quality across hardware", _part([QUALITY_NOTE, _divergence_line(comparison)],
                                                      quality_table(comparison), "hardware-quality")),
     )
-    sections = [Section(anchor, title, lambda run, body=body: body) for anchor, title, body in bodies]
     title = "aebench hardware: " + " vs ".join(machine.machine_id for machine in comparison.machines)
-    return render_page(title, key_value_table(header, "hardware-machines"), sections, Run(frame=pd.DataFrame()))
+    return render_document(title, key_value_table(header, "hardware-machines"),
+                           [(Section(anchor, heading), body) for anchor, heading, body in bodies])
 
 
 def default_page_path(machines: Sequence[Machine]) -> Path:
