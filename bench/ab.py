@@ -93,6 +93,8 @@ class Settings:
                             f"({self.min_rounds})")
         if not (math.isfinite(self.budget_s) and self.budget_s > 0):
             raise UserError(f"--budget-s {self.budget_s!r} is invalid: allowed seconds > 0")
+        if self.speed_train_size < 1:
+            raise UserError(f"--speed-train-size {self.speed_train_size} is invalid: allowed integers >= 1")
 
 
 def speed_matrix(matrix: Matrix, train_size: int) -> Matrix:
@@ -653,8 +655,11 @@ def main(args: Any) -> int:
     margins = REGISTRY.margins()
     for text in args.margins:
         margins.update(parse_margin(text, margins))
-    settings = Settings(min_rounds=args.min_rounds, max_rounds=args.max_rounds, budget_s=args.budget_s,
-                        speed_train_size=args.speed_train_size, duet=args.duet, seed=args.seed, margins=margins)
+    given = {"min_rounds": args.min_rounds, "max_rounds": args.max_rounds, "budget_s": args.budget_s,
+             "speed_train_size": args.speed_train_size, "seed": args.seed}
+    settings = Settings(duet=args.duet, margins=margins, **{k: v for k, v in given.items() if v is not None})
+    if args.experiments < 1:
+        raise UserError(f"--experiments {args.experiments} is invalid: allowed integers >= 1")
     spikes = parse_spikes(args.spikes) if args.calibrate else ()
     cells = matrix.cells()
     skip = devices.skip_check(matrix.backend, cells)
@@ -666,14 +671,13 @@ def main(args: Any) -> int:
         raise UserError(f"no cell of matrix {matrix.name!r} can run on this machine: nothing to compare")
     if settings.duet:
         check_duet(runnable, len(machine.usable_cpus()))
-    data_path = data.find_dataset(matrix.dataset, args.data_dir)
-    data.check_dataset(data_path)  # a bad file stops here, before anything is built or written
-
     repo = revisions.repository_root(args.repo)
-    if not args.allow_dirty:
-        revisions.check_clean(repo)
     revisions.resolve(repo, base_ref)  # both known before either is built
     revisions.resolve(repo, candidate_ref)
+    if not args.allow_dirty:
+        revisions.check_clean(repo)
+    data_path = data.find_dataset(matrix.dataset, args.data_dir)
+    data.check_dataset(data_path)  # a bad file stops here, before anything is built or written
     base = revisions.install(repo, base_ref)
     candidate = revisions.install(repo, candidate_ref)
     if args.calibrate and base.commit != candidate.commit:

@@ -80,6 +80,40 @@ def build_parser() -> argparse.ArgumentParser:
     hardware.add_argument("--force", action="store_true", help="compare runs whose settings differ")
     _add_store(hardware)
 
+    ab = commands.add_parser("ab", help="paired A/B rounds of two git revisions, with verdicts; exit 1 on a regression")
+    ab.add_argument("operands", nargs="*", metavar="BASE CANDIDATE [MATRIX]",
+                    help="two git revisions and a matrix (default: HEAD~1 HEAD quick); each revision runs its own code")
+    ab.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a matrix key for both sides, value parsed as TOML (repeatable)")
+    ab.add_argument("--margin", dest="margins", action="append", default=[], metavar="NAME:VALUE",
+                    help="practical margin: speed:5%% (percent), quality.psnr_db:0.1 (the metric's unit)")
+    ab.add_argument("--json", type=Path, default=None, metavar="PATH", help='write {"rows": [...]} for a CI step')
+    ab.add_argument("--markdown", type=Path, default=None, metavar="PATH",
+                    help="write the tables as Markdown (e.g. $GITHUB_STEP_SUMMARY)")
+    ab.add_argument("--min-rounds", type=int, default=None, help="rounds before any verdict is read (default 6)")
+    ab.add_argument("--max-rounds", type=int, default=None, help="stop after this many speed rounds (default 20)")
+    ab.add_argument("--budget-s", type=float, default=None,
+                    help="stop before a round that would end past this many seconds (default 420)")
+    ab.add_argument("--speed-train-size", type=int, default=None,
+                    help="training images per epoch in speed rounds (default 2048)")
+    ab.add_argument("--seed", type=int, default=None, help="seed of the rounds' random order (default 0)")
+    ab.add_argument("--strict", action="store_true", help="an unknown verdict fails too (exit 1)")
+    ab.add_argument("--duet", action="store_true",
+                    help="run both sides at once, each on its own core with one thread (1-thread cells only)")
+    ab.add_argument("--calibrate", action="store_true",
+                    help="measure this machine's false-alarm and detection rates: one revision against itself, "
+                         "as is and with known spike-ins")
+    ab.add_argument("--spikes", default="5,10,20", metavar="PCT,...",
+                    help="with --calibrate: the spike-ins, in percent of each call's time")
+    ab.add_argument("--experiments", type=int, default=1, help="with --calibrate: independent repetitions")
+    ab.add_argument("--no-quality", action="store_true", help="skip the quality pass (speed rounds only)")
+    ab.add_argument("--allow-dirty", action="store_true",
+                    help="compare the commits although the working tree has uncommitted changes")
+    ab.add_argument("--repo", type=Path, default=None, help="the aebench git checkout (default: the working directory's)")
+    ab.add_argument("--data-dir", type=Path, default=None, help="folder holding mnist.npz / fashion_mnist.npz")
+    ab.add_argument("--reports-dir", type=Path, default=Path("reports"),
+                    help="where the page (ab/<stamp>-<base>-<candidate>.html) and the classifier cache go")
+
     commands.add_parser("crosscheck", add_help=False,
                         help="time the harness against hand-written loops on the conv AE (options: crosscheck --help)")
 
@@ -290,6 +324,12 @@ def cmd_hardware(args: argparse.Namespace) -> int:
     print(f"aebench: hardware page {path}", file=sys.stderr)
     return 0  # information, not a gate
 
+def cmd_ab(args: argparse.Namespace) -> int:
+    from aebench import ab
+
+    return ab.main(args)
+
+
 def cmd_crosscheck(args: argparse.Namespace) -> int:
     from aebench import crosscheck
 
@@ -298,6 +338,7 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "ab": cmd_ab,
     "compare": cmd_compare,
     "crosscheck": cmd_crosscheck,
     "hardware": cmd_hardware,
