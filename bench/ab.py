@@ -9,9 +9,11 @@ the other half), each in a fresh worker process, and the verdict comes from the 
 - **Quality** needs no rounds: with the same seed, identical code gives bit-identical figures. A quality pass runs
   every cell once per side with the matrix as given; its figures are compared exactly, with the trained weights'
   hash beside them, so "bit-identical" is visible.
-- **Speed rounds** run each cell with a shorter training (two epochs on ``speed_train_size`` images: the second,
-  steady epoch is the one timed) and without the accuracy extras, so that many rounds fit in minutes. Both sides
-  run the same settings, so their ratio is what a round measures.
+- **Speed rounds** run each cell with a shorter training on ``speed_train_size`` images and without the accuracy
+  extras, so that many rounds fit in minutes. The first epoch (tracing) is excluded as always; the number of steady
+  epochs is sized per cell from the quality pass's training speed so that the timed training lasts about
+  ``speed_train_s`` seconds (a dense AE's 2,048-image epoch takes a tenth of a second: too short to time well).
+  Both sides run the same settings, so their ratio is what a round measures.
 - **Duet** (``--duet``): both sides run at the same time, each on its own core with one thread, swapping cores from
   round to round, so both see the same machine state (Bulej et al., "Duet benchmarking", 2020).
 - **Calibration** (``--calibrate``): extra candidate sides run the same revision with a known amount of busy work
@@ -47,7 +49,9 @@ from aebench.results import CellResult
 from aebench.revisions import Revision
 
 Clock = Callable[[], float]
-SPEED_TRAIN_SIZE = 2048  # images per epoch in speed rounds: a steady epoch of 16 batches of 128
+SPEED_TRAIN_SIZE = 2048  # images per epoch in speed rounds: 16 batches of 128
+SPEED_TRAIN_S = 1.5  # steady training time a speed round aims for, per cell
+MAX_SPEED_EPOCHS = 50
 DEFAULT_MAX_ROUNDS = 20
 # Sized so that `aebench ab` on 4 quick-profile cells (the issue's A/A example) ends within 10 minutes on 2 cores,
 # the quality pass and the worker start-up included.
@@ -81,6 +85,7 @@ class Settings:
     max_rounds: int = DEFAULT_MAX_ROUNDS
     budget_s: float = DEFAULT_BUDGET_S
     speed_train_size: int = SPEED_TRAIN_SIZE
+    speed_train_s: float = SPEED_TRAIN_S
     duet: bool = False
     seed: int = 0
     margins: Mapping[str, float] = field(default_factory=REGISTRY.margins)
@@ -97,11 +102,27 @@ class Settings:
             raise UserError(f"--speed-train-size {self.speed_train_size} is invalid: allowed integers >= 1")
 
 
-def speed_matrix(matrix: Matrix, train_size: int) -> Matrix:
-    """The matrix speed rounds run: two epochs (the first is excluded from throughput as compilation) on at most
-    ``train_size`` images, without the reference classifier, the latent probe and the framework path."""
-    return replace(matrix, epochs=2, train_size=min(matrix.train_size, train_size), accuracy=False,
-                   predict_path=False, checkpoint=False)
+def speed_matrix(matrix: Matrix, train_size: int, train_ips: float | None = None,
+                 train_s: float = SPEED_TRAIN_S) -> Matrix:
+    """The matrix a speed round runs for one cell: at most ``train_size`` images per epoch, and enough steady epochs
+    to train for about ``train_s`` seconds at ``train_ips`` (one steady epoch when the speed is unknown), without the
+    reference classifier, the latent probe and the framework path."""
+    images = min(matrix.train_size, train_size)
+    steady = 1 if not train_ips else min(MAX_SPEED_EPOCHS - 1, max(1, math.ceil(train_s * train_ips / images)))
+    return replace(matrix, epochs=1 + steady, train_size=images, accuracy=False, predict_path=False, checkpoint=False)
+
+
+def speed_matrices(matrix: Matrix, cells: Sequence[Cell], settings: Settings,
+                   sized_by: Mapping[str, CellResult] | None = None) -> dict[str, Matrix]:
+    """Cell key -> its speed-round matrix, sized by the training speed one side measured in the quality pass (the
+    same matrix for both sides, so a round compares like with like)."""
+    def ips(cell: Cell) -> float | None:
+        result = (sized_by or {}).get(cell.key)
+        value = result.metrics.get("speed.train_ips") if result is not None and result.status == "ok" else None
+        return float(value) if value else None
+
+    return {cell.key: speed_matrix(matrix, settings.speed_train_size, ips(cell), settings.speed_train_s)
+            for cell in cells}
 
 
 class Executor(Protocol):
@@ -156,7 +177,8 @@ def compare_sides(rounds: Rounds, base: str, candidate: str, margins: Mapping[st
     return stats.decide(comparisons)
 
 
-def play_rounds(executor: Executor, sides: Sequence[Side], matrix: Matrix, cells: Sequence[Cell], settings: Settings,
+def play_rounds(executor: Executor, sides: Sequence[Side], matrices: Mapping[str, Matrix], cells: Sequence[Cell],
+                settings: Settings,
                 *, clock: Clock = time.monotonic, note: Callable[[str], None] = lambda text: None) -> tuple[Rounds, str]:
     """Run rounds until every candidate's verdicts settle (from ``min_rounds`` on), ``max_rounds`` are done, or the
     next round would not fit in the time left of ``budget_s``. Returns the figures and why it stopped."""
@@ -175,7 +197,7 @@ def play_rounds(executor: Executor, sides: Sequence[Side], matrix: Matrix, cells
         round_start = clock()
         for cell in cells:
             order = [sides[i] for i in orders[cell.key][rounds.count]]
-            for side, result in zip(order, _run_pair(executor, order, matrix, cell, settings, rounds.count)):
+            for side, result in zip(order, _run_pair(executor, order, matrices[cell.key], cell, settings)):
                 rounds.add(side.label, result, metrics)
         rounds.count += 1
         rounds.durations_s.append(clock() - round_start)
@@ -190,8 +212,8 @@ def play_rounds(executor: Executor, sides: Sequence[Side], matrix: Matrix, cells
             note(f"round {rounds.count} ({clock() - started:.0f} s)")
 
 
-def _run_pair(executor: Executor, order: Sequence[Side], matrix: Matrix, cell: Cell, settings: Settings,
-              round_index: int) -> list[CellResult]:
+def _run_pair(executor: Executor, order: Sequence[Side], matrix: Matrix, cell: Cell,
+              settings: Settings) -> list[CellResult]:
     if not settings.duet:
         return [executor.run(side, matrix, cell) for side in order]
     # Duet: both at once, each on its own core; the order decides which side gets the first core this round.
@@ -587,11 +609,17 @@ def run_ab(sides: Sequence[Side], matrix: Matrix, cells: Sequence[Cell], setting
     if quality:
         note(f"quality pass: {len(cells)} cells x {len(sides)} sides with the matrix as given")
         quality_results = quality_pass(executor, sides, matrix, cells, settings.seed)
-    remaining = replace(settings, budget_s=max(1.0, settings.budget_s - (clock() - started)))
     note(f"speed rounds: {len(cells)} cells x {len(sides)} sides per round, at least {settings.min_rounds}, "
-         f"at most {settings.max_rounds}, {remaining.budget_s:.0f} s left")
-    rounds, why = play_rounds(executor, sides, speed_matrix(matrix, settings.speed_train_size), cells, remaining,
-                              clock=clock, note=note)
+         f"at most {settings.max_rounds}")
+    sizing = quality_results.get(sides[0].label) or {}
+    if not sizing:  # no quality pass to learn each cell's training speed from: one short run per cell on the base
+        unsized = speed_matrices(matrix, cells, settings)
+        sizing = {cell.key: executor.run(sides[0], unsized[cell.key], cell) for cell in cells}
+    matrices = speed_matrices(matrix, cells, settings, sizing)
+    note("speed rounds train " + ", ".join(f"{cell.variant} {matrices[cell.key].epochs - 1} x "
+                                           f"{matrices[cell.key].train_size}" for cell in cells) + " steady images")
+    remaining = replace(settings, budget_s=max(1.0, settings.budget_s - (clock() - started)))
+    rounds, why = play_rounds(executor, sides, matrices, cells, remaining, clock=clock, note=note)
     base = sides[0]
     speed = {side.label: compare_sides(rounds, base.label, side.label, settings.margins, speed_metrics())
              for side in sides[1:]}
