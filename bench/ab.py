@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from aebench import stats
@@ -361,6 +362,7 @@ def detectable_by_metric(outcome: Outcome, label: str | None = None) -> dict[str
     frame = pd.DataFrame(speed_rows(outcome, label))
     if frame.empty:
         return {}
+    frame = frame[np.isfinite(frame["detectable_pct"])]  # too few rounds for an interval: nothing is detectable
     return frame.groupby("metric", sort=False)["detectable_pct"].median().to_dict()
 
 

@@ -98,9 +98,6 @@ def _build(repo: Path, commit: str, site: Path, python: str) -> None:
         checkout, target = scratch / "src", scratch / "site"
         _git(repo, "worktree", "add", "--detach", "--force", str(checkout), commit)
         try:
-            if not (checkout / "bench" / "worker.py").is_file() or "aebench" not in (checkout / "pyproject.toml").read_text():
-                raise UserError(f"revision {commit[:10]} has no aebench package (it predates the import name "
-                                "aebench): choose revisions from the one that introduced it on")
             # The driver's own setuptools builds it (no network, no isolation); --no-deps: both sides share the
             # driver's third-party packages, so only aebench's own code differs between them.
             done = subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
@@ -109,6 +106,9 @@ def _build(repo: Path, commit: str, site: Path, python: str) -> None:
             if done.returncode != 0:
                 tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
                 raise UserError(f"revision {commit[:10]} does not install: {tail[0]}")
+            if not (target / "aebench" / "worker.py").is_file():
+                raise UserError(f"revision {commit[:10]} installs no aebench package (it predates the import name "
+                                "aebench): choose revisions from the one that introduced it on")
         finally:
             _git(repo, "worktree", "remove", "--force", str(checkout))
         try:
