@@ -114,6 +114,24 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--reports-dir", type=Path, default=Path("reports"),
                     help="where the page (ab/<stamp>-<base>-<candidate>.html) and the classifier cache go")
 
+    history = commands.add_parser("history", help="change points over one machine's runs in commit order; exit 1 "
+                                                   "when the newest segment of a series is a regression")
+    history.add_argument("--machine", default=None, metavar="ID",
+                         help="machine fingerprint (default: the newest complete run's)")
+    history.add_argument("--matrix", default=None, metavar="NAME",
+                         help="matrix name (default: the newest complete run's)")
+    history.add_argument("--metric", dest="metrics", action="extend", nargs="+", default=None, metavar="NAME",
+                         help="metrics to judge (default: the gated ones, `aebench metrics`)")
+    history.add_argument("--margin", dest="margins", action="append", default=[], metavar="NAME:VALUE",
+                         help="practical margin of a metric or group: speed:5%% (percent), quality.psnr_db:0.1 (the "
+                              "metric's unit)")
+    history.add_argument("--min-segment", type=int, default=None, metavar="N",
+                         help="fewest runs on each side of a change point (default: 3)")
+    history.add_argument("--out", type=Path, default=None, help="the HTML page (default: reports/history.html)")
+    history.add_argument("--format", choices=("text", "otava-csv"), default="text",
+                         help="otava-csv: print the series in Apache Otava's CSV format instead (writes no page)")
+    _add_store(history)
+
     commands.add_parser("crosscheck", add_help=False,
                         help="time the harness against hand-written loops on the conv AE (options: crosscheck --help)")
 
@@ -329,6 +347,26 @@ def cmd_ab(args: argparse.Namespace) -> int:
 
     return ab.main(args)
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from aebench import history
+    from aebench.store import Store
+
+    margins = history.resolve_margins(args.metrics, args.margins)
+    with Store(_store_path(args), create=False) as store:
+        found = history.load_history(store, machine=args.machine, matrix=args.matrix, margins=margins)
+    if args.format == "otava-csv":
+        text, left_out = history.otava_csv(found)
+        if left_out:
+            print("aebench: left out, a run lacks them (Otava's CSV import needs every value): "
+                  + ", ".join(left_out), file=sys.stderr)
+        print(text, end="")
+        return 0
+    min_segment = history.MIN_SEGMENT if args.min_segment is None else args.min_segment
+    analysis = history.analyse(found, min_segment)
+    print(history.format_text(analysis))
+    print(f"report: {history.write_page(analysis, args.out or history.DEFAULT_OUT)}")
+    return EXIT_CELLS_FAILED if analysis.newest_regressions() else 0
+
 
 def cmd_crosscheck(args: argparse.Namespace) -> int:
     from aebench import crosscheck
@@ -340,6 +378,7 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
 COMMANDS = {
     "ab": cmd_ab,
     "compare": cmd_compare,
+    "history": cmd_history,
     "crosscheck": cmd_crosscheck,
     "hardware": cmd_hardware,
     "run": cmd_run,

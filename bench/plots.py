@@ -231,3 +231,32 @@ def image_grid_figure(rows: Sequence[tuple[str, np.ndarray]], title: str, pad: i
         spine.set_visible(False)
     axes.set_title(title, fontsize="medium")
     return figure
+
+
+VERDICT_COLORS = {"regression": "#b42318", "improvement": "#1a7f37"}
+MAX_RUN_TICKS = 40  # past this many runs, every k-th commit is labelled
+
+
+def history_figure(lines: pd.DataFrame, commits: Sequence[str], changes: Sequence[tuple[int, str, str]],
+                   ylabel: str, title: str) -> Figure:
+    """A figure over runs in commit order: one line per column of ``lines`` (index = run position, NaN where a run
+    lacks it), the x axis labelled by ``commits`` (one per position), and each change (position, label, verdict) as
+    a vertical line just before the first run of its new segment, labelled at the top."""
+    labels = [str(column) for column in lines.columns]
+    legend_rows = -(-len(labels) // _legend_columns(labels))
+    figure = new_figure(7.5, 3.2 + 0.2 * legend_rows + 0.2)
+    axes = figure.subplots()
+    _line_panel(axes, lines, None, "", ylabel, legend=False)
+    _legend(axes, outside=True)  # cell keys are long: inside, they would hide the lines
+    step = max(1, -(-len(commits) // MAX_RUN_TICKS))
+    positions = list(range(0, len(commits), step))
+    axes.set_xticks(positions, [commits[position] for position in positions], rotation=90, fontsize="x-small")
+    axes.set_xlim(-0.5, len(commits) - 0.5)
+    for position, label, verdict in changes:
+        color = VERDICT_COLORS.get(verdict, "0.3")
+        axes.axvline(position - 0.5, color=color, linewidth=1.2, linestyle="--")
+        axes.annotate(label, (position - 0.5, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
+                      textcoords="offset points", rotation=90, va="top", fontsize="x-small", color=color)
+    axes.set_xlabel("runs in commit order")
+    axes.set_title(title, fontsize="medium")
+    return figure
