@@ -101,6 +101,8 @@ class Settings:
             raise UserError(f"--budget-s {self.budget_s!r} is invalid: allowed seconds > 0")
         if self.speed_train_size < 1:
             raise UserError(f"--speed-train-size {self.speed_train_size} is invalid: allowed integers >= 1")
+        if not (math.isfinite(self.speed_train_s) and self.speed_train_s > 0):
+            raise UserError(f"--speed-train-s {self.speed_train_s!r} is invalid: allowed seconds > 0")
 
 
 def speed_matrix(matrix: Matrix, train_size: int, train_ips: float | None = None,
@@ -686,7 +688,7 @@ def main(args: Any) -> int:
     for text in args.margins:
         margins.update(parse_margin(text, margins))
     given = {"min_rounds": args.min_rounds, "max_rounds": args.max_rounds, "budget_s": args.budget_s,
-             "speed_train_size": args.speed_train_size, "seed": args.seed}
+             "speed_train_size": args.speed_train_size, "speed_train_s": args.speed_train_s, "seed": args.seed}
     settings = Settings(duet=args.duet, margins=margins, **{k: v for k, v in given.items() if v is not None})
     if args.experiments < 1:
         raise UserError(f"--experiments {args.experiments} is invalid: allowed integers >= 1")

@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop before a round that would end past this many seconds (default 420)")
     ab.add_argument("--speed-train-size", type=int, default=None,
                     help="training images per epoch in speed rounds (default 2048)")
+    ab.add_argument("--speed-train-s", type=float, default=None,
+                    help="steady training time a speed round aims for per cell, in seconds (default 1.5)")
     ab.add_argument("--seed", type=int, default=None, help="seed of the rounds' random order (default 0)")
     ab.add_argument("--strict", action="store_true", help="an unknown verdict fails too (exit 1)")
     ab.add_argument("--duet", action="store_true",

@@ -77,3 +77,33 @@ def test_a_revision_without_aebench_is_refused(tmp_path: Path) -> None:
     subprocess.run([*GIT, "-C", str(repo), "commit", "--quiet", "-m", "not aebench"], check=True)
     with pytest.raises(UserError, match="installs no aebench package"):
         revisions.install(repo, "HEAD", tmp_path / "cache")
+
+
+@pytest.mark.slow
+def test_ab_end_to_end_on_real_workers(clone: Path, tmp_path: Path, tiny_dataset_dir: Path,
+                                       monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Two revisions installed from a clone, a quality pass and two speed rounds on real worker hosts."""
+    import json
+
+    monkeypatch.setenv("AEBENCH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    status = main(["ab", "HEAD~1", "HEAD", "--repo", str(clone), "--data-dir", str(tiny_dataset_dir),
+                   "--set", 'variants=["undercomplete"]', "--set", "train_size=256", "--set", "test_size=128",
+                   "--set", "accuracy=false", "--set", "predict_path=false", "--set", "throughput.batch_size=64",
+                   "--set", "latency.min_count=10", "--set", "latency.min_duration_s=0.0",
+                   "--set", "throughput.min_count=2", "--set", "throughput.min_duration_s=0.0",
+                   "--min-rounds", "2", "--max-rounds", "2", "--speed-train-s", "0.1", "--reports-dir", str(out),
+                   "--json", str(tmp_path / "ab.json"), "--markdown", str(tmp_path / "ab.md")])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err[-2000:]
+    document = json.loads((tmp_path / "ab.json").read_text())
+    assert document["rounds"] == 2 and document["regressions"] == 0
+    speed = [row for row in document["rows"] if row["kind"] == "speed"]
+    quality = [row for row in document["rows"] if row["kind"] == "quality"]
+    assert {row["metric"] for row in speed} == {"speed.train_ips", "speed.infer_ips", "speed.latency_b1_p50_ms",
+                                                "speed.latency_b1_p99_ms"}
+    assert all(row["verdict"] == "unknown" for row in speed)  # 2 rounds cannot decide anything
+    # The two commits differ only in a text file: the same seed gives bit-identical figures and weights.
+    assert quality and all(row["difference"] == 0 and row["weights_identical"] for row in quality)
+    assert "every quality figure is bit-identical" in captured.out
+    assert (out / "ab" / "latest.html").is_file() and "| cell" in (tmp_path / "ab.md").read_text()
