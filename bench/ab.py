@@ -51,12 +51,12 @@ from aebench.revisions import Revision
 
 Clock = Callable[[], float]
 SPEED_TRAIN_SIZE = 2048  # images per epoch in speed rounds: 16 batches of 128
-SPEED_TRAIN_S = 1.5  # steady training time a speed round aims for, per cell
+SPEED_TRAIN_S = 1.0  # steady training time a speed round aims for, per cell
 MAX_SPEED_EPOCHS = 50
 DEFAULT_MAX_ROUNDS = 20
 # Sized so that `aebench ab` on 4 quick-profile cells (the issue's A/A example) ends within 10 minutes on 2 cores,
 # the quality pass and the worker start-up included.
-DEFAULT_BUDGET_S = 420.0
+DEFAULT_BUDGET_S = 540.0
 
 
 def speed_metrics() -> list[str]:
@@ -106,13 +106,16 @@ class Settings:
 
 
 def speed_matrix(matrix: Matrix, train_size: int, train_ips: float | None = None,
-                 train_s: float = SPEED_TRAIN_S) -> Matrix:
+                 train_s: float = SPEED_TRAIN_S, noise: float | None = None) -> Matrix:
     """The matrix a speed round runs for one cell: at most ``train_size`` images per epoch, and enough steady epochs
-    to train for about ``train_s`` seconds at ``train_ips`` (one steady epoch when the speed is unknown), without the
-    reference classifier, the latent probe and the framework path."""
+    to train for about ``train_s`` seconds at ``train_ips`` (one steady epoch when the speed is unknown). Nothing a
+    round does not time: no reference classifier, latent probe or framework path, a robustness sweep of the cell's
+    own ``noise`` level only, and no more test images than the Offline batch needs."""
     images = min(matrix.train_size, train_size)
     steady = 1 if not train_ips else min(MAX_SPEED_EPOCHS - 1, max(1, math.ceil(train_s * train_ips / images)))
-    return replace(matrix, epochs=1 + steady, train_size=images, accuracy=False, predict_path=False, checkpoint=False)
+    return replace(matrix, epochs=1 + steady, train_size=images, accuracy=False, predict_path=False, checkpoint=False,
+                   eval_noise=(noise,) if noise is not None else matrix.eval_noise,
+                   test_size=max(matrix.throughput.batch_size, 1))
 
 
 def speed_matrices(matrix: Matrix, cells: Sequence[Cell], settings: Settings,
@@ -124,7 +127,7 @@ def speed_matrices(matrix: Matrix, cells: Sequence[Cell], settings: Settings,
         value = result.metrics.get("speed.train_ips") if result is not None and result.status == "ok" else None
         return float(value) if value else None
 
-    return {cell.key: speed_matrix(matrix, settings.speed_train_size, ips(cell), settings.speed_train_s)
+    return {cell.key: speed_matrix(matrix, settings.speed_train_size, ips(cell), settings.speed_train_s, cell.noise)
             for cell in cells}
 
 

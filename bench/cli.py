@@ -93,11 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--min-rounds", type=int, default=None, help="rounds before any verdict is read (default 6)")
     ab.add_argument("--max-rounds", type=int, default=None, help="stop after this many speed rounds (default 20)")
     ab.add_argument("--budget-s", type=float, default=None,
-                    help="stop before a round that would end past this many seconds (default 420)")
+                    help="stop before a round that would end past this many seconds, quality pass included (default 540)")
     ab.add_argument("--speed-train-size", type=int, default=None,
                     help="training images per epoch in speed rounds (default 2048)")
     ab.add_argument("--speed-train-s", type=float, default=None,
-                    help="steady training time a speed round aims for per cell, in seconds (default 1.5)")
+                    help="steady training time a speed round aims for per cell, in seconds (default 1)")
     ab.add_argument("--seed", type=int, default=None, help="seed of the rounds' random order (default 0)")
     ab.add_argument("--strict", action="store_true", help="an unknown verdict fails too (exit 1)")
     ab.add_argument("--duet", action="store_true",
