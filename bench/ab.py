@@ -136,6 +136,9 @@ class Executor(Protocol):
 
     def run(self, side: Side, matrix: Matrix, cell: Cell, cpus: Sequence[int] | None = None) -> CellResult: ...
 
+    def new_round(self, sides: Sequence[Side], backends: Sequence[str]) -> None:
+        """Called before each round: a chance to start every side afresh."""
+
 
 # -- rounds -----------------------------------------------------------------------------------------------------------
 
@@ -201,6 +204,7 @@ def play_rounds(executor: Executor, sides: Sequence[Side], matrices: Mapping[str
         if rounds.count and elapsed + typical > settings.budget_s:
             return rounds, f"time budget ({settings.budget_s:g} s)"
         round_start = clock()
+        executor.new_round(sides, sorted({cell.backend for cell in cells}))
         for cell in cells:
             order = [sides[i] for i in orders[cell.key][rounds.count]]
             for side, result in zip(order, _run_pair(executor, order, matrices[cell.key], cell, settings)):
@@ -551,8 +555,14 @@ def format_calibration(table: pd.DataFrame) -> str:
 
 
 class HostExecutor:
-    """Each side's long-lived worker hosts (one per backend), started from the side's installed revision; every cell
-    still runs in a fresh forked child. ``cpus`` moves the side's host to those cores before the cell (duet)."""
+    """Each side's worker hosts (one per backend), started from the side's installed revision; every cell runs in a
+    fresh child forked from its side's host. ``cpus`` moves the side's host to those cores before the cell (duet).
+
+    Every round starts new hosts. A forked child inherits its host's memory layout, and layout alone moves speed by
+    a few percent (Mytkowicz et al., "Producing wrong data without doing anything obviously wrong!", 2009): in an
+    A/A comparison on one pair of long-lived hosts, one side's undercomplete cell trained 5% faster round after
+    round (interval +2% to +9% over 14 rounds). Fresh hosts each round turn that bias into round-to-round noise,
+    which the rounds average out, as pyperf's many worker processes do."""
 
     def __init__(self, data_path: Path, cache_dir: Path, scratch: Path,
                  python: str = sys.executable) -> None:
@@ -562,6 +572,7 @@ class HostExecutor:
         self._python = python
         self._hosts: dict[str, dict[str, Any]] = {}
         self._runs = 0
+        self._starts = 0
 
     def _factory(self, side: Side) -> Callable[[str, Path], Any]:
         from aebench.runner import WorkerHost, worker_environment
@@ -588,6 +599,18 @@ class HostExecutor:
             host.set_affinity(cpus)
         return _run_one(matrix, cell, self._data_path, scratch, hosts, self._factory(side), time.monotonic, None,
                         self._cache_dir)
+
+    def new_round(self, sides: Sequence[Side], backends: Sequence[str]) -> None:
+        """Close every host and start each side's afresh, all at once (their start-up is not measured)."""
+        self.close()
+        self._hosts = {}
+        self._starts += 1
+        jobs = [(side, backend) for side in sides for backend in backends]
+        with ThreadPoolExecutor(max_workers=len(jobs) or 1) as pool:
+            started = list(pool.map(lambda job: self._factory(job[0])(
+                job[1], self._scratch / f"host-{self._starts:03d}-{job[0].label.replace(' ', '_')}-{job[1]}.log"), jobs))
+        for (side, backend), host in zip(jobs, started):
+            self._hosts.setdefault(side.label, {})[backend] = host
 
     def prepare_classifiers(self, sides: Sequence[Side], matrix: Matrix, cells: Sequence[Cell], progress: Any) -> None:
         """Each side's reference classifiers trained or found in the cache before any cell, as ``aebench run`` does,

@@ -44,9 +44,13 @@ class FakeExecutor:
         self.calls: list[tuple[str, str, int]] = []
         self.sides = sides
         self.drift = 1.0
+        self.rounds_started = 0
 
     def clock(self) -> float:
         return self.now
+
+    def new_round(self, sides: Sequence[ab.Side], backends: Sequence[str]) -> None:
+        self.rounds_started += 1
 
     def run(self, side: ab.Side, matrix: Matrix, cell: Cell, cpus: Sequence[int] | None = None) -> CellResult:
         self.now += self.seconds_per_run
@@ -99,8 +103,10 @@ def test_an_identical_candidate_is_same_and_exits_zero() -> None:
 
 
 def test_noise_keeps_rounds_going_until_max_rounds_and_unknown_fails_only_when_strict() -> None:
-    outcome = _run(FakeExecutor({}, noise=0.3), max_rounds=8)
+    executor = FakeExecutor({}, noise=0.3)
+    outcome = _run(executor, max_rounds=8)
     assert outcome.rounds.count == 8 and outcome.stop_reason == "max rounds (8)"
+    assert executor.rounds_started == 8  # every round starts its sides afresh
     assert outcome.unknowns() > 0 and outcome.regressions() == 0
     assert outcome.exit_status(strict=False) == 0 and outcome.exit_status(strict=True) == 1
 
