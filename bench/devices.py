@@ -40,8 +40,11 @@ def backend_problems(backends: Sequence[str]) -> dict[str, str]:
         if importlib.util.find_spec("keras") is None:
             problems[backend] = "keras is not installed"
         elif importlib.util.find_spec(backend) is None:
-            extra = f" (pip install 'aebench[{backend}]')" if backend != "tensorflow" else ""
-            problems[backend] = f"backend {backend} is not installed{extra}"
+            from aebench.backends import BACKENDS
+
+            extra = BACKENDS[backend].extra
+            hint = f" (pip install 'aebench[{extra}]')" if extra else ""
+            problems[backend] = f"backend {backend} is not installed{hint}"
     return problems
 
 

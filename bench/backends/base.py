@@ -48,6 +48,8 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str]
+    # How to install the framework when it is missing: a pip extra of aebench, or None when aebench depends on it.
+    extra: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         # Scopes entered by place(): never closed, because a cell's child process lives for that one cell.

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 class JaxBackend(Backend):
     name = "jax"
+    extra = "jax"
 
     def _set_threads(self, threads: int) -> dict[str, Any]:
         # XLA's CPU client reads its thread pool size from the affinity mask, already pinned by the worker.

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 class TorchBackend(Backend):
     name = "torch"
+    extra = "torch"
 
     def _set_threads(self, threads: int) -> dict[str, Any]:
         import torch
