@@ -126,3 +126,14 @@ def test_cpu_and_gpu_matrix_runs_the_cpu_and_skips_the_gpu(tmp_path: Path, tiny_
     devices_section = page[page.index('<section id="devices">'):]
     devices_section = devices_section[: devices_section.index("</section>")]
     assert ">ok<" in devices_section and "skipped: no GPU visible to tensorflow" in devices_section
+
+
+def test_a_missing_backend_names_its_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("jax", "tensorflow") else real(name, *a))
+    problems = devices.backend_problems(["jax", "tensorflow", "torch"])
+    assert problems["jax"] == "backend jax is not installed (pip install 'aebench[jax]')"
+    assert problems["tensorflow"] == "backend tensorflow is not installed"  # a dependency of aebench: no extra
+    assert "torch" not in problems
