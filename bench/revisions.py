@@ -91,7 +91,25 @@ def install(repo: Path, ref: str, cache: Path | None = None, python: str = sys.e
     return Revision(ref=ref, commit=commit, subject=subject, committed_at=date, site=site)
 
 
+MIN_SETUPTOOLS = (77, 0)  # pyproject.toml's SPDX `license = "MIT"` needs it
+
+
+def check_builder() -> None:
+    """Revisions are built offline with this environment's setuptools: refuse one too old to read pyproject.toml."""
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("setuptools")
+    except importlib.metadata.PackageNotFoundError:
+        version = "none"
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) if version != "none" else ()
+    if parts < MIN_SETUPTOOLS:
+        raise UserError(f"aebench ab builds each revision with this environment's setuptools, which is {version}: "
+                        f"allowed >= {'.'.join(map(str, MIN_SETUPTOOLS))} (pip install -U 'setuptools>=77')")
+
+
 def _build(repo: Path, commit: str, site: Path, python: str) -> None:
+    check_builder()
     site.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"aebench-{commit[:10]}-", dir=site.parent) as scratch_text:
         scratch = Path(scratch_text)
@@ -104,8 +122,11 @@ def _build(repo: Path, commit: str, site: Path, python: str) -> None:
                                    "--no-build-isolation", "--no-compile", "--disable-pip-version-check",
                                    "--target", str(target), str(checkout)], capture_output=True, text=True, timeout=600)
             if done.returncode != 0:
-                tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-                raise UserError(f"revision {commit[:10]} does not install: {tail[0]}")
+                lines = [line.strip() for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+                # pip ends with generic hints; the line naming the failure says more
+                telling = [line for line in lines if "error" in line.lower() and "subprocess-exited" not in line]
+                raise UserError(f"revision {commit[:10]} does not install: "
+                                f"{(telling or lines or ['no output from pip'])[0][:300]}")
             if not (target / "aebench" / "worker.py").is_file():
                 raise UserError(f"revision {commit[:10]} installs no aebench package (it predates the import name "
                                 "aebench): choose revisions from the one that introduced it on")

@@ -107,3 +107,14 @@ def test_ab_end_to_end_on_real_workers(clone: Path, tmp_path: Path, tiny_dataset
     assert quality and all(row["difference"] == 0 and row["weights_identical"] for row in quality)
     assert "every quality figure is bit-identical" in captured.out
     assert (out / "ab" / "latest.html").is_file() and "| cell" in (tmp_path / "ab.md").read_text()
+
+
+def test_an_old_setuptools_is_refused_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "65.5.0" if name == "setuptools" else real(name))
+    with pytest.raises(UserError, match=r"setuptools, which is 65.5.0: allowed >= 77.0"):
+        revisions.check_builder()
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "84.2.1")
+    revisions.check_builder()
