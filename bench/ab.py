@@ -151,6 +151,7 @@ class Rounds:
     count: int = 0
     durations_s: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    failed: dict[str, set[str]] = field(default_factory=dict)  # side label -> keys of the cells that failed there
 
     def add(self, side: str, result: CellResult, metrics: Sequence[str]) -> None:
         per_metric = self.figures.setdefault(side, {}).setdefault(result.cell.key, {})
@@ -159,6 +160,7 @@ class Rounds:
             per_metric.setdefault(metric, []).append(math.nan if value is None else float(value))
         if result.status != "ok":
             self.failures.append(f"{side} {result.cell.key}: {result.status}: {result.error}")
+            self.failed.setdefault(side, set()).add(result.cell.key)
 
 
 def balanced_orders(count: int, sides: int, rng: random.Random) -> list[list[int]]:
@@ -291,10 +293,22 @@ class Outcome:
     def candidate(self) -> Side:
         return self.candidates[0]
 
+    def broken(self, label: str | None = None) -> list[str]:
+        """Cells that failed on the candidate (in the quality pass or any round) but never on the base: a candidate
+        that crashes or times out is a regression even where no figure can be compared."""
+        label = label or self.candidate.label
+
+        def failed(side: str) -> set[str]:
+            in_quality = {key for key, result in self.quality_results.get(side, {}).items() if result.status != "ok"}
+            return in_quality | self.rounds.failed.get(side, set())
+
+        return sorted(failed(label) - failed(self.base.label))
+
     def regressions(self, label: str | None = None) -> int:
         label = label or self.candidate.label
         return (sum(c.verdict == "regression" for c in self.speed.get(label, []))
-                + sum(c.verdict == "regression" for c in self.quality.get(label, [])))
+                + sum(c.verdict == "regression" for c in self.quality.get(label, []))
+                + len(self.broken(label)))
 
     def unknowns(self, label: str | None = None) -> int:
         return sum(c.verdict == "unknown" for c in self.speed.get(label or self.candidate.label, []))
@@ -358,6 +372,7 @@ def json_document(outcome: Outcome) -> dict[str, Any]:
         "elapsed_s": round(outcome.elapsed_s, 1),
         "regressions": outcome.regressions(),
         "unknown": outcome.unknowns(),
+        "broken": outcome.broken(),  # cells that failed on the candidate only (each counts as a regression)
         "rows": [_jsonable(row) for row in speed_rows(outcome) + quality_rows(outcome)],
     }
 
@@ -438,9 +453,13 @@ def format_text(outcome: Outcome) -> str:
     lines.append(quality.to_string(index=False) if not quality.empty else "  no cell ran on both sides")
     if identical and not quality.empty:
         lines.append("every quality figure is bit-identical")
-    if outcome.rounds.failures:
+    failures = [f"{side} {key}: {result.status}: {result.error}" for side, results in outcome.quality_results.items()
+                for key, result in results.items() if result.status != "ok"] + outcome.rounds.failures
+    if failures:
         lines.append("")
-        lines.append(f"{len(outcome.rounds.failures)} cell runs failed: " + "; ".join(outcome.rounds.failures[:5]))
+        lines.append(f"{len(failures)} cell runs failed: " + "; ".join(failures[:5]))
+    for key in outcome.broken():
+        lines.append(f"regression: {key} failed on the candidate and never on the base")
     regressions, unknown = outcome.regressions(), outcome.unknowns()
     lines.append("")
     lines.append(f"{regressions} regressions, {unknown} unknown "
@@ -455,7 +474,8 @@ def format_markdown(outcome: Outcome) -> str:
         f"### aebench ab: `{cand.short}` against `{base.short}`",
         "",
         f"{outcome.regressions()} regressions, {outcome.unknowns()} unknown; {outcome.rounds.count} rounds "
-        f"({outcome.stop_reason}), matrix `{outcome.matrix.name}`.",
+        f"({outcome.stop_reason}), matrix `{outcome.matrix.name}`."
+        + "".join(f" `{key}` failed on the candidate only." for key in outcome.broken()),
         "",
         "#### Speed",
         "",
@@ -497,6 +517,7 @@ def render_html(outcome: Outcome) -> str:
         "matrix": outcome.matrix.name, "mode": "duet" if outcome.settings.duet else "sequential",
         "rounds": f"{outcome.rounds.count} ({outcome.stop_reason})", "elapsed": f"{outcome.elapsed_s:.0f} s",
         "regressions": outcome.regressions(), "unknown": outcome.unknowns(),
+        "failed on the candidate only": ", ".join(outcome.broken()) or "none",
     }, "ab")
     detectable = detectable_by_metric(outcome)
     method = Markup("<p>{}</p>").format(

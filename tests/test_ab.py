@@ -45,6 +45,7 @@ class FakeExecutor:
         self.sides = sides
         self.drift = 1.0
         self.rounds_started = 0
+        self.crashes: set[tuple[str, str]] = set()
 
     def clock(self) -> float:
         return self.now
@@ -55,6 +56,8 @@ class FakeExecutor:
     def run(self, side: ab.Side, matrix: Matrix, cell: Cell, cpus: Sequence[int] | None = None) -> CellResult:
         self.now += self.seconds_per_run
         self.calls.append((side.label, cell.key, matrix.epochs))
+        if (side.label, cell.variant) in self.crashes:
+            return CellResult(cell=cell, status="failed", duration_s=1.0, exit_code=1, error="ValueError: boom")
         factor = self.slowdown.get(side.label, 1.0) if cell.variant == "conv" else 1.0
         if len(self.calls) % self.sides == 1:  # the machine's speed this minute: the sides of one cell share it
             self.drift = math.exp(self.rng.normal(0, 0.1))
@@ -224,3 +227,16 @@ def test_calibration_counts_false_alarms_and_detections() -> None:
     assert int(aa["regressions"].sum()) == 0 and int(aa["comparisons"].sum()) == 8
     assert int(spiked["regressions"].sum()) == 4  # the conv cell's 4 figures; the dense cell is not spiked here
     assert "false alarms (A/A) on cpu1: 0 of 8" in ab.format_calibration(table)
+
+
+def test_a_cell_that_crashes_only_on_the_candidate_is_a_regression() -> None:
+    executor = FakeExecutor({})
+    executor.crashes = {("cand", "conv")}
+    outcome = _run(executor, max_rounds=6)
+    assert outcome.broken() == [next(c.key for c in Matrix.from_dict(tiny_matrix_dict(variants=["conv"])).cells())]
+    assert outcome.exit_status(strict=False) == 1
+    text = ab.format_text(outcome)
+    assert "failed on the candidate and never on the base" in text and "ValueError: boom" in text
+    both = FakeExecutor({})
+    both.crashes = {("cand", "conv"), ("base", "conv")}
+    assert _run(both, max_rounds=6).broken() == []  # broken on both sides: not this change's doing
