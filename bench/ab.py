@@ -20,8 +20,9 @@ the other half), each in a fresh worker process, and the verdict comes from the 
   added to the compiled call and the training step; with an A/A side beside them this measures the false-alarm and
   detection rates this machine gives (aebench.ab.calibration_summary).
 
-The matrix is resolved here, once, and both revisions run it: a revision differs only in code (worker, zoo,
-backends). Execution is behind a small interface (``Executor``) so the round logic is tested with fake figures.
+A shipped matrix (``quick``) is part of each revision and is read from that revision's own files, so a commit that
+changes a profile is compared as such, and the difference is printed; a matrix file given by path is the same for
+both sides. Execution is behind a small interface (``Executor``) so the round logic is tested with fake figures.
 """
 
 from __future__ import annotations
@@ -73,11 +74,20 @@ def quality_metrics() -> list[str]:
 
 @dataclass(frozen=True)
 class Side:
-    """One side of the comparison: a revision, and for calibration a known amount of added work."""
+    """One side of the comparison: a revision with the matrix it runs, and for calibration a known amount of added
+    work."""
 
     label: str
     revision: Revision
+    matrix: Matrix
     spike: float = 0.0  # extra busy work as a fraction of each timed call and training step (calibration only)
+
+    def cell(self, key: str) -> Cell:
+        """This side's cell of that key (its hyperparameters come from its own matrix)."""
+        for cell in self.matrix.cells():
+            if cell.key == key:
+                return cell
+        raise KeyError(f"{self.label}'s matrix has no cell {key}")
 
 
 @dataclass(frozen=True)
@@ -118,17 +128,17 @@ def speed_matrix(matrix: Matrix, train_size: int, train_ips: float | None = None
                    test_size=max(matrix.throughput.batch_size, 1))
 
 
-def speed_matrices(matrix: Matrix, cells: Sequence[Cell], settings: Settings,
-                   sized_by: Mapping[str, CellResult] | None = None) -> dict[str, Matrix]:
-    """Cell key -> its speed-round matrix, sized by the training speed one side measured in the quality pass (the
-    same matrix for both sides, so a round compares like with like)."""
-    def ips(cell: Cell) -> float | None:
-        result = (sized_by or {}).get(cell.key)
+def speed_matrices(sides: Sequence[Side], keys: Sequence[str], settings: Settings,
+                   sized_by: Mapping[str, CellResult] | None = None) -> dict[tuple[str, str], Matrix]:
+    """(side label, cell key) -> the matrix of its speed rounds, each side's own, sized alike for both sides by the
+    training speed the base measured (in the quality pass), so a round gives both sides the same amount of work."""
+    def ips(key: str) -> float | None:
+        result = (sized_by or {}).get(key)
         value = result.metrics.get("speed.train_ips") if result is not None and result.status == "ok" else None
         return float(value) if value else None
 
-    return {cell.key: speed_matrix(matrix, settings.speed_train_size, ips(cell), settings.speed_train_s, cell.noise)
-            for cell in cells}
+    return {(side.label, key): speed_matrix(side.matrix, settings.speed_train_size, ips(key), settings.speed_train_s,
+                                            side.cell(key).noise) for side in sides for key in keys}
 
 
 class Executor(Protocol):
@@ -188,15 +198,16 @@ def compare_sides(rounds: Rounds, base: str, candidate: str, margins: Mapping[st
     return stats.decide(comparisons)
 
 
-def play_rounds(executor: Executor, sides: Sequence[Side], matrices: Mapping[str, Matrix], cells: Sequence[Cell],
-                settings: Settings,
-                *, clock: Clock = time.monotonic, note: Callable[[str], None] = lambda text: None) -> tuple[Rounds, str]:
+def play_rounds(executor: Executor, sides: Sequence[Side], matrices: Mapping[tuple[str, str], Matrix],
+                keys: Sequence[str], settings: Settings, *, clock: Clock = time.monotonic,
+                note: Callable[[str], None] = lambda text: None) -> tuple[Rounds, str]:
     """Run rounds until every candidate's verdicts settle (from ``min_rounds`` on), ``max_rounds`` are done, or the
     next round would not fit in the time left of ``budget_s``. Returns the figures and why it stopped."""
     rng = random.Random(settings.seed)
     metrics = speed_metrics()
     rounds = Rounds(figures={side.label: {} for side in sides})
-    orders = {cell.key: balanced_orders(settings.max_rounds, len(sides), rng) for cell in cells}
+    orders = {key: balanced_orders(settings.max_rounds, len(sides), rng) for key in keys}
+    backends = sorted({side.cell(key).backend for side in sides for key in keys})
     started = clock()
     while True:
         if rounds.count >= settings.max_rounds:
@@ -206,10 +217,10 @@ def play_rounds(executor: Executor, sides: Sequence[Side], matrices: Mapping[str
         if rounds.count and elapsed + typical > settings.budget_s:
             return rounds, f"time budget ({settings.budget_s:g} s)"
         round_start = clock()
-        executor.new_round(sides, sorted({cell.backend for cell in cells}))
-        for cell in cells:
-            order = [sides[i] for i in orders[cell.key][rounds.count]]
-            for side, result in zip(order, _run_pair(executor, order, matrices[cell.key], cell, settings)):
+        executor.new_round(sides, backends)
+        for key in keys:
+            order = [sides[i] for i in orders[key][rounds.count]]
+            for side, result in zip(order, _run_pair(executor, order, matrices, key, settings)):
                 rounds.add(side.label, result, metrics)
         rounds.count += 1
         rounds.durations_s.append(clock() - round_start)
@@ -224,25 +235,26 @@ def play_rounds(executor: Executor, sides: Sequence[Side], matrices: Mapping[str
             note(f"round {rounds.count} ({clock() - started:.0f} s)")
 
 
-def _run_pair(executor: Executor, order: Sequence[Side], matrix: Matrix, cell: Cell,
+def _run_pair(executor: Executor, order: Sequence[Side], matrices: Mapping[tuple[str, str], Matrix], key: str,
               settings: Settings) -> list[CellResult]:
     if not settings.duet:
-        return [executor.run(side, matrix, cell) for side in order]
+        return [executor.run(side, matrices[side.label, key], side.cell(key)) for side in order]
     # Duet: both at once, each on its own core; the order decides which side gets the first core this round.
     cores = sorted(os.sched_getaffinity(0))[:2]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [pool.submit(executor.run, side, matrix, cell, [core]) for side, core in zip(order, cores)]
+        futures = [pool.submit(executor.run, side, matrices[side.label, key], side.cell(key), [core])
+                   for side, core in zip(order, cores)]
         return [future.result() for future in futures]
 
 
-def quality_pass(executor: Executor, sides: Sequence[Side], matrix: Matrix, cells: Sequence[Cell],
+def quality_pass(executor: Executor, sides: Sequence[Side], keys: Sequence[str],
                  seed: int) -> dict[str, dict[str, CellResult]]:
-    """Each cell once per side with the matrix as given, in random side order: side label -> cell key -> result."""
+    """Each cell once per side with its matrix as given, in random side order: side label -> cell key -> result."""
     rng = random.Random(seed + 1)
     results: dict[str, dict[str, CellResult]] = {side.label: {} for side in sides}
-    for cell in cells:
+    for key in keys:
         for side in rng.sample(list(sides), len(sides)):
-            results[side.label][cell.key] = executor.run(side, matrix, cell)
+            results[side.label][key] = executor.run(side, side.matrix, side.cell(key))
     return results
 
 
@@ -280,7 +292,6 @@ def _registry_order(metric: str) -> int:
 class Outcome:
     base: Side
     candidates: list[Side]
-    matrix: Matrix
     settings: Settings
     rounds: Rounds
     stop_reason: str
@@ -292,6 +303,18 @@ class Outcome:
     @property
     def candidate(self) -> Side:
         return self.candidates[0]
+
+    @property
+    def matrix(self) -> Matrix:
+        return self.base.matrix
+
+    def matrix_differences(self) -> list[str]:
+        """The settings in which the candidate's matrix differs from the base's (a shipped matrix is part of each
+        revision), as 'epochs: 3 -> 2'."""
+        from aebench.compare import settings_differences
+
+        return settings_differences([{"matrix": self.base.matrix.to_dict()}],
+                                    [{"matrix": self.candidate.matrix.to_dict()}])
 
     def broken(self, label: str | None = None) -> list[str]:
         """Cells that failed on the candidate (in the quality pass or any round) but never on the base: a candidate
@@ -366,6 +389,7 @@ def json_document(outcome: Outcome) -> dict[str, Any]:
         "base": side(outcome.base),
         "candidate": side(outcome.candidate),
         "matrix": outcome.matrix.name,
+        "matrix_differences": outcome.matrix_differences(),
         "rounds": outcome.rounds.count,
         "stop_reason": outcome.stop_reason,
         "duet": outcome.settings.duet,
@@ -435,6 +459,11 @@ def format_text(outcome: Outcome) -> str:
         f"matrix {outcome.matrix.name!r}: {outcome.rounds.count} rounds ({outcome.stop_reason}), "
         f"{'duet (both sides at once, one core each)' if outcome.settings.duet else 'sequential'}, "
         f"{outcome.elapsed_s:.0f} s",
+    ]
+    differences = outcome.matrix_differences()
+    if differences:
+        lines.append("the candidate's matrix differs from the base's (part of the change): " + "; ".join(differences))
+    lines += [
         "",
         "speed (change of the candidate against the base; verdict from the 95% interval of the median per-round "
         "change, Holm-corrected over the table):",
@@ -633,7 +662,7 @@ class HostExecutor:
         for (side, backend), host in zip(jobs, started):
             self._hosts.setdefault(side.label, {})[backend] = host
 
-    def prepare_classifiers(self, sides: Sequence[Side], matrix: Matrix, cells: Sequence[Cell], progress: Any) -> None:
+    def prepare_classifiers(self, sides: Sequence[Side], keys: Sequence[str], progress: Any) -> None:
         """Each side's reference classifiers trained or found in the cache before any cell, as ``aebench run`` does,
         so no cell's time includes them (both sides share the cache: the same recipe gives the same file)."""
         from aebench.runner import _prepare_classifiers
@@ -642,7 +671,8 @@ class HostExecutor:
             hosts = self._hosts.setdefault(side.label, {})
             scratch = self._scratch / f"classifiers-{side.label}"
             scratch.mkdir(parents=True, exist_ok=True)
-            _prepare_classifiers(matrix, list(cells), self._data_path, scratch, hosts, self._factory(side),
+            _prepare_classifiers(side.matrix, [side.cell(key) for key in keys], self._data_path, scratch, hosts,
+                                 self._factory(side),
                                  self._cache_dir, progress, lambda info: None)
 
     def close(self) -> None:
@@ -651,34 +681,34 @@ class HostExecutor:
                 host.close()
 
 
-def run_ab(sides: Sequence[Side], matrix: Matrix, cells: Sequence[Cell], settings: Settings, executor: Executor, *,
+def run_ab(sides: Sequence[Side], keys: Sequence[str], settings: Settings, executor: Executor, *,
            quality: bool = True, clock: Clock = time.monotonic,
            note: Callable[[str], None] = lambda text: None) -> Outcome:
-    """The whole comparison: the quality pass (unless ``quality`` is False), then speed rounds."""
+    """The whole comparison of ``sides`` (the base first) on the cells ``keys``: the quality pass (unless ``quality``
+    is False), then speed rounds."""
     started = clock()
     quality_results: dict[str, dict[str, CellResult]] = {side.label: {} for side in sides}
     if quality:
-        note(f"quality pass: {len(cells)} cells x {len(sides)} sides with the matrix as given")
-        quality_results = quality_pass(executor, sides, matrix, cells, settings.seed)
-    note(f"speed rounds: {len(cells)} cells x {len(sides)} sides per round, at least {settings.min_rounds}, "
+        note(f"quality pass: {len(keys)} cells x {len(sides)} sides with their matrices as given")
+        quality_results = quality_pass(executor, sides, keys, settings.seed)
+    note(f"speed rounds: {len(keys)} cells x {len(sides)} sides per round, at least {settings.min_rounds}, "
          f"at most {settings.max_rounds}")
-    sizing = quality_results.get(sides[0].label) or {}
-    if not sizing:  # no quality pass to learn each cell's training speed from: one short run per cell on the base
-        unsized = speed_matrices(matrix, cells, settings)
-        sizing = {cell.key: executor.run(sides[0], unsized[cell.key], cell) for cell in cells}
-    matrices = speed_matrices(matrix, cells, settings, sizing)
-    note("speed rounds train " + ", ".join(f"{cell.variant} {matrices[cell.key].epochs - 1} x "
-                                           f"{matrices[cell.key].train_size}" for cell in cells) + " steady images")
-    remaining = replace(settings, budget_s=max(1.0, settings.budget_s - (clock() - started)))
-    rounds, why = play_rounds(executor, sides, matrices, cells, remaining, clock=clock, note=note)
     base = sides[0]
+    sizing = quality_results.get(base.label) or {}
+    if not sizing:  # no quality pass to learn each cell's training speed from: one short run per cell on the base
+        unsized = speed_matrices([base], keys, settings)
+        sizing = {key: executor.run(base, unsized[base.label, key], base.cell(key)) for key in keys}
+    matrices = speed_matrices(sides, keys, settings, sizing)
+    note("speed rounds train " + ", ".join(f"{base.cell(key).variant} {matrices[base.label, key].epochs - 1} x "
+                                           f"{matrices[base.label, key].train_size}" for key in keys) + " steady images")
+    remaining = replace(settings, budget_s=max(1.0, settings.budget_s - (clock() - started)))
+    rounds, why = play_rounds(executor, sides, matrices, keys, remaining, clock=clock, note=note)
     speed = {side.label: compare_sides(rounds, base.label, side.label, settings.margins, speed_metrics())
              for side in sides[1:]}
     quality_verdicts = {side.label: compare_quality(quality_results, base.label, side.label, settings.margins)
                         for side in sides[1:]} if quality else {}
-    return Outcome(base=base, candidates=list(sides[1:]), matrix=matrix, settings=settings, rounds=rounds,
-                   stop_reason=why, speed=speed, quality=quality_verdicts, quality_results=quality_results,
-                   elapsed_s=clock() - started)
+    return Outcome(base=base, candidates=list(sides[1:]), settings=settings, rounds=rounds, stop_reason=why,
+                   speed=speed, quality=quality_verdicts, quality_results=quality_results, elapsed_s=clock() - started)
 
 
 # -- the command -----------------------------------------------------------------------------------------------------
@@ -725,12 +755,12 @@ def check_duet(cells: Sequence[Cell], usable_cpus: int) -> None:
 
 def main(args: Any) -> int:
     """``aebench ab`` from parsed command-line options (see aebench.cli)."""
-    from aebench import config, data, devices, machine, revisions
+    from aebench import config, data, machine, revisions
     from aebench.metrics import parse_margin
     from aebench.runner import Progress
 
     base_ref, candidate_ref, matrix_name = operands(args.operands, args.calibrate)
-    matrix = config.load_matrix(matrix_name, args.overrides)
+    matrix = config.load_matrix(matrix_name, args.overrides)  # validated here first: bad input stops before any build
     margins = REGISTRY.margins()
     for text in args.margins:
         margins.update(parse_margin(text, margins))
@@ -740,16 +770,6 @@ def main(args: Any) -> int:
     if args.experiments < 1:
         raise UserError(f"--experiments {args.experiments} is invalid: allowed integers >= 1")
     spikes = parse_spikes(args.spikes) if args.calibrate else ()
-    cells = matrix.cells()
-    skip = devices.skip_check(matrix.backend, cells)
-    runnable = [cell for cell in cells if skip.reason(cell) is None]
-    for cell in cells:
-        if skip.reason(cell) is not None:
-            print(f"aebench: ab skips {cell.key}: {skip.reason(cell)}", file=sys.stderr)
-    if not runnable:
-        raise UserError(f"no cell of matrix {matrix.name!r} can run on this machine: nothing to compare")
-    if settings.duet:
-        check_duet(runnable, len(machine.usable_cpus()))
     repo = revisions.repository_root(args.repo)
     revisions.resolve(repo, base_ref)  # both known before either is built
     revisions.resolve(repo, candidate_ref)
@@ -762,6 +782,12 @@ def main(args: Any) -> int:
     if args.calibrate and base.commit != candidate.commit:
         raise UserError(f"--calibrate runs one revision against itself: {base_ref} and {candidate_ref} are different "
                         "commits (give one revision twice, or none for HEAD)")
+    base_matrix, candidate_matrix = (revision_matrix(revision, matrix_name, args.overrides) for revision in
+                                     (base, candidate))
+    keys = runnable_keys(base_matrix, candidate_matrix)
+    if settings.duet:
+        check_duet([base_matrix_cell for base_matrix_cell in base_matrix.cells() if base_matrix_cell.key in keys],
+                   len(machine.usable_cpus()))
 
     def note(text: str) -> None:
         print(f"aebench: ab: {text}", file=sys.stderr, flush=True)
@@ -771,23 +797,55 @@ def main(args: Any) -> int:
         executor = HostExecutor(data_path, cache_dir, Path(scratch))
         try:
             if args.calibrate:
-                sides = [Side("base", base), Side("A/A", candidate)] + [
-                    Side(f"spike {spike * 100:g}%", candidate, spike) for spike in spikes]
+                sides = [Side("base", base, base_matrix), Side("A/A", candidate, candidate_matrix)] + [
+                    Side(f"spike {spike * 100:g}%", candidate, candidate_matrix, spike) for spike in spikes]
                 outcomes = []
                 for experiment in range(args.experiments):
                     note(f"calibration experiment {experiment + 1} of {args.experiments}")
-                    outcomes.append(run_ab(sides, matrix, runnable, replace(settings, seed=settings.seed + experiment),
+                    outcomes.append(run_ab(sides, keys, replace(settings, seed=settings.seed + experiment),
                                            executor, quality=False, note=note))
                 return _report_calibration(outcomes, args)
-            sides = [Side("base", base), Side("candidate", candidate)]
-            if matrix.accuracy:
-                executor.prepare_classifiers(sides, matrix, runnable, Progress(0))
+            sides = [Side("base", base, base_matrix), Side("candidate", candidate, candidate_matrix)]
+            if any(side.matrix.accuracy for side in sides):
+                executor.prepare_classifiers(sides, keys, Progress(0))
             note(f"{base.short} ({base_ref}) against {candidate.short} ({candidate_ref}), matrix {matrix.name!r}, "
-                 f"{len(runnable)} cells")
-            outcome = run_ab(sides, matrix, runnable, settings, executor, quality=not args.no_quality, note=note)
+                 f"{len(keys)} cells")
+            outcome = run_ab(sides, keys, settings, executor, quality=not args.no_quality, note=note)
         finally:
             executor.close()
     return _report(outcome, args)
+
+
+def revision_matrix(revision: Revision, name_or_path: str, overrides: Sequence[str]) -> Matrix:
+    """The matrix a revision runs: a shipped matrix name resolves in that revision's own ``matrices/`` (a shipped
+    profile is part of the revision under test); a file path is the same file for both sides."""
+    from aebench import config
+
+    shipped = revision.site / "aebench" / "matrices" / f"{name_or_path}.toml"
+    if config.resolve_matrix_path(name_or_path).parent == config.MATRICES_DIR:
+        if not shipped.is_file():
+            raise UserError(f"revision {revision.short} ships no matrix {name_or_path!r}: give a matrix file instead")
+        return config.load_matrix(shipped, overrides)
+    return config.load_matrix(name_or_path, overrides)
+
+
+def runnable_keys(base: Matrix, candidate: Matrix) -> list[str]:
+    """The cells both sides' matrices have and this machine can run, in the base's order; the others are named."""
+    from aebench import devices
+
+    cells = base.cells()
+    other = {cell.key for cell in candidate.cells()}
+    skip = devices.skip_check(sorted(set(base.backend) | set(candidate.backend)), cells)
+    keys = []
+    for cell in cells:
+        why = skip.reason(cell) or (None if cell.key in other else "the candidate's matrix has no such cell")
+        if why is None:
+            keys.append(cell.key)
+        else:
+            print(f"aebench: ab skips {cell.key}: {why}", file=sys.stderr)
+    if not keys:
+        raise UserError(f"no cell of matrix {base.name!r} can run on both sides on this machine: nothing to compare")
+    return keys
 
 
 def _report(outcome: Outcome, args: Any) -> int:

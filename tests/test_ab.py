@@ -25,9 +25,10 @@ QUALITY = {"quality.psnr_db": 20.0, "quality.ssim": 0.8, "quality.bce": 0.1, "qu
            "quality.gain_db": 5.0}
 
 
-def _side(label: str, spike: float = 0.0) -> ab.Side:
+def _side(label: str, spike: float = 0.0, matrix: Matrix | None = None) -> ab.Side:
+    matrix = matrix or Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete", "conv"], threads=[1]))
     return ab.Side(label, Revision(label, label * 5, f"subject of {label}", "2026-11-27T00:00:00+00:00", Path("/x")),
-                   spike)
+                   matrix, spike)
 
 
 class FakeExecutor:
@@ -78,9 +79,9 @@ MARGINS = {"speed.train_ips": 5.0, "speed.infer_ips": 5.0, "speed.latency_b1_p50
 
 
 def _run(executor: FakeExecutor, **settings: object) -> ab.Outcome:
-    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete", "conv"], threads=[1]))
+    sides = [_side("base"), _side("cand")]
     options = {"margins": MARGINS, **settings}
-    return ab.run_ab([_side("base"), _side("cand")], matrix, matrix.cells(), ab.Settings(**options), executor,
+    return ab.run_ab(sides, [cell.key for cell in sides[0].matrix.cells()], ab.Settings(**options), executor,
                      clock=executor.clock)
 
 
@@ -148,8 +149,8 @@ def test_speed_rounds_are_sized_by_the_quality_pass_or_a_sizing_run() -> None:
     assert all(len(epochs) == 1 and epochs <= {5, 6} for epochs in per_cell.values())
     executor = FakeExecutor({})
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], threads=[1]))
-    ab.run_ab([_side("base"), _side("cand")], matrix, matrix.cells(), ab.Settings(margins=MARGINS), executor,
-              quality=False, clock=executor.clock)
+    ab.run_ab([_side("base", matrix=matrix), _side("cand", matrix=matrix)], [matrix.cells()[0].key],
+              ab.Settings(margins=MARGINS), executor, quality=False, clock=executor.clock)
     assert executor.calls[0] == ("base", matrix.cells()[0].key, 2) and executor.calls[1][2] in (5, 6)
 
 
@@ -217,10 +218,9 @@ def test_settings_are_validated() -> None:
 
 def test_calibration_counts_false_alarms_and_detections() -> None:
     executor = FakeExecutor({"spike 20%": 1.2}, sides=3)
-    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete", "conv"], threads=[1]))
     sides = [_side("base"), _side("A/A"), _side("spike 20%", spike=0.2)]
-    outcome = ab.run_ab(sides, matrix, matrix.cells(), ab.Settings(margins=MARGINS), executor, quality=False,
-                        clock=executor.clock)
+    outcome = ab.run_ab(sides, [cell.key for cell in sides[0].matrix.cells()], ab.Settings(margins=MARGINS), executor,
+                        quality=False, clock=executor.clock)
     table = ab.calibration_summary([outcome])
     aa = table[table["spike_pct"] == 0]
     spiked = table[table["spike_pct"] == 20]
@@ -240,3 +240,15 @@ def test_a_cell_that_crashes_only_on_the_candidate_is_a_regression() -> None:
     both = FakeExecutor({})
     both.crashes = {("cand", "conv"), ("base", "conv")}
     assert _run(both, max_rounds=6).broken() == []  # broken on both sides: not this change's doing
+
+
+def test_each_side_runs_its_own_matrix_and_the_difference_is_named() -> None:
+    executor = FakeExecutor({})
+    base = _side("base", matrix=Matrix.from_dict(tiny_matrix_dict(variants=["conv"], threads=[1], epochs=3)))
+    cand = _side("cand", matrix=Matrix.from_dict(tiny_matrix_dict(variants=["conv"], threads=[1], epochs=2)))
+    outcome = ab.run_ab([base, cand], [base.matrix.cells()[0].key], ab.Settings(margins=MARGINS), executor,
+                        clock=executor.clock)
+    quality_epochs = {label: epochs for label, _, epochs in executor.calls[:2]}
+    assert quality_epochs == {"base": 3, "cand": 2}
+    assert outcome.matrix_differences() == ["epochs: 3 -> 2"]
+    assert "the candidate's matrix differs from the base's (part of the change): epochs: 3 -> 2" in ab.format_text(outcome)
