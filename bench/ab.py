@@ -419,36 +419,30 @@ def _pct(value: Any) -> str:
 
 
 def speed_table(outcome: Outcome, label: str | None = None) -> pd.DataFrame:
-    rows = speed_rows(outcome, label)
-    return pd.DataFrame({
-        "cell": [r["key"] for r in rows],
-        "metric": [REGISTRY.label(r["metric"]) + (f" ({REGISTRY[r['metric']].unit})" if REGISTRY[r["metric"]].unit else "")
-                   for r in rows],
-        "change": [_pct(r["change_pct"]) for r in rows],
-        "95% interval": [f"[{_pct(r['ci_low_pct'])}, {_pct(r['ci_high_pct'])}]" for r in rows],
-        "margin": [f"±{r['margin_pct']:g}%" for r in rows],
-        "spread": [f"{r['spread_pct']:.1f}%" if math.isfinite(r["spread_pct"]) else "" for r in rows],
-        "rounds": [r["rounds"] for r in rows],
-        "verdict": [r["verdict"] for r in rows],
-    })
+    """The speed verdicts with each pair's spread (the standard deviation of its per-round changes)."""
+    from aebench.compare import speed_frame
+
+    label = label or outcome.candidate.label
+    comparisons = outcome.speed.get(label, [])
+    table = speed_frame(comparisons, "rounds")
+    spreads = [outcome.spread_pct(label, c.key, c.metric) for c in comparisons]
+    table.insert(table.columns.get_loc("rounds"), "spread", [f"{v:.1f}%" if math.isfinite(v) else "" for v in spreads])
+    return table
 
 
-def quality_table(outcome: Outcome, label: str | None = None, only_differences: bool = False) -> pd.DataFrame:
-    rows = quality_rows(outcome, label)
-    if only_differences:
-        rows = [r for r in rows if r["difference"] != 0 or r["verdict"] != "same"]
-    gated = [r for r in rows if r["margin"] is not None]
-    shown = gated + [r for r in rows if r["margin"] is None and r["difference"] != 0]
-    return pd.DataFrame({
-        "cell": [r["key"] for r in shown],
-        "metric": [REGISTRY.label(r["metric"]) for r in shown],
-        "base": [REGISTRY.format(r["metric"], r["base"]) for r in shown],
-        "candidate": [REGISTRY.format(r["metric"], r["candidate"]) for r in shown],
-        "difference": [f"{r['difference']:+.6g}" for r in shown],
-        "margin": [f"{r['margin']:g}" if r["margin"] is not None else "(not gated)" for r in shown],
-        "weights": [{True: "identical", False: "differ", None: ""}[r["weights_identical"]] for r in shown],
-        "verdict": [r["verdict"] for r in shown],
-    })
+def quality_table(outcome: Outcome, label: str | None = None) -> pd.DataFrame:
+    """The gated quality figures, then any other quality figure that differs, with the trained weights' identity."""
+    from aebench.compare import quality_frame
+
+    label = label or outcome.candidate.label
+    every = outcome.quality.get(label, [])
+    shown = [q for q in every if math.isfinite(q.margin)] + [q for q in every if not math.isfinite(q.margin)
+                                                             and q.difference != 0]
+    table = quality_frame(shown).rename(columns={"baseline": "base"})
+    identical = [outcome.weights(q.key) for q in shown]
+    table.insert(table.columns.get_loc("verdict"), "weights",
+                 ["" if None in pair else "identical" if pair[0] == pair[1] else "differ" for pair in identical])
+    return table
 
 
 def format_text(outcome: Outcome) -> str:

@@ -188,6 +188,33 @@ def _pct(value: float) -> str:
     return f"{value:+.1f}%" if math.isfinite(value) else ""
 
 
+def quality_frame(quality: Sequence[stats.QualityComparison]) -> pd.DataFrame:
+    """Exact quality comparisons as a table (compare, ab): the figures, their difference, the margin, the verdict."""
+    return pd.DataFrame({
+        "cell": [q.key for q in quality],
+        "metric": [REGISTRY.label(q.metric) for q in quality],
+        "baseline": [REGISTRY.format(q.metric, q.base) for q in quality],
+        "candidate": [REGISTRY.format(q.metric, q.candidate) for q in quality],
+        "difference": [f"{q.difference:+.6g}" for q in quality],
+        "margin": [f"{q.margin:g}" if math.isfinite(q.margin) else "(not gated)" for q in quality],
+        "verdict": [q.verdict for q in quality],
+    })
+
+
+def speed_frame(speed: Sequence[stats.SpeedComparison], samples: str) -> pd.DataFrame:
+    """Speed verdicts as a table (compare, ab): the change with its 95% interval, the margin, how many ``samples``
+    (runs or rounds) it rests on, the verdict."""
+    return pd.DataFrame({
+        "cell": [c.key for c in speed],
+        "metric": [REGISTRY[c.metric].heading(REGISTRY.label(c.metric)) for c in speed],
+        "change": [_pct(c.change_pct) for c in speed],
+        "95% interval": [f"[{_pct(c.ci_low_pct)}, {_pct(c.ci_high_pct)}]" for c in speed],
+        "margin": [f"±{c.margin_pct:g}%" for c in speed],
+        samples: [c.rounds for c in speed],
+        "verdict": [c.verdict for c in speed],
+    })
+
+
 def format_comparison(comparison: Comparison) -> str:
     base, candidate = comparison.base, comparison.candidate
     lines = [f"baseline:  {base.label}", f"candidate: {candidate.label}"]
@@ -201,28 +228,11 @@ def format_comparison(comparison: Comparison) -> str:
     if quality:
         lines.append("")
         lines.append("quality (exact; the same code and seed give bit-identical figures):")
-        lines.append(pd.DataFrame({
-            "cell": [q.key for q in quality],
-            "metric": [REGISTRY.label(q.metric) for q in quality],
-            "baseline": [REGISTRY.format(q.metric, q.base) for q in quality],
-            "candidate": [REGISTRY.format(q.metric, q.candidate) for q in quality],
-            "difference": [f"{q.difference:+.6g}" for q in quality],
-            "margin": [f"{q.margin:g}" for q in quality],
-            "verdict": [q.verdict for q in quality],
-        }).to_string(index=False))
+        lines.append(quality_frame(quality).to_string(index=False))
     if comparison.speed:
         lines.append("")
         lines.append("speed (run-level: each run or seed one sample; Welch 95% interval, Holm-corrected tests):")
-        speed = comparison.speed
-        lines.append(pd.DataFrame({
-            "cell": [c.key for c in speed],
-            "metric": [REGISTRY.label(c.metric) for c in speed],
-            "runs": [c.rounds for c in speed],
-            "change": [_pct(c.change_pct) for c in speed],
-            "95% interval": [f"[{_pct(c.ci_low_pct)}, {_pct(c.ci_high_pct)}]" for c in speed],
-            "margin": [f"±{c.margin_pct:g}%" for c in speed],
-            "verdict": [c.verdict for c in speed],
-        }).to_string(index=False))
+        lines.append(speed_frame(comparison.speed, "runs").to_string(index=False))
     if comparison.unjudged:
         lines.append("")
         lines.append("speed, one run against one run (not judged: within-run samples cannot see the noise between runs):")
