@@ -366,10 +366,14 @@ def speed_rows(outcome: Outcome, label: str | None = None) -> list[dict[str, Any
     return rows
 
 
-def quality_rows(outcome: Outcome, label: str | None = None) -> list[dict[str, Any]]:
+def quality_rows(outcome: Outcome, label: str | None = None, gated: bool = True) -> list[dict[str, Any]]:
+    """The gated quality figures (``gated=False``: the other quality figures that differ, reported without a
+    verdict)."""
     label = label or outcome.candidate.label
     rows = []
     for q in outcome.quality.get(label, []):
+        if math.isfinite(q.margin) != gated or (not gated and q.difference == 0):
+            continue
         weights = outcome.weights(q.key)
         rows.append({"key": q.key, "metric": q.metric, "kind": "quality", "verdict": q.verdict,
                      "base": q.base, "candidate": q.candidate, "difference": q.difference,
@@ -398,6 +402,9 @@ def json_document(outcome: Outcome) -> dict[str, Any]:
         "unknown": outcome.unknowns(),
         "broken": outcome.broken(),  # cells that failed on the candidate only (each counts as a regression)
         "rows": [_jsonable(row) for row in speed_rows(outcome) + quality_rows(outcome)],
+        # Quality figures without a margin that differ: evidence of what changed, without a verdict.
+        "quality_changes": [{key: _jsonable(row)[key] for key in ("key", "metric", "base", "candidate", "difference")}
+                            for row in quality_rows(outcome, gated=False)],
     }
 
 
@@ -471,7 +478,7 @@ def format_text(outcome: Outcome) -> str:
             f"{REGISTRY.label(metric)} {value:.1f}%" for metric, value in detectable.items()))
     lines.append("")
     quality = quality_table(outcome)
-    identical = all(r["difference"] == 0 for r in quality_rows(outcome))
+    identical = all(q.difference == 0 for q in outcome.quality.get(outcome.candidate.label, []))
     lines.append("quality (quality pass, exact figures; the same seed gives bit-identical figures for identical code):")
     lines.append(quality.to_string(index=False) if not quality.empty else "  no cell ran on both sides")
     if identical and not quality.empty:

@@ -197,7 +197,8 @@ def quality_frame(quality: Sequence[stats.QualityComparison]) -> pd.DataFrame:
         "candidate": [REGISTRY.format(q.metric, q.candidate) for q in quality],
         "difference": [f"{q.difference:+.6g}" for q in quality],
         "margin": [f"{q.margin:g}" if math.isfinite(q.margin) else "(not gated)" for q in quality],
-        "verdict": [q.verdict for q in quality],
+        # A figure without a margin is reported, not judged: its difference is evidence of the change, no verdict.
+        "verdict": [q.verdict if math.isfinite(q.margin) else "changed" for q in quality],
     })
 
 

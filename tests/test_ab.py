@@ -252,3 +252,15 @@ def test_each_side_runs_its_own_matrix_and_the_difference_is_named() -> None:
     assert quality_epochs == {"base": 3, "cand": 2}
     assert outcome.matrix_differences() == ["epochs: 3 -> 2"]
     assert "the candidate's matrix differs from the base's (part of the change): epochs: 3 -> 2" in ab.format_text(outcome)
+
+
+def test_quality_figures_without_a_margin_are_reported_as_changed_not_judged(tmp_path: Path) -> None:
+    outcome = _run(FakeExecutor({}, quality_change={"cand": {"quality.gain_db": 4.0}}))  # gain has no margin
+    assert outcome.exit_status(strict=False) == 0
+    table = ab.quality_table(outcome)
+    assert set(table.loc[table["metric"] == "gain", "verdict"]) == {"changed"}
+    assert "every quality figure is bit-identical" not in ab.format_text(outcome)
+    ab.write_json(outcome, tmp_path / "ab.json")
+    document = json.loads((tmp_path / "ab.json").read_text())
+    assert {row["metric"] for row in document["quality_changes"]} == {"quality.gain_db"}
+    assert all(row["metric"] != "quality.gain_db" for row in document["rows"])
