@@ -65,10 +65,6 @@ def speed_metrics() -> list[str]:
     return [metric.name for metric in REGISTRY if metric.gated and metric.group == "speed"]
 
 
-def quality_metrics() -> list[str]:
-    return [metric.name for metric in REGISTRY if metric.gated and metric.group == "quality"]
-
-
 # -- what runs ------------------------------------------------------------------------------------------------------
 
 
@@ -267,7 +263,7 @@ def compare_quality(results: Mapping[str, Mapping[str, CellResult]], base: str, 
         b = results[candidate].get(key)
         if b is None or a.status != "ok" or b.status != "ok":
             continue
-        for metric in sorted(set(a.metrics) & set(b.metrics), key=_registry_order):
+        for metric in REGISTRY.sort_columns(set(a.metrics) & set(b.metrics)):
             entry = REGISTRY.find(metric)
             if entry is None or entry.group != "quality" or entry.better is None:
                 continue
@@ -277,12 +273,6 @@ def compare_quality(results: Mapping[str, Mapping[str, CellResult]], base: str, 
             rows.append(stats.quality_verdict(key, metric, float(x), float(y), higher_is_better=entry.better == "higher",
                                               margin=margins.get(metric, math.inf)))
     return rows
-
-
-def _registry_order(metric: str) -> int:
-    names = [entry.name for entry in REGISTRY]
-    entry = REGISTRY.find(metric)
-    return names.index(entry.name) if entry is not None else len(names)
 
 
 # -- the outcome ----------------------------------------------------------------------------------------------------
@@ -717,7 +707,6 @@ def run_ab(sides: Sequence[Side], keys: Sequence[str], settings: Settings, execu
 
 DEFAULT_OPERANDS = ("HEAD~1", "HEAD")
 DEFAULT_MATRIX = "quick"
-DEFAULT_SPIKES = (0.05, 0.10, 0.20)
 
 
 def operands(values: Sequence[str], calibrate: bool) -> tuple[str, str, str]:
