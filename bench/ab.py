@@ -263,7 +263,7 @@ def compare_quality(results: Mapping[str, Mapping[str, CellResult]], base: str, 
         b = results[candidate].get(key)
         if b is None or a.status != "ok" or b.status != "ok":
             continue
-        for metric in REGISTRY.sort_columns(set(a.metrics) & set(b.metrics)):
+        for metric in REGISTRY.sort_columns(sorted(set(a.metrics) & set(b.metrics))):
             entry = REGISTRY.find(metric)
             if entry is None or entry.group != "quality" or entry.better is None:
                 continue
