@@ -31,6 +31,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -77,6 +78,11 @@ class Side:
     revision: Revision
     matrix: Matrix
     spike: float = 0.0  # extra busy work as a fraction of each timed call and training step (calibration only)
+
+    @property
+    def slug(self) -> str:
+        """The label as a file name ("A/A" and "spike 10%" are labels)."""
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.label)
 
     def cell(self, key: str) -> Cell:
         """This side's cell of that key (its hyperparameters come from its own matrix)."""
@@ -606,11 +612,11 @@ class HostExecutor:
     which the rounds average out, as pyperf's many worker processes do."""
 
     def __init__(self, data_path: Path, cache_dir: Path, scratch: Path,
-                 python: str = sys.executable) -> None:
+                 command: Sequence[str] = (sys.executable, "-m", "aebench.worker", "serve")) -> None:
         self._data_path = data_path
         self._cache_dir = cache_dir
         self._scratch = scratch
-        self._python = python
+        self._command = list(command)  # what starts a host (tests start a stand-in speaking the same protocol)
         self._hosts: dict[str, dict[str, Any]] = {}
         self._runs = 0
         self._starts = 0
@@ -623,7 +629,7 @@ class HostExecutor:
             env["PYTHONPATH"] = str(side.revision.site)  # that revision's aebench, not the driver's
             if side.spike:
                 env["AEBENCH_SPIKE"] = f"{side.spike:g}"
-            return WorkerHost(backend, log, command=[self._python, "-m", "aebench.worker", "serve"], env=env)
+            return WorkerHost(backend, log, command=self._command, env=env)
 
         return start
 
@@ -632,11 +638,11 @@ class HostExecutor:
 
         hosts = self._hosts.setdefault(side.label, {})
         self._runs += 1
-        scratch = self._scratch / f"{self._runs:05d}-{side.label.replace(' ', '_').replace('%', 'pct')}"
+        scratch = self._scratch / f"{self._runs:05d}-{side.slug}"
         scratch.mkdir(parents=True)
         if cpus is not None:
             host = hosts.get(cell.backend) or hosts.setdefault(
-                cell.backend, self._factory(side)(cell.backend, self._scratch / f"host-{side.label}.log"))
+                cell.backend, self._factory(side)(cell.backend, self._scratch / f"host-{side.slug}.log"))
             host.set_affinity(cpus)
         return _run_one(matrix, cell, self._data_path, scratch, hosts, self._factory(side), time.monotonic, None,
                         self._cache_dir)
@@ -649,7 +655,7 @@ class HostExecutor:
         jobs = [(side, backend) for side in sides for backend in backends]
         with ThreadPoolExecutor(max_workers=len(jobs) or 1) as pool:
             started = list(pool.map(lambda job: self._factory(job[0])(
-                job[1], self._scratch / f"host-{self._starts:03d}-{job[0].label.replace(' ', '_')}-{job[1]}.log"), jobs))
+                job[1], self._scratch / f"host-{self._starts:03d}-{job[0].slug}-{job[1]}.log"), jobs))
         for (side, backend), host in zip(jobs, started):
             self._hosts.setdefault(side.label, {})[backend] = host
 
@@ -660,7 +666,7 @@ class HostExecutor:
 
         for side in sides:
             hosts = self._hosts.setdefault(side.label, {})
-            scratch = self._scratch / f"classifiers-{side.label}"
+            scratch = self._scratch / f"classifiers-{side.slug}"
             scratch.mkdir(parents=True, exist_ok=True)
             _prepare_classifiers(side.matrix, [side.cell(key) for key in keys], self._data_path, scratch, hosts,
                                  self._factory(side),

@@ -264,3 +264,26 @@ def test_quality_figures_without_a_margin_are_reported_as_changed_not_judged(tmp
     document = json.loads((tmp_path / "ab.json").read_text())
     assert {row["metric"] for row in document["quality_changes"]} == {"quality.gain_db"}
     assert all(row["metric"] != "quality.gain_db" for row in document["rows"])
+
+
+def test_side_labels_become_file_names() -> None:
+    assert _side("A/A").slug == "A_A" and _side("spike 10%").slug == "spike_10_"
+
+
+def test_calibration_sides_run_on_worker_hosts(tmp_path: Path) -> None:
+    """HostExecutor with the stand-in host (tests/fake_host.py): sides named "A/A" and "spike 10%" start hosts every
+    round, run their cells in fresh children and close cleanly."""
+    import sys
+
+    fake_host = Path(__file__).with_name("fake_host.py")
+    executor = ab.HostExecutor(tmp_path / "data.npz", tmp_path / "cache", tmp_path / "scratch",
+                               command=[sys.executable, str(fake_host), "ok,ok"])
+    sides = [_side("base"), _side("A/A"), _side("spike 10%", spike=0.1)]
+    try:
+        outcome = ab.run_ab(sides, [cell.key for cell in sides[0].matrix.cells()],
+                            ab.Settings(margins=MARGINS, min_rounds=2, max_rounds=2), executor, quality=False)
+    finally:
+        executor.close()
+    assert outcome.rounds.count == 2 and not outcome.rounds.failures
+    logs = sorted(path.name for path in (tmp_path / "scratch").glob("host-*.log"))
+    assert "host-001-A_A-tensorflow.log" in logs and "host-002-spike_10_-tensorflow.log" in logs
