@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import re
 import sys
@@ -38,6 +37,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -84,12 +84,16 @@ class Side:
         """The label as a file name ("A/A" and "spike 10%" are labels)."""
         return re.sub(r"[^A-Za-z0-9._-]+", "_", self.label)
 
+    @cached_property
+    def _cells(self) -> dict[str, Cell]:
+        return {cell.key: cell for cell in self.matrix.cells()}
+
     def cell(self, key: str) -> Cell:
         """This side's cell of that key (its hyperparameters come from its own matrix)."""
-        for cell in self.matrix.cells():
-            if cell.key == key:
-                return cell
-        raise KeyError(f"{self.label}'s matrix has no cell {key}")
+        try:
+            return self._cells[key]
+        except KeyError:
+            raise KeyError(f"{self.label}'s matrix has no cell {key}") from None
 
 
 @dataclass(frozen=True)
@@ -227,12 +231,12 @@ def play_rounds(executor: Executor, sides: Sequence[Side], matrices: Mapping[tup
         rounds.count += 1
         rounds.durations_s.append(clock() - round_start)
         if rounds.count >= settings.min_rounds:
-            families = [compare_sides(rounds, sides[0].label, side.label, settings.margins, metrics)
-                        for side in sides[1:]]
-            unknown = sum(c.verdict == "unknown" for family in families for c in family)
-            note(f"round {rounds.count}: {unknown} verdicts still unknown ({clock() - started:.0f} s)")
-            if unknown == 0:
+            verdicts = [c for side in sides[1:]
+                        for c in compare_sides(rounds, sides[0].label, side.label, settings.margins, metrics)]
+            if stats.settled(verdicts):
                 return rounds, "every verdict settled"
+            unknown = sum(c.verdict == "unknown" for c in verdicts)
+            note(f"round {rounds.count}: {unknown} verdicts still unknown ({clock() - started:.0f} s)")
         else:
             note(f"round {rounds.count} ({clock() - started:.0f} s)")
 
@@ -242,7 +246,9 @@ def _run_pair(executor: Executor, order: Sequence[Side], matrices: Mapping[tuple
     if not settings.duet:
         return [executor.run(side, matrices[side.label, key], side.cell(key)) for side in order]
     # Duet: both at once, each on its own core; the order decides which side gets the first core this round.
-    cores = sorted(os.sched_getaffinity(0))[:2]
+    from aebench import machine
+
+    cores = machine.usable_cpus()[:2]
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = [pool.submit(executor.run, side, matrices[side.label, key], side.cell(key), [core])
                    for side, core in zip(order, cores)]
@@ -274,7 +280,15 @@ def compare_quality(results: Mapping[str, Mapping[str, CellResult]], base: str, 
             if entry is None or entry.group != "quality" or entry.better is None:
                 continue
             x, y = a.metrics[metric], b.metrics[metric]
-            if x is None or y is None:
+            if x is None and y is None:
+                continue
+            if y is None or x is None:
+                # A figure one side lost (a NaN, stored as None): lost on the candidate is a regression; one the
+                # candidate gained where the base had none is reported as changed.
+                lost = y is None
+                rows.append(stats.QualityComparison(key, metric, math.nan if x is None else float(x),
+                                                    math.nan if y is None else float(y), math.nan,
+                                                    margins.get(metric, math.inf), "regression" if lost else "same"))
                 continue
             rows.append(stats.quality_verdict(key, metric, float(x), float(y), higher_is_better=entry.better == "higher",
                                               margin=margins.get(metric, math.inf)))
@@ -323,11 +337,41 @@ class Outcome:
 
         return sorted(failed(label) - failed(self.base.label))
 
+    def lost_speed(self, label: str | None = None) -> list[tuple[str, str]]:
+        """(cell, metric) speed figures the base measured in some round and the candidate in none (a cell that
+        stopped reporting its training speed, say): no ratio exists, and the loss is a regression."""
+        label = label or self.candidate.label
+        lost = []
+        for key, per_metric in self.rounds.figures.get(self.base.label, {}).items():
+            theirs = self.rounds.figures.get(label, {}).get(key, {})
+            for metric, values in per_metric.items():
+                if np.isfinite(values).any() and not np.isfinite(theirs.get(metric, [math.nan])).any():
+                    lost.append((key, metric))
+        return lost
+
     def regressions(self, label: str | None = None) -> int:
         label = label or self.candidate.label
         return (sum(c.verdict == "regression" for c in self.speed.get(label, []))
                 + sum(c.verdict == "regression" for c in self.quality.get(label, []))
-                + len(self.broken(label)))
+                + len(self.broken(label)) + len(self.lost_speed(label)))
+
+    def gated_quality(self, label: str | None = None) -> list[stats.QualityComparison]:
+        """The quality figures with a margin: the judged ones."""
+        return [q for q in self.quality.get(label or self.candidate.label, []) if math.isfinite(q.margin)]
+
+    def changed_quality(self, label: str | None = None) -> list[stats.QualityComparison]:
+        """The other quality figures that differ: evidence of what changed, reported without a verdict."""
+        return [q for q in self.quality.get(label or self.candidate.label, [])
+                if not math.isfinite(q.margin) and q.difference != 0]
+
+    def family_size(self, label: str | None = None) -> int:
+        """How many speed comparisons the Holm correction spans."""
+        return len(self.speed.get(label or self.candidate.label, []))
+
+    def too_few_rounds(self, label: str | None = None) -> int | None:
+        """The rounds a call would need, when fewer ran (else None): nothing can be called before that."""
+        needed = stats.rounds_needed(self.family_size(label))
+        return needed if self.family_size(label) and self.rounds.count < needed else None
 
     def unknowns(self, label: str | None = None) -> int:
         return sum(c.verdict == "unknown" for c in self.speed.get(label or self.candidate.label, []))
@@ -358,24 +402,21 @@ def speed_rows(outcome: Outcome, label: str | None = None) -> list[dict[str, Any
         rows.append({"key": c.key, "metric": c.metric, "kind": "speed", "verdict": c.verdict,
                      "change_pct": c.change_pct, "ci_low_pct": c.ci_low_pct, "ci_high_pct": c.ci_high_pct,
                      "margin_pct": c.margin_pct, "rounds": c.rounds, "p_regression_holm": c.p_regression_holm,
-                     "detectable_pct": c.detectable_pct, "spread_pct": outcome.spread_pct(label, c.key, c.metric)})
+                     "detectable_pct": c.detectable_pct(outcome.family_size(label)),
+                     "spread_pct": outcome.spread_pct(label, c.key, c.metric)})
     return rows
 
 
-def quality_rows(outcome: Outcome, label: str | None = None, gated: bool = True) -> list[dict[str, Any]]:
-    """The gated quality figures (``gated=False``: the other quality figures that differ, reported without a
-    verdict)."""
-    label = label or outcome.candidate.label
+def quality_rows(outcome: Outcome, label: str | None = None) -> list[dict[str, Any]]:
+    """The gated quality figures as JSON rows, with the trained weights' identity."""
     rows = []
-    for q in outcome.quality.get(label, []):
-        if math.isfinite(q.margin) != gated or (not gated and q.difference == 0):
-            continue
+    for q in outcome.gated_quality(label):
         weights = outcome.weights(q.key)
         rows.append({"key": q.key, "metric": q.metric, "kind": "quality", "verdict": q.verdict,
                      "base": q.base, "candidate": q.candidate, "difference": q.difference,
                      "change_pct": (q.difference / abs(q.base) * 100) if q.base else math.nan,
-                     "ci_low_pct": None, "ci_high_pct": None, "margin": None if math.isinf(q.margin) else q.margin,
-                     "rounds": 1, "weights_identical": None if None in weights else weights[0] == weights[1]})
+                     "ci_low_pct": None, "ci_high_pct": None, "margin": q.margin, "rounds": 1,
+                     "weights_identical": None if None in weights else weights[0] == weights[1]})
     return rows
 
 
@@ -399,8 +440,9 @@ def json_document(outcome: Outcome) -> dict[str, Any]:
         "broken": outcome.broken(),  # cells that failed on the candidate only (each counts as a regression)
         "rows": [_jsonable(row) for row in speed_rows(outcome) + quality_rows(outcome)],
         # Quality figures without a margin that differ: evidence of what changed, without a verdict.
-        "quality_changes": [{key: _jsonable(row)[key] for key in ("key", "metric", "base", "candidate", "difference")}
-                            for row in quality_rows(outcome, gated=False)],
+        "quality_changes": [_jsonable({"key": q.key, "metric": q.metric, "base": q.base, "candidate": q.candidate,
+                                       "difference": q.difference}) for q in outcome.changed_quality()],
+        "lost_speed_figures": [{"key": key, "metric": metric} for key, metric in outcome.lost_speed()],
     }
 
 
@@ -437,10 +479,7 @@ def quality_table(outcome: Outcome, label: str | None = None) -> pd.DataFrame:
     """The gated quality figures, then any other quality figure that differs, with the trained weights' identity."""
     from aebench.compare import quality_frame
 
-    label = label or outcome.candidate.label
-    every = outcome.quality.get(label, [])
-    shown = [q for q in every if math.isfinite(q.margin)] + [q for q in every if not math.isfinite(q.margin)
-                                                             and q.difference != 0]
+    shown = outcome.gated_quality(label) + outcome.changed_quality(label)
     table = quality_frame(shown).rename(columns={"baseline": "base"})
     identical = [outcome.weights(q.key) for q in shown]
     table.insert(table.columns.get_loc("verdict"), "weights",
@@ -448,7 +487,7 @@ def quality_table(outcome: Outcome, label: str | None = None) -> pd.DataFrame:
     return table
 
 
-def format_text(outcome: Outcome) -> str:
+def format_text(outcome: Outcome, strict: bool = False) -> str:
     base, cand = outcome.base.revision, outcome.candidate.revision
     lines = [
         f"base:      {base.short}  {base.subject}",
@@ -486,10 +525,16 @@ def format_text(outcome: Outcome) -> str:
         lines.append(f"{len(failures)} cell runs failed: " + "; ".join(failures[:5]))
     for key in outcome.broken():
         lines.append(f"regression: {key} failed on the candidate and never on the base")
+    for key, metric in outcome.lost_speed():
+        lines.append(f"regression: {key} measured {REGISTRY.label(metric)} on the base but never on the candidate")
+    needed = outcome.too_few_rounds()
+    if needed:
+        lines.append(f"warning: {outcome.rounds.count} rounds cannot call any of these {outcome.family_size()} speed "
+                     f"comparisons: that needs {needed} (narrow the matrix, or raise --budget-s or --max-rounds)")
     regressions, unknown = outcome.regressions(), outcome.unknowns()
     lines.append("")
-    lines.append(f"{regressions} regressions, {unknown} unknown "
-                 f"({'exit 1' if regressions else 'exit 0'}; unknown fails only with --strict)")
+    lines.append(f"{regressions} regressions, {unknown} unknown (exit {outcome.exit_status(strict)}"
+                 f"{'' if strict else '; unknown fails only with --strict'})")
     return "\n".join(lines)
 
 
@@ -572,7 +617,8 @@ def calibration_summary(outcomes: Sequence[Outcome]) -> pd.DataFrame:
     for outcome in outcomes:
         for side in outcome.candidates:
             for c in outcome.speed.get(side.label, []):
-                threads = c.key.split("/")[2]
+                cell = side.cell(c.key)
+                threads = f"{cell.device}{cell.threads}" if cell.threads is not None else cell.device
                 rows.append({"side": side.label, "spike_pct": round(side.spike * 100), "where": threads,
                              "metric": c.metric, "regression": c.verdict == "regression",
                              "unknown": c.verdict == "unknown"})
@@ -698,6 +744,9 @@ def run_ab(sides: Sequence[Side], keys: Sequence[str], settings: Settings, execu
     matrices = speed_matrices(sides, keys, settings, sizing)
     note("speed rounds train " + ", ".join(f"{base.cell(key).variant} {matrices[base.label, key].epochs - 1} x "
                                            f"{matrices[base.label, key].train_size}" for key in keys) + " steady images")
+    needed = stats.rounds_needed(len(keys) * len(speed_metrics()))
+    note(f"{len(keys) * len(speed_metrics())} speed comparisons per candidate: no call is possible before round "
+         f"{needed}")
     remaining = replace(settings, budget_s=max(1.0, settings.budget_s - (clock() - started)))
     rounds, why = play_rounds(executor, sides, matrices, keys, remaining, clock=clock, note=note)
     speed = {side.label: compare_sides(rounds, base.label, side.label, settings.margins, speed_metrics())
@@ -712,7 +761,7 @@ def run_ab(sides: Sequence[Side], keys: Sequence[str], settings: Settings, execu
 
 
 DEFAULT_OPERANDS = ("HEAD~1", "HEAD")
-DEFAULT_MATRIX = "quick"
+DEFAULT_MATRIX = "ab"
 
 
 def operands(values: Sequence[str], calibrate: bool) -> tuple[str, str, str]:
@@ -723,7 +772,7 @@ def operands(values: Sequence[str], calibrate: bool) -> tuple[str, str, str]:
         return base, candidate, DEFAULT_MATRIX
     if len(values) in (2, 3):
         return values[0], values[1], values[2] if len(values) == 3 else DEFAULT_MATRIX
-    raise UserError(f"aebench ab takes BASE CANDIDATE [MATRIX], or nothing (HEAD~1 HEAD quick); got {len(values)} "
+    raise UserError(f"aebench ab takes BASE CANDIDATE [MATRIX], or nothing (HEAD~1 HEAD ab); got {len(values)} "
                     f"operands: {' '.join(values)}")
 
 
@@ -766,24 +815,29 @@ def main(args: Any) -> int:
     if args.experiments < 1:
         raise UserError(f"--experiments {args.experiments} is invalid: allowed integers >= 1")
     spikes = parse_spikes(args.spikes) if args.calibrate else ()
+    if args.calibrate and args.duet:
+        raise UserError("--duet runs two sides at once, one per core; --calibrate runs four or more: use one of them")
+    for option, path in (("--json", args.json), ("--markdown", args.markdown)):
+        if path is not None and Path(path).is_dir():
+            raise UserError(f"{option} {path} is a folder: allowed the path of a file to write")
     repo = revisions.repository_root(args.repo)
-    revisions.resolve(repo, base_ref)  # both known before either is built
-    revisions.resolve(repo, candidate_ref)
+    base_commit = revisions.resolve(repo, base_ref)[0]  # both known before either is built
+    candidate_commit = revisions.resolve(repo, candidate_ref)[0]
+    if args.calibrate and base_commit != candidate_commit:
+        raise UserError(f"--calibrate runs one revision against itself: {base_ref} and {candidate_ref} are different "
+                        "commits (give one revision twice, or none for HEAD)")
     if not args.allow_dirty:
         revisions.check_clean(repo)
     data_path = data.find_dataset(matrix.dataset, args.data_dir)
     data.check_dataset(data_path)  # a bad file stops here, before anything is built or written
     base = revisions.install(repo, base_ref)
     candidate = revisions.install(repo, candidate_ref)
-    if args.calibrate and base.commit != candidate.commit:
-        raise UserError(f"--calibrate runs one revision against itself: {base_ref} and {candidate_ref} are different "
-                        "commits (give one revision twice, or none for HEAD)")
     base_matrix, candidate_matrix = (revision_matrix(revision, matrix_name, args.overrides) for revision in
                                      (base, candidate))
     keys = runnable_keys(base_matrix, candidate_matrix)
     if settings.duet:
-        check_duet([base_matrix_cell for base_matrix_cell in base_matrix.cells() if base_matrix_cell.key in keys],
-                   len(machine.usable_cpus()))
+        for side_matrix in (base_matrix, candidate_matrix):
+            check_duet([cell for cell in side_matrix.cells() if cell.key in keys], len(machine.usable_cpus()))
 
     def note(text: str) -> None:
         print(f"aebench: ab: {text}", file=sys.stderr, flush=True)
@@ -802,7 +856,7 @@ def main(args: Any) -> int:
                                            executor, quality=False, note=note))
                 return _report_calibration(outcomes, args)
             sides = [Side("base", base, base_matrix), Side("candidate", candidate, candidate_matrix)]
-            if any(side.matrix.accuracy for side in sides):
+            if not args.no_quality and any(side.matrix.accuracy for side in sides):  # speed rounds need none
                 executor.prepare_classifiers(sides, keys, Progress(0))
             note(f"{base.short} ({base_ref}) against {candidate.short} ({candidate_ref}), matrix {matrix.name!r}, "
                  f"{len(keys)} cells")
@@ -847,7 +901,7 @@ def runnable_keys(base: Matrix, candidate: Matrix) -> list[str]:
 def _report(outcome: Outcome, args: Any) -> int:
     from aebench import atomic
 
-    print(format_text(outcome))
+    print(format_text(outcome, args.strict))
     folder = Path(args.reports_dir) / "ab"
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     page = folder / f"{stamp}-{outcome.base.revision.short}-{outcome.candidate.revision.short}.html"
@@ -869,11 +923,10 @@ def _report_calibration(outcomes: Sequence[Outcome], args: Any) -> int:
     for index, outcome in enumerate(outcomes, 1):
         print(f"experiment {index}: {outcome.rounds.count} rounds ({outcome.stop_reason}), {outcome.elapsed_s:.0f} s")
     print(format_calibration(table))
-    detectable = {label: detectable_by_metric(outcomes[-1], label) for label in ("A/A",)}
-    for label, values in detectable.items():
-        if values:
-            print(f"smallest slowdown the last experiment's rounds could call ({label}): " + ", ".join(
-                f"{REGISTRY.label(metric)} {value:.1f}%" for metric, value in values.items()))
+    detectable = detectable_by_metric(outcomes[-1], "A/A")
+    if detectable:
+        print("smallest slowdown the last experiment's rounds could call (A/A): " + ", ".join(
+            f"{REGISTRY.label(metric)} {value:.1f}%" for metric, value in detectable.items()))
     if args.json:
         atomic.write_text(Path(args.json), json.dumps({"experiments": len(outcomes),
                                                        "rows": table.to_dict(orient="records")}, indent=1) + "\n")

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ab = commands.add_parser("ab", help="paired A/B rounds of two git revisions, with verdicts; exit 1 on a regression")
     ab.add_argument("operands", nargs="*", metavar="BASE CANDIDATE [MATRIX]",
-                    help="two git revisions and a matrix (default: HEAD~1 HEAD quick); each revision runs its own code")
+                    help="two git revisions and a matrix (default: HEAD~1 HEAD ab); each revision runs its own code")
     ab.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a matrix key for both sides, value parsed as TOML (repeatable)")
     ab.add_argument("--margin", dest="margins", action="append", default=[], metavar="NAME:VALUE",

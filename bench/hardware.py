@@ -39,7 +39,7 @@ from scipy.stats import gmean
 from aebench import atomic, compare, stats
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY
-from aebench.report.latency import SAMPLES
+from aebench.scenarios import Latency
 from aebench.report.page import Section, render, render_document
 from aebench.report.table import key_value_table, styled_table, text, times
 from aebench.store import Store
@@ -202,8 +202,9 @@ def _load(operand: str, store: Store, run: str) -> Machine:
     frame = side.frame
     if not frame.empty:
         frame = frame.assign(group=[_group(key) for key in frame["key"]])
-    samples = {(run_id, int(cell)): np.asarray(arrays[SAMPLES], dtype=np.float64)
-               for run_id in side.run_ids for cell, arrays in store.artifacts(run_id).items() if SAMPLES in arrays}
+    samples = {(run_id, int(cell)): np.asarray(arrays[Latency.ARTIFACT], dtype=np.float64)
+               for run_id in side.run_ids
+               for cell, arrays in store.artifacts(run_id, names=[Latency.ARTIFACT]).items()}
     return Machine(operand, store.path, side.run_ids, side.records, frame, samples)
 
 

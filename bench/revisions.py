@@ -44,7 +44,10 @@ class Revision:
 
 
 def _git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=120)
+    try:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"git {' '.join(args[:2])} in {str(repo)!r} did not answer within 120 s") from None
     if done.returncode != 0:
         raise subprocess.CalledProcessError(done.returncode, ["git", *args], done.stdout, done.stderr)
     return done.stdout.strip()
@@ -118,9 +121,13 @@ def _build(repo: Path, commit: str, site: Path, python: str) -> None:
         try:
             # The driver's own setuptools builds it (no network, no isolation); --no-deps: both sides share the
             # driver's third-party packages, so only aebench's own code differs between them.
-            done = subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-                                   "--no-build-isolation", "--no-compile", "--disable-pip-version-check",
-                                   "--target", str(target), str(checkout)], capture_output=True, text=True, timeout=600)
+            try:
+                done = subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                                       "--no-build-isolation", "--no-compile", "--disable-pip-version-check",
+                                       "--target", str(target), str(checkout)], capture_output=True, text=True,
+                                      timeout=600)
+            except subprocess.TimeoutExpired:
+                raise UserError(f"revision {commit[:10]} did not install within 600 s") from None
             if done.returncode != 0:
                 lines = [line.strip() for line in (done.stderr or done.stdout).splitlines() if line.strip()]
                 # pip ends with generic hints; the line naming the failure says more

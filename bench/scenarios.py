@@ -115,6 +115,7 @@ class Latency:
 
     samples: Samples
     PREFIX: ClassVar[str] = "speed.latency_b1"
+    ARTIFACT: ClassVar[str] = "latency_b1_s"  # the stored array of the raw samples (the report's CDFs, hardware)
 
     def percentile_ms(self, q: float) -> float:
         return float(np.percentile(self.samples.seconds * 1e3, q))

@@ -36,7 +36,6 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 Verdict = Literal["regression", "improvement", "same", "unknown"]
-VERDICTS: tuple[Verdict, ...] = ("regression", "improvement", "same", "unknown")
 CONFIDENCE = 0.95
 ALPHA = 1 - CONFIDENCE
 # The fewest rounds whose exact two-sided 95% signed-rank interval exists: with n pairs the most extreme two-sided
@@ -85,10 +84,6 @@ class Interval:
     def __post_init__(self) -> None:
         if not (self.low <= self.estimate <= self.high) and not math.isinf(self.low) and not math.isinf(self.high):
             raise ValueError(f"interval [{self.low}, {self.high}] does not contain its estimate {self.estimate}")
-
-    @property
-    def bounded(self) -> bool:
-        return math.isfinite(self.low) and math.isfinite(self.high)
 
 
 def hodges_lehmann(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> Interval:
@@ -193,11 +188,20 @@ class SpeedComparison:
     def margin_log(self) -> float:
         return math.log1p(self.margin_pct / 100)
 
-    @property
-    def detectable_pct(self) -> float:
+    def detectable_pct(self, family_size: int = 1, alpha: float = ALPHA) -> float:
         """The smallest slowdown these rounds could call a regression: the margin plus how far the interval reaches
-        below its estimate (a true change that large would put the whole interval past the margin)."""
-        return _percent(self.margin_log + (self.gain.estimate - self.gain.low))
+        above its estimate (a true slowdown must push that upper end below -margin). Infinite when the rounds are
+        too few for any call in a family of ``family_size`` comparisons (see ``rounds_needed``)."""
+        if self.gain.n < rounds_needed(family_size, alpha):
+            return math.inf
+        return _percent(self.margin_log + (self.gain.high - self.gain.estimate))
+
+
+def rounds_needed(family_size: int, alpha: float = ALPHA) -> int:
+    """The fewest paired rounds with which anything can be called among ``family_size`` Holm-corrected
+    comparisons: with every round on one side, the exact one-sided signed-rank p-value is 2**-n, and the first Holm
+    step needs ``family_size * 2**-n <= alpha``; the exact two-sided 95% interval also needs MIN_ROUNDS."""
+    return max(MIN_ROUNDS, math.ceil(math.log2(max(family_size, 1) / alpha)))
 
 
 def _percent(log_value: float) -> float:

@@ -230,9 +230,15 @@ class Store:
             for cell_json, status, exit_code, error, stderr_tail, duration, metrics, info, index in rows
         ]
 
-    def artifacts(self, run_id: str) -> dict[int, dict[str, np.ndarray]]:
+    def artifacts(self, run_id: str, names: Sequence[str] | None = None) -> dict[int, dict[str, np.ndarray]]:
+        """The run's arrays by cell index; ``names`` reads only those (an image grid is not decoded to get a latency)."""
+        query = "SELECT cell, name, npy FROM artifacts WHERE run_id = ?"
+        parameters: list[Any] = [run_id]
+        if names is not None:
+            query += f" AND name IN ({', '.join('?' for _ in names)})"
+            parameters += list(names)
         found: dict[int, dict[str, np.ndarray]] = {}
-        for cell, name, blob in self._db.execute("SELECT cell, name, npy FROM artifacts WHERE run_id = ?", (run_id,)):
+        for cell, name, blob in self._db.execute(query, parameters):
             found.setdefault(cell, {})[name] = _from_npy(blob)
         return found
 

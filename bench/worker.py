@@ -184,7 +184,7 @@ def _build(matrix: Matrix, cell: Cell) -> tuple[Any, float, dict[str, Any]]:
     started = time.perf_counter()
     hparams = dict(cell.hparams)
     if models.REGISTRY[cell.variant].corrupts_input:
-        hparams["noise_factor"] = cell.noise  # at the cell's noise level
+        hparams[models.registry.CORRUPTION_HPARAM] = cell.noise  # at the cell's noise level
     model = models.build_autoencoder(cell.variant, hparams, seed=cell.seed)
     scenarios.compile_autoencoder(model, matrix.learning_rate, matrix.jit_compile)
     build_s = time.perf_counter() - started
@@ -284,7 +284,7 @@ def _artifacts(trained: TrainedCell, single: scenarios.Latency,
         "grid_noisy": to_uint8(data.noisy_test[:GRID_IMAGES]),
         "grid_denoised": to_uint8(trained.output[:GRID_IMAGES]),
         "grid_labels": data.y_test[:GRID_IMAGES].astype(np.int64),
-        "latency_b1_s": single.samples.seconds.astype(np.float64),
+        scenarios.Latency.ARTIFACT: single.samples.seconds.astype(np.float64),
         **accuracy_artifacts,
     }
 

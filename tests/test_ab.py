@@ -47,6 +47,8 @@ class FakeExecutor:
         self.drift = 1.0
         self.rounds_started = 0
         self.crashes: set[tuple[str, str]] = set()
+        self.cores: list[tuple[str, tuple[int, ...] | None]] = []
+        self.lose: dict[str, list[str]] = {}  # side label -> metrics it stops reporting
 
     def clock(self) -> float:
         return self.now
@@ -57,6 +59,7 @@ class FakeExecutor:
     def run(self, side: ab.Side, matrix: Matrix, cell: Cell, cpus: Sequence[int] | None = None) -> CellResult:
         self.now += self.seconds_per_run
         self.calls.append((side.label, cell.key, matrix.epochs))
+        self.cores.append((side.label, None if cpus is None else tuple(cpus)))
         if (side.label, cell.variant) in self.crashes:
             return CellResult(cell=cell, status="failed", duration_s=1.0, exit_code=1, error="ValueError: boom")
         factor = self.slowdown.get(side.label, 1.0) if cell.variant == "conv" else 1.0
@@ -69,6 +72,8 @@ class FakeExecutor:
             metrics[name] = value / slower if name.endswith("_ips") else value * slower
         metrics.update(QUALITY)
         metrics.update(self.quality_change.get(side.label, {}))
+        for name in self.lose.get(side.label, []):
+            metrics[name] = None
         return CellResult(cell=cell, status="ok", duration_s=self.seconds_per_run, metrics=metrics,
                           info={"weights_sha256": "w" + str(sorted(self.quality_change.get(side.label, {}).items()))})
 
@@ -203,7 +208,7 @@ def test_margins(text: str, expected: dict[str, float]) -> None:
         assert parsed[metric] == value
 
 
-@pytest.mark.parametrize("text", ["speed", "speed:-1%", "nope:5%", "quality.psnr_db:0.1%", "speed:abc"])
+@pytest.mark.parametrize("text", ["speed", "speed:-1%", "nope:5%", "quality.psnr_db:0.1%", "speed:abc", "quality:0.1"])
 def test_bad_margins(text: str) -> None:
     with pytest.raises(UserError, match="--margin"):
         parse_margin(text, MARGINS)
@@ -287,3 +292,43 @@ def test_calibration_sides_run_on_worker_hosts(tmp_path: Path) -> None:
     assert outcome.rounds.count == 2 and not outcome.rounds.failures
     logs = sorted(path.name for path in (tmp_path / "scratch").glob("host-*.log"))
     assert "host-001-A_A-tensorflow.log" in logs and "host-002-spike_10_-tensorflow.log" in logs
+
+
+def test_duet_runs_both_sides_at_once_on_swapping_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aebench import machine
+
+    monkeypatch.setattr(machine, "usable_cpus", lambda: [0, 1])
+    executor = FakeExecutor({"cand": 1.25})
+    outcome = _run(executor, duet=True, max_rounds=8, min_rounds=8)
+    speed_runs = executor.cores[4:]  # after the quality pass, which runs one side at a time on every core
+    assert all(cores is None for _, cores in executor.cores[:4])
+    assert {cores for _, cores in speed_runs} == {(0,), (1,)}
+    base_cores = [cores for label, cores in speed_runs if label == "base"]
+    assert base_cores.count((0,)) == base_cores.count((1,))  # the cores swap in balanced order
+    assert outcome.regressions() > 0
+
+
+def test_duet_refuses_more_than_one_thread_and_calibration() -> None:
+    cells = Matrix.from_dict(tiny_matrix_dict(threads=[1, 2])).cells()
+    with pytest.raises(UserError, match="threads=\\[1\\]"):
+        ab.check_duet(cells, 2)
+    with pytest.raises(UserError, match="needs 2 usable CPUs"):
+        ab.check_duet(cells[:1], 1)
+
+
+def test_a_figure_the_candidate_stops_reporting_is_a_regression() -> None:
+    executor = FakeExecutor({})
+    executor.lose = {"cand": ["speed.train_ips", "quality.psnr_db"]}
+    outcome = _run(executor, max_rounds=6)
+    assert {metric for _, metric in outcome.lost_speed()} == {"speed.train_ips"}
+    lost_quality = [q for q in outcome.quality["cand"] if q.metric == "quality.psnr_db"]
+    assert {q.verdict for q in lost_quality} == {"regression"}
+    assert outcome.exit_status(strict=False) == 1
+    assert "never on the candidate" in ab.format_text(outcome)
+
+
+def test_too_few_rounds_are_said_and_strict_shows_in_the_exit_line() -> None:
+    outcome = _run(FakeExecutor({}, noise=0.3), max_rounds=6)  # 8 comparisons need 8 rounds
+    text = ab.format_text(outcome, strict=True)
+    assert "6 rounds cannot call any of these 8 speed comparisons: that needs 8" in text
+    assert "(exit 1)" in text and "(exit 1" not in ab.format_text(outcome)

@@ -125,3 +125,11 @@ def test_shard(spec: str | None, expected: list[int]) -> None:
 def test_bad_shard(spec: str) -> None:
     with pytest.raises(UserError, match="--shard"):
         config.shard([], spec)
+
+
+def test_the_ab_profile_is_the_quick_profile_on_fewer_cells() -> None:
+    quick, ab = (config.load_matrix(name).to_dict() for name in ("quick", "ab"))
+    axes = ("name", "description", "variants", "noise", "threads")
+    assert {key: value for key, value in ab.items() if key not in axes} == \
+        {key: value for key, value in quick.items() if key not in axes}
+    assert set(ab["variants"]) < set(quick["variants"]) and set(ab["noise"]) <= {0.3}

@@ -39,8 +39,8 @@ def test_interval_is_the_exact_signed_rank_inversion() -> None:
 def test_hodges_lehmann_estimate_and_small_samples() -> None:
     assert stats.hodges_lehmann([1.0, 2.0, 3.0]).estimate == 2.0
     too_few = stats.hodges_lehmann([0.1, 0.2, 0.3, 0.4, 0.5])  # 5 rounds: no exact 95% interval exists
-    assert not too_few.bounded and too_few.estimate == pytest.approx(0.3)
-    assert stats.hodges_lehmann(np.arange(stats.MIN_ROUNDS, dtype=float)).bounded
+    assert math.isinf(too_few.low) and math.isinf(too_few.high) and too_few.estimate == pytest.approx(0.3)
+    assert math.isfinite(stats.hodges_lehmann(np.arange(stats.MIN_ROUNDS, dtype=float)).low)
     with pytest.raises(ValueError, match="no finite values"):
         stats.hodges_lehmann([math.nan])
 
@@ -102,12 +102,24 @@ def test_holm_adjustment() -> None:
     assert len(stats.holm([])) == 0
 
 
-def test_detectable_change_is_the_margin_plus_the_interval_reach() -> None:
-    base, candidate = _rounds(10, 1.0, noise=0.05)
-    result = _verdict(base, candidate)
-    reach = result.gain.estimate - result.gain.low
-    assert result.detectable_pct == pytest.approx(math.expm1(math.log1p(0.05) + reach) * 100)
-    assert result.detectable_pct > 5.0
+def test_the_detectable_change_is_what_these_rounds_would_call() -> None:
+    """The detectable slowdown is the margin plus the interval's upper reach: a slowdown just past it (counted from
+    where these A/A rounds happen to sit) is called a regression, one just short of it is not."""
+    base, candidate = _rounds(12, 1.0, noise=0.03, seed=4)
+    aa = _verdict(base, candidate)
+    detectable = aa.detectable_pct(family_size=1)
+    assert 5.0 < detectable < 15.0
+    threshold = math.log1p(detectable / 100) + aa.gain.estimate  # in log units, from the A/A estimate
+    slower = lambda factor: candidate * math.exp(-threshold * factor)  # noqa: E731 - throughput drops
+    assert _verdict(base, slower(1.03)).verdict == "regression"
+    assert _verdict(base, slower(0.97)).verdict != "regression"
+
+
+def test_too_few_rounds_for_the_family_detect_nothing() -> None:
+    assert stats.rounds_needed(1) == stats.MIN_ROUNDS and stats.rounds_needed(16) == 9 and stats.rounds_needed(144) == 12
+    comparison = _verdict(*_rounds(8, 1.0, noise=0.01))
+    assert math.isfinite(comparison.detectable_pct(family_size=16 // 4))
+    assert math.isinf(comparison.detectable_pct(family_size=16))  # 16 x 2**-8 > 0.05: nothing can be called
 
 
 def test_rounds_with_missing_figures_are_dropped() -> None:

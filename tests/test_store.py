@@ -39,6 +39,8 @@ def test_round_trip(tmp_path: Path) -> None:
         back = store.results(run_id)
         assert back == _results(matrix)  # artifacts are not compared by ==
         assert np.array_equal(back[0].artifacts["grid_clean"], np.arange(4).reshape(2, 2))
+        only = store.artifacts(run_id, names=["latency_b1_s"])
+        assert list(only) == [0] and list(only[0]) == ["latency_b1_s"]  # the grid is not read
         record = store.run_record(run_id)
         assert record["matrix"]["name"] == "tiny" and record["summary"] == {"wall_s": 2.0}
         assert record["environment"]["cpu_model"] == "Test CPU"

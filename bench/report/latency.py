@@ -11,6 +11,7 @@ from markupsafe import Markup
 from aebench import plots
 from aebench.metrics import Formatter
 from aebench.report.page import Run, render
+from aebench.scenarios import Latency
 from aebench.report.table import (
     UNSTABLE_LEGEND,
     UNSTABLE_MARK,
@@ -28,7 +29,7 @@ from aebench.report.table import (
 
 FEW_LATENCY_CELLS = 8  # up to this many ok cells, every one gets a latency curve
 MAX_LATENCY_CURVES = 12
-SAMPLES = "latency_b1_s"  # the artifact holding a cell's raw batch-1 latencies
+SAMPLES = Latency.ARTIFACT  # the artifact holding a cell's raw batch-1 latencies
 PERCENTILE_COLUMNS = (
     Column("speed.latency_b1_p50_ms", "p50"),
     Column("speed.latency_b1_p90_ms", "p90"),
