@@ -354,6 +354,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     from aebench.store import Store
 
     margins = history.resolve_margins(args.metrics, args.margins)
+    if args.out is not None and args.out.is_dir():
+        raise UserError(f"--out {args.out} is a folder: allowed the path of the HTML page to write")
     with Store(_store_path(args), create=False) as store:
         found = history.load_history(store, machine=args.machine, matrix=args.matrix, margins=margins)
     if args.format == "otava-csv":

@@ -253,7 +253,7 @@ def speed_ratios(reference: Machine, machine: Machine) -> list[SpeedRatio]:
     variants = dict(zip(reference.frame["group"], reference.frame["variant"])) if not reference.frame.empty else {}
     ratios: list[SpeedRatio] = []
     judged: list[tuple[int, stats.SpeedComparison]] = []
-    for metric in (m for m in REGISTRY.gated() if m.group == "speed"):
+    for metric in REGISTRY.gated("speed"):
         higher = metric.better == "higher"
         ours, theirs = _figures(reference.frame, metric.name), _figures(machine.frame, metric.name)
         for group in (g for g in ours if g in theirs):
@@ -332,7 +332,7 @@ def _seed_spread(frame: pd.DataFrame, metric: str) -> dict[str, float]:
 
 def quality_checks(reference: Machine, machine: Machine) -> list[QualityCheck]:
     checks = []
-    for metric in (m for m in REGISTRY.gated() if m.group == "quality"):
+    for metric in REGISTRY.gated("quality"):
         ours, theirs = _per_key(reference.frame, metric.name), _per_key(machine.frame, metric.name)
         spreads = [_seed_spread(reference.frame, metric.name), _seed_spread(machine.frame, metric.name)]
         for key in (k for k in ours.index if k in theirs.index):

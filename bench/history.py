@@ -48,7 +48,6 @@ import numpy as np
 import pandas as pd
 import ruptures
 from markupsafe import Markup
-from scipy import stats as scipy_stats
 
 from aebench import atomic, plots, stats
 from aebench.errors import UserError
@@ -263,20 +262,13 @@ def judge(before: np.ndarray, after: np.ndarray, metric: str, margin: float) -> 
                      exact.verdict)
 
 
-def _noise_sd(signal: np.ndarray) -> float:
-    """Run-to-run standard deviation of ``signal`` from its median absolute successive difference: the estimator of
-    aebench.stats.successive_difference_sd, applied to a signal already on its scale (logs, or raw quality)."""
-    if len(signal) < 3:
-        return 0.0
-    return float(np.median(np.abs(np.diff(signal))) / (scipy_stats.norm.ppf(0.75) * math.sqrt(2)))
-
-
 def candidates(signal: np.ndarray, min_segment: int, margin_amount: float) -> list[int]:
     """Pelt's change points of ``signal`` (indices where a new segment starts), before any test."""
     n = len(signal)
     if n < 2 * min_segment:
         return []
-    penalty = max(2 * _noise_sd(signal) ** 2 * math.log(n), (margin_amount / 2) ** 2, 1e-12)
+    noise = stats.successive_difference_sd(signal, log=False) or 0.0  # the signal is already on its scale
+    penalty = max(2 * noise**2 * math.log(n), (margin_amount / 2) ** 2, 1e-12)
     breaks = ruptures.Pelt(model="l2", min_size=min_segment, jump=1).fit(signal).predict(pen=penalty)
     return [int(index) for index in breaks[:-1]]
 
@@ -465,14 +457,6 @@ def otava_csv(history: History) -> tuple[str, list[str]]:
 # -- the HTML page -----------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Part:
-    """A section of the page as page.html lays it out (its anchor and heading)."""
-
-    anchor: str
-    title: str
-
-
 def _plot_lines(table: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
     """One line per cell while they are few; else one per cell group (seeds together), or per variant when even the
     groups are many, each the median over its cells of the figure against that cell's own median."""
@@ -509,7 +493,7 @@ def _figure(analysis: Analysis, metric: str) -> Markup:
 def build_page(analysis: Analysis) -> str:
     """The history page: the header, the change-point table with the newest segment's verdict, one small figure per
     metric. Self-contained (inline CSS, PNG data URIs) and escaped, as the run report."""
-    from aebench.report.page import ENVIRONMENT, render
+    from aebench.report.page import Section, render, render_document
     from aebench.report.table import key_value_table, styled_table
 
     history = analysis.history
@@ -536,8 +520,8 @@ def build_page(analysis: Analysis) -> str:
         (REGISTRY[metric].heading(REGISTRY.label(metric)),
          _figure(analysis, metric) if metric in history.figures else None) for metric in history.metrics])
     title = f"aebench history: {history.matrix_name} on machine {history.machine_id}"
-    sections = [(_Part("changes", "Change points"), changes), (_Part("figures", "Figures"), figures)]
-    return ENVIRONMENT.get_template("page.html").render(title=title, header=header, sections=sections)
+    return render_document(title, header, [(Section("changes", "Change points"), changes),
+                                           (Section("figures", "Figures"), figures)])
 
 
 def write_page(analysis: Analysis, path: Path = DEFAULT_OUT) -> Path:

@@ -73,25 +73,27 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def git_revision(cwd: Path | None = None) -> tuple[str, bool]:
-    """(commit, dirty) of the source tree aebench runs from; ('unknown', False) outside git."""
+def git_revision(cwd: Path | None = None) -> tuple[str, bool, str | None]:
+    """(commit, dirty, committer date in ISO 8601) of the source tree aebench runs from; ('unknown', False, None)
+    outside git. The date orders a store's runs by commit in ``aebench history``."""
     where = cwd or Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
+        commit, date = subprocess.run(
+            ["git", "show", "-s", "--format=%H%x00%cI", "HEAD"], cwd=where, capture_output=True, text=True,
+            timeout=10, check=True,
+        ).stdout.strip().split("\x00")
         status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             cwd=where, capture_output=True, text=True, timeout=10, check=True,
         ).stdout
-        return commit, bool(status.strip())
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", False
+        return commit, bool(status.strip()), date
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return "unknown", False, None
 
 
 def collect_environment() -> dict[str, Any]:
     memory = psutil.virtual_memory()
-    commit, dirty = git_revision()
+    commit, dirty, commit_date = git_revision()
     env: dict[str, Any] = {
         "hostname": platform.node(),
         "cpu_model": cpu_model(),
@@ -105,6 +107,7 @@ def collect_environment() -> dict[str, Any]:
         "executable": sys.executable,
         "git_commit": commit,
         "git_dirty": dirty,
+        "git_commit_date": commit_date,
     }
     env.update({f"version.{name}": version for name, version in package_versions().items()})
     env["machine_id"] = machine_id(env)

@@ -126,12 +126,6 @@ class Metric:
         label = self.label if label is None else label
         return f"{label} ({details})" if details else label
 
-    def improvement(self, baseline: float, candidate: float) -> float:
-        """Relative change, positive when the candidate is better (raises for a figure without a direction)."""
-        if self.better is None:
-            raise ValueError(f"metric {self.name!r} has no better direction")
-        change = (candidate - baseline) / abs(baseline)
-        return change if self.better == "higher" else -change
 
 
 def _latency_family(prefix: str, short: str, path: str, margins: Mapping[str, float] | None = None) -> list[Metric]:
@@ -305,12 +299,9 @@ class Registry:
     def format(self, name: str, value: Any) -> str:
         return self[name].format(value)
 
-    def in_group(self, group: str) -> list[Metric]:
-        return [metric for metric in self if metric.group == group]
-
-    def gated(self) -> list[Metric]:
-        """The metrics ``aebench compare`` gates on by default."""
-        return [metric for metric in self if metric.gated]
+    def gated(self, group: str | None = None) -> list[Metric]:
+        """The metrics compare, ab, history and hardware judge by default (of one group, when given)."""
+        return [metric for metric in self if metric.gated and group in (None, metric.group)]
 
     def margins(self) -> dict[str, float]:
         """Gated metric -> its default margin (percent for speed, the metric's unit for quality)."""

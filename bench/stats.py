@@ -349,17 +349,18 @@ def _positive_logs(values: Sequence[float]) -> np.ndarray:
     return np.log(data[data > 0])
 
 
-def successive_difference_sd(values_in_time_order: Sequence[float]) -> float | None:
-    """Run-to-run standard deviation of log figures from the median absolute successive difference.
+def successive_difference_sd(values_in_time_order: Sequence[float], *, log: bool = True) -> float | None:
+    """Run-to-run standard deviation from the median absolute successive difference, of the log figures (``log``,
+    for speed figures judged by ratios) or of the values as they are (quality figures, or a signal already logged).
 
     A store's history mixes noise with real changes. A step change inflates a plain standard deviation over all runs,
     but it makes only one successive difference large, and the median ignores it. For Gaussian noise of standard
     deviation s a successive difference has standard deviation s * sqrt(2), and the median of its absolute value is
     0.6745 times that. None with fewer than three runs."""
-    logs = _positive_logs(values_in_time_order)
-    if len(logs) < 3:
+    signal = _positive_logs(values_in_time_order) if log else _finite(values_in_time_order)
+    if len(signal) < 3:
         return None
-    return float(np.median(np.abs(np.diff(logs))) / (scipy_stats.norm.ppf(0.75) * math.sqrt(2)))
+    return float(np.median(np.abs(np.diff(signal))) / (scipy_stats.norm.ppf(0.75) * math.sqrt(2)))
 
 
 def hidden_change_pct(sd_log: float, confidence: float = CONFIDENCE) -> float:

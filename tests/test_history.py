@@ -278,6 +278,12 @@ def test_bad_input_exits_2_with_nothing_written(tmp_path: Path, capsys: pytest.C
     assert not (tmp_path / "history.html").exists()
 
 
+def test_an_out_path_that_is_a_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = _store(tmp_path / "s.sqlite", days=6)
+    assert main(["history", "--store", str(path), "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
 def test_a_missing_store_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert _cli(tmp_path / "none.sqlite", tmp_path) == 2
     assert not (tmp_path / "none.sqlite").exists() and not (tmp_path / "history.html").exists()

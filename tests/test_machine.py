@@ -76,3 +76,15 @@ def test_no_clock_file_means_no_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(flops.psutil, "cpu_freq", missing)
     assert flops.cpu_clock_ghz() is None
+
+
+def test_the_environment_carries_the_commit_and_its_date() -> None:
+    import subprocess
+
+    from support import REPO
+
+    expected = subprocess.run(["git", "-C", str(REPO), "show", "-s", "--format=%H %cI", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.split()
+    commit, _, date = machine.git_revision(REPO)
+    assert [commit, date] == expected
+    assert machine.git_revision(REPO.parent / "no-such-folder") == ("unknown", False, None)
