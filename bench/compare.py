@@ -101,14 +101,19 @@ def _values(frame: pd.DataFrame, metric: str, by: str) -> dict[str, list[float]]
 
 def compare_quality(base: pd.DataFrame, candidate: pd.DataFrame,
                     margins: Mapping[str, float]) -> list[stats.QualityComparison]:
-    """Per cell (seed included) and gated quality metric: the mean over a side's runs, compared exactly."""
+    """Per cell (seed included) and gated quality metric: the mean over a side's runs, compared exactly. A figure
+    the baseline has and the candidate lost (a NaN, stored as None) in a cell both ran is a regression."""
     rows = []
+    both = set(base["key"]) & set(candidate["key"]) if not (base.empty or candidate.empty) else set()
     for metric in (name for name in margins if REGISTRY[name].group == "quality"):
         a, b = _values(base, metric, "key"), _values(candidate, metric, "key")
         for key in [k for k in b if k in a]:
             rows.append(stats.quality_verdict(key, metric, float(np.mean(a[key])), float(np.mean(b[key])),
                                               higher_is_better=REGISTRY[metric].better == "higher",
                                               margin=margins[metric]))
+        for key in sorted(k for k in both if k in a and k not in b):
+            rows.append(stats.QualityComparison(key, metric, float(np.mean(a[key])), math.nan, math.nan,
+                                                margins[metric], "regression"))
     return rows
 
 

@@ -122,3 +122,11 @@ def test_settings_differences_lists_each_setting() -> None:
     base = [{"matrix": {"epochs": 3, "hparams": {}}}]
     candidate = [{"matrix": {"epochs": 2, "hparams": {"conv": {}}}}]
     assert compare.settings_differences(base, candidate) == ["epochs: 3 -> 2", "hparams: {} -> {'conv': {}}"]
+
+
+def test_a_quality_figure_the_candidate_lost_is_a_regression(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with Store(tmp_path / "s.sqlite") as store:
+        _add_run(store, "20260101T000000-aaaaaa", "a" * 40, speed=1000.0, psnr=20.0)
+        _add_run(store, "20260102T000000-bbbbbb", "b" * 40, speed=1000.0, psnr=float("nan"))  # stored as None
+    assert main(["compare", "20260101", "20260102", "--store", str(tmp_path / "s.sqlite")]) == 1
+    assert "1 regressions" in capsys.readouterr().out

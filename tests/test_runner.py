@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,17 @@ def test_a_metric_missing_from_the_registry_fails_the_cell(tmp_path: Path) -> No
     assert unknown.error == "metrics not in the registry (aebench.metrics): quality.made_up, speed.nonsense_ips"
     assert "cell 0 does unknown" in unknown.stderr_tail
     assert ok.status == "ok"  # the sweep goes on
+
+
+def test_another_revisions_metrics_are_kept_when_asked(tmp_path: Path) -> None:
+    """aebench ab runs other revisions' workers, which may define metrics this registry lacks."""
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"]))
+    hosts: dict = {}
+    result = runner._run_one(matrix, matrix.cells()[0], tmp_path / "unused.npz", tmp_path, hosts,
+                             _fake_factory("unknown"), time.monotonic, None, check_metrics=False)
+    for host in hosts.values():
+        host.close()
+    assert result.status == "ok" and set(result.metrics) >= {"quality.made_up", "speed.nonsense_ips"}
 
 
 def test_a_dead_host_fails_the_cell_and_is_restarted(tmp_path: Path) -> None:
