@@ -30,7 +30,7 @@ import pandas as pd
 from aebench import stats
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY
-from aebench.store import Store
+from aebench.store import Store, flat_frame
 
 # Matrix settings that change what a figure means: runs that differ in one of them measure different things.
 SETTINGS = ("dataset", "epochs", "batch_size", "learning_rate", "train_size", "test_size", "noise_type", "hparams",
@@ -71,7 +71,8 @@ def select_runs(store: Store, ref: str) -> list[str]:
 def load_side(store: Store, ref: str) -> Side:
     run_ids = select_runs(store, ref)
     records = tuple(store.run_record(run_id) for run_id in run_ids)
-    frame = store.frame(run_ids)
+    frame = pd.concat([flat_frame(record, store.results(run_id, with_artifacts=False))
+                       for run_id, record in zip(run_ids, records)] or [pd.DataFrame()], ignore_index=True)
     ok = frame[frame["status"] == "ok"] if "status" in frame.columns else frame
     return Side(store, tuple(run_ids), records, ok.reset_index(drop=True))
 
