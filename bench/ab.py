@@ -180,13 +180,19 @@ class Rounds:
 
 
 def balanced_orders(count: int, sides: int, rng: random.Random) -> list[list[int]]:
-    """Side orders for ``count`` rounds: with two sides, AB in half the rounds and BA in the other half, shuffled;
-    with more, a random permutation each round."""
+    """Side orders for ``count`` rounds, in blocks of as many rounds as there are orders (two sides: AB and BA), each
+    block a random permutation of them. Rounds often stop early (settled, budget), so every prefix must stay balanced:
+    a whole-list shuffle could run 8 AB and 3 BA in the first 11 of 20; blocks keep any prefix within one round of
+    even. With more sides, each block rotates the side order so every side takes every position once."""
     if sides == 2:
-        orders = [[0, 1], [1, 0]] * (count // 2) + ([[0, 1]] if count % 2 else [])
-        rng.shuffle(orders)
-        return orders
-    return [rng.sample(range(sides), sides) for _ in range(count)]
+        blocks = [rng.sample([[0, 1], [1, 0]], 2) for _ in range((count + 1) // 2)]
+        return [order for block in blocks for order in block][:count]
+    orders: list[list[int]] = []
+    while len(orders) < count:
+        first = rng.sample(range(sides), sides)
+        rotations = [first[shift:] + first[:shift] for shift in range(sides)]
+        orders.extend(rng.sample(rotations, sides))
+    return orders[:count]
 
 
 def compare_sides(rounds: Rounds, base: str, candidate: str, margins: Mapping[str, float],

@@ -159,11 +159,17 @@ def test_speed_rounds_are_sized_by_the_quality_pass_or_a_sizing_run() -> None:
     assert executor.calls[0] == ("base", matrix.cells()[0].key, 2) and executor.calls[1][2] in (5, 6)
 
 
-def test_orders_are_balanced() -> None:
-    orders = ab.balanced_orders(10, 2, random.Random(1))
-    assert orders.count([0, 1]) == 5 and orders.count([1, 0]) == 5
-    assert orders != [[0, 1], [1, 0]] * 5  # shuffled
-    assert all(sorted(order) == [0, 1, 2] for order in ab.balanced_orders(4, 3, random.Random(1)))
+def test_orders_are_balanced_in_every_prefix() -> None:
+    orders = ab.balanced_orders(20, 2, random.Random(1))
+    # Rounds stop early (settled, budget): whatever prefix ran, AB and BA are within one round of each other.
+    for ran in range(1, 21):
+        assert abs(orders[:ran].count([0, 1]) - orders[:ran].count([1, 0])) <= 1, ran
+    assert orders != [[0, 1], [1, 0]] * 10 and orders != [[1, 0], [0, 1]] * 10  # random within each block
+    assert len(ab.balanced_orders(11, 2, random.Random(1))) == 11
+    three = ab.balanced_orders(6, 3, random.Random(1))
+    assert all(sorted(order) == [0, 1, 2] for order in three)
+    for block in (three[:3], three[3:]):  # every side takes every position once per block
+        assert all(sorted(order[position] for order in block) == [0, 1, 2] for position in range(3))
 
 
 def test_one_epoch_fewer_is_a_quality_regression_with_exact_figures() -> None:
