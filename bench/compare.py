@@ -8,8 +8,9 @@ the registry gives a margin (aebench.metrics):
 - **Speed** moves between processes and between minutes on a shared machine. One run against one run cannot tell a
   change from that noise (within-run samples do not see it), so such a comparison never calls a speed regression:
   it says instead how large a change this machine's noise hides, from the spread of earlier runs of the same machine
-  and matrix in the store. When each side has repeats (several runs, or several seeds of a cell), the runs are the
-  samples: a Welch interval on the mean log figure and one-sided tests against the margin, Holm-corrected, give
+  and matrix in the store. Seeds of one run are not repeats for this purpose: they share that run's minutes on the
+  machine. When each side has several runs, the runs are the samples (each the geometric mean of its seeds): a Welch
+  interval on the mean log figure and one-sided tests against the margin, Holm-corrected, give
   ``regression`` / ``improvement`` / ``same`` / ``unknown`` as ``aebench ab`` does with paired rounds.
 
 Runs whose settings differ (dataset, epochs, training set, learning rate, hyperparameters, timing loops) are not
@@ -89,15 +90,28 @@ def settings_differences(base: Sequence[Mapping], candidate: Sequence[Mapping]) 
     return lines
 
 
-def _values(frame: pd.DataFrame, metric: str, by: str) -> dict[str, list[float]]:
+def _values(frame: pd.DataFrame, metric: str) -> dict[str, list[float]]:
     if frame.empty or metric not in frame.columns:
         return {}
     numbers = pd.to_numeric(frame[metric], errors="coerce")
     groups: dict[str, list[float]] = {}
-    for key, value in zip(frame[by], numbers):
+    for key, value in zip(frame["key"], numbers):
         if pd.notna(value):
             groups.setdefault(key, []).append(float(value))
     return groups
+
+
+def _run_figures(frame: pd.DataFrame, metric: str) -> dict[str, list[float]]:
+    """Cell group (seed left out) -> one figure per run, in the frame's order: the geometric mean of the run's seeds.
+    Seeds run in the same minutes of the machine as each other, so only runs sample the noise between runs."""
+    if frame.empty or metric not in frame.columns:
+        return {}
+    numbers = pd.to_numeric(frame[metric], errors="coerce")
+    logs: dict[str, dict[str, list[float]]] = {}
+    for group, run_id, value in zip(frame["group"], frame["run_id"], numbers):
+        if pd.notna(value) and value > 0:
+            logs.setdefault(group, {}).setdefault(run_id, []).append(math.log(float(value)))
+    return {group: [math.exp(float(np.mean(values))) for values in runs.values()] for group, runs in logs.items()}
 
 
 def compare_quality(base: pd.DataFrame, candidate: pd.DataFrame,
@@ -107,7 +121,7 @@ def compare_quality(base: pd.DataFrame, candidate: pd.DataFrame,
     rows = []
     both = set(base["key"]) & set(candidate["key"]) if not (base.empty or candidate.empty) else set()
     for metric in (name for name in margins if REGISTRY[name].group == "quality"):
-        a, b = _values(base, metric, "key"), _values(candidate, metric, "key")
+        a, b = _values(base, metric), _values(candidate, metric)
         for key in [k for k in b if k in a]:
             rows.append(stats.quality_verdict(key, metric, float(np.mean(a[key])), float(np.mean(b[key])),
                                               higher_is_better=REGISTRY[metric].better == "higher",
@@ -120,13 +134,13 @@ def compare_quality(base: pd.DataFrame, candidate: pd.DataFrame,
 
 def compare_speed(base: pd.DataFrame, candidate: pd.DataFrame,
                   margins: Mapping[str, float]) -> tuple[list[stats.SpeedComparison], list[dict]]:
-    """Run-level verdicts where both sides have at least two samples of a cell (runs x seeds), else a plain row of
-    the two figures with no verdict. Returns (judged comparisons, unjudged rows)."""
+    """Run-level verdicts where both sides have at least two runs of a cell, else a plain row of the two figures with
+    no verdict (one run against one run, whatever its seeds). Returns (judged comparisons, unjudged rows)."""
     base = base.assign(group=[_SEED.sub("", key) for key in base["key"]]) if not base.empty else base
     candidate = candidate.assign(group=[_SEED.sub("", key) for key in candidate["key"]]) if not candidate.empty else candidate
     judged, plain = [], []
     for metric in (name for name in margins if REGISTRY[name].group == "speed"):
-        a, b = _values(base, metric, "group"), _values(candidate, metric, "group")
+        a, b = _run_figures(base, metric), _run_figures(candidate, metric)
         for group in [g for g in b if g in a]:
             entry = REGISTRY[metric]
             if len(a[group]) >= 2 and len(b[group]) >= 2:
@@ -152,7 +166,7 @@ def history_noise(store: Store, machine_id: str | None, matrix_name: str | None,
     frame = frame.assign(group=[_SEED.sub("", key) for key in frame["key"]])
     noise = {}
     for metric in metrics:
-        for group, values in _values(frame, metric, "group").items():
+        for group, values in _run_figures(frame, metric).items():
             sd = stats.successive_difference_sd(values)
             if sd is not None:
                 noise[(group, metric)] = (sd, len(values))
@@ -238,7 +252,7 @@ def format_comparison(comparison: Comparison) -> str:
         lines.append(quality_frame(quality).to_string(index=False))
     if comparison.speed:
         lines.append("")
-        lines.append("speed (run-level: each run or seed one sample; Welch 95% interval, Holm-corrected tests):")
+        lines.append("speed (run-level: each run one sample, its seeds' geometric mean; Welch 95% interval, Holm-corrected tests):")
         lines.append(speed_frame(comparison.speed, "runs").to_string(index=False))
     if comparison.unjudged:
         lines.append("")

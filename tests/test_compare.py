@@ -71,13 +71,24 @@ def test_repeats_on_both_sides_give_run_level_verdicts(tmp_path: Path, capsys: p
     assert main(["compare", "commit:aaaa", "commit:bbbb", "--store", path, "--margin", "speed:50%"]) == 0
 
 
-def test_seeds_count_as_repeats(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_seeds_of_one_run_are_not_repeats(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # Seeds share their run's minutes on the machine: one run of 3 seeds against another is still one run against one.
     with Store(tmp_path / "s.sqlite") as store:
         _add_run(store, "20260101T000000-aaaaaa", "a" * 40, speed=1000.0, psnr=20.0, seeds=3)
-        _add_run(store, "20260102T000000-bbbbbb", "b" * 40, speed=1001.0, psnr=20.0, seeds=3)
+        _add_run(store, "20260102T000000-bbbbbb", "b" * 40, speed=700.0, psnr=20.0, seeds=3)
     assert main(["compare", "20260101", "20260102", "--store", str(tmp_path / "s.sqlite")]) == 0
     out = capsys.readouterr().out
-    assert "run-level" in out and " same" in out
+    assert "not judged" in out and "run-level" not in out and "-30.0%" in out
+
+
+def test_runs_with_seeds_are_judged_one_sample_per_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with Store(tmp_path / "s.sqlite") as store:
+        for day, (base, candidate) in enumerate([(1000.0, 1001.0), (1010.0, 1011.0)]):
+            _add_run(store, f"2026010{day + 1}T000000-aaaaa{day}", "a" * 40, speed=base, psnr=20.0, seeds=3)
+            _add_run(store, f"2026011{day + 1}T000000-bbbbb{day}", "b" * 40, speed=candidate, psnr=20.0, seeds=3)
+    assert main(["compare", "commit:aaaa", "commit:bbbb", "--store", str(tmp_path / "s.sqlite")]) == 0
+    out = capsys.readouterr().out
+    assert "run-level" in out and "2 runs" in out and "6 runs" not in out
 
 
 def test_runs_with_different_settings_are_refused_unless_forced(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
