@@ -16,7 +16,7 @@ machines, and the runs' settings must agree (``--force`` overrides the last, as 
 - **Environment**: the keys that differ between the machines, side by side; the rest in one line.
 - **Quality**: the same seed on other hardware may differ in the last bits (other kernels, another summation order).
   Every difference is reported; it is flagged as **numerical divergence** when it exceeds the spread over seeds of
-  its cell group (the larger of the two machines' standard deviations) or, with one seed, the metric's margin.
+  its cell group (the larger of the two machines' standard deviations) or the metric's margin, whichever is smaller.
 
 A hardware comparison is information, not a gate: exit status 0, or 2 on bad input.
 """
@@ -337,7 +337,11 @@ def quality_checks(reference: Machine, machine: Machine) -> list[QualityCheck]:
         spreads = [_seed_spread(reference.frame, metric.name), _seed_spread(machine.frame, metric.name)]
         for key in (k for k in ours.index if k in theirs.index):
             seen = [spread[_group(key)] for spread in spreads if _group(key) in spread]
-            threshold, basis = (max(seen), "seed spread") if seen else (float(metric.margin or 0.0), "margin")
+            # Beyond the cell's seed spread or beyond the metric's margin, whichever is smaller, is divergence: more
+            # than a seed changes, or more than the practical margin that `compare` and `ab` gate on.
+            threshold, basis = float(metric.margin or 0.0), "margin"
+            if seen and max(seen) < threshold:
+                threshold, basis = max(seen), "seed spread"
             checks.append(QualityCheck(machine.machine_id, key, metric.name, float(ours[key]), float(theirs[key]),
                                        threshold, basis))
     return checks
