@@ -422,7 +422,8 @@ def quality_rows(outcome: Outcome, label: str | None = None) -> list[dict[str, A
                      "base": q.base, "candidate": q.candidate, "difference": q.difference,
                      "change_pct": (q.difference / abs(q.base) * 100) if q.base else math.nan,
                      "ci_low_pct": None, "ci_high_pct": None, "margin": q.margin, "rounds": 1,
-                     "weights_identical": None if None in weights else weights[0] == weights[1]})
+                     "weights_identical": None if None in weights else weights[0] == weights[1],
+                     "weights_sha256_base": weights[0], "weights_sha256_candidate": weights[1]})
     return rows
 
 
@@ -487,10 +488,16 @@ def quality_table(outcome: Outcome, label: str | None = None) -> pd.DataFrame:
 
     shown = outcome.gated_quality(label) + outcome.changed_quality(label)
     table = quality_frame(shown).rename(columns={"baseline": "base"})
-    identical = [outcome.weights(q.key) for q in shown]
-    table.insert(table.columns.get_loc("verdict"), "weights",
-                 ["" if None in pair else "identical" if pair[0] == pair[1] else "differ" for pair in identical])
+    table.insert(table.columns.get_loc("verdict"), "weights (sha256)",
+                 [_weights_cell(*outcome.weights(q.key)) for q in shown])
     return table
+
+
+def _weights_cell(base: str | None, candidate: str | None) -> str:
+    """Whether the trained weights are bit-identical, with the hashes' first 10 digits so it can be checked."""
+    if base is None or candidate is None:
+        return ""
+    return f"identical {base[:10]}" if base == candidate else f"differ {base[:10]} -> {candidate[:10]}"
 
 
 def format_text(outcome: Outcome, strict: bool = False) -> str:

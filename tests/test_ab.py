@@ -179,7 +179,9 @@ def test_one_epoch_fewer_is_a_quality_regression_with_exact_figures() -> None:
     assert ("quality.psnr_db", 20.0, 19.7) in regressions and ("quality.acc_denoised", 0.95, 0.93) in regressions
     assert outcome.exit_status(strict=False) == 1
     text = ab.format_text(outcome)
-    assert "19.70" in text and "-0.3" in text and "differ" in text  # exact figures, their difference, the weights
+    assert "19.70" in text and "-0.3" in text and "differ w[] -> w[('qualit" in text  # figures, difference, weights
+    rows = ab.quality_rows(outcome)
+    assert {(row["weights_sha256_base"], row["weights_identical"]) for row in rows} == {("w[]", False)}
 
 
 def test_a_quality_difference_inside_the_margin_is_reported_but_passes() -> None:
