@@ -103,6 +103,15 @@ def test_a_slower_candidate_is_a_regression_once_holm_allows() -> None:
     assert conv_train.change_pct == pytest.approx(-20.0, abs=1.0)
 
 
+def test_a_faster_candidate_is_an_improvement_and_exits_zero() -> None:
+    outcome = _run(FakeExecutor({"cand": 0.8}))
+    verdicts = {(c.key.split("/")[0], c.metric): c.verdict for c in outcome.speed["cand"]}
+    assert {v for (variant, _), v in verdicts.items() if variant == "conv"} == {"improvement"}
+    assert {v for (variant, _), v in verdicts.items() if variant == "undercomplete"} == {"same"}
+    assert outcome.regressions() == 0 and outcome.exit_status(strict=True) == 0
+    assert "improvement" in ab.format_text(outcome)
+
+
 def test_an_identical_candidate_is_same_and_exits_zero() -> None:
     outcome = _run(FakeExecutor({}))
     assert {c.verdict for c in outcome.speed["cand"]} == {"same"}

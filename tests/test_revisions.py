@@ -47,6 +47,11 @@ def test_a_dirty_tree_is_refused_unless_allowed(clone: Path, capsys: pytest.Capt
     assert "uncommitted changes" in err and "--allow-dirty" in err
     with pytest.raises(UserError, match="uncommitted changes"):
         revisions.check_clean(clone)
+    # --allow-dirty goes past the check to the next one: here a data folder that does not exist (nothing is built).
+    missing = clone / "no-data-here"
+    assert main(["ab", "HEAD~1", "HEAD", "--repo", str(clone), "--allow-dirty", "--data-dir", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "uncommitted" not in err and "no-data-here" in err
 
 
 def test_outside_a_checkout_is_bad_input(tmp_path: Path) -> None:
