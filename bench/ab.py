@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from aebench import stats
+from aebench import machinelock, stats
 from aebench.config import Cell, Matrix
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY
@@ -315,6 +315,7 @@ class Outcome:
     quality: dict[str, list[stats.QualityComparison]]
     quality_results: dict[str, dict[str, CellResult]]
     elapsed_s: float
+    contamination: str | None = None  # why the speed figures are not clean (--allow-concurrent beside another run)
 
     @property
     def candidate(self) -> Side:
@@ -442,6 +443,7 @@ def json_document(outcome: Outcome) -> dict[str, Any]:
         "stop_reason": outcome.stop_reason,
         "duet": outcome.settings.duet,
         "elapsed_s": round(outcome.elapsed_s, 1),
+        "contaminated": outcome.contamination,  # null unless --allow-concurrent ran beside another benchmark
         "regressions": outcome.regressions(),
         "unknown": outcome.unknowns(),
         "broken": outcome.broken(),  # cells that failed on the candidate only (each counts as a regression)
@@ -509,6 +511,8 @@ def format_text(outcome: Outcome, strict: bool = False) -> str:
         f"{'duet (both sides at once, one core each)' if outcome.settings.duet else 'sequential'}, "
         f"{outcome.elapsed_s:.0f} s",
     ]
+    if outcome.contamination:
+        lines.append(f"warning: speed figures contaminated ({outcome.contamination}): do not trust these verdicts")
     differences = outcome.matrix_differences()
     if differences:
         lines.append("the candidate's matrix differs from the base's (part of the change): " + "; ".join(differences))
@@ -559,7 +563,8 @@ def format_markdown(outcome: Outcome) -> str:
         "",
         f"{outcome.regressions()} regressions, {outcome.unknowns()} unknown; {outcome.rounds.count} rounds "
         f"({outcome.stop_reason}), matrix `{outcome.matrix.name}`."
-        + "".join(f" `{key}` failed on the candidate only." for key in outcome.broken()),
+        + "".join(f" `{key}` failed on the candidate only." for key in outcome.broken())
+        + (f" **Speed figures contaminated** ({outcome.contamination})." if outcome.contamination else ""),
         "",
         "#### Speed",
         "",
@@ -814,9 +819,8 @@ def check_duet(cells: Sequence[Cell], usable_cpus: int) -> None:
 
 def main(args: Any) -> int:
     """``aebench ab`` from parsed command-line options (see aebench.cli)."""
-    from aebench import config, data, machine, revisions
+    from aebench import config, data, revisions
     from aebench.metrics import parse_margin
-    from aebench.runner import Progress
 
     base_ref, candidate_ref, matrix_name = operands(args.operands, args.calibrate)
     matrix = config.load_matrix(matrix_name, args.overrides)  # validated here first: bad input stops before any build
@@ -844,6 +848,17 @@ def main(args: Any) -> int:
         revisions.check_clean(repo)
     data_path = data.find_dataset(matrix.dataset, args.data_dir)
     data.check_dataset(data_path)  # a bad file stops here, before anything is built or written
+    with machinelock.hold("ab", allow_concurrent=args.allow_concurrent) as lock:
+        return _measure(args, matrix_name, settings, spikes, repo, (base_ref, candidate_ref), data_path, lock)
+
+
+def _measure(args: Any, matrix_name: str, settings: Settings, spikes: Sequence[float], repo: Path,
+             refs: tuple[str, str], data_path: Path, lock: machinelock.MachineLock) -> int:
+    """Build both revisions and run the rounds (or the calibration) while this process holds the machine."""
+    from aebench import machine, revisions
+    from aebench.runner import Progress
+
+    base_ref, candidate_ref = refs
     base = revisions.install(repo, base_ref)
     candidate = revisions.install(repo, candidate_ref)
     base_matrix, candidate_matrix = (revision_matrix(revision, matrix_name, args.overrides) for revision in
@@ -866,15 +881,17 @@ def main(args: Any) -> int:
                 outcomes = []
                 for experiment in range(args.experiments):
                     note(f"calibration experiment {experiment + 1} of {args.experiments}")
-                    outcomes.append(run_ab(sides, keys, replace(settings, seed=settings.seed + experiment),
-                                           executor, quality=False, note=note))
+                    outcome = run_ab(sides, keys, replace(settings, seed=settings.seed + experiment), executor,
+                                     quality=False, note=note)
+                    outcomes.append(replace(outcome, contamination=lock.contamination))
                 return _report_calibration(outcomes, args)
             sides = [Side("base", base, base_matrix), Side("candidate", candidate, candidate_matrix)]
             if not args.no_quality and any(side.matrix.accuracy for side in sides):  # speed rounds need none
                 executor.prepare_classifiers(sides, keys, Progress(0))
-            note(f"{base.short} ({base_ref}) against {candidate.short} ({candidate_ref}), matrix {matrix.name!r}, "
+            note(f"{base.short} ({base_ref}) against {candidate.short} ({candidate_ref}), matrix {matrix_name!r}, "
                  f"{len(keys)} cells")
             outcome = run_ab(sides, keys, settings, executor, quality=not args.no_quality, note=note)
+            outcome = replace(outcome, contamination=lock.contamination)
         finally:
             executor.close()
     return _report(outcome, args)
@@ -934,6 +951,8 @@ def _report_calibration(outcomes: Sequence[Outcome], args: Any) -> int:
     from aebench import atomic
 
     table = calibration_summary(outcomes)
+    if outcomes[0].contamination:
+        print(f"warning: speed figures contaminated ({outcomes[0].contamination}): these rates are not this machine's")
     for index, outcome in enumerate(outcomes, 1):
         print(f"experiment {index}: {outcome.rounds.count} rounds ({outcome.stop_reason}), {outcome.elapsed_s:.0f} s")
     print(format_calibration(table))
@@ -943,5 +962,6 @@ def _report_calibration(outcomes: Sequence[Outcome], args: Any) -> int:
             f"{REGISTRY.label(metric)} {value:.1f}%" for metric, value in detectable.items()))
     if args.json:
         atomic.write_text(Path(args.json), json.dumps({"experiments": len(outcomes),
+                                                       "contaminated": outcomes[0].contamination,
                                                        "rows": table.to_dict(orient="records")}, indent=1) + "\n")
     return 0

@@ -8,10 +8,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aebench.errors import UserError
 from aebench.store import DEFAULT_STORE
+
+if TYPE_CHECKING:
+    from aebench.config import Cell, Matrix
+    from aebench.machinelock import MachineLock
+    from aebench.runner import SkipCheck
 
 EXIT_CELLS_FAILED = 1
 
@@ -41,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
                      help="continue an interrupted run (default: the latest) with the same matrix: cells already "
                           "stored are kept, the rest run, and training restarts from its last saved epoch")
+    _add_allow_concurrent(run)
     _add_store(run)
 
     listing = commands.add_parser("list", help="list the runs in the store")
@@ -111,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--no-quality", action="store_true", help="skip the quality pass (speed rounds only)")
     ab.add_argument("--allow-dirty", action="store_true",
                     help="compare the commits although the working tree has uncommitted changes")
+    _add_allow_concurrent(ab)
     ab.add_argument("--repo", type=Path, default=None, help="the aebench git checkout (default: the working directory's)")
     ab.add_argument("--data-dir", type=Path, default=None, help="folder holding mnist.npz / fashion_mnist.npz")
     ab.add_argument("--reports-dir", type=Path, default=Path("reports"),
@@ -147,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_allow_concurrent(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--allow-concurrent", action="store_true",
+                         help="run although another aebench run holds this machine, marking every cell's speed "
+                              "figures contaminated")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from aebench.quiet import quiet_by_default
 
@@ -171,11 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from aebench import config, data, devices, runner, session
-    from aebench.store import Store
-    from aebench.summary import format_summary
+    from aebench import config, data, devices, machinelock
 
-    wall_start = time.monotonic()
     matrix = config.load_matrix(args.matrix, args.overrides)
     cells = config.shard(matrix.cells(), args.shard)
     if args.dry_run:
@@ -186,10 +196,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_path = data.find_dataset(matrix.dataset, args.data_dir)
     data.check_dataset(data_path)  # a bad file stops the run here, before anything is written
     skip_check = devices.skip_check(matrix.backend, cells)
+    with machinelock.hold("run", allow_concurrent=args.allow_concurrent) as lock:  # before anything is written
+        return _sweep(args, matrix, cells, data_path, skip_check, lock)
 
+
+def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data_path: Path, skip_check: SkipCheck,
+           lock: MachineLock) -> int:
+    from aebench import runner, session
+    from aebench.store import Store
+    from aebench.summary import format_summary
+
+    wall_start = time.monotonic()
     store = Store(_store_path(args), create=not args.resume)
     run = session.start(store, matrix, cells, args.argv, args.resume)
     run_id = run.run_id
+    lock.name_run(run_id)
     if run.resumed:
         print(f"aebench: resuming run {run_id}: {run.stored_cells} cells stored, {len(run.cells)} to run",
               file=sys.stderr)
@@ -203,7 +224,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         checkpoints = store.path.parent / "checkpoints" / run_id if matrix.checkpoint else None
         results = runner.run_cells(matrix, run.cells, data_path=data_path, skip_check=skip_check,
-                                   on_result=lambda result: store.add_result(run_id, result),
+                                   on_result=lambda result: store.add_result(run_id, lock.mark(result)),
                                    checkpoint_root=checkpoints, cache_dir=store.path.parent / "cache",
                                    on_prepared=prepared.append)
         status = "complete"

@@ -31,7 +31,7 @@ import pandas as pd
 from aebench import stats
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY
-from aebench.store import Store, flat_frame
+from aebench.store import Store, flat_frame, without_contaminated_speed
 
 # Matrix settings that change what a figure means: runs that differ in one of them measure different things.
 SETTINGS = ("dataset", "epochs", "batch_size", "learning_rate", "train_size", "test_size", "noise_type", "hparams",
@@ -75,7 +75,7 @@ def load_side(store: Store, ref: str) -> Side:
     frame = pd.concat([flat_frame(record, store.results(run_id, with_artifacts=False))
                        for run_id, record in zip(run_ids, records)] or [pd.DataFrame()], ignore_index=True)
     ok = frame[frame["status"] == "ok"] if "status" in frame.columns else frame
-    return Side(store, tuple(run_ids), records, ok.reset_index(drop=True))
+    return Side(store, tuple(run_ids), records, without_contaminated_speed(ok).reset_index(drop=True))
 
 
 def settings_differences(base: Sequence[Mapping], candidate: Sequence[Mapping]) -> list[str]:
@@ -161,7 +161,7 @@ def history_noise(store: Store, machine_id: str | None, matrix_name: str | None,
     runs = runs[(runs["status"] == "complete") & (runs["machine_id"] == machine_id) & (runs["matrix_name"] == matrix_name)]
     if len(runs) < 3:
         return {}
-    frame = store.frame(list(runs["run_id"]))
+    frame = without_contaminated_speed(store.frame(list(runs["run_id"])))
     frame = frame[frame["status"] == "ok"].sort_values(["started_at", "cell"], kind="stable")
     frame = frame.assign(group=[_SEED.sub("", key) for key in frame["key"]])
     noise = {}

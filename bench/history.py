@@ -52,7 +52,7 @@ from markupsafe import Markup
 from aebench import atomic, plots, stats
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY, parse_margin
-from aebench.store import Store
+from aebench.store import Store, without_contaminated_speed
 
 MIN_SEGMENT = 3  # runs: the fewest on each side of a change point
 MAX_P_VALUE = 0.001  # Apache Otava's default max_pvalue
@@ -202,7 +202,7 @@ def load_history(store: Store, *, machine: str | None = None, matrix: str | None
     ordered = sorted((_history_run(store.run_record(run_id), cached) for run_id in runs["run_id"]),
                      key=lambda run: (run.order_time, run.started_at, run.run_id))
     position = {run.run_id: index for index, run in enumerate(ordered)}
-    frame = store.frame([run.run_id for run in ordered])
+    frame = without_contaminated_speed(store.frame([run.run_id for run in ordered]))
     frame = frame[frame["status"] == "ok"] if not frame.empty else frame
     figures = {}
     for metric in margins:

@@ -208,6 +208,9 @@ _ALL: tuple[Metric, ...] = (
     Metric("speed.infer_unstable", "infer unstable", "", None,
            "1 when the per-batch inference rate's stdev exceeds 10% of its mean", flag),
     Metric("speed.infer_batch_size", "infer batch", "", None, "Offline batch size", integer),
+    Metric("speed.contaminated", "contaminated", "", None,
+           "1 when the cell ran while another aebench run held the machine (--allow-concurrent; the reason in "
+           "info.contaminated): compare, history and hardware leave its speed figures out", flag),
     *_latency_family("speed.latency_b1", "batch-1", "the compiled call", margins={"p50": 5.0, "p99": 10.0}),
     *_latency_family("speed.predict_b1", "predict() b1", "Keras predict() (the framework path)"),
     Metric("speed.first_call_s", "first call", "s", "lower", "the compiled call's first (tracing) call", fixed(3)),

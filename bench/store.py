@@ -255,3 +255,18 @@ def flat_frame(record: Mapping[str, Any], results: Sequence[CellResult]) -> pd.D
     if not frame.empty:
         frame["git_dirty"] = frame["git_dirty"].astype(bool)
     return frame
+
+
+def without_contaminated_speed(frame: pd.DataFrame) -> pd.DataFrame:
+    """The flat table with every speed figure of a contaminated cell blanked (``speed.contaminated = 1``: it ran
+    beside another benchmark, ``--allow-concurrent``), so that no verdict, noise estimate or ratio uses it. Its
+    quality figures stay: the machine's load does not change them."""
+    if frame.empty or "speed.contaminated" not in frame.columns:
+        return frame
+    dirty = pd.to_numeric(frame["speed.contaminated"], errors="coerce").fillna(0.0) >= 0.5
+    if not dirty.any():
+        return frame
+    speed = [column for column in frame.columns if column.startswith("speed.") and column != "speed.contaminated"]
+    frame = frame.copy()
+    frame.loc[dirty, speed] = np.nan
+    return frame

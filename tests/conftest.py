@@ -10,6 +10,15 @@ import pytest
 from support import shared_data_dir
 
 
+@pytest.fixture(autouse=True)
+def own_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets a cache folder of its own (revisions, the machine lock), inherited by the processes it starts:
+    a test suite run beside a real benchmark neither waits for its machine lock nor takes it."""
+    folder = tmp_path_factory.mktemp("aebench-cache")
+    monkeypatch.setenv("AEBENCH_CACHE", str(folder))
+    return folder
+
+
 @pytest.fixture
 def tiny_dataset_dir(tmp_path: Path) -> Path:
     """A few hundred real MNIST images when the shared data is there, else synthetic digits-like blobs."""

@@ -35,7 +35,8 @@ def _commit(day: int) -> str:
 
 def _add_run(store: Store, day: int, *, commit: str | None = None, slow: float = 1.0, psnr: float = 20.0,
              noise: float = 0.02, rng: np.random.Generator, machine: str = "m1", matrix: str = "tiny",
-             commit_date: datetime | None = None, run: int = 0, skip: Sequence[str] = ()) -> str:
+             commit_date: datetime | None = None, run: int = 0, skip: Sequence[str] = (),
+             contaminated: bool = False) -> str:
     """One complete run of two cells. ``slow`` divides the conv cell's training throughput; every speed figure gets
     ``noise`` (relative sd); quality figures are exact, ``psnr`` on the conv cell."""
     matrix_obj = Matrix.from_dict(tiny_matrix_dict(name=matrix))
@@ -54,6 +55,8 @@ def _add_run(store: Store, day: int, *, commit: str | None = None, slow: float =
                 value = psnr
             if not (cell.variant == "conv" and name in skip):
                 metrics[name] = value
+        if contaminated:  # ran beside another benchmark (--allow-concurrent)
+            metrics["speed.contaminated"] = 1.0
         store.add_result(run_id, CellResult(cell=cell, status="ok", duration_s=1.0, metrics=metrics))
     store.finish_run(run_id, "complete", 1.0, {})
     return run_id
@@ -96,6 +99,15 @@ def test_a_slowed_commit_is_marked_there_and_nowhere_else(tmp_path: Path, capsys
     assert _cli(path, tmp_path) == 1
     out = capsys.readouterr().out
     assert _commit(4)[:7] in out and "regression" in out and "newest segment: regression in 1 of 16 series" in out
+
+
+def test_contaminated_runs_speed_figures_are_left_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rng = np.random.default_rng(0)
+    with Store(tmp_path / "s.sqlite") as store:
+        for day in range(9):  # the last five ran beside another benchmark and were 20% slower for it
+            _add_run(store, day, slow=1.25 if day >= 4 else 1.0, rng=rng, contaminated=day >= 4)
+    assert not _analyse(tmp_path / "s.sqlite").change_points
+    assert _cli(tmp_path / "s.sqlite", tmp_path) == 0
 
 
 def test_a_last_commit_that_undoes_the_regression_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

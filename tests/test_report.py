@@ -19,7 +19,7 @@ import pytest
 from aebench import report
 from aebench.config import Cell, Matrix
 from aebench.metrics import REGISTRY, fixed
-from aebench.report import quality, throughput
+from aebench.report import quality, results, throughput
 from aebench.report.latency import latency_cells
 from aebench.report.page import Run
 from aebench.report.results import RESULT_COLUMNS, results_table
@@ -247,6 +247,17 @@ def test_results_table_formats_and_marks() -> None:
     assert NA in html_text  # missing and NaN metrics render as a dash
     assert "predict() b1 p50 (ms, framework path)" in html_text
     assert ">seed<" not in html_text  # a single seed gets no column
+
+
+def test_contaminated_speed_figures_are_marked_and_explained() -> None:
+    frame = golden_frame()
+    frame["speed.contaminated"] = [1.0, np.nan, np.nan]  # the conv cell ran beside another benchmark
+    html_text = results_table(frame)
+    assert "12,346 ≈ ‼" in html_text and "98,765 ‼" in html_text and "1.23 ‼" in html_text
+    assert "18.12 ‼" not in html_text and "4,000 ‼" not in html_text  # quality, and the clean cell, unmarked
+    assert 'class="data results"' in html_text and "contaminated" in html_text
+    assert "contaminated: taken while another aebench run held the machine" in results.section(Run(frame))
+    assert "contaminated: taken" not in results.section(Run(golden_frame()))
 
 
 def test_results_table_survives_missing_columns() -> None:

@@ -54,6 +54,18 @@ def test_a_dirty_tree_is_refused_unless_allowed(clone: Path, capsys: pytest.Capt
     assert "uncommitted" not in err and "no-data-here" in err
 
 
+def test_ab_refuses_a_busy_machine_before_building_anything(clone: Path, tiny_dataset_dir: Path, own_cache_dir: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    from aebench import machinelock
+
+    with machinelock.hold("run") as lock:  # another benchmark holds the machine
+        lock.name_run("20261127T000000-aaaaaa")
+        status = main(["ab", "HEAD~1", "HEAD", "--repo", str(clone), "--data-dir", str(tiny_dataset_dir)])
+    err = capsys.readouterr().err
+    assert status == 2 and "run 20261127T000000-aaaaaa" in err and "--allow-concurrent" in err
+    assert len(err.strip().splitlines()) == 1 and not (own_cache_dir / "revisions").exists()
+
+
 def test_outside_a_checkout_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not inside a git checkout"):
         revisions.repository_root(tmp_path)

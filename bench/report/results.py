@@ -8,11 +8,13 @@ import pandas as pd
 from markupsafe import Markup
 
 from aebench.aggregate import aggregate_over_seeds
-from aebench.metrics import Formatter
+from aebench.machinelock import CONTAMINATED
+from aebench.metrics import REGISTRY, Formatter
 from aebench.report.page import Run, render
 from aebench.report.table import (
     AXIS_FORMATS,
     CI_NOTE,
+    CONTAMINATED_LEGEND,
     UNSTABLE_LEGEND,
     Column,
     aggregated_display,
@@ -73,12 +75,14 @@ def results_table(frame: pd.DataFrame) -> Markup:
     classes = pd.DataFrame("", index=display.index, columns=display.columns)
     if "status" in display.columns:
         classes["status"] = "status-" + strings(frame, "status").astype(str)
+    contaminated = flags(frame, CONTAMINATED)
     for column in RESULT_COLUMNS:
         values = numeric(frame, column.metric)
-        if column.unstable is not None:
+        dirty = contaminated & values.notna() & (REGISTRY[column.metric].group == "speed")
+        if column.unstable is not None or dirty.any():
             unstable = flags(frame, column.unstable) & values.notna()
-            display[column.heading] = marked(values, unstable, column.format)
-            classes[column.heading] = np.where(unstable, "unstable", "")
+            display[column.heading] = marked(values, unstable, column.format, dirty)
+            classes[column.heading] = np.where(dirty, "contaminated", np.where(unstable, "unstable", ""))
         else:
             display[column.heading] = values
             formats[column.heading] = column.format
@@ -104,4 +108,5 @@ def section(run: Run) -> Markup:
         seed_summary_table=seed_summary_table(frame) if several_seeds(frame) else None,
         matrix=run.matrix, latency=run.matrix.get("latency") or {}, throughput=run.matrix.get("throughput") or {},
         inference_paths=paths, unstable_legend=UNSTABLE_LEGEND, ci_note=CI_NOTE,
+        contaminated_legend=CONTAMINATED_LEGEND if flags(frame, CONTAMINATED).any() else None,
     )

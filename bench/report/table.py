@@ -23,6 +23,9 @@ from aebench.results import UNSTABLE_CV
 
 UNSTABLE_MARK = "≈"
 UNSTABLE_LEGEND = f"{UNSTABLE_MARK} unstable: stdev > {UNSTABLE_CV:.0%} of mean"
+CONTAMINATED_MARK = "‼"
+CONTAMINATED_LEGEND = (f"{CONTAMINATED_MARK} contaminated: taken while another aebench run held the machine "
+                       "(--allow-concurrent); compare, hardware and history leave these figures out")
 NA = "—"
 PREFERRED_VARIANT = "conv"  # the paper's model: the latency and image-grid sections show it when it ran
 CI_NOTE = ("Figures are the mean ± the half-width of the 95% confidence interval over seeds (Student t, "
@@ -194,10 +197,14 @@ class Column:
         return self.format(value).removeprefix("+")
 
 
-def marked(values: pd.Series, unstable: pd.Series, format: Formatter) -> pd.Series:
-    """Numbers formatted here (not by the Styler) so an unstable one can carry its mark as visible text."""
+def marked(values: pd.Series, unstable: pd.Series, format: Formatter,
+           contaminated: pd.Series | None = None) -> pd.Series:
+    """Numbers formatted here (not by the Styler) so an unstable or contaminated one can carry its mark as visible
+    text."""
+    dirty = contaminated if contaminated is not None else pd.Series(False, index=values.index)
     return pd.Series([None if pd.isna(value) else format(value) + (f" {UNSTABLE_MARK}" if flag else "")
-                      for value, flag in zip(values, unstable)], index=values.index, dtype="object")
+                      + (f" {CONTAMINATED_MARK}" if taken_beside else "")
+                      for value, flag, taken_beside in zip(values, unstable, dirty)], index=values.index, dtype="object")
 
 
 def with_ci(table: pd.DataFrame, column: Column) -> pd.Series:

@@ -1,0 +1,158 @@
+"""One benchmark per machine: a machine-wide OS file lock that every timing command (``run``, ``ab``, ``crosscheck``)
+holds while it measures.
+
+Two benchmarks on one machine time each other: both stores would hold speed figures taken under contention and
+nothing would say so. The lock is ``machine.lock`` in the user's cache directory (``$AEBENCH_CACHE``, see
+:func:`aebench.revisions.user_cache_dir`), taken with ``flock``, so the kernel releases it when its holder dies, however
+it dies. The file names its holder (pid, host, run id, command, start time) for the message a second command prints:
+that command exits 2 without writing anything, unless ``--allow-concurrent`` is given, in which case it runs and marks
+every cell's speed figures contaminated (``speed.contaminated = 1``, the reason in ``info.contaminated``).
+
+A holder that exits normally clears the file. A file that still names a holder when the lock is free was left by one
+that died (SIGKILL, the OOM killer, a power cut): the new holder takes it over and says so.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO
+
+from aebench.errors import UserError
+from aebench.results import CellResult
+
+LOCK_FILE = "machine.lock"
+CONTAMINATED = "speed.contaminated"  # 1 on a cell whose speed figures were taken beside another benchmark
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds (or held) the machine, as written in the lock file."""
+
+    pid: int
+    host: str
+    command: str
+    started_at: str
+    run_id: str | None = None
+
+    def describe(self) -> str:
+        run = f", run {self.run_id}" if self.run_id else ""
+        return f"pid {self.pid}{run}, started {self.started_at}"
+
+    @classmethod
+    def parse(cls, text: str) -> Holder | None:
+        """The holder a lock file names, or None when it is empty or unreadable (cleared, or mid-write)."""
+        try:
+            fields = json.loads(text)
+            return cls(pid=int(fields["pid"]), host=str(fields["host"]), command=str(fields["command"]),
+                       started_at=str(fields["started_at"]), run_id=fields.get("run_id"))
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+class MachineBusy(UserError):
+    def __init__(self, holder: Holder | None) -> None:
+        who = f"another aebench run ({holder.describe()})" if holder else "another aebench process"
+        super().__init__(f"{who} holds this machine: speed figures would be contaminated; wait for it or pass "
+                         "--allow-concurrent")
+
+
+@dataclass
+class MachineLock:
+    """The lock as this process has it: ``exclusive`` when it holds the machine alone; otherwise it runs beside
+    ``other`` (``--allow-concurrent``) and its speed figures are contaminated, for the reason ``contamination``."""
+
+    path: Path
+    exclusive: bool
+    other: Holder | None = None
+    _file: IO[str] | None = None
+    _holder: Holder | None = None
+
+    @property
+    def contamination(self) -> str | None:
+        if self.exclusive:
+            return None
+        who = f"another aebench run ({self.other.describe()})" if self.other else "another aebench process"
+        return f"--allow-concurrent: {who} held this machine"
+
+    def mark(self, result: CellResult) -> CellResult:
+        """The result as stored: unchanged when this process held the machine alone, else its speed figures marked
+        contaminated (``speed.contaminated = 1``) with the reason in ``info.contaminated``."""
+        if self.exclusive:
+            return result
+        return replace(result, metrics={**result.metrics, CONTAMINATED: 1.0},
+                       info={**result.info, "contaminated": self.contamination})
+
+    def name_run(self, run_id: str) -> None:
+        """Put the run id in the holder's record once the run has one (it is created after the lock is taken, so that
+        a refused command writes nothing)."""
+        if self.exclusive and self._holder is not None:
+            self._holder = Holder(**{**self._holder.__dict__, "run_id": run_id})
+            _write_holder(self._file, self._holder)
+
+
+def _write_holder(file: IO[str] | None, holder: Holder) -> None:
+    if file is None:
+        return
+    file.seek(0)
+    file.truncate()
+    file.write(json.dumps(holder.__dict__))
+    file.flush()
+    os.fsync(file.fileno())
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@contextmanager
+def hold(command: str, *, allow_concurrent: bool = False, directory: Path | None = None,
+         note: Callable[[str], None] = lambda text: print(f"aebench: {text}", file=sys.stderr)) -> Iterator[MachineLock]:
+    """Hold the machine for ``command`` (``run``, ``ab``, ...) while the block runs.
+
+    Raises :class:`MachineBusy` (exit status 2) when another process holds it, unless ``allow_concurrent``: then the
+    block runs anyway with a lock that is not exclusive and names the other holder."""
+    from aebench.revisions import user_cache_dir
+
+    folder = directory if directory is not None else user_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        file = open(folder / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the block
+    except OSError as error:
+        raise UserError(f"the machine lock {folder / LOCK_FILE} cannot be opened ({error.strerror}): allowed a "
+                        "writable cache folder (set AEBENCH_CACHE)") from error
+    try:
+        file.seek(0)
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = Holder.parse(file.read())
+            if not allow_concurrent:
+                raise MachineBusy(other) from None
+            lock = MachineLock(folder / LOCK_FILE, exclusive=False, other=other)
+            note(f"warning: {lock.contamination}; every cell's speed figures are marked contaminated")
+            yield lock
+            return
+        stale = Holder.parse(file.read())
+        if stale is not None:
+            note(f"took over the machine lock of another aebench run ({stale.describe()}) whose process is gone")
+        holder = Holder(pid=os.getpid(), host=socket.gethostname(), command=command, started_at=_now())
+        _write_holder(file, holder)
+        lock = MachineLock(folder / LOCK_FILE, exclusive=True, _file=file, _holder=holder)
+        try:
+            yield lock
+        finally:
+            file.seek(0)
+            file.truncate()  # cleared: a file still naming a holder means that holder died
+            file.flush()
+            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+    finally:
+        file.close()
