@@ -388,9 +388,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-rounds", type=int, default=3)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the raw result here")
+    parser.add_argument("--allow-concurrent", action="store_true",
+                        help="run although another aebench run holds this machine (the result says so)")
     args = parser.parse_args(argv)
-    result = measure(args.threads, args.rounds, args.latency_count, args.offline_batch, args.offline_count,
-                     args.train_size, args.epochs, args.data_dir, args.train_rounds)
+    from aebench import machinelock
+
+    with machinelock.hold("crosscheck", allow_concurrent=args.allow_concurrent) as lock:
+        result = measure(args.threads, args.rounds, args.latency_count, args.offline_batch, args.offline_count,
+                         args.train_size, args.epochs, args.data_dir, args.train_rounds)
+    result["contaminated"] = lock.contamination  # None when it held the machine alone
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     print(format_result(result))
