@@ -66,7 +66,7 @@ def select_runs(store: Store, ref: str) -> list[str]:
             raise UserError(f"{ref!r} matches no complete run in {store.path}: allowed commit:REV with REV the start "
                             "of a commit that 'aebench list' shows")
         return list(chosen["run_id"])
-    return [store.resolve_run(part.strip()) for part in ref.split(",") if part.strip()]
+    return [store.resolve_run(part.strip(), complete=True) for part in ref.split(",") if part.strip()]
 
 
 def load_side(store: Store, ref: str) -> Side:

@@ -174,12 +174,16 @@ class Store:
 
     # -- reading -------------------------------------------------------------------------------------------------------
 
-    def resolve_run(self, ref: str | None = None) -> str:
-        """A run id, a unique prefix of one, or None / 'latest' for the newest run."""
+    def resolve_run(self, ref: str | None = None, *, complete: bool = False) -> str:
+        """A run id, a unique prefix of one, or None / 'latest' for the newest run (the newest complete one with
+        ``complete``: a run still running, interrupted or dead is no side of a comparison unless named)."""
         if ref in (None, "latest"):
-            row = self._db.execute("SELECT run_id FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1").fetchone()
+            where = "WHERE status = 'complete' " if complete else ""
+            row = self._db.execute(f"SELECT run_id FROM runs {where}ORDER BY started_at DESC, run_id DESC LIMIT 1"
+                                   ).fetchone()
             if row is None:
-                raise UserError(f"the store {self.path} holds no runs yet: run 'aebench run' first")
+                what = "no complete run" if complete else "no runs"
+                raise UserError(f"the store {self.path} holds {what} yet: run 'aebench run' first")
             return row[0]
         rows = self._db.execute("SELECT run_id FROM runs WHERE run_id LIKE ? ORDER BY run_id", (ref + "%",)).fetchall()
         if len(rows) != 1:
@@ -213,6 +217,7 @@ class Store:
         frame = pd.read_sql_query(query, self._db)
         for column in ("ok", "failed", "skipped", "cells"):
             frame[column] = frame[column].fillna(0).astype(int)
+        frame["wall_s"] = pd.to_numeric(frame["wall_s"], errors="coerce")  # NULL (None) while a run is running
         return frame
 
     def results(self, run_id: str, *, with_artifacts: bool = True) -> list[CellResult]:

@@ -133,6 +133,15 @@ def test_list_and_export_without_a_store(tmp_path: Path, capsys: pytest.CaptureF
     assert not (tmp_path / "none.sqlite").exists()
 
 
+def test_list_shows_a_running_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from aebench.config import Matrix
+
+    with Store(tmp_path / "s.sqlite") as store:  # no wall time yet: it used to crash `aebench list`
+        store.begin_run(Matrix.from_dict(tiny_matrix_dict()), {"machine_id": "m1"}, [], run_id="20260104T000000-dddddd")
+    assert main(["list", "--store", str(tmp_path / "s.sqlite")]) == 0
+    assert "20260104T000000-dddddd" in capsys.readouterr().out
+
+
 def test_export_orders_figures_as_the_registry_does(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from aebench.config import Matrix
     from aebench.results import CellResult

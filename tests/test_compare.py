@@ -112,6 +112,21 @@ def test_a_run_without_cells_compares_to_nothing(tmp_path: Path, capsys: pytest.
     assert "nothing to compare" in capsys.readouterr().out
 
 
+def test_latest_is_the_newest_complete_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with Store(tmp_path / "s.sqlite") as store:
+        _add_run(store, "20260101T000000-aaaaaa", "a" * 40, speed=1000.0, psnr=20.0)
+        _add_run(store, "20260102T000000-bbbbbb", "b" * 40, speed=1000.0, psnr=19.0)
+        _add_run(store, "20260103T000000-cccccc", "c" * 40, speed=1000.0, psnr=20.0, status="interrupted")
+        matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"]))
+        store.begin_run(matrix, {"git_commit": "d" * 40, "machine_id": "m1"}, [], run_id="20260104T000000-dddddd")
+    assert main(["compare", "20260101", "--store", str(tmp_path / "s.sqlite")]) == 1  # against bbbbbb's 19 dB
+    assert "candidate: 20260102T000000-bbbbbb" in capsys.readouterr().out
+    with Store(tmp_path / "t.sqlite") as store:
+        store.begin_run(matrix, {"git_commit": "d" * 40, "machine_id": "m1"}, [], run_id="20260104T000000-dddddd")
+    assert main(["compare", "latest", "latest", "--store", str(tmp_path / "t.sqlite")]) == 2
+    assert "holds no complete run yet" in capsys.readouterr().err
+
+
 @pytest.mark.golden
 def test_compare_output_golden(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with Store(tmp_path / "s.sqlite") as store:
