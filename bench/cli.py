@@ -27,7 +27,9 @@ def _add_store(parser: argparse.ArgumentParser) -> None:
 
 
 def _store_path(args: argparse.Namespace) -> Path:
-    return args.store or Path(os.environ.get("AEBENCH_STORE") or DEFAULT_STORE)
+    # Absolute: the checkpoint and classifier-cache folders beside the store are handed to worker hosts, which start
+    # in another folder.
+    return (args.store or Path(os.environ.get("AEBENCH_STORE") or DEFAULT_STORE)).absolute()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -66,7 +66,7 @@ def find_dataset(
         if folder:
             candidate = Path(folder) / filename
             if candidate.is_file():
-                return candidate
+                return candidate.absolute()  # worker hosts start in another folder: a relative path would miss there
             # An explicit folder that lacks the file is a mistake worth stopping for, not a reason to download.
             raise UserError(f"{filename} not found in {label} folder {str(folder)!r}: put {filename} there or fix the path")
     cached = keras_cache_dir() / filename

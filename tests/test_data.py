@@ -22,6 +22,18 @@ def test_environment_variable(tiny_dataset_dir: Path) -> None:
     assert data.find_dataset("mnist", environ={"AEBENCH_DATA": str(tiny_dataset_dir)}, download=_no_download).is_file()
 
 
+@pytest.mark.parametrize("source", ["--data-dir", "AEBENCH_DATA"])
+def test_a_relative_folder_becomes_absolute(tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                            source: str) -> None:
+    # Worker hosts start in the repository root: a path relative to the user's folder would miss there.
+    monkeypatch.chdir(tiny_dataset_dir.parent)
+    relative = Path(tiny_dataset_dir.name)
+    found = data.find_dataset("mnist", relative if source == "--data-dir" else None,
+                              environ={"AEBENCH_DATA": str(relative)} if source == "AEBENCH_DATA" else {},
+                              download=_no_download)
+    assert found.is_absolute() and found == tiny_dataset_dir / "mnist.npz"
+
+
 def test_explicit_folder_without_the_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="mnist.npz not found in --data-dir folder"):
         data.find_dataset("mnist", tmp_path, environ={}, download=_no_download)
