@@ -40,7 +40,11 @@ def start(store: Store, matrix: Matrix, cells: Sequence[Cell], argv: Sequence[st
 
 
 def check_resumable(record: Mapping[str, Any], matrix: Matrix) -> None:
-    """Refuse to resume a run with a matrix other than the one it was made with."""
+    """Refuse to resume a run that is complete (resuming would rewrite its record), or one with a matrix other than
+    the one it was made with."""
+    if record["status"] == "complete":
+        raise UserError(f"run {record['run_id']} is complete: allowed --resume of a run that did not finish "
+                        "(interrupted, running or abandoned); start a new run instead")
     if record["matrix"] != json.loads(json.dumps(matrix.to_dict())):
         raise UserError(
             f"run {record['run_id']} was made with a different matrix than {matrix.name!r} with these --set values: "

@@ -199,14 +199,17 @@ def test_resume_runs_only_the_missing_cells(tmp_path: Path, tiny_dataset_dir: Pa
     assert first.returncode == 0, first.stderr
     with Store(store, create=False) as opened:  # as if the run had been interrupted after its first cell
         run_id = opened.resolve_run(None)
+        opened.finish_run(run_id, "interrupted", opened.run_record(run_id)["wall_s"], {})
+    changed = _aebench("run", str(matrix), "--resume", "--set", "epochs=3", *common)
+    assert changed.returncode == 2 and "different matrix" in changed.stderr
     resumed = _aebench("run", str(matrix), "--resume", *common)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming run {run_id}: 1 cells stored, 1 to run" in resumed.stderr
     with Store(store, create=False) as opened:
-        assert len(opened.runs_frame()) == 1
+        assert len(opened.runs_frame()) == 1 and opened.run_record(run_id)["status"] == "complete"
         assert [r.cell.noise for r in opened.results(run_id)] == [0.1, 0.2]
-    changed = _aebench("run", str(matrix), "--resume", "--set", "epochs=3", *common)
-    assert changed.returncode == 2 and "different matrix" in changed.stderr
+    again = _aebench("run", str(matrix), "--resume", *common)
+    assert again.returncode == 2 and f"run {run_id} is complete" in again.stderr
 
 
 # Tiny data says nothing about the timing gates, so the test sets them: the latency gate can never pass (a ratio of

@@ -80,6 +80,16 @@ def test_resume_with_another_matrix_is_refused(tmp_path: Path) -> None:
         session.start(store, other, other.cells(), [], resume=run_id[:12])
 
 
+def test_resume_of_a_complete_run_is_refused(tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    run_id = _interrupted_run(tmp_path / "s.sqlite", matrix)
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        session.finish(store, run_id, "complete", store.results(run_id, with_artifacts=False), 12.0, [])
+        with pytest.raises(UserError, match=f"run {run_id} is complete: allowed --resume of a run that did not finish"):
+            session.start(store, matrix, matrix.cells(), [], resume="latest")
+        assert store.run_record(run_id)["wall_s"] == 12.0  # untouched
+
+
 def test_finish_records_the_status_and_summary(tmp_path: Path) -> None:
     matrix = Matrix.from_dict(tiny_matrix_dict())
     run_id = _interrupted_run(tmp_path / "s.sqlite", matrix)
