@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -162,6 +165,36 @@ def _add_allow_concurrent(command: argparse.ArgumentParser) -> None:
                               "figures contaminated")
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the main thread is, so that it unwinds as Ctrl-C does: the run is recorded as
+    interrupted, its running cell is killed and the machine lock released (Python's default for both signals is to
+    die on the spot, leaving the run 'running' and the cell timing on its own)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stop_like_ctrl_c() -> Iterator[None]:
+    """Within the block, SIGTERM (CI timeouts, ``kill``, systemd) and SIGHUP (a closed terminal) unwind like SIGINT.
+    The previous handlers come back afterwards (tests call ``main`` in-process). Signal handlers can only be set in
+    the main thread: elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_stopped(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = {signum: signal.signal(signum, raise_stopped) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from aebench.quiet import quiet_by_default
 
@@ -173,10 +206,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.passed_on = passed_on
     args.argv = ["aebench", *(sys.argv[1:] if argv is None else argv)]
     try:
-        return COMMANDS[args.command](args)
+        with stop_like_ctrl_c():
+            return COMMANDS[args.command](args)
     except UserError as error:
         print(f"aebench: error: {error}", file=sys.stderr)
         return error.exit_status
+    except Stopped as stopped:
+        print(f"aebench: stopped by {stopped}", file=sys.stderr)
+        return 128 + stopped.signum
     except KeyboardInterrupt:
         print("aebench: interrupted", file=sys.stderr)
         return 130

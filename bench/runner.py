@@ -59,6 +59,13 @@ class HostDied(RuntimeError):
     """The worker host itself exited or stopped answering (not a cell's fault)."""
 
 
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 class WorkerHost:
     """A long-lived ``python -m aebench.worker serve`` process for one backend."""
 
@@ -72,6 +79,7 @@ class WorkerHost:
             env=dict(env) if env is not None else worker_environment(backend),
         )
         self._buffer = b""
+        self.running_cell_pid: int | None = None  # the forked cell while one runs: killed if the runner stops
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._process.stdout, selectors.EVENT_READ)
         event = self._next_event(time.monotonic() + start_timeout_s)
@@ -104,22 +112,28 @@ class WorkerHost:
         started = self._next_event(time.monotonic() + 60)
         if started is None or started.get("event") != "started":
             raise HostDied(f"the {self.backend} worker host did not start the cell")
+        self.running_cell_pid = started["pid"]
         deadline = time.monotonic() + timeout_s
         exited = self._next_event(deadline)
-        if exited is not None:
-            return exited["exit_code"], False
-        try:
-            os.kill(started["pid"], signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        exited = self._next_event(time.monotonic() + 30)
-        return (exited["exit_code"] if exited else None), True
+        if exited is None:
+            _kill(started["pid"])
+            exited = self._next_event(time.monotonic() + 30)
+            timed_out = True
+        else:
+            timed_out = False
+        self.running_cell_pid = None
+        return (exited["exit_code"] if exited else None), timed_out
 
     def set_affinity(self, cpus: Iterable[int]) -> None:
         """Move the host to these CPUs; every cell it forks from now on inherits them (aebench ab's duet mode)."""
         os.sched_setaffinity(self._process.pid, set(cpus))
 
     def close(self) -> None:
+        """Stop the host. A cell still running (the runner was interrupted: SIGINT, SIGTERM, SIGHUP) is killed first:
+        no cell goes on timing, unsupervised, on the pinned cores after its runner has stopped."""
+        if self.running_cell_pid is not None:
+            _kill(self.running_cell_pid)
+            self.running_cell_pid = None
         if self._process.poll() is None:
             try:
                 self._process.stdin.close()

@@ -7,12 +7,15 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from aebench import cli
 from aebench.cli import main
 from aebench.metrics import REGISTRY
 from aebench.store import Store
@@ -140,6 +143,26 @@ def test_list_shows_a_running_run(tmp_path: Path, capsys: pytest.CaptureFixture)
         store.begin_run(Matrix.from_dict(tiny_matrix_dict()), {"machine_id": "m1"}, [], run_id="20260104T000000-dddddd")
     assert main(["list", "--store", str(tmp_path / "s.sqlite")]) == 0
     assert "20260104T000000-dddddd" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_unwind_like_ctrl_c(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                               signum: int, status: int) -> None:
+    unwound: list[bool] = []
+
+    def command_stopped_midway(args: object) -> int:
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # interrupted by the handler's exception
+            return 0
+        finally:
+            unwound.append(True)  # a run records itself as interrupted here
+
+    monkeypatch.setitem(cli.COMMANDS, "list", command_stopped_midway)
+    before = signal.getsignal(signum)
+    assert main(["list"]) == status
+    assert unwound == [True] and f"aebench: stopped by {signal.Signals(signum).name}" in capsys.readouterr().err
+    assert signal.getsignal(signum) is before  # the handlers are main()'s only while it runs
 
 
 def test_export_orders_figures_as_the_registry_does(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -37,6 +39,54 @@ def test_failures_are_results_and_the_sweep_goes_on(tmp_path: Path) -> None:
     assert hang.status == "timeout" and hang.exit_code == -9 and "1.5 s timeout" in hang.error
     assert segv.status == "failed" and segv.exit_code == -11 and segv.error.startswith("killed by signal 11")
     assert ok.status == "ok" and ok.metrics["quality.mse"] == 0.01 and ok.info["fake"] is True
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_stopped_runner_kills_its_running_cell(tmp_path: Path, stop: signal.Signals) -> None:
+    """No cell outlives its runner: stopped mid-cell (Ctrl-C, a CI timeout's SIGTERM, a closed terminal's SIGHUP),
+    the runner unwinds and the hanging cell it forked is killed, not left timing on the pinned cores."""
+    from aebench.cli import stop_like_ctrl_c
+
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], timeout_s=600))
+    hosts: list[runner.WorkerHost] = []
+    cell_pids: list[int] = []
+
+    def factory(backend: str, log: Path) -> runner.WorkerHost:
+        hosts.append(_fake_factory("hang")(backend, log))
+        return hosts[-1]
+
+    def stop_when_the_cell_runs(signum: int, frame: object) -> None:
+        if hosts and hosts[0].running_cell_pid is not None:
+            cell_pids.append(hosts[0].running_cell_pid)
+            os.kill(os.getpid(), stop)  # delivered to this (main) thread, as a signal to the runner would be
+
+    previous = signal.signal(signal.SIGALRM, stop_when_the_cell_runs)
+    signal.setitimer(signal.ITIMER_REAL, 0.2, 0.2)
+    try:
+        with pytest.raises(KeyboardInterrupt), stop_like_ctrl_c():
+            runner.run_cells(matrix, matrix.cells()[:1], data_path=tmp_path / "unused.npz", skip_check=NO_SKIPS,
+                             on_result=lambda r: None, work_dir=tmp_path, host_factory=factory,
+                             progress=runner.Progress(1, stream=io.StringIO()))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert cell_pids, "the cell never started"
+    deadline = time.monotonic() + 10
+    while _alive(cell_pids[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survived = _alive(cell_pids[0])
+    if survived:  # the test cleans up what the code under test failed to
+        os.kill(cell_pids[0], signal.SIGKILL)
+    assert not survived
+
+
+def _alive(pid: int) -> bool:
+    """True while the process runs (a zombie, dead but not yet reaped by init, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_metric_missing_from_the_registry_fails_the_cell(tmp_path: Path) -> None:
