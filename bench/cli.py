@@ -262,10 +262,10 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
     prepared: list[dict[str, Any]] = []
     try:
         checkpoints = store.path.parent / "checkpoints" / run_id if matrix.checkpoint else None
-        results = runner.run_cells(matrix, run.cells, data_path=data_path, skip_check=skip_check,
-                                   on_result=lambda result: store.add_result(run_id, lock.mark(result)),
-                                   checkpoint_root=checkpoints, cache_dir=store.path.parent / "cache",
-                                   on_prepared=prepared.append)
+        runner.run_cells(matrix, run.cells, data_path=data_path, skip_check=skip_check,
+                         on_result=lambda result: store.add_result(run_id, lock.mark(result)),
+                         checkpoint_root=checkpoints, cache_dir=store.path.parent / "cache",
+                         on_prepared=prepared.append)
         status = "complete"
     finally:
         stored = store.results(run_id, with_artifacts=False)  # every cell of the run, those of a resumed part too
@@ -278,7 +278,7 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
         summary = session.finish(store, run_id, status, stored, wall_s(), prepared)  # the report's time too
     print(format_summary(run_id, summary, report_path), file=sys.stderr)
     store.close()
-    failed = sum(r.status in ("failed", "timeout") for r in results)
+    failed = sum(r.status in ("failed", "timeout") for r in stored)  # every cell of the run, a resumed one's too
     return EXIT_CELLS_FAILED if failed else 0
 
 

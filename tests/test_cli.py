@@ -165,6 +165,34 @@ def test_sigterm_and_sighup_unwind_like_ctrl_c(monkeypatch: pytest.MonkeyPatch, 
     assert signal.getsignal(signum) is before  # the handlers are main()'s only while it runs
 
 
+def test_a_resumed_runs_exit_status_counts_the_cells_of_earlier_invocations(
+        tmp_path: Path, tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aebench.config import Matrix
+    from aebench.results import CellResult
+
+    matrix_path = write_matrix(tmp_path / "tiny.toml", variants=["undercomplete"], noise=[0.1, 0.2])
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete"], noise=[0.1, 0.2]))
+    store_path = tmp_path / "s.sqlite"
+    with Store(store_path) as store:  # the first invocation: its first cell failed, then it was interrupted
+        run_id = store.begin_run(matrix, {"machine_id": "m1"}, ["aebench", "run"])
+        store.add_result(run_id, CellResult(cell=matrix.cells()[0], status="failed", duration_s=1.0, exit_code=3,
+                                            error="ValueError: boom"))
+        store.finish_run(run_id, "interrupted", 5.0, {})
+
+    def every_cell_ok(matrix: object, cells: list, *, on_result, **ignored: object) -> list:
+        results = [CellResult(cell=cell, status="ok", duration_s=1.0, metrics={"quality.mse": 0.01}) for cell in cells]
+        for result in results:
+            on_result(result)
+        return results
+
+    monkeypatch.setattr("aebench.runner.run_cells", every_cell_ok)
+    status = main(["run", str(matrix_path), "--resume", "--data-dir", str(tiny_dataset_dir), "--store",
+                   str(store_path), "--no-report"])
+    assert status == 1  # this invocation's one cell passed; the run's other one had failed
+    with Store(store_path, create=False) as store:
+        assert [r.status for r in store.results(run_id)] == ["failed", "ok"]
+
+
 def test_export_orders_figures_as_the_registry_does(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from aebench.config import Matrix
     from aebench.results import CellResult
