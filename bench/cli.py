@@ -19,6 +19,7 @@ from aebench.store import DEFAULT_STORE
 if TYPE_CHECKING:
     from aebench.config import Cell, Matrix
     from aebench.machinelock import MachineLock
+    from aebench.results import CellResult
     from aebench.runner import SkipCheck
 
 EXIT_CELLS_FAILED = 1
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
                      help="continue an interrupted run (default: the latest) with the same matrix: cells already "
                           "stored are kept, the rest run, and training restarts from its last saved epoch")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="with --resume: run the failed and timed-out cells again too (a complete run included); "
+                          "each new result replaces the failure and names it in info.earlier_attempt")
     _add_allow_concurrent(run)
     _add_store(run)
 
@@ -225,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from aebench import config, data, devices, machinelock
 
+    if args.retry_failed and not args.resume:
+        raise UserError("--retry-failed reruns the failed cells of a stored run: allowed only with --resume [RUN]")
     matrix = config.load_matrix(args.matrix, args.overrides)
     cells = config.shard(matrix.cells(), args.shard)
     if args.dry_run:
@@ -247,11 +253,21 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
 
     wall_start = time.monotonic()
     store = Store(_store_path(args), create=not args.resume)
-    run = session.start(store, matrix, cells, args.argv, args.resume)
+    run = session.start(store, matrix, cells, args.argv, args.resume, args.retry_failed)
     run_id = run.run_id
     lock.name_run(run_id)
+    retried = set(run.retried)
+
+    def store_result(result: CellResult) -> None:
+        result = lock.mark(result)
+        if result.cell.key in retried:
+            store.replace_failed_result(run_id, result)
+        else:
+            store.add_result(run_id, result)
+
     if run.resumed:
-        print(f"aebench: resuming run {run_id}: {run.stored_cells} cells stored, {len(run.cells)} to run",
+        again = f" ({len(run.retried)} failed, again)" if run.retried else ""
+        print(f"aebench: resuming run {run_id}: {run.stored_cells} cells stored, {len(run.cells)} to run{again}",
               file=sys.stderr)
     print(f"aebench: run {run_id}: {len(run.cells)} cells of matrix {matrix.name!r} -> {store.path}", file=sys.stderr)
 
@@ -263,7 +279,7 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
     try:
         checkpoints = store.path.parent / "checkpoints" / run_id if matrix.checkpoint else None
         runner.run_cells(matrix, run.cells, data_path=data_path, skip_check=skip_check,
-                         on_result=lambda result: store.add_result(run_id, lock.mark(result)),
+                         on_result=store_result,
                          checkpoint_root=checkpoints, cache_dir=store.path.parent / "cache",
                          on_prepared=prepared.append)
         status = "complete"

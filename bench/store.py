@@ -14,6 +14,7 @@ import secrets
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -154,16 +155,20 @@ class Store:
 
     def add_result(self, run_id: str, result: CellResult) -> None:
         with self._transaction() as db:
-            db.execute(
-                "INSERT INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, result.cell.index, result.cell.key, json.dumps(result.cell.to_dict()), result.status,
-                 result.exit_code, result.error, result.stderr_tail, result.duration_s,
-                 json.dumps(dict(result.metrics)), json.dumps(dict(result.info)), _now()),
-            )
-            db.executemany(
-                "INSERT INTO artifacts VALUES (?, ?, ?, ?)",
-                [(run_id, result.cell.index, name, _to_npy(array)) for name, array in result.artifacts.items()],
-            )
+            _insert_result(db, run_id, result)
+
+    def replace_failed_result(self, run_id: str, result: CellResult) -> None:
+        """Store a retried cell's new result in place of its failed or timed-out one, keeping what the earlier
+        attempt was in ``info.earlier_attempt`` (status, exit code, error): a failure is replaced, never forgotten."""
+        row = self._db.execute("SELECT status, exit_code, error FROM cells WHERE run_id = ? AND cell = ?",
+                               (run_id, result.cell.index)).fetchone()
+        if row is None or row[0] not in ("failed", "timeout"):
+            raise ValueError(f"cell {result.cell.index} of run {run_id} has no failed result to replace")
+        retried = replace(result, info={**result.info, "earlier_attempt": f"{row[0]} (exit code {row[1]}): {row[2]}"})
+        with self._transaction() as db:  # one transaction: a crash leaves the failure or its replacement, never neither
+            db.execute("DELETE FROM artifacts WHERE run_id = ? AND cell = ?", (run_id, result.cell.index))
+            db.execute("DELETE FROM cells WHERE run_id = ? AND cell = ?", (run_id, result.cell.index))
+            _insert_result(db, run_id, retried)
 
     def finish_run(self, run_id: str, status: str, wall_s: float, summary: Mapping[str, Any]) -> None:
         with self._transaction() as db:
@@ -251,6 +256,19 @@ class Store:
         """The flat table: one row per cell of the given runs, with run columns first."""
         return pd.concat([flat_frame(self.run_record(run_id), self.results(run_id, with_artifacts=False))
                           for run_id in run_ids] or [pd.DataFrame()], ignore_index=True)
+
+
+def _insert_result(db: sqlite3.Connection, run_id: str, result: CellResult) -> None:
+    db.execute(
+        "INSERT INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (run_id, result.cell.index, result.cell.key, json.dumps(result.cell.to_dict()), result.status,
+         result.exit_code, result.error, result.stderr_tail, result.duration_s,
+         json.dumps(dict(result.metrics)), json.dumps(dict(result.info)), _now()),
+    )
+    db.executemany(
+        "INSERT INTO artifacts VALUES (?, ?, ?, ?)",
+        [(run_id, result.cell.index, name, _to_npy(array)) for name, array in result.artifacts.items()],
+    )
 
 
 def flat_frame(record: Mapping[str, Any], results: Sequence[CellResult]) -> pd.DataFrame:

@@ -193,6 +193,46 @@ def test_a_resumed_runs_exit_status_counts_the_cells_of_earlier_invocations(
         assert [r.status for r in store.results(run_id)] == ["failed", "ok"]
 
 
+def test_retry_failed_reruns_failed_cells_and_keeps_what_they_were(
+        tmp_path: Path, tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from aebench.config import Matrix
+    from aebench.results import CellResult
+
+    matrix_path = write_matrix(tmp_path / "tiny.toml", variants=["undercomplete"], noise=[0.1, 0.2, 0.3])
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete"], noise=[0.1, 0.2, 0.3]))
+    store_path = tmp_path / "s.sqlite"
+    first, second, third = matrix.cells()
+    with Store(store_path) as store:  # a complete run: one cell ok, one failed, one timed out
+        run_id = store.begin_run(matrix, {"machine_id": "m1"}, ["aebench", "run"])
+        store.add_result(run_id, CellResult(cell=first, status="ok", duration_s=1.0, metrics={"quality.mse": 0.01}))
+        store.add_result(run_id, CellResult(cell=second, status="failed", duration_s=1.0, exit_code=3,
+                                            error="ValueError: boom"))
+        store.add_result(run_id, CellResult(cell=third, status="timeout", duration_s=9.0, exit_code=-9,
+                                            error="killed after the 9 s timeout"))
+        store.finish_run(run_id, "complete", 12.0, {})
+    ran: list[str] = []
+
+    def every_cell_ok(matrix: object, cells: list, *, on_result, **ignored: object) -> list:
+        ran.extend(cell.key for cell in cells)
+        for cell in cells:
+            on_result(CellResult(cell=cell, status="ok", duration_s=1.0, metrics={"quality.mse": 0.02}))
+        return []
+
+    monkeypatch.setattr("aebench.runner.run_cells", every_cell_ok)
+    common = [str(matrix_path), "--data-dir", str(tiny_dataset_dir), "--store", str(store_path), "--no-report"]
+    assert main(["run", *common, "--retry-failed"]) == 2  # without --resume: bad input, nothing run
+    assert "allowed only with --resume" in capsys.readouterr().err and not ran
+    assert main(["run", *common, "--resume"]) == 2  # a complete run is not resumed without --retry-failed
+    assert main(["run", *common, "--resume", "--retry-failed"]) == 0
+    assert ran == [second.key, third.key] and "2 failed, again" in capsys.readouterr().err
+    with Store(store_path, create=False) as store:
+        results = store.results(run_id)
+        assert [r.status for r in results] == ["ok", "ok", "ok"] and store.run_record(run_id)["status"] == "complete"
+    assert "earlier_attempt" not in results[0].info
+    assert results[1].info["earlier_attempt"] == "failed (exit code 3): ValueError: boom"
+    assert results[2].info["earlier_attempt"].startswith("timeout (exit code -9)")
+
+
 def test_export_orders_figures_as_the_registry_does(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from aebench.config import Matrix
     from aebench.results import CellResult
