@@ -271,27 +271,30 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
               file=sys.stderr)
     print(f"aebench: run {run_id}: {len(run.cells)} cells of matrix {matrix.name!r} -> {store.path}", file=sys.stderr)
 
-    def wall_s() -> float:
-        return run.prior_wall_s + time.monotonic() - wall_start
+    def finish(status: str) -> dict[str, Any]:
+        """The run's record over every invocation, this one's wall time counted up to now."""
+        this_wall_s = time.monotonic() - wall_start
+        return session.finish(store, run_id, status, stored, run.prior_wall_s + this_wall_s, prepared,
+                              run.invocations(this_wall_s, status))
 
     status = "interrupted"
     prepared: list[dict[str, Any]] = []
     try:
-        checkpoints = store.path.parent / "checkpoints" / run_id if matrix.checkpoint else None
-        runner.run_cells(matrix, run.cells, data_path=data_path, skip_check=skip_check,
-                         on_result=store_result,
-                         checkpoint_root=checkpoints, cache_dir=store.path.parent / "cache",
-                         on_prepared=prepared.append)
+        with session.Heartbeat(store.path, run_id):
+            checkpoints = store.path.parent / "checkpoints" / run_id if matrix.checkpoint else None
+            runner.run_cells(matrix, run.cells, data_path=data_path, skip_check=skip_check, on_result=store_result,
+                             checkpoint_root=checkpoints, cache_dir=store.path.parent / "cache",
+                             on_prepared=prepared.append)
         status = "complete"
     finally:
         stored = store.results(run_id, with_artifacts=False)  # every cell of the run, those of a resumed part too
-        summary = session.finish(store, run_id, status, stored, wall_s(), prepared)
+        summary = finish(status)
     report_path = None
     if not args.no_report:
         from aebench.report import write_report
 
         report_path = write_report(store, run_id, args.reports_dir)
-        summary = session.finish(store, run_id, status, stored, wall_s(), prepared)  # the report's time too
+        summary = finish(status)  # the report's time too
     print(format_summary(run_id, summary, report_path), file=sys.stderr)
     store.close()
     failed = sum(r.status in ("failed", "timeout") for r in stored)  # every cell of the run, a resumed one's too

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import secrets
+import socket
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,12 +23,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 
 from aebench.config import Cell, Matrix
 from aebench.errors import UserError
 from aebench.results import CellResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_STORE = Path("reports") / "aebench.sqlite"
 
 _SCHEMA = """
@@ -44,7 +47,11 @@ CREATE TABLE IF NOT EXISTS runs (
     machine_id TEXT,
     environment_json TEXT NOT NULL,
     wall_s REAL,
-    summary_json TEXT
+    summary_json TEXT,
+    host TEXT,
+    pid INTEGER,
+    heartbeat_at TEXT,
+    invocation_started_at TEXT
 );
 CREATE TABLE IF NOT EXISTS cells (
     run_id TEXT NOT NULL REFERENCES runs(run_id),
@@ -70,11 +77,21 @@ CREATE TABLE IF NOT EXISTS artifacts (
 );
 """
 
+# Version 1 -> 2: the runner's host and pid and a heartbeat, so that a run whose runner died shows as abandoned.
+_MIGRATIONS = {
+    1: "ALTER TABLE runs ADD COLUMN host TEXT; ALTER TABLE runs ADD COLUMN pid INTEGER; "
+       "ALTER TABLE runs ADD COLUMN heartbeat_at TEXT; ALTER TABLE runs ADD COLUMN invocation_started_at TEXT;",
+}
+HEARTBEAT_S = 2.0  # how often a runner says it is alive (aebench.session.Heartbeat)
+STALE_AFTER_S = 60.0  # a run of another host whose heartbeat is older than this is abandoned
+BUSY_TIMEOUT_S = 30.0  # another writer (a second process, the heartbeat thread) holds the store: wait this long
+
 RUN_COLUMNS = ("run_id", "started_at", "git_commit", "git_dirty", "machine_id", "matrix_name")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    # Milliseconds: an abandoned invocation's wall is measured between these stamps (Store.abandoned_wall_s).
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -101,15 +118,23 @@ class Store:
                 raise UserError(f"no result store at {self.path}: run 'aebench run' first or pass --store PATH")
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path)
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
             self._db.execute("PRAGMA foreign_keys = ON")
             version = self._schema_version()
+            if version is None or version in _MIGRATIONS:
+                # WAL: readers never block the writer, and a second writer waits (busy timeout) instead of failing.
+                self._db.execute("PRAGMA journal_mode = WAL")
         except sqlite3.DatabaseError as error:
             raise UserError(f"{self.path} is not an aebench result store ({error}): pass --store PATH to another file") from None
         if version is None:
             with self._db:
                 self._db.executescript(_SCHEMA)
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif version in _MIGRATIONS:
+            # Older stores are upgraded in place, keeping every row, in one transaction (SQLite's DDL is
+            # transactional): a crash leaves the old version whole.
+            self._db.executescript(f"BEGIN; {_MIGRATIONS[version]} "
+                                   f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version'; COMMIT;")
         elif version != SCHEMA_VERSION:
             raise UserError(
                 f"{self.path} has store schema version {version}; this aebench reads version {SCHEMA_VERSION}: "
@@ -143,15 +168,42 @@ class Store:
 
     def begin_run(self, matrix: Matrix, environment: Mapping[str, Any], argv: Sequence[str], run_id: str | None = None) -> str:
         run_id = run_id or new_run_id()
+        now = _now()
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO runs (run_id, started_at, status, matrix_name, matrix_json, argv, git_commit, git_dirty,"
-                " machine_id, environment_json) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, _now(), matrix.name, json.dumps(matrix.to_dict()), json.dumps(list(argv)),
+                " machine_id, environment_json, host, pid, heartbeat_at, invocation_started_at)"
+                " VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, now, matrix.name, json.dumps(matrix.to_dict()), json.dumps(list(argv)),
                  environment.get("git_commit"), int(bool(environment.get("git_dirty"))), environment.get("machine_id"),
-                 json.dumps(dict(environment))),
+                 json.dumps(dict(environment)), socket.gethostname(), os.getpid(), now, now),
             )
         return run_id
+
+    def claim_run(self, run_id: str) -> str:
+        """A resumed run's runner is this process now: its host, pid and heartbeat replace the earlier runner's, and
+        this invocation starts now. Returns that time."""
+        now = _now()
+        with self._transaction() as db:
+            db.execute("UPDATE runs SET status = 'running', host = ?, pid = ?, heartbeat_at = ?, invocation_started_at = ?"
+                       " WHERE run_id = ?", (socket.gethostname(), os.getpid(), now, now, run_id))
+        return now
+
+    def abandoned_wall_s(self, run_id: str) -> float:
+        """How long the last invocation of an abandoned run ran before it died: from its start to its last sign of
+        life, the later of its last heartbeat and its last stored cell. A lower bound, so the run's summary never
+        counts cells without the time they took."""
+        record = self.run_record(run_id)
+        began = record.get("invocation_started_at") or record["started_at"]
+        last_cell = self._db.execute("SELECT MAX(finished_at) FROM cells WHERE run_id = ? AND finished_at >= ?",
+                                     (run_id, began)).fetchone()[0]
+        signs = [datetime.fromisoformat(t) for t in (record.get("heartbeat_at"), last_cell) if t]
+        return max([0.0] + [(t - datetime.fromisoformat(began)).total_seconds() for t in signs])
+
+    def beat(self, run_id: str) -> None:
+        """The runner is alive (see ``run_status``)."""
+        with self._transaction() as db:
+            db.execute("UPDATE runs SET heartbeat_at = ? WHERE run_id = ?", (_now(), run_id))
 
     def add_result(self, run_id: str, result: CellResult) -> None:
         with self._transaction() as db:
@@ -205,6 +257,7 @@ class Store:
         if row is None:
             raise UserError(f"run {run_id!r} is not in {self.path}")
         record = dict(row)
+        record["status"] = run_status(record)
         record["matrix"] = json.loads(record.pop("matrix_json"))
         record["environment"] = json.loads(record.pop("environment_json"))
         record["summary"] = json.loads(record.pop("summary_json") or "{}")
@@ -215,7 +268,7 @@ class Store:
         """One row per run with its cell counts, newest last."""
         query = """
             SELECT r.run_id, r.started_at, r.status, r.matrix_name, r.git_commit, r.git_dirty, r.machine_id, r.wall_s,
-                   SUM(c.status = 'ok') AS ok, SUM(c.status IN ('failed', 'timeout')) AS failed,
+                   r.host, r.pid, r.heartbeat_at, SUM(c.status = 'ok') AS ok, SUM(c.status IN ('failed', 'timeout')) AS failed,
                    SUM(c.status = 'skipped') AS skipped, COUNT(c.cell) AS cells
             FROM runs r LEFT JOIN cells c ON c.run_id = r.run_id
             GROUP BY r.run_id ORDER BY r.started_at, r.run_id"""
@@ -223,7 +276,8 @@ class Store:
         for column in ("ok", "failed", "skipped", "cells"):
             frame[column] = frame[column].fillna(0).astype(int)
         frame["wall_s"] = pd.to_numeric(frame["wall_s"], errors="coerce")  # NULL (None) while a run is running
-        return frame
+        frame["status"] = [run_status(row) for row in frame.to_dict(orient="records")]
+        return frame.drop(columns=["host", "pid", "heartbeat_at"])
 
     def results(self, run_id: str, *, with_artifacts: bool = True) -> list[CellResult]:
         """The run's cells in order. ``with_artifacts=False`` skips the arrays (image grids, latency samples): what
@@ -256,6 +310,27 @@ class Store:
         """The flat table: one row per cell of the given runs, with run columns first."""
         return pd.concat([flat_frame(self.run_record(run_id), self.results(run_id, with_artifacts=False))
                           for run_id in run_ids] or [pd.DataFrame()], ignore_index=True)
+
+
+def run_status(record: Mapping[str, Any], now: datetime | None = None) -> str:
+    """The run's status as stored, except that a ``running`` run whose runner is gone is ``abandoned`` (killed with
+    SIGKILL, by the OOM killer or a power cut: nothing could record it). On the runner's own host the pid tells
+    (a pid reused by a process started after the run does not count); elsewhere, a heartbeat older than
+    ``STALE_AFTER_S``. A run from before runners recorded themselves stays ``running``: nothing tells."""
+    if record.get("status") != "running" or not record.get("host"):
+        return str(record.get("status"))
+    started = datetime.fromisoformat(str(record["started_at"]))
+    if record["host"] == socket.gethostname():
+        try:
+            alive = psutil.Process(int(record["pid"])).create_time() <= started.timestamp() + 1
+        except psutil.AccessDenied:
+            alive = True  # another user's process: it exists, and nothing more can be told
+        except (psutil.NoSuchProcess, TypeError, ValueError):
+            alive = False
+        return "running" if alive else "abandoned"
+    beat = datetime.fromisoformat(str(record.get("heartbeat_at") or record["started_at"]))
+    age = ((now or datetime.now(timezone.utc)) - beat).total_seconds()
+    return "running" if age <= STALE_AFTER_S else "abandoned"
 
 
 def _insert_result(db: sqlite3.Connection, run_id: str, result: CellResult) -> None:

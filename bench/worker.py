@@ -14,10 +14,13 @@ The runner, not the host, enforces the timeout: it kills the child by pid.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import resource
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -32,6 +35,8 @@ from aebench.backends import Forward
 from aebench.config import Cell, Matrix
 from aebench.data import Dataset, add_noise, load_dataset, subset
 from aebench.quality import reconstruction_metrics, to_uint8
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 GRID_IMAGES = 15  # the paper's figure shows 15 noisy test digits above their denoised outputs
 
@@ -321,8 +326,31 @@ def prepare_classifier(dataset: Dataset, seed: int, cache_dir: Path) -> dict[str
             "test_accuracy": reference.test_accuracy, "path": str(reference.path)}
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel sends SIGKILL to this process when the thread that forked it ends (a cell when its host
+    dies, however it dies). A no-op where prctl is missing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _watch_runner(runner_pid: int, interval_s: float = 0.5) -> None:
+    """A daemon thread of the host: once the runner that started it is gone (SIGKILL, which no handler of the
+    runner's sees, leaves this host waiting on its cell), the host kills itself, and with it its cell
+    (``_die_with_parent``). Polled, not a parent-death signal: the runner may start hosts from short-lived threads."""
+    def watch() -> None:
+        while os.getppid() == runner_pid:
+            time.sleep(interval_s)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="aebench-runner-watch", daemon=True).start()
+
+
 def _child(task: dict[str, Any], datasets: dict[str, Dataset]) -> None:
     """Runs in the forked child; never returns."""
+    _die_with_parent()  # before anything else: a cell never outlives its host
     exit_code = 1
     try:
         log = os.open(task["log_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -353,6 +381,7 @@ def serve(commands: Any = None, events: Any = None) -> None:
     """The host loop: preload the framework, then fork one child per task."""
     commands = commands or sys.stdin
     events = events or sys.stdout
+    _watch_runner(os.getppid())
     # Keras on torch asks torch.cuda.is_available() at import. Answered through the CUDA runtime, that initialises
     # CUDA in this host and every forked cell then fails to use the GPU; answered through NVML, it does not.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")

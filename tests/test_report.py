@@ -182,8 +182,8 @@ def test_latest_is_only_the_newest_run(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     cell = small_matrix().cells()[0]
     with Store(tmp_path / "s.sqlite") as store:
-        newest = fill_run(store, [ok_result(cell, rng)], run_id="20990101T000000-ffffff")
         older = fill_run(store, [ok_result(cell, rng)], run_id="20000101T000000-000000")
+        newest = fill_run(store, [ok_result(cell, rng)], run_id="20990101T000000-ffffff")  # started after it
         assert store.resolve_run(None) == newest
         report.write_report(store, older, tmp_path / "reports")
         assert not (tmp_path / "reports" / "latest.html").exists()

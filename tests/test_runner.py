@@ -4,6 +4,7 @@ import io
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -78,6 +79,46 @@ def test_a_stopped_runner_kills_its_running_cell(tmp_path: Path, stop: signal.Si
     if survived:  # the test cleans up what the code under test failed to
         os.kill(cell_pids[0], signal.SIGKILL)
     assert not survived
+
+
+# A runner that starts a worker host, which forks a cell that never ends, as aebench.worker's host and cell do.
+HOST = """
+import os, sys, time
+from aebench.worker import _die_with_parent, _watch_runner
+_watch_runner(os.getppid(), interval_s=0.1)
+cell = os.fork()
+if cell == 0:
+    _die_with_parent()
+    while True:
+        time.sleep(1)
+print(os.getpid(), cell, flush=True)
+os.waitpid(cell, 0)
+"""
+RUNNER = f"""
+import subprocess, sys
+host = subprocess.Popen([sys.executable, "-c", {HOST!r}], stdout=subprocess.PIPE, text=True)
+print(host.stdout.readline().strip(), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_runner_killed_with_sigkill_leaves_no_process_behind() -> None:
+    """SIGKILL reaches no handler: the host notices its runner is gone and dies, and the kernel kills its cell."""
+    runner_process = subprocess.Popen([sys.executable, "-c", RUNNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True)
+    host_pid, cell_pid = (int(pid) for pid in runner_process.stdout.readline().split())
+    try:
+        assert _alive(host_pid) and _alive(cell_pid)
+        runner_process.kill()
+        runner_process.wait(timeout=10)
+        deadline = time.monotonic() + 8
+        while (_alive(host_pid) or _alive(cell_pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(host_pid) and not _alive(cell_pid)
+    finally:  # the test stops what the code under test failed to
+        for pid in (host_pid, cell_pid):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -88,6 +89,36 @@ def test_resume_of_a_complete_run_is_refused(tmp_path: Path) -> None:
         with pytest.raises(UserError, match=f"run {run_id} is complete: allowed --resume of a run that did not finish"):
             session.start(store, matrix, matrix.cells(), [], resume="latest")
         assert store.run_record(run_id)["wall_s"] == 12.0  # untouched
+
+
+def test_a_live_run_is_not_resumed(tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    with Store(tmp_path / "s.sqlite") as store:
+        run_id = store.begin_run(matrix, ENV, ["aebench", "run"])  # its runner, this process, is alive
+        with pytest.raises(UserError, match=f"run {run_id} is still running \\(pid {os.getpid()} on "):
+            session.start(store, matrix, matrix.cells(), [], resume=run_id)
+
+
+def test_an_abandoned_run_resumes_with_its_lost_wall_time_and_every_invocation(tmp_path: Path) -> None:
+    """A runner killed with SIGKILL records nothing: the resumed run counts the dead invocation's wall time from its
+    last sign of life, so the summary never credits cells without their time (a negative overhead)."""
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    with Store(tmp_path / "s.sqlite") as store:
+        run_id = store.begin_run(matrix, ENV, ["aebench", "run"])
+        store.add_result(run_id, CellResult(cell=matrix.cells()[0], status="ok", duration_s=4.0,
+                                            metrics={"timing.train_s": 3.0, "timing.speed_s": 0.5}))
+        with store._transaction() as db:  # the runner started 7 s before its last heartbeat, then died
+            db.execute("UPDATE runs SET pid = -1, invocation_started_at = '2026-11-27T12:00:00.000+00:00',"
+                       " heartbeat_at = '2026-11-27T12:00:07.000+00:00' WHERE run_id = ?", (run_id,))
+        assert store.run_record(run_id)["status"] == "abandoned"
+        run = session.start(store, matrix, matrix.cells(), [], resume="latest")
+        assert run.cells == matrix.cells()[1:] and run.prior_wall_s >= 7.0
+        assert store.run_record(run_id)["status"] == "running" and store.run_record(run_id)["pid"] == os.getpid()
+        summary = session.finish(store, run_id, "complete", store.results(run_id, with_artifacts=False),
+                                 run.prior_wall_s + 2.0, [], run.invocations(2.0, "complete"))
+    assert summary["overhead_s"] >= 0
+    assert [(i["status"], i["wall_s"]) for i in summary["invocations"]][-1] == ("complete", 2.0)
+    assert summary["invocations"][0]["status"] == "abandoned" and summary["invocations"][0]["wall_s"] >= 7.0
 
 
 def test_finish_records_the_status_and_summary(tmp_path: Path) -> None:

@@ -89,7 +89,7 @@ def test_other_schema_version_gets_an_actionable_message(tmp_path: Path) -> None
     Store(path).close()
     with sqlite3.connect(path) as db:
         db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    with pytest.raises(UserError, match="schema version 99; this aebench reads version 1: move the file aside"):
+    with pytest.raises(UserError, match="schema version 99; this aebench reads version 2: move the file aside"):
         Store(path)
 
 
@@ -123,3 +123,68 @@ def test_result_validation() -> None:
     assert result.metrics["quality.mse"] is None
     with pytest.raises(TypeError):
         result.metrics["quality.mse"] = 1.0  # type: ignore[index]
+
+
+# -- runners that die: their runs are abandoned -------------------------------------------------------------------------
+
+def test_a_version_1_store_is_upgraded_in_place_keeping_its_runs(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite"
+    Store(path).close()
+    with sqlite3.connect(path) as db:  # as aebench wrote it before runners recorded host, pid and heartbeat
+        for column in ("host", "pid", "heartbeat_at", "invocation_started_at"):
+            db.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        db.execute("INSERT INTO runs VALUES ('20260101T000000-aaaaaa', '2026-01-01T00:00:00+00:00', NULL, 'running',"
+                   " 'tiny', '{}', '[]', NULL, 0, 'm1', '{}', NULL, NULL)")
+    with Store(path, create=False) as store:
+        record = store.run_record("20260101T000000-aaaaaa")
+        assert record["status"] == "running" and record["host"] is None  # nothing tells whether its runner lives
+        assert store.runs_frame()["status"].tolist() == ["running"]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta").fetchone() == ("2",)
+
+
+def test_a_run_whose_runner_is_gone_is_abandoned(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    with Store(tmp_path / "s.sqlite") as store:
+        live = store.begin_run(matrix, {}, [])  # this process: alive
+        dead = store.begin_run(matrix, {}, [])
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        with store._transaction() as db:  # a runner that has exited since
+            db.execute("UPDATE runs SET pid = ? WHERE run_id = ?", (int(gone.stdout), dead))
+        statuses = dict(zip(store.runs_frame()["run_id"], store.runs_frame()["status"]))
+        assert statuses == {live: "running", dead: "abandoned"}
+        assert store.run_record(dead)["status"] == "abandoned"
+        store.finish_run(dead, "interrupted", 1.0, {})
+        assert store.run_record(dead)["status"] == "interrupted"  # a recorded status is kept as it is
+
+
+def test_another_hosts_run_is_abandoned_when_its_heartbeat_is_stale() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from aebench.store import STALE_AFTER_S, run_status
+
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+    record = {"status": "running", "host": "another-host", "pid": 1, "started_at": "2026-11-27T11:00:00+00:00"}
+    fresh = (now - timedelta(seconds=STALE_AFTER_S / 2)).isoformat()
+    stale = (now - timedelta(seconds=STALE_AFTER_S * 2)).isoformat()
+    assert run_status({**record, "heartbeat_at": fresh}, now) == "running"
+    assert run_status({**record, "heartbeat_at": stale}, now) == "abandoned"
+
+
+def test_the_heartbeat_stamps_the_run_while_it_runs(tmp_path: Path) -> None:
+    import time
+
+    from aebench.session import Heartbeat
+
+    with Store(tmp_path / "s.sqlite") as store:
+        run_id = store.begin_run(Matrix.from_dict(tiny_matrix_dict()), {}, [])
+        first = store.run_record(run_id)["heartbeat_at"]
+        with Heartbeat(store.path, run_id, interval_s=0.05):
+            time.sleep(0.3)
+        beaten = store.run_record(run_id)["heartbeat_at"]
+        time.sleep(0.2)
+        assert first < beaten == store.run_record(run_id)["heartbeat_at"]  # stamped while running, then stopped
