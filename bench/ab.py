@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from aebench import machinelock, stats
+from aebench import load, machinelock, stats
 from aebench.config import Cell, Matrix
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY
@@ -168,15 +168,33 @@ class Rounds:
     durations_s: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     failed: dict[str, set[str]] = field(default_factory=dict)  # side label -> keys of the cells that failed there
+    # side label -> cell key -> rounds whose figures a load check found contaminated (left out, as NaN)
+    contaminated: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def add(self, side: str, result: CellResult, metrics: Sequence[str]) -> None:
         per_metric = self.figures.setdefault(side, {}).setdefault(result.cell.key, {})
+        dirty = result.status == "ok" and (result.metrics.get(load.CONTAMINATED) or 0.0) >= 0.5
+        if dirty:  # something else used the machine meanwhile: this round says nothing about the code
+            per_side = self.contaminated.setdefault(side, {})
+            per_side[result.cell.key] = per_side.get(result.cell.key, 0) + 1
         for metric in metrics:
-            value = result.metrics.get(metric) if result.status == "ok" else None
+            value = result.metrics.get(metric) if result.status == "ok" and not dirty else None
             per_metric.setdefault(metric, []).append(math.nan if value is None else float(value))
         if result.status != "ok":
             self.failures.append(f"{side} {result.cell.key}: {result.status}: {result.error}")
             self.failed.setdefault(side, set()).add(result.cell.key)
+
+    def left_out(self, base: str, candidate: str, metrics: Sequence[str]) -> list[tuple[str, str]]:
+        """(cell, metric) pairs that no round could compare because load checks left their figures out: no verdict
+        exists for them, so they count as unknown and keep the rounds going."""
+        missing = []
+        for key, ours in self.figures.get(base, {}).items():
+            if not (self.contaminated.get(base, {}).get(key) or self.contaminated.get(candidate, {}).get(key)):
+                continue
+            theirs = self.figures.get(candidate, {}).get(key, {})
+            missing += [(key, metric) for metric in metrics if ours.get(metric) and theirs.get(metric)
+                        and len(stats.log_ratios(ours[metric], theirs[metric])) == 0]
+        return missing
 
 
 def balanced_orders(count: int, sides: int, rng: random.Random) -> list[list[int]]:
@@ -239,9 +257,10 @@ def play_rounds(executor: Executor, sides: Sequence[Side], matrices: Mapping[tup
         if rounds.count >= settings.min_rounds:
             verdicts = [c for side in sides[1:]
                         for c in compare_sides(rounds, sides[0].label, side.label, settings.margins, metrics)]
-            if stats.settled(verdicts):
+            left_out = sum(len(rounds.left_out(sides[0].label, side.label, metrics)) for side in sides[1:])
+            if stats.settled(verdicts) and not left_out:
                 return rounds, "every verdict settled"
-            unknown = sum(c.verdict == "unknown" for c in verdicts)
+            unknown = sum(c.verdict == "unknown" for c in verdicts) + left_out
             note(f"round {rounds.count}: {unknown} verdicts still unknown ({clock() - started:.0f} s)")
         else:
             note(f"round {rounds.count} ({clock() - started:.0f} s)")
@@ -351,6 +370,8 @@ class Outcome:
         lost = []
         for key, per_metric in self.rounds.figures.get(self.base.label, {}).items():
             theirs = self.rounds.figures.get(label, {}).get(key, {})
+            if self.rounds.contaminated.get(label, {}).get(key):
+                continue  # left out by a load check, not lost by the code
             for metric, values in per_metric.items():
                 if np.isfinite(values).any() and not np.isfinite(theirs.get(metric, [math.nan])).any():
                     lost.append((key, metric))
@@ -381,7 +402,10 @@ class Outcome:
         return needed if self.family_size(label) and self.rounds.count < needed else None
 
     def unknowns(self, label: str | None = None) -> int:
-        return sum(c.verdict == "unknown" for c in self.speed.get(label or self.candidate.label, []))
+        """Unknown verdicts, and the figures that load checks left without any comparable round."""
+        label = label or self.candidate.label
+        return (sum(c.verdict == "unknown" for c in self.speed.get(label, []))
+                + len(self.rounds.left_out(self.base.label, label, speed_metrics())))
 
     def exit_status(self, strict: bool) -> int:
         return 1 if self.regressions() or (strict and self.unknowns()) else 0
@@ -444,6 +468,8 @@ def json_document(outcome: Outcome) -> dict[str, Any]:
         "duet": outcome.settings.duet,
         "elapsed_s": round(outcome.elapsed_s, 1),
         "contaminated": outcome.contamination,  # null unless --allow-concurrent ran beside another benchmark
+        # cell runs whose load checks found the machine busy, left out of the verdicts: side -> cell -> rounds
+        "contaminated_rounds": outcome.rounds.contaminated,
         "regressions": outcome.regressions(),
         "unknown": outcome.unknowns(),
         "broken": outcome.broken(),  # cells that failed on the candidate only (each counts as a regression)
@@ -513,6 +539,9 @@ def format_text(outcome: Outcome, strict: bool = False) -> str:
     ]
     if outcome.contamination:
         lines.append(f"warning: speed figures contaminated ({outcome.contamination}): do not trust these verdicts")
+    dirty = sum(count for per_side in outcome.rounds.contaminated.values() for count in per_side.values())
+    if dirty:
+        lines.append(f"note: {dirty} cell runs found the machine busy (load checks, aebench.load) and were left out")
     differences = outcome.matrix_differences()
     if differences:
         lines.append("the candidate's matrix differs from the base's (part of the change): " + "; ".join(differences))

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true",
                      help="with --resume: run the failed and timed-out cells again too (a complete run included); "
                           "each new result replaces the failure and names it in info.earlier_attempt")
+    run.add_argument("--wait-idle", type=float, default=None, metavar="SECONDS",
+                     help="before each cell, wait up to SECONDS for its CPUs to be quiet (other load within the "
+                          "limit of aebench.load)")
     _add_allow_concurrent(run)
     _add_store(run)
 
@@ -229,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from aebench import config, data, devices, machinelock
 
+    if args.wait_idle is not None and not (0 < args.wait_idle <= 3600):
+        raise UserError(f"--wait-idle {args.wait_idle:g} is invalid: allowed seconds above 0 and up to 3600")
     if args.retry_failed and not args.resume:
         raise UserError("--retry-failed reruns the failed cells of a stored run: allowed only with --resume [RUN]")
     matrix = config.load_matrix(args.matrix, args.overrides)
@@ -284,7 +289,7 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
             checkpoints = store.path.parent / "checkpoints" / run_id if matrix.checkpoint else None
             runner.run_cells(matrix, run.cells, data_path=data_path, skip_check=skip_check, on_result=store_result,
                              checkpoint_root=checkpoints, cache_dir=store.path.parent / "cache",
-                             on_prepared=prepared.append)
+                             on_prepared=prepared.append, wait_idle_s=args.wait_idle)
         status = "complete"
     finally:
         stored = store.results(run_id, with_artifacts=False)  # every cell of the run, those of a resumed part too

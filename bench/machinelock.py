@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import IO
 
 from aebench.errors import UserError
+from aebench.load import CONTAMINATED
 from aebench.results import CellResult
 
 LOCK_FILE = "machine.lock"
-CONTAMINATED = "speed.contaminated"  # 1 on a cell whose speed figures were taken beside another benchmark
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,9 @@ class MachineLock:
         contaminated (``speed.contaminated = 1``) with the reason in ``info.contaminated``."""
         if self.exclusive:
             return result
+        reasons = [str(reason) for reason in (result.info.get("contaminated"), self.contamination) if reason]
         return replace(result, metrics={**result.metrics, CONTAMINATED: 1.0},
-                       info={**result.info, "contaminated": self.contamination})
+                       info={**result.info, "contaminated": "; ".join(reasons)})
 
     def name_run(self, run_id: str) -> None:
         """Put the run id in the holder's record once the run has one (it is created after the lock is taken, so that

@@ -209,8 +209,16 @@ _ALL: tuple[Metric, ...] = (
            "1 when the per-batch inference rate's stdev exceeds 10% of its mean", flag),
     Metric("speed.infer_batch_size", "infer batch", "", None, "Offline batch size", integer),
     Metric("speed.contaminated", "contaminated", "", None,
-           "1 when the cell ran while another aebench run held the machine (--allow-concurrent; the reason in "
-           "info.contaminated): compare, history and hardware leave its speed figures out", flag),
+           "1 when something else used the machine while the cell measured (a load check past its limit, or "
+           "--allow-concurrent beside another aebench run; the reason in info.contaminated): compare, hardware, "
+           "history and ab leave its speed figures out", flag),
+    Metric("speed.load_other_cpu_pct", "other CPU load", "%", None,
+           "the most that other processes used of the cell's pinned CPUs in one phase (setup, training, "
+           "inference)", fixed(1)),
+    Metric("speed.load_steal_pct", "steal", "%", None,
+           "the most CPU time the hypervisor stole from the cell's CPUs in one phase", fixed(1)),
+    Metric("speed.load_memory_pressure_pct", "memory pressure", "%", None,
+           "the largest share of a phase in which tasks stalled on memory (Linux PSI; absent without it)", fixed(1)),
     *_latency_family("speed.latency_b1", "batch-1", "the compiled call", margins={"p50": 5.0, "p99": 10.0}),
     *_latency_family("speed.predict_b1", "predict() b1", "Keras predict() (the framework path)"),
     Metric("speed.first_call_s", "first call", "s", "lower", "the compiled call's first (tracing) call", fixed(3)),

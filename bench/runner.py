@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -264,6 +264,7 @@ def run_cells(
     checkpoint_root: Path | None = None,
     cache_dir: Path | None = None,
     on_prepared: Callable[[dict[str, Any]], None] | None = None,
+    wait_idle_s: float | None = None,
 ) -> list[CellResult]:
     """Run every cell, calling ``on_result`` as each finishes (so an interrupted sweep keeps what it measured).
 
@@ -272,7 +273,10 @@ def run_cells(
 
     ``cache_dir`` holds what cells share: the reference classifiers of aebench.accuracy, one per seed, trained (or
     found) before the first cell by a child that may use every CPU, so no cell's time or timeout includes them;
-    ``on_prepared`` hears how long each took. By default a ``cache`` folder beside the default store."""
+    ``on_prepared`` hears how long each took. By default a ``cache`` folder beside the default store.
+
+    With ``wait_idle_s`` (``--wait-idle``), each cell first waits up to that long for its CPUs to be quiet
+    (aebench.load.wait_for_idle); the wait goes into its info."""
     cells = list(cells)
     if cache_dir is None:
         from aebench.store import DEFAULT_STORE
@@ -298,8 +302,11 @@ def run_cells(
                     result = CellResult(cell=cell, status="skipped", duration_s=0.0, error=reason)
                 else:
                     checkpoint = checkpoint_root / f"cell{cell.index:04d}" if checkpoint_root else None
+                    waited = _wait_for_idle(cell, wait_idle_s, progress) if wait_idle_s else {}
                     result = _run_one(matrix, cell, data_path, scratch, hosts, host_factory, clock, checkpoint,
                                       cache_dir)
+                    if waited:
+                        result = replace(result, info={**result.info, **waited})
                 results.append(result)
                 on_result(result)
                 progress.update(result)
@@ -307,6 +314,14 @@ def run_cells(
             for host in hosts.values():
                 host.close()
     return results
+
+
+def _wait_for_idle(cell: Cell, timeout_s: float, progress: Progress) -> dict[str, Any]:
+    from aebench import load, machine
+
+    usable = machine.usable_cpus()
+    cpus = usable[:cell.threads] if cell.threads else usable  # the CPUs the cell will pin (aebench.worker.pin_cpus)
+    return load.wait_for_idle(cpus, timeout_s, progress.note)
 
 
 def _prepare_classifiers(matrix: Matrix, cells: list[Cell], data_path: Path, scratch: Path, hosts: dict[str, WorkerHost],

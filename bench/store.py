@@ -27,6 +27,7 @@ import psutil
 
 from aebench.config import Cell, Matrix
 from aebench.errors import UserError
+from aebench.metrics import REGISTRY
 from aebench.results import CellResult
 
 SCHEMA_VERSION = 2
@@ -364,7 +365,9 @@ def without_contaminated_speed(frame: pd.DataFrame) -> pd.DataFrame:
     dirty = pd.to_numeric(frame["speed.contaminated"], errors="coerce").fillna(0.0) >= 0.5
     if not dirty.any():
         return frame
-    speed = [column for column in frame.columns if column.startswith("speed.") and column != "speed.contaminated"]
+    # The figures to compare go; the load measurements and the flag, the evidence, stay.
+    speed = [column for column in frame.columns if column.startswith("speed.")
+             and (metric := REGISTRY.find(column)) is not None and metric.better is not None]
     frame = frame.copy()
     frame.loc[dirty, speed] = np.nan
     return frame

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from aebench import atomic, backends, flops, machine, scenarios, spike
+from aebench import atomic, backends, flops, load, machine, scenarios, spike
 from aebench.backends import Forward
 from aebench.config import Cell, Matrix
 from aebench.data import Dataset, add_noise, load_dataset, subset
@@ -100,12 +100,15 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, checkpoint_dir: s
     phases = _Phases()
     with phases.timed("setup_s"):
         info = _pin(cell)
+        monitor = load.LoadMonitor([int(cpu) for cpu in info["cpus"].split(",")])  # was the machine ours alone?
         data = _cell_data(matrix, cell, dataset)
     model, build_s, model_info = _build(matrix, cell)
     share = spike.fraction()  # calibration only (aebench ab --calibrate): known extra work on every timed call
+    monitor.mark("the setup before training")
     training = scenarios.train(model, data.train_inputs, data.x_train, batch_size=matrix.batch_size,
                                epochs=matrix.epochs, seed=cell.seed, checkpoint_dir=checkpoint_dir,
                                callbacks=[spike.training_callback(share)] if share else ())
+    monitor.mark("training")
     phases.seconds["train_s"] = training.seconds
     # The trained weights' digest: identical code and seed give identical weights, and `aebench ab` shows it.
     model_info["weights_sha256"] = weights_digest(model)
@@ -121,8 +124,12 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, checkpoint_dir: s
         offline = scenarios.offline(forward, data.noisy_test, matrix.throughput)
         framework = scenarios.framework_path(model, first, matrix.latency.max_duration_s) if matrix.predict_path \
             else None
+    monitor.mark("inference")
     metrics = {key: value for record in (training, cold, single, offline, framework) if record is not None
                for key, value in record.metrics().items()}
+    metrics.update(monitor.metrics())
+    if monitor.reason():
+        info["contaminated"] = monitor.reason()
     metrics.update(_compute(cell, model, metrics))
     with phases.timed("eval_s"):
         output, quality = _quality(matrix, data, forward)

@@ -112,6 +112,18 @@ def test_a_faster_candidate_is_an_improvement_and_exits_zero() -> None:
     assert "improvement" in ab.format_text(outcome)
 
 
+def test_rounds_a_load_check_found_contaminated_are_left_out_not_lost() -> None:
+    # Every candidate run found the machine busy: 25% slower, but none of it is the code's doing.
+    executor = FakeExecutor({"cand": 1.25}, quality_change={"cand": {"speed.contaminated": 1.0}})
+    outcome = _run(executor, max_rounds=8)
+    assert outcome.rounds.count == 8 and outcome.stop_reason == "max rounds (8)"  # no verdict could settle
+    assert outcome.speed["cand"] == [] and outcome.lost_speed() == [] and outcome.regressions() == 0
+    assert set(outcome.rounds.contaminated["cand"].values()) == {8}
+    assert outcome.unknowns() == 8  # 2 cells x 4 speed metrics without a comparable round: --strict fails
+    assert outcome.exit_status(strict=False) == 0 and outcome.exit_status(strict=True) == 1
+    assert "16 cell runs found the machine busy" in ab.format_text(outcome)
+
+
 def test_an_identical_candidate_is_same_and_exits_zero() -> None:
     outcome = _run(FakeExecutor({}))
     assert {c.verdict for c in outcome.speed["cand"]} == {"same"}

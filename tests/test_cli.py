@@ -87,6 +87,8 @@ def _run_rows(store: Path) -> int:
         (None, ["--set", "epoch=2"], "--set: unknown key 'epoch'"),
         (None, ["--data-dir", "/nonexistent/folder"], "mnist.npz not found in --data-dir folder '/nonexistent/folder'"),
         (None, ["--shard", "3/2"], "--shard '3/2' is invalid"),
+        (None, ["--wait-idle", "0"], "--wait-idle 0 is invalid: allowed seconds above 0"),
+        (None, ["--retry-failed"], "--retry-failed reruns the failed cells of a stored run: allowed only with"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path: Path, tiny_dataset_dir: Path, capsys: pytest.CaptureFixture,
@@ -279,6 +281,28 @@ def test_shapes_table_is_checked_against_keras_and_printed_alone() -> None:
     assert "4/4" in out
     for size in ("28x28x16", "14x14x16", "26x26x16", "13x13x16"):
         assert size in out.replace(" ", "") or size.replace("x", ", ") in out, size
+
+
+@pytest.mark.slow
+def test_a_busy_loop_on_the_cells_cpu_contaminates_its_speed_figures(tmp_path: Path, tiny_dataset_dir: Path) -> None:
+    """The load checks see another process on the cell's pinned CPU; the figures are stored, flagged and explained."""
+    from aebench import machine
+
+    cpu = machine.usable_cpus()[0]  # the CPU a 1-thread cell pins
+    busy = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, [{cpu}])\nwhile True: pass"])
+    try:
+        matrix = write_matrix(tmp_path / "tiny.toml", variants=["undercomplete"], accuracy=False, predict_path=False)
+        store = tmp_path / "aebench.sqlite"
+        done = _aebench("run", str(matrix), "--data-dir", str(tiny_dataset_dir), "--store", str(store), "--no-report")
+    finally:  # the test stops the load it started
+        busy.kill()
+        busy.wait(timeout=30)
+    assert done.returncode == 0, done.stderr
+    with Store(store, create=False) as opened:
+        (result,) = opened.results(opened.resolve_run(None))
+    assert result.metrics["speed.contaminated"] == 1.0, result.metrics
+    assert result.metrics["speed.load_other_cpu_pct"] > 25  # two processes on one CPU: about half each
+    assert "other processes used" in result.info["contaminated"]
 
 
 @pytest.mark.slow

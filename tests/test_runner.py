@@ -130,6 +130,23 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def test_wait_idle_waits_before_each_cell_and_records_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loads = iter([80.0, 2.0, 1.0])  # the first cell's CPUs are busy for one sample, then quiet
+    sampled: list[list[int]] = []
+
+    def fake_busy_pct(cpus: list[int], seconds: float = 0.5) -> float:
+        sampled.append(list(cpus))
+        return next(loads)
+
+    monkeypatch.setattr("aebench.load.busy_pct", fake_busy_pct)
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], noise=[0.0, 0.1], threads=[1]))
+    results = runner.run_cells(matrix, matrix.cells(), data_path=tmp_path / "unused.npz", skip_check=NO_SKIPS,
+                               on_result=lambda r: None, work_dir=tmp_path, host_factory=_fake_factory("ok,ok"),
+                               progress=runner.Progress(2, stream=io.StringIO()), wait_idle_s=30.0)
+    assert [r.info["load_before_pct"] for r in results] == [2.0, 1.0] and len(sampled) == 3
+    assert all(len(cpus) == 1 for cpus in sampled)  # the CPUs a 1-thread cell pins
+
+
 def test_a_metric_missing_from_the_registry_fails_the_cell(tmp_path: Path) -> None:
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], noise=[0.0, 0.1]))
     results = runner.run_cells(matrix, matrix.cells(), data_path=tmp_path / "unused.npz", skip_check=NO_SKIPS,

@@ -8,7 +8,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from aebench.aggregate import aggregate_over_seeds
-from aebench.machinelock import CONTAMINATED
+from aebench.load import CONTAMINATED
 from aebench.metrics import REGISTRY, Formatter
 from aebench.report.page import Run, render
 from aebench.report.table import (
