@@ -213,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.passed_on = passed_on
     args.argv = ["aebench", *(sys.argv[1:] if argv is None else argv)]
     try:
+        from aebench.models.registry import check_plugins
+
+        check_plugins()  # a broken AEBENCH_PLUGINS or aebench.variants entry point stops every command here
         with stop_like_ctrl_c():
             return COMMANDS[args.command](args)
     except UserError as error:
@@ -376,7 +379,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         for name in models.VARIANTS:
             spec = models.REGISTRY[name]
             defaults = ", ".join(f"{k}={v:g}" for k, v in spec.defaults.items()) or "-"
-            rows.append((name, models.parameter_count(name), defaults, spec.description))
+            origin = " (plugin)" if name in models.registry.PLUGIN_VARIANTS else ""
+            try:
+                parameters: int | str = models.parameter_count(name)
+            except Exception as error:  # a plugin's builder that fails is listed with why, not a traceback
+                parameters = f"cannot build: {type(error).__name__}: {error}"
+            rows.append((name + origin, parameters, defaults, spec.description))
     print(tabulate(rows, ("variant", "parameters", "hyperparameters (defaults)", "description"), tablefmt="plain",
                    intfmt=","))
     return 0

@@ -17,7 +17,7 @@ import pandas as pd
 
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY
-from aebench.models.registry import CORRUPTION_HPARAM, REGISTRY as ZOO
+from aebench.models.registry import CORRUPTION_HPARAM, PLUGIN_VARIANTS, REGISTRY as ZOO
 
 
 def metric_frame() -> pd.DataFrame:
@@ -44,7 +44,8 @@ def zoo_frame(*, code: Callable[[str], str] = str) -> pd.DataFrame:
         return ", ".join(defaults) or "none"
 
     return pd.DataFrame([{"variant": code(name), "model": spec.description,
-                          "hyperparameters (default)": hyperparameters(spec)} for name, spec in ZOO.items()])
+                          "hyperparameters (default)": hyperparameters(spec)} for name, spec in ZOO.items()
+                          if name not in PLUGIN_VARIANTS])  # the README documents aebench's zoo, not this shell's plugins
 
 
 def to_text(frame: pd.DataFrame) -> str:

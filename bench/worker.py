@@ -394,7 +394,9 @@ def serve(commands: Any = None, events: Any = None) -> None:
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     import keras  # noqa: F401 - the preload that every forked cell inherits
 
-    from aebench import models  # noqa: F401
+    from aebench import models
+
+    models.registry.check_plugins()  # a broken plugin stops the host before "ready": its log says why
 
     datasets: dict[str, Dataset] = {}
 

@@ -2,17 +2,32 @@
 
 Free of Keras on purpose: the runner validates a matrix with it before any framework is imported (importing
 TensorFlow costs seconds), and workers import the builders only when they build a model.
+
+**Plugins.** Users add their own autoencoders without touching aebench, in either of two ways:
+
+- an installed package declares an entry point in the group ``aebench.variants`` (``[project.entry-points.
+  "aebench.variants"] my_ae = "my_package.aebench_plugin:VARIANTS"``);
+- ``AEBENCH_PLUGINS=module[,module...]`` names importable modules (``module:attribute`` picks an attribute other than
+  ``aebench_variants``).
+
+Either way the object is a :class:`VariantSpec`, a list of them or a function returning either; its ``builder``
+("module:function") gets the hyperparameters as keyword arguments (and ``seed=`` when it ``corrupts_input``), like
+the zoo's own, and returns an uncompiled Keras model of (28, 28, 1) images in [0, 1] with a layer named ``latent``. Plugins load when this module is imported, in the runner and in
+every worker (``AEBENCH_*`` variables pass to workers), so matrices, ``aebench models`` and cells all see them.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+import os
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from aebench.errors import UserError
 
 VARIANTS: tuple[str, ...] = (
     "undercomplete",
@@ -127,6 +142,69 @@ REGISTRY: dict[str, VariantSpec] = {
 }
 
 
+PLUGIN_GROUP = "aebench.variants"
+PLUGIN_VARIABLE = "AEBENCH_PLUGINS"
+PLUGIN_ATTRIBUTE = "aebench_variants"
+
+
+class PluginError(UserError):
+    """A plugin that cannot be loaded or does not give variants; the message names it and what is allowed (exit
+    status 2, as any bad input)."""
+
+
+def _plugin_specs(source: str, loaded: object) -> list[VariantSpec]:
+    found = loaded
+    if callable(loaded) and not isinstance(loaded, VariantSpec):
+        try:
+            found = loaded()
+        except Exception as error:  # the plugin's function failed: named, with what it should be
+            raise PluginError(f"plugin {source}: calling it failed ({type(error).__name__}: {error}): allowed a "
+                              "function of no arguments returning a VariantSpec or a list of them") from error
+    specs = [found] if isinstance(found, VariantSpec) else list(found) if isinstance(found, (list, tuple)) else None
+    if specs is None or not all(isinstance(spec, VariantSpec) for spec in specs):
+        raise PluginError(f"plugin {source} gave {type(found).__name__}: allowed a VariantSpec, a list of them, or a "
+                          "function returning either")
+    return specs
+
+
+def _plugin_sources(environ: Mapping[str, str]) -> list[tuple[str, Callable[[], object]]]:
+    """(name, loader) of every plugin: the entry points of the ``aebench.variants`` group, then AEBENCH_PLUGINS."""
+    from importlib.metadata import entry_points
+
+    sources: list[tuple[str, Callable[[], object]]] = [
+        (f"entry point {point.name!r} ({point.value})", point.load) for point in entry_points(group=PLUGIN_GROUP)]
+    for text in filter(None, (part.strip() for part in environ.get(PLUGIN_VARIABLE, "").split(","))):
+        module, _, attribute = text.partition(":")
+
+        def load(module: str = module, attribute: str = attribute or PLUGIN_ATTRIBUTE) -> object:
+            return getattr(importlib.import_module(module), attribute)
+
+        sources.append((f"{PLUGIN_VARIABLE} {text!r}", load))
+    return sources
+
+
+def load_plugins(registry: dict[str, VariantSpec], environ: Mapping[str, str]) -> list[str]:
+    """Add every plugin's variants to ``registry``; returns their names. A plugin that fails to import, gives no
+    variants or reuses a name raises :class:`PluginError`."""
+    added = []
+    for source, load in _plugin_sources(environ):
+        try:
+            loaded = load()
+        except Exception as error:  # a plugin's own failure, whatever it is, named as such
+            raise PluginError(f"plugin {source} cannot be loaded ({type(error).__name__}: {error}): allowed an "
+                              "importable module defining the variants") from error
+        for spec in _plugin_specs(source, loaded):
+            if spec.name in registry:
+                raise PluginError(f"plugin {source} defines variant {spec.name!r}, which exists already: allowed a "
+                                  f"new name (taken: {', '.join(registry)})")
+            if ":" not in spec.builder:
+                raise PluginError(f"plugin {source}: variant {spec.name!r} has builder {spec.builder!r}: allowed "
+                                  "'module:function'")
+            registry[spec.name] = spec
+            added.append(spec.name)
+    return added
+
+
 def _spec_for(variant: str) -> VariantSpec:
     if not isinstance(variant, str) or variant not in REGISTRY:
         raise ValueError(
@@ -206,3 +284,19 @@ def builder_of(variant: str) -> Callable[..., Any]:
 
 def defaults(variant: str) -> Mapping[str, float | int]:
     return _spec_for(variant).defaults
+
+
+# Last, once everything a plugin module may import from here is defined. A failure is kept, not raised: this module
+# is imported by every command on its way to argument parsing, where check_plugins() turns it into a one-line error.
+PLUGIN_ERROR: PluginError | None = None
+try:
+    PLUGIN_VARIANTS: tuple[str, ...] = tuple(load_plugins(REGISTRY, os.environ))
+except PluginError as error:
+    PLUGIN_VARIANTS, PLUGIN_ERROR = (), error
+VARIANTS = tuple(REGISTRY)
+
+
+def check_plugins() -> None:
+    """Raise the plugins' load error, if there was one (aebench.cli and the worker host call this first)."""
+    if PLUGIN_ERROR is not None:
+        raise PLUGIN_ERROR
