@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sqlite3
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -13,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aebench.errors import UserError
+from aebench.errors import CannotWrite, UserError
 from aebench.store import DEFAULT_STORE
 
 if TYPE_CHECKING:
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from aebench.machinelock import MachineLock
     from aebench.results import CellResult
     from aebench.runner import SkipCheck
+    from aebench.store import Store
 
 EXIT_CELLS_FAILED = 1
 
@@ -250,7 +253,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     data.check_dataset(data_path)  # a bad file stops the run here, before anything is written
     skip_check = devices.skip_check(matrix.backend, cells)
     with machinelock.hold("run", allow_concurrent=args.allow_concurrent) as lock:  # before anything is written
+        if not args.no_report:
+            check_writable_folder("--reports-dir", args.reports_dir)
         return _sweep(args, matrix, cells, data_path, skip_check, lock)
+
+
+def check_writable_folder(option: str, folder: Path) -> None:
+    """Bad input before anything runs: a folder that cannot be written, found by writing (permission bits say
+    nothing to root). A folder that does not exist yet is judged by its nearest existing parent, and not made."""
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UserError(f"{option} {folder} cannot be written ({error.strerror or error}): allowed a folder this "
+                        "user can write (or --no-report)") from None
 
 
 def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data_path: Path, skip_check: SkipCheck,
@@ -261,17 +282,19 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
 
     wall_start = time.monotonic()
     store = Store(_store_path(args), create=not args.resume)
-    run = session.start(store, matrix, cells, args.argv, args.resume, args.retry_failed)
+    with _store_writes(store):
+        run = session.start(store, matrix, cells, args.argv, args.resume, args.retry_failed)
     run_id = run.run_id
     lock.name_run(run_id)
     retried = set(run.retried)
 
     def store_result(result: CellResult) -> None:
         result = lock.mark(result)
-        if result.cell.key in retried:
-            store.replace_failed_result(run_id, result)
-        else:
-            store.add_result(run_id, result)
+        with _store_writes(store, run_id):
+            if result.cell.key in retried:
+                store.replace_failed_result(run_id, result)
+            else:
+                store.add_result(run_id, result)
 
     if run.resumed:
         again = f" ({len(run.retried)} failed, again)" if run.retried else ""
@@ -287,6 +310,7 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
 
     status = "interrupted"
     prepared: list[dict[str, Any]] = []
+    stopped_by: BaseException | None = None
     try:
         with session.Heartbeat(store.path, run_id):
             checkpoints = store.path.parent / "checkpoints" / run_id if matrix.checkpoint else None
@@ -294,19 +318,43 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
                              checkpoint_root=checkpoints, cache_dir=store.path.parent / "cache",
                              on_prepared=prepared.append, wait_idle_s=args.wait_idle)
         status = "complete"
+    except BaseException as error:
+        stopped_by = error
+        raise
     finally:
         stored = store.results(run_id, with_artifacts=False)  # every cell of the run, those of a resumed part too
-        summary = finish(status)
+        try:
+            with _store_writes(store, run_id):
+                summary = finish(status)
+        except CannotWrite:
+            if stopped_by is None:
+                raise
+            # The store refuses the run's status too: the error already on its way says what happened.
     report_path = None
     if not args.no_report:
         from aebench.report import write_report
 
-        report_path = write_report(store, run_id, args.reports_dir)
+        try:
+            report_path = write_report(store, run_id, args.reports_dir)
+        except OSError as error:
+            raise CannotWrite(f"the report cannot be written in {args.reports_dir} ({error.strerror or error}): the "
+                              f"results are stored; `aebench report {run_id}` writes it later") from error
         summary = finish(status)  # the report's time too
     print(format_summary(run_id, summary, report_path), file=sys.stderr)
     store.close()
     failed = sum(r.status in ("failed", "timeout") for r in stored)  # every cell of the run, a resumed one's too
     return EXIT_CELLS_FAILED if failed else 0
+
+
+@contextmanager
+def _store_writes(store: Store, run_id: str | None = None) -> Iterator[None]:
+    """A store write that fails (a full disk, an I/O error) stops the sweep with one line saying what is kept."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        kept = f"the cells stored so far are kept; make room and continue with --resume {run_id}" if run_id else \
+            "nothing was run"
+        raise CannotWrite(f"the store {store.path} cannot be written ({error}): {kept}") from error
 
 
 # -- store queries -------------------------------------------------------------------------------------------------

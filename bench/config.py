@@ -107,6 +107,7 @@ class Matrix:
     seed: int = 0
     repeats: int = 1
     timeout_s: float = 600.0
+    memory_limit_mb: float = 0.0  # address space a cell may add to what it inherits from its host; 0: no limit
     eval_noise: tuple[float, ...] = ()
     accuracy: bool = True  # reference classifier and latent probe (aebench.accuracy); off makes test runs cheap
     jit_compile: bool | str = False  # or "auto": Keras decides per backend (XLA on JAX, eager torch)
@@ -245,6 +246,7 @@ _TOP_LEVEL = {
     "seed": _integer(0, 2**31 - 1),
     "repeats": _integer(1, 100),
     "timeout_s": _number(0.0, strict=True),
+    "memory_limit_mb": _number(0.0),
     "eval_noise": _axis(_number(0.0), allow_empty=True),
     "accuracy": _boolean,
     "jit_compile": _jit_setting,

@@ -355,6 +355,17 @@ def _watch_runner(runner_pid: int, interval_s: float = 0.5) -> None:
     threading.Thread(target=watch, name="aebench-runner-watch", daemon=True).start()
 
 
+def _limit_memory(limit_mb: float) -> None:
+    """Cap the address space this cell may add to what it inherited from its host (the framework, the dataset):
+    an allocation past it fails here (MemoryError, or the framework's own abort) instead of swapping the machine."""
+    if limit_mb <= 0:
+        return
+    with open("/proc/self/statm") as statm:  # sizes in pages; the first is the whole address space
+        inherited = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    ceiling = inherited + int(limit_mb * 2**20)
+    resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
+
+
 def _child(task: dict[str, Any], datasets: dict[str, Dataset]) -> None:
     """Runs in the forked child; never returns."""
     _die_with_parent()  # before anything else: a cell never outlives its host
@@ -371,6 +382,7 @@ def _child(task: dict[str, Any], datasets: dict[str, Dataset]) -> None:
         else:
             matrix = Matrix.from_dict(task["matrix"])
             cell = Cell.from_dict(task["cell"])
+            _limit_memory(matrix.memory_limit_mb)
             metrics, info, artifacts = execute_cell(matrix, cell, datasets[task["data_path"]], task.get("checkpoint_dir"),
                                                    task.get("cache_dir"))
             np.savez(task["artifacts_path"], **artifacts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +40,26 @@ def tiny_dataset_dir(tmp_path: Path) -> Path:
     folder.mkdir()
     np.savez(folder / "mnist.npz", **arrays)
     return folder
+
+
+@dataclass
+class FaultLog:
+    """What the fault-injection suite did, summed over the session for its one summary line."""
+
+    faults: int = 0
+    bad_inputs: int = 0
+    cells_lost: int = 0
+
+
+FAULT_LOG = FaultLog()
+
+
+@pytest.fixture
+def fault_log() -> FaultLog:
+    return FAULT_LOG
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FAULT_LOG.faults or FAULT_LOG.bad_inputs:
+        terminalreporter.write_line(f"faults injected {FAULT_LOG.faults}, bad inputs tried {FAULT_LOG.bad_inputs}, "
+                                    f"cells lost {FAULT_LOG.cells_lost}")
