@@ -215,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
     args.passed_on = passed_on
     args.argv = ["aebench", *(sys.argv[1:] if argv is None else argv)]
+    for name, value in vars(args).items():  # before anything is written or a worker (started elsewhere) is told them
+        if isinstance(value, Path):
+            setattr(args, name, value.absolute())
     try:
         from aebench.models.registry import check_plugins
 

@@ -23,7 +23,7 @@ def user_cache_dir() -> Path:
     """``$AEBENCH_CACHE``, else ``$XDG_CACHE_HOME/aebench``, else ``~/.cache/aebench``."""
     explicit = os.environ.get("AEBENCH_CACHE")
     if explicit:
-        return Path(explicit)
+        return Path(explicit).absolute()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "aebench"
 

@@ -235,6 +235,19 @@ def test_retry_failed_reruns_failed_cells_and_keeps_what_they_were(
     assert results[2].info["earlier_attempt"].startswith("timeout (exit code -9)")
 
 
+def test_every_path_option_is_made_absolute_before_a_command_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Path] = {}
+
+    def record(args: object) -> int:
+        seen.update({name: value for name, value in vars(args).items() if isinstance(value, Path)})
+        return 0
+
+    monkeypatch.setitem(cli.COMMANDS, "run", record)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--data-dir", "data", "--store", "s.sqlite", "--reports-dir", "out"]) == 0
+    assert seen == {"data_dir": tmp_path / "data", "store": tmp_path / "s.sqlite", "reports_dir": tmp_path / "out"}
+
+
 def test_export_orders_figures_as_the_registry_does(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from aebench.config import Matrix
     from aebench.results import CellResult
