@@ -252,12 +252,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{cell.index:4d}  {cell.key}")
         print(f"{len(cells)} cells")
         return 0
-    data_path = data.find_dataset(matrix.dataset, args.data_dir)
-    data.check_dataset(data_path)  # a bad file stops the run here, before anything is written
-    skip_check = devices.skip_check(matrix.backend, cells)
-    with machinelock.hold("run", allow_concurrent=args.allow_concurrent) as lock:  # before anything is written
+    # The lock first: what follows reads the data and may start worker hosts (GPU probes), which would load the
+    # CPUs another run is timing. Bad input after it still writes nothing of the user's.
+    with machinelock.hold("run", allow_concurrent=args.allow_concurrent) as lock:
+        data_path = data.find_dataset(matrix.dataset, args.data_dir)
+        data.check_dataset(data_path)  # a bad file stops the run here, before anything is written
         if not args.no_report:
             check_writable_folder("--reports-dir", args.reports_dir)
+        skip_check = devices.skip_check(matrix.backend, cells)
         return _sweep(args, matrix, cells, data_path, skip_check, lock)
 
 

@@ -117,30 +117,46 @@ class Store:
         if not self.path.exists():
             if not create:
                 raise UserError(f"no result store at {self.path}: run 'aebench run' first or pass --store PATH")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UserError(f"the store {self.path} cannot be created ({error.strerror or error}): allowed a "
+                                "path in a folder this user can write") from None
         try:
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
             self._db.execute("PRAGMA foreign_keys = ON")
-            version = self._schema_version()
-            if version is None or version in _MIGRATIONS:
-                # WAL: readers never block the writer, and a second writer waits (busy timeout) instead of failing.
-                self._db.execute("PRAGMA journal_mode = WAL")
+            self._prepare_schema()
+        except sqlite3.OperationalError as error:  # locked past the timeout, unreadable, a read-only file, a full disk
+            raise UserError(f"the store {self.path} cannot be opened ({error}): allowed a store file this user can "
+                            "read and write, not in use by an older aebench") from None
         except sqlite3.DatabaseError as error:
             raise UserError(f"{self.path} is not an aebench result store ({error}): pass --store PATH to another file") from None
-        if version is None:
-            with self._db:
-                self._db.executescript(_SCHEMA)
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif version in _MIGRATIONS:
-            # Older stores are upgraded in place, keeping every row, in one transaction (SQLite's DDL is
-            # transactional): a crash leaves the old version whole.
-            self._db.executescript(f"BEGIN; {_MIGRATIONS[version]} "
-                                   f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version'; COMMIT;")
-        elif version != SCHEMA_VERSION:
+
+    def _prepare_schema(self) -> None:
+        """Create the schema in an empty file, upgrade an older one in place (every row kept), refuse a newer one.
+        Both under one write lock, re-read inside it: two processes opening one old store at once upgrade it once."""
+        version = self._schema_version()
+        if version == SCHEMA_VERSION:
+            return
+        if version is not None and version not in _MIGRATIONS:
             raise UserError(
                 f"{self.path} has store schema version {version}; this aebench reads version {SCHEMA_VERSION}: "
                 f"move the file aside (results are kept there) or pass --store PATH to a new file"
             )
+        # WAL: readers never block the writer, and a second writer waits (busy timeout) instead of failing. Set outside
+        # the transaction, as SQLite requires; it stays with the file.
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._schema_version()
+            statements = {None: _SCHEMA, SCHEMA_VERSION: ""}.get(version, _MIGRATIONS.get(version or 0, ""))
+            for statement in filter(str.strip, statements.split(";")):
+                self._db.execute(statement)  # SQLite's DDL is transactional: a crash leaves the old version whole
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self._db.commit()
+        except BaseException:
+            self._db.rollback()
+            raise
 
     def _schema_version(self) -> int | None:
         tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -269,7 +285,7 @@ class Store:
         """One row per run with its cell counts, newest last."""
         query = """
             SELECT r.run_id, r.started_at, r.status, r.matrix_name, r.git_commit, r.git_dirty, r.machine_id, r.wall_s,
-                   r.host, r.pid, r.heartbeat_at, SUM(c.status = 'ok') AS ok, SUM(c.status IN ('failed', 'timeout')) AS failed,
+                   r.host, r.pid, r.heartbeat_at, r.invocation_started_at, SUM(c.status = 'ok') AS ok, SUM(c.status IN ('failed', 'timeout')) AS failed,
                    SUM(c.status = 'skipped') AS skipped, COUNT(c.cell) AS cells
             FROM runs r LEFT JOIN cells c ON c.run_id = r.run_id
             GROUP BY r.run_id ORDER BY r.started_at, r.run_id"""
@@ -278,7 +294,7 @@ class Store:
             frame[column] = frame[column].fillna(0).astype(int)
         frame["wall_s"] = pd.to_numeric(frame["wall_s"], errors="coerce")  # NULL (None) while a run is running
         frame["status"] = [run_status(row) for row in frame.to_dict(orient="records")]
-        return frame.drop(columns=["host", "pid", "heartbeat_at"])
+        return frame.drop(columns=["host", "pid", "heartbeat_at", "invocation_started_at"])
 
     def results(self, run_id: str, *, with_artifacts: bool = True) -> list[CellResult]:
         """The run's cells in order. ``with_artifacts=False`` skips the arrays (image grids, latency samples): what
@@ -320,7 +336,8 @@ def run_status(record: Mapping[str, Any], now: datetime | None = None) -> str:
     ``STALE_AFTER_S``. A run from before runners recorded themselves stays ``running``: nothing tells."""
     if record.get("status") != "running" or not record.get("host"):
         return str(record.get("status"))
-    started = datetime.fromisoformat(str(record["started_at"]))
+    # The runner of the latest invocation: a resumed run's runner started after the run did.
+    started = datetime.fromisoformat(str(record.get("invocation_started_at") or record["started_at"]))
     if record["host"] == socket.gethostname():
         try:
             alive = psutil.Process(int(record["pid"])).create_time() <= started.timestamp() + 1

@@ -144,6 +144,24 @@ def test_a_version_1_store_is_upgraded_in_place_keeping_its_runs(tmp_path: Path)
         assert db.execute("SELECT value FROM meta").fetchone() == ("2",)
 
 
+def test_two_processes_upgrading_one_old_store_at_once_both_succeed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "v1.sqlite"
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        for column in ("host", "pid", "heartbeat_at", "invocation_started_at"):
+            db.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    opener = f"from aebench.store import Store\nfor _ in range(20): Store({str(path)!r}, create=False).close()"
+    openers = [subprocess.Popen([sys.executable, "-c", opener], stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    assert [process.wait(timeout=120) for process in openers] == [0, 0, 0], [p.stderr.read() for p in openers]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta").fetchone() == ("2",)
+        assert "invocation_started_at" in [row[1] for row in db.execute("PRAGMA table_info(runs)")]
+
+
 def test_a_run_whose_runner_is_gone_is_abandoned(tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -160,6 +178,26 @@ def test_a_run_whose_runner_is_gone_is_abandoned(tmp_path: Path) -> None:
         assert store.run_record(dead)["status"] == "abandoned"
         store.finish_run(dead, "interrupted", 1.0, {})
         assert store.run_record(dead)["status"] == "interrupted"  # a recorded status is kept as it is
+
+
+def test_a_resumed_runs_live_runner_started_after_the_run_is_running(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # started after the run
+    try:
+        with Store(tmp_path / "s.sqlite") as store:
+            run_id = store.begin_run(matrix, {}, [])
+            with store._transaction() as db:  # begun an hour ago; this invocation's runner started just now
+                db.execute("UPDATE runs SET started_at = '2026-01-01T00:00:00+00:00', pid = ?,"
+                           " invocation_started_at = ? WHERE run_id = ?",
+                           (runner.pid, store.run_record(run_id)["heartbeat_at"], run_id))
+            assert store.run_record(run_id)["status"] == "running"
+            assert store.runs_frame()["status"].tolist() == ["running"]
+    finally:
+        runner.kill()
+        runner.wait()
 
 
 def test_another_hosts_run_is_abandoned_when_its_heartbeat_is_stale() -> None:
