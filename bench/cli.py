@@ -219,9 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(value, Path):
             setattr(args, name, value.absolute())
     try:
-        from aebench.models.registry import check_plugins
+        from aebench.models.registry import load_registered_plugins
 
-        check_plugins()  # a broken AEBENCH_PLUGINS or aebench.variants entry point stops every command here
+        load_registered_plugins()  # a broken AEBENCH_PLUGINS or aebench.variants entry point stops every command here
         with stop_like_ctrl_c():
             return COMMANDS[args.command](args)
     except UserError as error:
@@ -429,7 +429,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     with quiet_tensorflow():
         from aebench import models
 
-        for name in models.VARIANTS:
+        for name in models.registry.VARIANTS:
             spec = models.REGISTRY[name]
             defaults = ", ".join(f"{k}={v:g}" for k, v in spec.defaults.items()) or "-"
             origin = " (plugin)" if name in models.registry.PLUGIN_VARIANTS else ""

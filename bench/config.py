@@ -11,7 +11,7 @@ import dataclasses
 import itertools
 import math
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,10 +183,13 @@ def _number(low: float, *, strict: bool = False):
     return check
 
 
-def _choice(options: Sequence[str]):
+def _choice(options: Sequence[str] | Callable[[], Sequence[str]]):
+    """A value from ``options``: a sequence, or a function giving it when a value is checked (the zoo's variants,
+    which plugins extend after this module is imported)."""
     def check(key: str, value: Any) -> str:
-        if value not in options:
-            raise _fail(key, value, "one of " + ", ".join(options))
+        allowed = options() if callable(options) else options
+        if value not in allowed:
+            raise _fail(key, value, "one of " + ", ".join(allowed))
         return value
 
     return check
@@ -231,7 +234,7 @@ _TOP_LEVEL = {
     "name": _text,
     "description": _text,
     "dataset": _choice(DATASETS),
-    "variants": _axis(_choice(registry.VARIANTS)),
+    "variants": _axis(_choice(lambda: registry.VARIANTS)),
     "noise": _axis(_number(0.0)),
     "noise_type": _choice(NOISE_TYPES),
     "threads": _axis(_integer(1, 1024)),

@@ -17,7 +17,8 @@ import pandas as pd
 
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY
-from aebench.models.registry import CORRUPTION_HPARAM, PLUGIN_VARIANTS, REGISTRY as ZOO
+from aebench.models import registry
+from aebench.models.registry import CORRUPTION_HPARAM, REGISTRY as ZOO
 
 
 def metric_frame() -> pd.DataFrame:
@@ -45,7 +46,7 @@ def zoo_frame(*, code: Callable[[str], str] = str) -> pd.DataFrame:
 
     return pd.DataFrame([{"variant": code(name), "model": spec.description,
                           "hyperparameters (default)": hyperparameters(spec)} for name, spec in ZOO.items()
-                          if name not in PLUGIN_VARIANTS])  # the README documents aebench's zoo, not this shell's plugins
+                          if name not in registry.PLUGIN_VARIANTS])  # the README documents aebench's zoo, not this shell's plugins
 
 
 def to_text(frame: pd.DataFrame) -> str:

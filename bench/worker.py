@@ -404,11 +404,12 @@ def serve(commands: Any = None, events: Any = None) -> None:
     # Keras on torch asks torch.cuda.is_available() at import. Answered through the CUDA runtime, that initialises
     # CUDA in this host and every forked cell then fails to use the GPU; answered through NVML, it does not.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    from aebench.models import registry
+
+    registry.load_registered_plugins()  # before Keras: a broken plugin stops the host before "ready", its log says why
     import keras  # noqa: F401 - the preload that every forked cell inherits
 
-    from aebench import models
-
-    models.registry.check_plugins()  # a broken plugin stops the host before "ready": its log says why
+    from aebench import models  # noqa: F401
 
     datasets: dict[str, Dataset] = {}
 

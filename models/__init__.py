@@ -16,7 +16,8 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from aebench.models.registry import REGISTRY, VARIANTS, HParams, VariantSpec, builder_of, resolve_hparams
+from aebench.models import registry
+from aebench.models.registry import REGISTRY, HParams, VariantSpec, builder_of, resolve_hparams
 
 if TYPE_CHECKING:
     import keras
@@ -34,6 +35,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "VARIANTS":  # read when asked: plugins add to it after this package is imported
+        return registry.VARIANTS
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'models' has no attribute {name!r}")

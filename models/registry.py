@@ -12,8 +12,10 @@ TensorFlow costs seconds), and workers import the builders only when they build 
 
 Either way the object is a :class:`VariantSpec`, a list of them or a function returning either; its ``builder``
 ("module:function") gets the hyperparameters as keyword arguments (and ``seed=`` when it ``corrupts_input``), like
-the zoo's own, and returns an uncompiled Keras model of (28, 28, 1) images in [0, 1] with a layer named ``latent``. Plugins load when this module is imported, in the runner and in
-every worker (``AEBENCH_*`` variables pass to workers), so matrices, ``aebench models`` and cells all see them.
+the zoo's own, and returns an uncompiled Keras model of (28, 28, 1) images in [0, 1] with a layer named ``latent``. Plugins load through :func:`load_registered_plugins`,
+which ``aebench.cli`` calls first (after quieting the frameworks) and every worker host calls before it preloads Keras
+(``AEBENCH_*`` variables pass to workers), so matrices, ``aebench models`` and cells all see them. A plugin module
+should import Keras inside its builders, as the zoo does: importing it at the top makes every command pay for it.
 """
 
 from __future__ import annotations
@@ -286,17 +288,17 @@ def defaults(variant: str) -> Mapping[str, float | int]:
     return _spec_for(variant).defaults
 
 
-# Last, once everything a plugin module may import from here is defined. A failure is kept, not raised: this module
-# is imported by every command on its way to argument parsing, where check_plugins() turns it into a one-line error.
-PLUGIN_ERROR: PluginError | None = None
-try:
-    PLUGIN_VARIANTS: tuple[str, ...] = tuple(load_plugins(REGISTRY, os.environ))
-except PluginError as error:
-    PLUGIN_VARIANTS, PLUGIN_ERROR = (), error
-VARIANTS = tuple(REGISTRY)
+PLUGIN_VARIANTS: tuple[str, ...] = ()  # the names plugins added, once loaded
+_plugins_loaded = False
 
 
-def check_plugins() -> None:
-    """Raise the plugins' load error, if there was one (aebench.cli and the worker host call this first)."""
-    if PLUGIN_ERROR is not None:
-        raise PLUGIN_ERROR
+def load_registered_plugins(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Load the plugins of the entry-point group and of AEBENCH_PLUGINS into the registry, once per process; returns
+    their variants. Not at import: this module is imported on every command's way to parsing its arguments, before
+    aebench quiets the frameworks a plugin may start, and in worker hosts before their environment is set."""
+    global PLUGIN_VARIANTS, VARIANTS, _plugins_loaded
+    if not _plugins_loaded:
+        _plugins_loaded = True  # a failing plugin fails once, with its message; the zoo's own variants stay usable
+        PLUGIN_VARIANTS = tuple(load_plugins(REGISTRY, os.environ if environ is None else environ))
+        VARIANTS = tuple(REGISTRY)
+    return PLUGIN_VARIANTS
