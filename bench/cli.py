@@ -344,7 +344,8 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
         except OSError as error:
             raise CannotWrite(f"the report cannot be written in {args.reports_dir} ({error.strerror or error}): the "
                               f"results are stored; `aebench report {run_id}` writes it later") from error
-        summary = finish(status)  # the report's time too
+        with _store_writes(store, run_id):
+            summary = finish(status)  # the report's time too
     print(format_summary(run_id, summary, report_path), file=sys.stderr)
     store.close()
     failed = sum(r.status in ("failed", "timeout") for r in stored)  # every cell of the run, a resumed one's too

@@ -18,6 +18,7 @@ of the cell, and the report marks them. The worst window's figures are stored as
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ LABELS = {"other_cpu_pct": "other processes used {:.0f}% of the cell's CPUs",
           "memory_pressure_pct": "tasks stalled on memory {:.0f}% of the time"}
 MIN_WINDOW_S = 0.2  # a shorter window is merged into the next: a few ticks say nothing
 PSI_MEMORY = Path("/proc/pressure/memory")
+PROC_STAT = Path("/proc/stat")
 CONTAMINATED = "speed.contaminated"
 
 
@@ -52,12 +54,30 @@ class Snapshot:
 
 
 def snapshot(cpus: Sequence[int], clock: Callable[[], float] = time.monotonic) -> Snapshot:
-    per_cpu = psutil.cpu_times(percpu=True)
-    chosen = [per_cpu[cpu] for cpu in cpus if cpu < len(per_cpu)]
-    busy = sum(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) for t in chosen)
-    steal = sum(getattr(t, "steal", 0.0) for t in chosen)
+    per_cpu = cpu_seconds()
+    chosen = [per_cpu[cpu] for cpu in cpus if cpu in per_cpu]
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return Snapshot(clock(), busy, steal, usage.ru_utime + usage.ru_stime, _memory_stall_us())
+    return Snapshot(clock(), sum(busy for busy, _ in chosen), sum(steal for _, steal in chosen),
+                    usage.ru_utime + usage.ru_stime, _memory_stall_us())
+
+
+def cpu_seconds(stat: Path = PROC_STAT) -> dict[int, tuple[float, float]]:
+    """CPU id -> (busy, stolen) seconds since boot, from ``/proc/stat``'s ``cpuN`` lines, by id (an offline CPU has
+    no line, so a list index would name the wrong one). Busy is user + nice + system + irq + softirq. Without
+    /proc/stat (not Linux), psutil's per-CPU times, indexed as it lists them."""
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        lines = stat.read_text().splitlines()
+    except OSError:
+        return {index: (t.user + t.nice + t.system, getattr(t, "steal", 0.0))
+                for index, t in enumerate(psutil.cpu_times(percpu=True))}
+    found = {}
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (float(f) for f in (fields + ["0"] * 8)[:8])
+            found[int(name[3:])] = ((user + nice + system + irq + softirq) / tick, steal / tick)
+    return found
 
 
 def _memory_stall_us() -> float | None:
@@ -108,9 +128,11 @@ class LoadMonitor:
         self._last = take(self.cpus, clock)
         self.windows: list[Window] = []
 
-    def mark(self, phase: str) -> None:
+    def mark(self, phase: str, last: bool = False) -> None:
+        """Close the window that ends now. One shorter than MIN_WINDOW_S carries over into the next, unless it is the
+        ``last``: then it is judged as it is, rather than not at all."""
         now = self._take(self.cpus, self._clock)
-        if now.wall_s - self._last.wall_s < MIN_WINDOW_S:
+        if now.wall_s - self._last.wall_s < MIN_WINDOW_S and not last:
             return  # too short to say anything: the next window starts where this one did
         self.windows.append(Window.between(phase, self._last, now, len(self.cpus)))
         self._last = now

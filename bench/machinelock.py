@@ -135,6 +135,13 @@ def hold(command: str, *, allow_concurrent: bool = False, directory: Path | None
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            busy = True
+        except OSError as error:  # ENOLCK, EOPNOTSUPP: a cache folder on a filesystem without locks (NFS, FUSE)
+            raise UserError(f"the machine lock {folder / LOCK_FILE} cannot be taken ({error.strerror or error}): "
+                            "allowed a cache folder on a local filesystem (set AEBENCH_CACHE)") from None
+        else:
+            busy = False
+        if busy:
             other = Holder.parse(file.read())
             if not allow_concurrent:
                 raise MachineBusy(other) from None

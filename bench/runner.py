@@ -379,7 +379,9 @@ def _run_one(matrix: Matrix, cell: Cell, data_path: Path, scratch: Path, hosts: 
             host = hosts[cell.backend] = host_factory(cell.backend, scratch / f"host-{cell.backend}.log")
         exit_code, timed_out = host.run(task, matrix.timeout_s)
     except HostDied as error:
-        hosts.pop(cell.backend, None)  # the next cell of this backend starts a new host
+        dead = hosts.pop(cell.backend, None)  # the next cell of this backend starts a new host
+        if dead is not None:
+            dead.close()  # one that stopped answering may still fork the cell: it and its cell go, not run beside
         log_tail = tail(scratch / f"host-{cell.backend}.log")
         return CellResult(cell=cell, status="failed", duration_s=clock() - started, error=str(error), stderr_tail=log_tail)
     duration = clock() - started

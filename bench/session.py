@@ -51,6 +51,8 @@ def start(store: Store, matrix: Matrix, cells: Sequence[Cell], argv: Sequence[st
     retried = tuple(r.cell.key for r in stored if retry_failed and r.status in ("failed", "timeout"))
     done = {r.cell.key for r in stored} - set(retried)
     remaining = [cell for cell in cells if cell.key not in done]
+    if record["status"] == "complete" and not remaining:
+        raise UserError(f"run {run_id} is complete and has no failed or timed-out cell: nothing to retry")
     prior = list(record["summary"].get("invocations") or [])
     if not prior and record["wall_s"] is not None:  # a run stored before invocations were recorded one by one
         prior = [{"started_at": record["started_at"], "wall_s": record["wall_s"], "status": record["status"]}]

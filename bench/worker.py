@@ -124,7 +124,7 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, checkpoint_dir: s
         offline = scenarios.offline(forward, data.noisy_test, matrix.throughput)
         framework = scenarios.framework_path(model, first, matrix.latency.max_duration_s) if matrix.predict_path \
             else None
-    monitor.mark("inference")
+    monitor.mark("inference", last=True)
     metrics = {key: value for record in (training, cold, single, offline, framework) if record is not None
                for key, value in record.metrics().items()}
     metrics.update(monitor.metrics())
@@ -366,9 +366,11 @@ def _limit_memory(limit_mb: float) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
 
 
-def _child(task: dict[str, Any], datasets: dict[str, Dataset]) -> None:
+def _child(task: dict[str, Any], datasets: dict[str, Dataset], host_pid: int) -> None:
     """Runs in the forked child; never returns."""
     _die_with_parent()  # before anything else: a cell never outlives its host
+    if os.getppid() != host_pid:  # the host died between the fork and the line above: no signal will come
+        os._exit(1)
     exit_code = 1
     try:
         log = os.open(task["log_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -426,9 +428,10 @@ def serve(commands: Any = None, events: Any = None) -> None:
         if data_path and data_path not in datasets:
             # Loaded before the fork so every child shares the arrays copy-on-write.
             datasets[data_path] = load_dataset(task["dataset"], Path(data_path))
+        host_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
-            _child(task, datasets)
+            _child(task, datasets, host_pid)
         send({"event": "started", "pid": pid})
         _, status = os.waitpid(pid, 0)
         send({"event": "exited", "exit_code": os.waitstatus_to_exitcode(status)})

@@ -91,3 +91,23 @@ def test_wait_for_idle_waits_for_quiet_cpus_or_gives_up_saying_so() -> None:
     waited = load.wait_for_idle([0, 1], 1.0, notes.append, sample=sampler([90.0] * 10), clock=clock)
     assert waited["load_before_pct"] == 90.0 and waited["waited_idle_s"] == 1.0
     assert notes and "still 90% busy after waiting 1 s" in notes[0]
+
+
+def test_cpu_seconds_are_read_by_cpu_id_with_an_offline_cpu(tmp_path) -> None:
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = tmp_path / "stat"
+    stat.write_text(f"cpu  {3 * tick} 0 0 0 0 0 0 0 0 0\n"  # the total line is not a CPU
+                    f"cpu0 {tick} 0 {tick} 500 0 0 0 {tick // 2} 0 0\n"
+                    f"cpu2 0 {tick} 0 500 0 {tick} {tick} 0 0 0\n"  # cpu1 is offline: no line
+                    "intr 123\n")
+    assert load.cpu_seconds(stat) == {0: (2.0, 0.5), 2: (3.0, 0.0)}
+
+
+def test_a_last_window_shorter_than_the_minimum_is_judged_not_dropped() -> None:
+    monitor = LoadMonitor([0], take=_fake_counters([(0.0, 0.0, 0.0), (5.0, 5.0, 5.0), (5.1, 5.1, 5.05)]))
+    monitor.mark("training")
+    monitor.mark("inference", last=True)
+    assert [w.phase for w in monitor.windows] == ["training", "inference"]
+    assert monitor.windows[1].other_cpu_pct == pytest.approx(50.0)

@@ -91,6 +91,16 @@ def test_resume_of_a_complete_run_is_refused(tmp_path: Path) -> None:
         assert store.run_record(run_id)["wall_s"] == 12.0  # untouched
 
 
+def test_retrying_a_complete_run_without_failures_is_refused(tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"]))
+    run_id = _interrupted_run(tmp_path / "s.sqlite", matrix)  # its only cell is ok
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        store.finish_run(run_id, "complete", 5.0, {})
+        with pytest.raises(UserError, match="is complete and has no failed or timed-out cell: nothing to retry"):
+            session.start(store, matrix, matrix.cells(), [], resume=run_id, retry_failed=True)
+        assert store.run_record(run_id)["wall_s"] == 5.0
+
+
 def test_a_live_run_is_not_resumed(tmp_path: Path) -> None:
     matrix = Matrix.from_dict(tiny_matrix_dict())
     with Store(tmp_path / "s.sqlite") as store:

@@ -3,7 +3,7 @@ plugin is (AEBENCH_PLUGINS=fault_plugin): aebench has no hook for them.
 
 Each builder misbehaves when a cell builds it, inside the forked cell process:
 - ``segfault`` and ``sigkill`` die by that signal;
-- ``memhog`` allocates 4 GiB at once (past any ``memory_limit_mb`` a test sets);
+- ``memhog`` allocates 16 GiB at once (past any ``memory_limit_mb`` a test sets);
 - ``hang`` never returns (the runner's timeout must kill it);
 - ``sleepy`` waits until the file ``$AEBENCH_FAULT_GATE`` exists (so that a test can signal the runner while it
   runs), then builds a small working model: a resumed run completes it. (``AEBENCH_*`` variables reach workers.)
@@ -41,7 +41,7 @@ def build_sigkill() -> object:
 def build_memhog() -> object:
     import numpy as np
 
-    hog = np.ones(2**29)  # 4 GiB of float64, touched
+    hog = np.ones(2**31)  # 16 GiB of float64: refused at once under the cell's address-space limit
     return hog.sum()
 
 
