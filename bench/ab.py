@@ -34,7 +34,8 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -46,7 +47,7 @@ import pandas as pd
 
 from aebench import load, machinelock, stats
 from aebench.config import Cell, Matrix
-from aebench.errors import UserError
+from aebench.errors import CannotWrite, UserError
 from aebench.metrics import REGISTRY
 from aebench.results import CellResult
 from aebench.revisions import Revision
@@ -705,7 +706,9 @@ class HostExecutor:
     which the rounds average out, as pyperf's many worker processes do."""
 
     def __init__(self, data_path: Path, cache_dir: Path, scratch: Path,
-                 command: Sequence[str] = (sys.executable, "-m", "aebench.worker", "serve")) -> None:
+                 command: Sequence[str] = (sys.executable, "-m", "aebench.worker", "serve"),
+                 mark: Callable[[CellResult], CellResult] = lambda result: result) -> None:
+        self._mark = mark  # --allow-concurrent: every result contaminated, so no round's speed figures count
         self._data_path = data_path
         self._cache_dir = cache_dir
         self._scratch = scratch
@@ -738,8 +741,8 @@ class HostExecutor:
                 cell.backend, self._factory(side)(cell.backend, self._scratch / f"host-{side.slug}.log"))
             host.set_affinity(cpus)
         # The revision's own worker may write metrics this aebench does not know: keep them (only gated ones are read).
-        return _run_one(matrix, cell, self._data_path, scratch, hosts, self._factory(side), time.monotonic, None,
-                        self._cache_dir, check_metrics=False)
+        return self._mark(_run_one(matrix, cell, self._data_path, scratch, hosts, self._factory(side), time.monotonic,
+                                   None, self._cache_dir, check_metrics=False))
 
     def new_round(self, sides: Sequence[Side], backends: Sequence[str]) -> None:
         """Close every host and start each side's afresh, all at once (their start-up is not measured)."""
@@ -848,7 +851,7 @@ def check_duet(cells: Sequence[Cell], usable_cpus: int) -> None:
 
 def main(args: Any) -> int:
     """``aebench ab`` from parsed command-line options (see aebench.cli)."""
-    from aebench import config, data, revisions
+    from aebench import atomic, config, data, revisions
     from aebench.metrics import parse_margin
 
     base_ref, candidate_ref, matrix_name = operands(args.operands, args.calibrate)
@@ -875,9 +878,14 @@ def main(args: Any) -> int:
                         "commits (give one revision twice, or none for HEAD)")
     if not args.allow_dirty:
         revisions.check_clean(repo)
-    data_path = data.find_dataset(matrix.dataset, args.data_dir)
-    data.check_dataset(data_path)  # a bad file stops here, before anything is built or written
     with machinelock.hold("ab", allow_concurrent=args.allow_concurrent) as lock:
+        data_path = data.find_dataset(matrix.dataset, args.data_dir)
+        data.check_dataset(data_path)  # a bad file stops here, before anything is built or written
+        # Where the results go must take them: known now, not after minutes of rounds.
+        atomic.check_writable_folder("--reports-dir", args.reports_dir)
+        for option, path in (("--json", args.json), ("--markdown", args.markdown)):
+            if path is not None:
+                atomic.check_writable_folder(option, Path(path).parent)
         return _measure(args, matrix_name, settings, spikes, repo, (base_ref, candidate_ref), data_path, lock)
 
 
@@ -902,7 +910,7 @@ def _measure(args: Any, matrix_name: str, settings: Settings, spikes: Sequence[f
 
     cache_dir = (Path(args.reports_dir) / "cache").resolve()
     with tempfile.TemporaryDirectory(prefix="aebench-ab-") as scratch:
-        executor = HostExecutor(data_path, cache_dir, Path(scratch))
+        executor = HostExecutor(data_path, cache_dir, Path(scratch), mark=lock.mark)
         try:
             if args.calibrate:
                 sides = [Side("base", base, base_matrix), Side("A/A", candidate, candidate_matrix)] + [
@@ -961,19 +969,30 @@ def runnable_keys(base: Matrix, candidate: Matrix) -> list[str]:
 def _report(outcome: Outcome, args: Any) -> int:
     from aebench import atomic
 
-    print(format_text(outcome, args.strict))
+    print(format_text(outcome, args.strict))  # the verdicts first, whatever happens to the files
     folder = Path(args.reports_dir) / "ab"
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     page = folder / f"{stamp}-{outcome.base.revision.short}-{outcome.candidate.revision.short}.html"
-    html = render_html(outcome)
-    atomic.write_text(page, html)
-    atomic.write_text(folder / "latest.html", html)
-    print(f"aebench: ab: page {page}", file=sys.stderr)
-    if args.json:
-        write_json(outcome, Path(args.json))
-    if args.markdown:
-        atomic.write_text(Path(args.markdown), format_markdown(outcome))
+    with _outputs_written():
+        html = render_html(outcome)
+        atomic.write_text(page, html)
+        atomic.write_text(folder / "latest.html", html)
+        print(f"aebench: ab: page {page}", file=sys.stderr)
+        if args.json:
+            write_json(outcome, Path(args.json))
+        if args.markdown:
+            atomic.write_text(Path(args.markdown), format_markdown(outcome))
     return outcome.exit_status(args.strict)
+
+
+@contextmanager
+def _outputs_written() -> Iterator[None]:
+    """A page or file that cannot be written (a full disk) ends ab with one line and exit 3, after the verdicts."""
+    try:
+        yield
+    except OSError as error:
+        raise CannotWrite(f"ab's output cannot be written ({error.strerror or error}: {error.filename}): the "
+                          "verdicts above stand") from error
 
 
 def _report_calibration(outcomes: Sequence[Outcome], args: Any) -> int:
@@ -989,8 +1008,9 @@ def _report_calibration(outcomes: Sequence[Outcome], args: Any) -> int:
     if detectable:
         print("smallest slowdown the last experiment's rounds could call (A/A): " + ", ".join(
             f"{REGISTRY.label(metric)} {value:.1f}%" for metric, value in detectable.items()))
-    if args.json:
-        atomic.write_text(Path(args.json), json.dumps({"experiments": len(outcomes),
-                                                       "contaminated": outcomes[0].contamination,
-                                                       "rows": table.to_dict(orient="records")}, indent=1) + "\n")
+    with _outputs_written():
+        if args.json:
+            atomic.write_text(Path(args.json), json.dumps({"experiments": len(outcomes),
+                                                           "contaminated": outcomes[0].contamination,
+                                                           "rows": table.to_dict(orient="records")}, indent=1) + "\n")
     return 0

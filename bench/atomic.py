@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from aebench.errors import UserError
 
 
 @contextmanager
@@ -38,3 +41,19 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, payload: Any) -> None:
     write_text(path, json.dumps(payload, indent=1))
+
+
+def check_writable_folder(option: str, folder: Path, instead: str = "") -> None:
+    """Bad input before anything runs: a folder that cannot be written, found by writing (permission bits say
+    nothing to root). A folder that does not exist yet is judged by its nearest existing parent, and not made."""
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UserError(f"{option} {folder} cannot be written ({error.strerror or error}): allowed a folder this "
+                        f"user can write{f' (or {instead})' if instead else ''}") from None

@@ -7,7 +7,6 @@ import os
 import signal
 import sqlite3
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -239,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from aebench import config, data, devices, machinelock
+    from aebench import atomic, config, data, devices, machinelock
 
     if args.wait_idle is not None and not (0 < args.wait_idle <= 3600):
         raise UserError(f"--wait-idle {args.wait_idle:g} is invalid: allowed seconds above 0 and up to 3600")
@@ -258,25 +257,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_path = data.find_dataset(matrix.dataset, args.data_dir)
         data.check_dataset(data_path)  # a bad file stops the run here, before anything is written
         if not args.no_report:
-            check_writable_folder("--reports-dir", args.reports_dir)
+            atomic.check_writable_folder("--reports-dir", args.reports_dir, instead="--no-report")
         skip_check = devices.skip_check(matrix.backend, cells)
         return _sweep(args, matrix, cells, data_path, skip_check, lock)
-
-
-def check_writable_folder(option: str, folder: Path) -> None:
-    """Bad input before anything runs: a folder that cannot be written, found by writing (permission bits say
-    nothing to root). A folder that does not exist yet is judged by its nearest existing parent, and not made."""
-    existing = Path(folder).absolute()
-    while not existing.exists():
-        existing = existing.parent
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(f"{existing} is a file")
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as error:
-        raise UserError(f"{option} {folder} cannot be written ({error.strerror or error}): allowed a folder this "
-                        "user can write (or --no-report)") from None
 
 
 def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data_path: Path, skip_check: SkipCheck,

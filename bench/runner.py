@@ -74,9 +74,11 @@ class WorkerHost:
         self.backend = backend
         self._command = command or [sys.executable, "-m", "aebench.worker", "serve"]
         self._log = open(log_path, "ab")
+        # A process group of its own, which the cells it forks join: close() kills the group, so no cell of any
+        # revision's worker outlives its host; and Ctrl-C in a terminal reaches the runner alone, which stops them.
         self._process = subprocess.Popen(
             self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-            env=dict(env) if env is not None else worker_environment(backend),
+            env=dict(env) if env is not None else worker_environment(backend), start_new_session=True,
         )
         self._buffer = b""
         self.running_cell_pid: int | None = None  # the forked cell while one runs: killed if the runner stops
@@ -141,6 +143,10 @@ class WorkerHost:
             except (OSError, subprocess.TimeoutExpired):
                 self._process.kill()
                 self._process.wait()
+        try:  # whatever is left of its group: a cell an older revision's host forked and lost track of
+            os.killpg(self._process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         self._selector.close()
         self._log.close()
 

@@ -350,6 +350,10 @@ def _watch_runner(runner_pid: int, interval_s: float = 0.5) -> None:
     def watch() -> None:
         while os.getppid() == runner_pid:
             time.sleep(interval_s)
+        # The runner starts each host in a process group of its own, which its cells join: kill it all. A host
+        # started otherwise (by hand, by a test) kills only itself, never a group it merely belongs to.
+        if os.getpgid(0) == os.getpid():
+            os.killpg(0, signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="aebench-runner-watch", daemon=True).start()

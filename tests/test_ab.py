@@ -323,6 +323,24 @@ def test_calibration_sides_run_on_worker_hosts(tmp_path: Path) -> None:
     assert "host-001-A_A-tensorflow.log" in logs and "host-002-spike_10_-tensorflow.log" in logs
 
 
+def test_allow_concurrent_marks_every_result_so_no_round_counts(tmp_path: Path) -> None:
+    import sys
+
+    from aebench import machinelock
+
+    fake_host = Path(__file__).with_name("fake_host.py")
+    beside = machinelock.MachineLock(tmp_path / "machine.lock", exclusive=False)  # another run held the machine
+    executor = ab.HostExecutor(tmp_path / "data.npz", tmp_path / "cache", tmp_path / "scratch",
+                               command=[sys.executable, str(fake_host), "ok,ok"], mark=beside.mark)
+    sides = [_side("base"), _side("cand")]
+    try:
+        outcome = ab.run_ab(sides, [cell.key for cell in sides[0].matrix.cells()],
+                            ab.Settings(margins=MARGINS, min_rounds=2, max_rounds=2), executor, quality=False)
+    finally:
+        executor.close()
+    assert set(outcome.rounds.contaminated) == {"base", "cand"} and outcome.speed["cand"] == []
+
+
 def test_duet_runs_both_sides_at_once_on_swapping_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     from aebench import machine
 

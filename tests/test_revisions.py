@@ -66,6 +66,19 @@ def test_ab_refuses_a_busy_machine_before_building_anything(clone: Path, tiny_da
     assert len(err.strip().splitlines()) == 1 and not (own_cache_dir / "revisions").exists()
 
 
+def test_ab_refuses_an_output_it_could_not_write_before_building_anything(clone: Path, tiny_dataset_dir: Path,
+                                                                         own_cache_dir: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    a_file = clone / "NOTES.txt"  # a file where a folder should be
+    for option in ("--reports-dir", "--json"):
+        status = main(["ab", "HEAD~1", "HEAD", "--repo", str(clone), "--data-dir", str(tiny_dataset_dir), option,
+                       str(a_file / "out")])
+        err = capsys.readouterr().err
+        target = a_file / "out" if option == "--reports-dir" else a_file
+        assert status == 2 and f"{option} {target} cannot be written" in err, err
+    assert not (own_cache_dir / "revisions").exists()
+
+
 def test_outside_a_checkout_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not inside a git checkout"):
         revisions.repository_root(tmp_path)
