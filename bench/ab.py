@@ -659,23 +659,29 @@ def render_html(outcome: Outcome) -> str:
 # -- calibration ------------------------------------------------------------------------------------------------------
 
 
-def calibration_summary(outcomes: Sequence[Outcome]) -> pd.DataFrame:
-    """False alarms of the A/A side and detections of each spike side, over every experiment, by thread count."""
+def calibration_comparisons(outcomes: Sequence[Outcome]) -> pd.DataFrame:
+    """Every comparison of every experiment: side, spike, device and threads, metric, verdict."""
     rows = []
-    for outcome in outcomes:
+    for index, outcome in enumerate(outcomes, 1):
         for side in outcome.candidates:
             for c in outcome.speed.get(side.label, []):
                 cell = side.cell(c.key)
                 threads = f"{cell.device}{cell.threads}" if cell.threads is not None else cell.device
-                rows.append({"side": side.label, "spike_pct": round(side.spike * 100), "where": threads,
-                             "metric": c.metric, "regression": c.verdict == "regression",
+                rows.append({"experiment": index, "side": side.label, "spike_pct": round(side.spike * 100),
+                             "where": threads, "key": c.key, "metric": c.metric, "verdict": c.verdict,
+                             "change_pct": c.change_pct, "regression": c.verdict == "regression",
                              "unknown": c.verdict == "unknown"})
-    frame = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def calibration_summary(outcomes: Sequence[Outcome], by: Sequence[str] = ("spike_pct", "where")) -> pd.DataFrame:
+    """False alarms of the A/A side and detections of each spike side, over every experiment, by thread count (and
+    by metric, with ``by`` naming it: a p99 that cannot be called hides behind a rate over all metrics)."""
+    frame = calibration_comparisons(outcomes)
     if frame.empty:
         return frame
-    table = frame.groupby(["spike_pct", "where"]).agg(comparisons=("regression", "size"),
-                                                      regressions=("regression", "sum"),
-                                                      unknown=("unknown", "sum")).reset_index()
+    table = frame.groupby(list(by)).agg(comparisons=("regression", "size"), regressions=("regression", "sum"),
+                                        unknown=("unknown", "sum")).reset_index()
     table["rate"] = table["regressions"] / table["comparisons"]
     return table
 
@@ -1004,13 +1010,22 @@ def _report_calibration(outcomes: Sequence[Outcome], args: Any) -> int:
     for index, outcome in enumerate(outcomes, 1):
         print(f"experiment {index}: {outcome.rounds.count} rounds ({outcome.stop_reason}), {outcome.elapsed_s:.0f} s")
     print(format_calibration(table))
+    by_metric = calibration_summary(outcomes, by=("spike_pct", "where", "metric"))
+    if not by_metric.empty:
+        print("by metric:")
+        print(by_metric.assign(metric=[REGISTRY.label(m) for m in by_metric["metric"]],
+                               rate=[f"{r:.0%}" for r in by_metric["rate"]]).to_string(index=False))
     detectable = detectable_by_metric(outcomes[-1], "A/A")
     if detectable:
         print("smallest slowdown the last experiment's rounds could call (A/A): " + ", ".join(
             f"{REGISTRY.label(metric)} {value:.1f}%" for metric, value in detectable.items()))
     with _outputs_written():
         if args.json:
-            atomic.write_text(Path(args.json), json.dumps({"experiments": len(outcomes),
-                                                           "contaminated": outcomes[0].contamination,
-                                                           "rows": table.to_dict(orient="records")}, indent=1) + "\n")
+            def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+                return json.loads(frame.to_json(orient="records"))  # NaN as null, NumPy scalars as JSON numbers
+
+            document = {"experiments": len(outcomes), "contaminated": outcomes[0].contamination,
+                        "rows": records(table), "by_metric": records(by_metric),
+                        "comparisons": records(calibration_comparisons(outcomes))}
+            atomic.write_text(Path(args.json), json.dumps(document, indent=1) + "\n")
     return 0

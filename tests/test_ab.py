@@ -261,6 +261,26 @@ def test_calibration_counts_false_alarms_and_detections() -> None:
     assert int(aa["regressions"].sum()) == 0 and int(aa["comparisons"].sum()) == 8
     assert int(spiked["regressions"].sum()) == 4  # the conv cell's 4 figures; the dense cell is not spiked here
     assert "false alarms (A/A) on cpu1: 0 of 8" in ab.format_calibration(table)
+    by_metric = ab.calibration_summary([outcome], by=("spike_pct", "where", "metric")).set_index(["spike_pct",
+                                                                                                 "metric"])
+    assert len(by_metric) == 8 and set(by_metric.loc[20, "regressions"]) == {1}  # each metric on the conv cell
+    comparisons = ab.calibration_comparisons([outcome])
+    assert len(comparisons) == 16 and set(comparisons["experiment"]) == {1}
+
+
+def test_calibration_json_has_rates_by_metric_and_every_comparison(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    import json
+    from types import SimpleNamespace
+
+    executor = FakeExecutor({"spike 20%": 1.2}, sides=3)
+    sides = [_side("base"), _side("A/A"), _side("spike 20%", spike=0.2)]
+    outcome = ab.run_ab(sides, [cell.key for cell in sides[0].matrix.cells()], ab.Settings(margins=MARGINS), executor,
+                        quality=False, clock=executor.clock)
+    assert ab._report_calibration([outcome], SimpleNamespace(json=tmp_path / "calibration.json")) == 0
+    document = json.loads((tmp_path / "calibration.json").read_text())
+    assert document["experiments"] == 1 and len(document["by_metric"]) == 8 and len(document["comparisons"]) == 16
+    assert "by metric:" in capsys.readouterr().out
 
 
 def test_a_cell_that_crashes_only_on_the_candidate_is_a_regression() -> None:
