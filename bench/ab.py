@@ -48,7 +48,7 @@ import pandas as pd
 from aebench import load, machinelock, stats
 from aebench.config import Cell, Matrix
 from aebench.errors import CannotWrite, UserError
-from aebench.metrics import REGISTRY
+from aebench.metrics import REGISTRY, flag_is_set
 from aebench.results import CellResult
 from aebench.revisions import Revision
 
@@ -174,7 +174,7 @@ class Rounds:
 
     def add(self, side: str, result: CellResult, metrics: Sequence[str]) -> None:
         per_metric = self.figures.setdefault(side, {}).setdefault(result.cell.key, {})
-        dirty = result.status == "ok" and (result.metrics.get(load.CONTAMINATED) or 0.0) >= 0.5
+        dirty = result.status == "ok" and flag_is_set(result.metrics.get(load.CONTAMINATED))
         if dirty:  # something else used the machine meanwhile: this round says nothing about the code
             per_side = self.contaminated.setdefault(side, {})
             per_side[result.cell.key] = per_side.get(result.cell.key, 0) + 1

@@ -18,7 +18,7 @@ import pandas as pd
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY
 from aebench.models import registry
-from aebench.models.registry import CORRUPTION_HPARAM, REGISTRY as ZOO
+from aebench.models.registry import CORRUPTION_HPARAM
 
 
 def metric_frame() -> pd.DataFrame:
@@ -45,7 +45,7 @@ def zoo_frame(*, code: Callable[[str], str] = str) -> pd.DataFrame:
         return ", ".join(defaults) or "none"
 
     return pd.DataFrame([{"variant": code(name), "model": spec.description,
-                          "hyperparameters (default)": hyperparameters(spec)} for name, spec in ZOO.items()
+                          "hyperparameters (default)": hyperparameters(spec)} for name, spec in registry.REGISTRY.items()
                           if name not in registry.PLUGIN_VARIANTS])  # the README documents aebench's zoo, not this shell's plugins
 
 

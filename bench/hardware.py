@@ -38,7 +38,8 @@ from scipy.stats import gmean
 
 from aebench import atomic, compare, stats
 from aebench.errors import UserError
-from aebench.metrics import REGISTRY
+from aebench.load import CONTAMINATED
+from aebench.metrics import REGISTRY, flag_is_set
 from aebench.scenarios import Latency
 from aebench.report.page import Section, render, render_document
 from aebench.report.table import key_value_table, styled_table, text, times
@@ -202,9 +203,13 @@ def _load(operand: str, store: Store, run: str) -> Machine:
     frame = side.frame
     if not frame.empty:
         frame = frame.assign(group=[_group(key) for key in frame["key"]])
+    # The raw latency samples of the cells whose figures count: a contaminated cell's are left out with its figures.
+    dirty = {(row["run_id"], int(row["cell"])) for row in frame.to_dict(orient="records")
+             if flag_is_set(row.get(CONTAMINATED))} if not frame.empty else set()
     samples = {(run_id, int(cell)): np.asarray(arrays[Latency.ARTIFACT], dtype=np.float64)
                for run_id in side.run_ids
-               for cell, arrays in store.artifacts(run_id, names=[Latency.ARTIFACT]).items()}
+               for cell, arrays in store.artifacts(run_id, names=[Latency.ARTIFACT]).items()
+               if (run_id, int(cell)) not in dirty}
     return Machine(operand, store.path, side.run_ids, side.records, frame, samples)
 
 

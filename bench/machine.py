@@ -63,6 +63,15 @@ def usable_cpus() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
+def cell_cpus(threads: int | None) -> list[int]:
+    """The CPUs a cell of ``threads`` threads is pinned to (aebench.worker.pin_cpus): the first ones it may use, or
+    all of them when the cell names no thread count (a GPU cell)."""
+    allowed = usable_cpus()
+    if threads is not None and threads > len(allowed):
+        raise RuntimeError(f"threads={threads} but only {len(allowed)} CPUs are usable")
+    return allowed[:threads] if threads is not None else allowed
+
+
 def package_versions() -> dict[str, str]:
     versions = {}
     for name in PACKAGES:

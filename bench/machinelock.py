@@ -19,7 +19,6 @@ import json
 import os
 import socket
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -29,6 +28,7 @@ from typing import IO
 from aebench.errors import UserError
 from aebench.load import CONTAMINATED
 from aebench.results import CellResult
+from aebench.store import utc_now
 
 LOCK_FILE = "machine.lock"
 
@@ -110,10 +110,6 @@ def _write_holder(file: IO[str] | None, holder: Holder) -> None:
     os.fsync(file.fileno())
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 @contextmanager
 def hold(command: str, *, allow_concurrent: bool = False, directory: Path | None = None,
          note: Callable[[str], None] = lambda text: print(f"aebench: {text}", file=sys.stderr)) -> Iterator[MachineLock]:
@@ -152,7 +148,7 @@ def hold(command: str, *, allow_concurrent: bool = False, directory: Path | None
         stale = Holder.parse(file.read())
         if stale is not None:
             note(f"took over the machine lock of another aebench run ({stale.describe()}) whose process is gone")
-        holder = Holder(pid=os.getpid(), host=socket.gethostname(), command=command, started_at=_now())
+        holder = Holder(pid=os.getpid(), host=socket.gethostname(), command=command, started_at=utc_now())
         _write_holder(file, holder)
         lock = MachineLock(folder / LOCK_FILE, exclusive=True, _file=file, _holder=holder)
         try:

@@ -34,6 +34,15 @@ NEAR_ZERO = 1e-2
 # -- display formats -------------------------------------------------------------------------------------------------
 
 
+def flag_is_set(value: object) -> bool:
+    """How every reader takes a stored 0/1 flag (``*_unstable``, ``speed.contaminated``): set at 1; 0, None, NaN or
+    a missing column are not set."""
+    try:
+        return float(value) >= 0.5  # NaN compares False
+    except (TypeError, ValueError):
+        return False
+
+
 def fixed(digits: int) -> Formatter:
     return lambda value: f"{float(value):.{digits}f}"
 

@@ -325,9 +325,7 @@ def run_cells(
 def _wait_for_idle(cell: Cell, timeout_s: float, progress: Progress) -> dict[str, Any]:
     from aebench import load, machine
 
-    usable = machine.usable_cpus()
-    cpus = usable[:cell.threads] if cell.threads else usable  # the CPUs the cell will pin (aebench.worker.pin_cpus)
-    return load.wait_for_idle(cpus, timeout_s, progress.note)
+    return load.wait_for_idle(machine.cell_cpus(cell.threads), timeout_s, progress.note)
 
 
 def _prepare_classifiers(matrix: Matrix, cells: list[Cell], data_path: Path, scratch: Path, hosts: dict[str, WorkerHost],

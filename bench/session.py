@@ -14,7 +14,7 @@ from aebench import machine
 from aebench.config import Cell, Matrix
 from aebench.errors import UserError
 from aebench.results import CellResult
-from aebench.store import HEARTBEAT_S, Store
+from aebench.store import HEARTBEAT_S, Store, utc_now
 from aebench.summary import summarize
 
 
@@ -42,8 +42,9 @@ def start(store: Store, matrix: Matrix, cells: Sequence[Cell], argv: Sequence[st
     """Begin a new run, or continue ``resume`` (a run id, a unique prefix or 'latest'): the cells it stored are kept,
     except, with ``retry_failed``, the failed and timed-out ones, which run again."""
     if resume is None:
-        run_id = store.begin_run(matrix, machine.collect_environment(), argv)
-        return RunStart(run_id, list(cells), started_at=store.run_record(run_id)["started_at"])
+        started_at = utc_now()
+        run_id = store.begin_run(matrix, machine.collect_environment(), argv, started_at=started_at)
+        return RunStart(run_id, list(cells), started_at=started_at)
     run_id = store.resolve_run(resume)
     record = store.run_record(run_id)
     check_resumable(record, matrix, retry_failed)
@@ -58,7 +59,7 @@ def start(store: Store, matrix: Matrix, cells: Sequence[Cell], argv: Sequence[st
         prior = [{"started_at": record["started_at"], "wall_s": record["wall_s"], "status": record["status"]}]
     prior_wall_s = record["wall_s"] or 0.0
     if record["status"] in ("abandoned", "running"):  # its last invocation died without recording its wall time
-        lost = store.abandoned_wall_s(run_id)
+        lost = store.abandoned_wall_s(record)
         prior.append({"started_at": record.get("invocation_started_at") or record["started_at"],
                       "wall_s": round(lost, 2), "status": "abandoned"})
         prior_wall_s += lost

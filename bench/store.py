@@ -27,7 +27,8 @@ import psutil
 
 from aebench.config import Cell, Matrix
 from aebench.errors import UserError
-from aebench.metrics import REGISTRY
+from aebench.load import CONTAMINATED
+from aebench.metrics import REGISTRY, flag_is_set
 from aebench.results import CellResult
 
 SCHEMA_VERSION = 2
@@ -90,7 +91,7 @@ BUSY_TIMEOUT_S = 30.0  # another writer (a second process, the heartbeat thread)
 RUN_COLUMNS = ("run_id", "started_at", "git_commit", "git_dirty", "machine_id", "matrix_name")
 
 
-def _now() -> str:
+def utc_now() -> str:
     # Milliseconds: an abandoned invocation's wall is measured between these stamps (Store.abandoned_wall_s).
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -183,9 +184,10 @@ class Store:
 
     # -- writing -------------------------------------------------------------------------------------------------------
 
-    def begin_run(self, matrix: Matrix, environment: Mapping[str, Any], argv: Sequence[str], run_id: str | None = None) -> str:
+    def begin_run(self, matrix: Matrix, environment: Mapping[str, Any], argv: Sequence[str], run_id: str | None = None,
+                  started_at: str | None = None) -> str:
         run_id = run_id or new_run_id()
-        now = _now()
+        now = started_at or utc_now()
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO runs (run_id, started_at, status, matrix_name, matrix_json, argv, git_commit, git_dirty,"
@@ -200,17 +202,17 @@ class Store:
     def claim_run(self, run_id: str) -> str:
         """A resumed run's runner is this process now: its host, pid and heartbeat replace the earlier runner's, and
         this invocation starts now. Returns that time."""
-        now = _now()
+        now = utc_now()
         with self._transaction() as db:
             db.execute("UPDATE runs SET status = 'running', host = ?, pid = ?, heartbeat_at = ?, invocation_started_at = ?"
                        " WHERE run_id = ?", (socket.gethostname(), os.getpid(), now, now, run_id))
         return now
 
-    def abandoned_wall_s(self, run_id: str) -> float:
-        """How long the last invocation of an abandoned run ran before it died: from its start to its last sign of
-        life, the later of its last heartbeat and its last stored cell. A lower bound, so the run's summary never
-        counts cells without the time they took."""
-        record = self.run_record(run_id)
+    def abandoned_wall_s(self, record: Mapping[str, Any]) -> float:
+        """How long the last invocation of an abandoned run (its ``run_record``) ran before it died: from its start to
+        its last sign of life, the later of its last heartbeat and its last stored cell. A lower bound, so the run's
+        summary never counts cells without the time they took."""
+        run_id = record["run_id"]
         began = record.get("invocation_started_at") or record["started_at"]
         last_cell = self._db.execute("SELECT MAX(finished_at) FROM cells WHERE run_id = ? AND finished_at >= ?",
                                      (run_id, began)).fetchone()[0]
@@ -220,7 +222,7 @@ class Store:
     def beat(self, run_id: str) -> None:
         """The runner is alive (see ``run_status``)."""
         with self._transaction() as db:
-            db.execute("UPDATE runs SET heartbeat_at = ? WHERE run_id = ?", (_now(), run_id))
+            db.execute("UPDATE runs SET heartbeat_at = ? WHERE run_id = ?", (utc_now(), run_id))
 
     def add_result(self, run_id: str, result: CellResult) -> None:
         with self._transaction() as db:
@@ -243,7 +245,7 @@ class Store:
         with self._transaction() as db:
             db.execute(
                 "UPDATE runs SET finished_at = ?, status = ?, wall_s = ?, summary_json = ? WHERE run_id = ?",
-                (_now(), status, wall_s, json.dumps(dict(summary)), run_id),
+                (utc_now(), status, wall_s, json.dumps(dict(summary)), run_id),
             )
 
     # -- reading -------------------------------------------------------------------------------------------------------
@@ -356,7 +358,7 @@ def _insert_result(db: sqlite3.Connection, run_id: str, result: CellResult) -> N
         "INSERT INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (run_id, result.cell.index, result.cell.key, json.dumps(result.cell.to_dict()), result.status,
          result.exit_code, result.error, result.stderr_tail, result.duration_s,
-         json.dumps(dict(result.metrics)), json.dumps(dict(result.info)), _now()),
+         json.dumps(dict(result.metrics)), json.dumps(dict(result.info)), utc_now()),
     )
     db.executemany(
         "INSERT INTO artifacts VALUES (?, ?, ?, ?)",
@@ -377,9 +379,9 @@ def without_contaminated_speed(frame: pd.DataFrame) -> pd.DataFrame:
     """The flat table with every speed figure of a contaminated cell blanked (``speed.contaminated = 1``: it ran
     beside another benchmark, ``--allow-concurrent``), so that no verdict, noise estimate or ratio uses it. Its
     quality figures stay: the machine's load does not change them."""
-    if frame.empty or "speed.contaminated" not in frame.columns:
+    if frame.empty or CONTAMINATED not in frame.columns:
         return frame
-    dirty = pd.to_numeric(frame["speed.contaminated"], errors="coerce").fillna(0.0) >= 0.5
+    dirty = frame[CONTAMINATED].map(flag_is_set).astype(bool)
     if not dirty.any():
         return frame
     # The figures to compare go; the load measurements and the flag, the evidence, stay.

@@ -18,14 +18,15 @@ import pandas as pd
 from markupsafe import Markup
 
 from aebench.aggregate import CI_SUFFIX
-from aebench.metrics import REGISTRY, Formatter, general, integer
+from aebench.metrics import REGISTRY, Formatter, flag_is_set, general, integer
 from aebench.results import UNSTABLE_CV
 
 UNSTABLE_MARK = "≈"
 UNSTABLE_LEGEND = f"{UNSTABLE_MARK} unstable: stdev > {UNSTABLE_CV:.0%} of mean"
 CONTAMINATED_MARK = "‼"
 CONTAMINATED_LEGEND = (f"{CONTAMINATED_MARK} contaminated: taken while another aebench run held the machine "
-                       "(--allow-concurrent); compare, hardware and history leave these figures out")
+                       "(--allow-concurrent) or while a load check saw other work on the cell's CPUs "
+                       "(info.contaminated says which); compare, hardware, history and ab leave these figures out")
 NA = "—"
 PREFERRED_VARIANT = "conv"  # the paper's model: the latency and image-grid sections show it when it ran
 CI_NOTE = ("Figures are the mean ± the half-width of the 95% confidence interval over seeds (Student t, "
@@ -81,7 +82,7 @@ def flags(frame: pd.DataFrame, column: str | None) -> pd.Series:
     """An ``*_unstable`` column as booleans (missing or NaN = stable)."""
     if column is None:
         return pd.Series(False, index=frame.index)
-    return numeric(frame, column).fillna(0.0) >= 0.5
+    return numeric(frame, column).map(flag_is_set).astype(bool)
 
 
 def strings(frame: pd.DataFrame, column: str) -> pd.Series:

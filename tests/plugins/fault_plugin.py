@@ -17,15 +17,11 @@ import time
 from pathlib import Path
 
 from aebench.models.registry import VariantSpec
+from tiny_plugin import build_tiny
 
 
 def _working_model() -> object:
-    import keras
-    from keras import layers
-
-    inputs = keras.Input(shape=(28, 28, 1), name="image")
-    latent = layers.Dense(4, name="latent")(layers.Flatten()(inputs))
-    return keras.Model(inputs, layers.Reshape((28, 28, 1))(layers.Dense(784, activation="sigmoid")(latent)))
+    return build_tiny(latent_dim=4)
 
 
 def build_segfault() -> object:
