@@ -111,9 +111,10 @@ REGISTRY: dict[str, VariantSpec] = {
     "sparse_kl": _spec(
         "sparse_kl",
         "aebench.models.dense:build_sparse_kl",
-        {"rho": 0.05, "beta": 1e-2},
-        {"rho": (0.0, 1.0), "beta": (0.0, 100.0)},
-        "undercomplete topology, sigmoid code with a KL(rho || mean activation) sparsity penalty",
+        {"rho": 0.05, "beta": 1e-2, "center_input": 1},
+        {"rho": (0.0, 1.0), "beta": (0.0, 100.0), "center_input": (0, 1)},
+        "undercomplete topology on centred pixels (center_input), sigmoid code with a KL(rho || mean activation) "
+        "sparsity penalty",
         exclusive=frozenset({"rho"}),
     ),
     "denoising": _spec(
@@ -128,9 +129,10 @@ REGISTRY: dict[str, VariantSpec] = {
     "contractive": _spec(
         "contractive",
         "aebench.models.dense:build_contractive",
-        {"contractive_lambda": 1e-4},
-        {"contractive_lambda": (0.0, 1.0)},
-        "784-32-128-784 with one sigmoid encoder layer, the squared Frobenius norm of its Jacobian as penalty",
+        {"contractive_lambda": 1e-4, "center_input": 1},
+        {"contractive_lambda": (0.0, 1.0), "center_input": (0, 1)},
+        "784-32-128-784 with one sigmoid encoder layer on centred pixels (center_input), the squared Frobenius norm "
+        "of its Jacobian as penalty",
     ),
     "conv": _spec(
         "conv",

@@ -62,6 +62,13 @@ def test_recovered_fraction() -> None:
     assert accuracy.recovered_fraction(0.99, 0.49, 0.89) == pytest.approx(0.8)
     assert accuracy.recovered_fraction(0.99, 0.49, 0.39) == pytest.approx(-0.2)
     assert accuracy.recovered_fraction(0.99, 0.985, 0.99) is None  # noise cost under MIN_ACCURACY_DROP
+    # eefcf57 showed -1348%: noise cost 2 points, denoising lost 27. Under 5 points the ratio is not shown at all;
+    # the points gained say it plainly.
+    assert accuracy.recovered_fraction(0.98, 0.96, 0.69) is None
+    assert accuracy.accuracy_points_gained(0.96, 0.69) == pytest.approx(-27.0)
+    # Never beyond ±100%: worse than noisy by more than the noise cost, or better than clean.
+    assert accuracy.recovered_fraction(0.70, 0.60, 0.40) == -1.0
+    assert accuracy.recovered_fraction(0.90, 0.49, 0.95) == 1.0
 
 
 # -- probe and diagnostics ---------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def built() -> dict[str, keras.Model]:
     return {v: build_autoencoder(v) for v in VARIANTS}
 
 
-def _dense_params(latent: int, hidden: int, contractive: bool) -> int:
+def _dense_params(latent: int, hidden: int, contractive: bool, centred: bool = False) -> int:
     def dense(n_in: int, n_out: int) -> int:
         return n_in * n_out + n_out
 
@@ -46,7 +46,8 @@ def _dense_params(latent: int, hidden: int, contractive: bool) -> int:
         encoder = dense(784, latent)
     else:
         encoder = dense(784, hidden) + dense(hidden, latent)
-    return encoder + dense(latent, hidden) + dense(hidden, 784)
+    centring = 784 if centred else 0  # InputCentering's running mean of the 784 pixels (not trained)
+    return centring + encoder + dense(latent, hidden) + dense(hidden, 784)
 
 
 # --- registry ---------------------------------------------------------------
@@ -103,10 +104,10 @@ def test_conv_has_paper_parameter_count(built) -> None:
 
 @pytest.mark.parametrize("variant", DENSE)
 def test_dense_parameter_counts(built, variant: str) -> None:
-    contractive = variant == "contractive"
-    assert built[variant].count_params() == _dense_params(32, 128, contractive)
+    contractive, centred = variant == "contractive", variant in ("contractive", "sparse_kl")
+    assert built[variant].count_params() == _dense_params(32, 128, contractive, centred)
     assert parameter_count(variant, {"latent_dim": 5, "hidden_units": 7}) == (
-        _dense_params(5, 7, contractive)
+        _dense_params(5, 7, contractive, centred)
     )
 
 
@@ -205,6 +206,33 @@ def test_contractive_closed_form_matches_autodiff(built, images) -> None:
     assert added == pytest.approx(layer.contractive_lambda * autodiff.mean(), rel=1e-4)
 
 
+def test_input_centering_tracks_the_mean_and_is_a_fixed_shift_at_inference(images) -> None:
+    from aebench.models.regularizers import InputCentering
+
+    layer = InputCentering(momentum=0.5)
+    flat = images.reshape(len(images), -1)
+    for _ in range(30):  # a running mean of batch means converges to the batch mean
+        layer(flat, training=True)
+    mean = keras.ops.convert_to_numpy(layer.moving_mean)
+    np.testing.assert_allclose(mean, flat.mean(axis=0), atol=1e-5)
+    shifted = keras.ops.convert_to_numpy(layer(flat[:2], training=False))
+    np.testing.assert_allclose(shifted, flat[:2] - mean, atol=1e-6)
+    assert not layer.trainable_weights  # nothing to learn: a constant shift for the Jacobian
+
+
+@needs_tf
+def test_the_centred_contractive_encoders_jacobian_is_the_closed_form(images) -> None:
+    """The whole encoder, image to code, by autodiff, against the closed form on the layer's (centred) input."""
+    from aebench import accuracy
+
+    model = build_autoencoder("contractive")
+    model(images, training=True)  # a training call moves the running mean off zero
+    assert float(np.abs(keras.ops.convert_to_numpy(model.get_layer("centering").moving_mean)).max()) > 0
+    check = accuracy.contractive_jacobian_check(model, images[:4])
+    assert check["diag.jacobian_fro_sq_closed_form"] == pytest.approx(check["diag.jacobian_fro_sq_autodiff"],
+                                                                      rel=1e-4)
+
+
 def test_closed_form_rejects_non_sigmoid(built, images) -> None:
     with pytest.raises(ValueError, match="sigmoid"):
         jacobian_frobenius_sq_closed_form(
@@ -273,7 +301,7 @@ def test_resolve_defaults_and_overrides() -> None:
     assert resolve_hparams("undercomplete", {}) == defaults
     assert resolve_hparams("conv", None) == {}
     hp = resolve_hparams("sparse_kl", {"rho": 0.1, "beta": 2})
-    assert hp == {"latent_dim": 32, "hidden_units": 128, "rho": 0.1, "beta": 2.0}
+    assert hp == {"latent_dim": 32, "hidden_units": 128, "rho": 0.1, "beta": 2.0, "center_input": 1}
     assert isinstance(hp["beta"], float)
     assert resolve_hparams("denoising", {"noise_factor": 0})["noise_factor"] == 0.0
     assert resolve_hparams("sparse_l1", {"latent_dim": np.int64(8)})["latent_dim"] == 8
