@@ -9,11 +9,11 @@ the other half), each in a fresh worker process, and the verdict comes from the 
 - **Quality** needs no rounds: with the same seed, identical code gives bit-identical figures. A quality pass runs
   every cell once per side with the matrix as given; its figures are compared exactly, with the trained weights'
   hash beside them, so "bit-identical" is visible.
-- **Speed rounds** run each cell with a shorter training on ``speed_train_size`` images and without the accuracy
-  extras, so that many rounds fit in minutes. The first epoch (tracing) is excluded as always; the number of steady
-  epochs is sized per cell from the quality pass's training speed so that the timed training lasts about
-  ``speed_train_s`` seconds (a dense AE's 2,048-image epoch takes a tenth of a second: too short to time well).
-  Both sides run the same settings, so their ratio is what a round measures.
+- **Speed rounds** run each cell with a 2-epoch training on ``speed_train_size`` images (the weights they time) and
+  without the accuracy extras, so that many rounds fit in minutes. The training steps over those images are timed
+  after a warm-up repeat, as always; the number of timed repeats is sized per cell from the quality pass's training
+  speed so that they last about ``speed_train_s`` seconds (a dense AE's 2,048 images take a tenth of a second: too
+  short to time well). Both sides run the same settings, so their ratio is what a round measures.
 - **Duet** (``--duet``): both sides run at the same time, each on its own core with one thread, swapping cores from
   round to round, so both see the same machine state (Bulej et al., "Duet benchmarking", 2020).
 - **Calibration** (``--calibrate``): extra candidate sides run the same revision with a known amount of busy work
@@ -55,7 +55,7 @@ from aebench.revisions import Revision
 Clock = Callable[[], float]
 SPEED_TRAIN_SIZE = 2048  # images per epoch in speed rounds: 16 batches of 128
 SPEED_TRAIN_S = 1.0  # steady training time a speed round aims for, per cell
-MAX_SPEED_EPOCHS = 50
+MAX_SPEED_EPOCHS = 50  # a speed round's timed steps: warm-up plus at most 49 timed repeats
 DEFAULT_MAX_ROUNDS = 20
 # Sized so that `aebench ab` on 4 quick-profile cells (the issue's A/A example) ends within 10 minutes on 2 cores,
 # the quality pass and the worker start-up included.
@@ -84,6 +84,16 @@ class Side:
     def slug(self) -> str:
         """The label as a file name ("A/A" and "spike 10%" are labels)."""
         return re.sub(r"[^A-Za-z0-9._-]+", "_", self.label)
+
+    @cached_property
+    def times_training_steps(self) -> bool:
+        """Whether this revision's worker times training in steps from the trained weights (``[train_timing]``) or,
+        older, over the steady epochs of its training run. A speed round asks each in its own terms: an older worker
+        refuses a matrix key it does not know."""
+        config = self.revision.site / "aebench" / "config.py"
+        if not config.is_file():  # no installed revision (the tests' fake sides): today's layout
+            return True
+        return '"train_timing"' in config.read_text(encoding="utf-8")
 
     @cached_property
     def _cells(self) -> dict[str, Cell]:
@@ -123,16 +133,29 @@ class Settings:
 
 
 def speed_matrix(matrix: Matrix, train_size: int, train_ips: float | None = None,
-                 train_s: float = SPEED_TRAIN_S, noise: float | None = None) -> Matrix:
-    """The matrix a speed round runs for one cell: at most ``train_size`` images per epoch, and enough steady epochs
-    to train for about ``train_s`` seconds at ``train_ips`` (one steady epoch when the speed is unknown). Nothing a
-    round does not time: no reference classifier, latent probe or framework path, a robustness sweep of the cell's
-    own ``noise`` level only, and no more test images than the Offline batch needs."""
+                 train_s: float = SPEED_TRAIN_S, noise: float | None = None, in_steps: bool = True) -> Matrix:
+    """The matrix a speed round runs for one cell: a 2-epoch training run on at most ``train_size`` images (the
+    weights it times; their quality is not judged here), then training steps over those images timed in enough
+    repeats to take about ``train_s`` seconds at ``train_ips`` (one timed repeat when the speed is unknown). Nothing
+    a round does not time: no reference classifier, latent probe or framework path, a robustness sweep of the cell's
+    own ``noise`` level only, and no more test images than the Offline batch needs.
+
+    ``in_steps=False`` asks an older worker, which times the steady epochs of its training run, for the same timed
+    work as epochs: one warm-up epoch and as many steady ones as there would be repeats."""
     images = min(matrix.train_size, train_size)
-    steady = 1 if not train_ips else min(MAX_SPEED_EPOCHS - 1, max(1, math.ceil(train_s * train_ips / images)))
-    return replace(matrix, epochs=1 + steady, train_size=images, accuracy=False, predict_path=False, checkpoint=False,
-                   eval_noise=(noise,) if noise is not None else matrix.eval_noise,
-                   test_size=max(matrix.throughput.batch_size, 1))
+    repeats = 1 if not train_ips else min(MAX_SPEED_EPOCHS - 1, max(1, math.ceil(train_s * train_ips / images)))
+    common = {"train_size": images, "accuracy": False, "predict_path": False, "checkpoint": False,
+              "eval_noise": (noise,) if noise is not None else matrix.eval_noise,
+              "test_size": max(matrix.throughput.batch_size, 1)}
+    if not in_steps:
+        return replace(matrix, epochs=1 + repeats, **common)
+    timing = replace(matrix.train_timing, steps=math.ceil(images / matrix.batch_size), repeats=repeats)
+    return replace(matrix, epochs=2, train_timing=timing, **common)
+
+
+def timed_repeats(matrix: Matrix, in_steps: bool) -> int:
+    """How many timed repeats of its training a speed round's matrix asks for (steady epochs of an older worker)."""
+    return matrix.train_timing.repeats if in_steps else matrix.epochs - 1
 
 
 def speed_matrices(sides: Sequence[Side], keys: Sequence[str], settings: Settings,
@@ -145,7 +168,8 @@ def speed_matrices(sides: Sequence[Side], keys: Sequence[str], settings: Setting
         return float(value) if value else None
 
     return {(side.label, key): speed_matrix(side.matrix, settings.speed_train_size, ips(key), settings.speed_train_s,
-                                            side.cell(key).noise) for side in sides for key in keys}
+                                            side.cell(key).noise, side.times_training_steps)
+            for side in sides for key in keys}
 
 
 class Executor(Protocol):
@@ -799,8 +823,9 @@ def run_ab(sides: Sequence[Side], keys: Sequence[str], settings: Settings, execu
         unsized = speed_matrices([base], keys, settings)
         sizing = {key: executor.run(base, unsized[base.label, key], base.cell(key)) for key in keys}
     matrices = speed_matrices(sides, keys, settings, sizing)
-    note("speed rounds train " + ", ".join(f"{base.cell(key).variant} {matrices[base.label, key].epochs - 1} x "
-                                           f"{matrices[base.label, key].train_size}" for key in keys) + " steady images")
+    note("speed rounds time training over " + ", ".join(
+        f"{base.cell(key).variant} {timed_repeats(matrices[base.label, key], base.times_training_steps)} x "
+        f"{matrices[base.label, key].train_size}" for key in keys) + " images")
     needed = stats.rounds_needed(len(keys) * len(speed_metrics()))
     note(f"{len(keys) * len(speed_metrics())} speed comparisons per candidate: no call is possible before round "
          f"{needed}")

@@ -6,11 +6,13 @@ import argparse
 import os
 import signal
 import sqlite3
+import shutil
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +156,25 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--format", choices=("text", "otava-csv"), default="text",
                          help="otava-csv: print the series in Apache Otava's CSV format instead (writes no page)")
     _add_store(history)
+
+    figure = commands.add_parser("figure", help="write one of a run's figures as a PNG (the README's pictures)")
+    figure.add_argument("kind", choices=("grid", "curve"),
+                        help="grid: clean, noisy and denoised test digits; curve: validation PSNR vs images seen")
+    figure.add_argument("run", nargs="?", default=None, help="run id or unique prefix (default: the latest)")
+    figure.add_argument("--out", type=Path, required=True, help="the PNG file to write")
+    figure.add_argument("--variant", default=None, help="the trained model's variant (default: the first)")
+    figure.add_argument("--noise", type=float, default=None, help="its noise level (default: the first)")
+    _add_store(figure)
+
+    tune = commands.add_parser("tune", help="compare values of a variant's hyperparameter on the held-out validation "
+                                           "slice of the training set (never the test set)")
+    tune.add_argument("variant", help="the variant to tune")
+    tune.add_argument("--param", required=True, metavar="KEY=V1,V2,...", help="the hyperparameter and its values")
+    tune.add_argument("--matrix", default="quick", help="the matrix whose training settings and noise levels to use")
+    tune.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a matrix key (repeatable), e.g. --set 'noise=[0.3]'")
+    tune.add_argument("--data-dir", type=Path, default=None, help="folder holding mnist.npz / fashion_mnist.npz")
+    _add_allow_concurrent(tune)
 
     commands.add_parser("crosscheck", add_help=False,
                         help="time the harness against hand-written loops on the conv AE (options: crosscheck --help)")
@@ -301,10 +322,12 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
     stopped_by: BaseException | None = None
     try:
         with session.Heartbeat(store.path, run_id):
-            checkpoints = store.path.parent / "checkpoints" / run_id if matrix.checkpoint else None
+            run_folder = store.path.parent / "checkpoints" / run_id
             runner.run_cells(matrix, run.cells, data_path=data_path, skip_check=skip_check, on_result=store_result,
-                             checkpoint_root=checkpoints, cache_dir=store.path.parent / "cache",
-                             on_prepared=prepared.append, wait_idle_s=args.wait_idle)
+                             checkpoint_root=run_folder if matrix.checkpoint else None,
+                             cache_dir=store.path.parent / "cache", on_prepared=prepared.append,
+                             wait_idle_s=args.wait_idle, weights_root=run_folder / "weights",
+                             trained_before=session.stored_training(store, run_id) if run.resumed else None)
         status = "complete"
     except BaseException as error:
         stopped_by = error
@@ -332,6 +355,12 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
     print(format_summary(run_id, summary, report_path), file=sys.stderr)
     store.close()
     failed = sum(r.status in ("failed", "timeout") for r in stored)  # every cell of the run, a resumed one's too
+    if status == "complete" and not failed:
+        # Nothing left to resume or retry: the trained weights the thread counts shared have served.
+        run_folder = store.path.parent / "checkpoints" / run_id
+        shutil.rmtree(run_folder / "weights", ignore_errors=True)
+        with suppress(OSError):
+            run_folder.rmdir()  # when nothing else (a checkpoint) is left in it
     return EXIT_CELLS_FAILED if failed else 0
 
 
@@ -391,6 +420,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     with Store(_store_path(args), create=False) as store:
         path = write_report(store, store.resolve_run(args.run), args.reports_dir)
     print(path)
+    return 0
+
+
+def cmd_figure(args: argparse.Namespace) -> int:
+    from aebench.figures import write_figure
+    from aebench.store import Store
+
+    store = Store(_store_path(args), create=False)
+    print(write_figure(store, args.run, args.kind, args.out, args.variant, args.noise))
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from aebench import backends, config, data, machinelock, tune
+
+    matrix = config.load_matrix(args.matrix, args.overrides)
+    backends.current().configure_threads(max(matrix.threads))  # before the backend's first op, as a cell does
+    if args.variant not in config.registry.VARIANTS:
+        raise UserError(f"variant {args.variant!r} is unknown: allowed {', '.join(config.registry.VARIANTS)}")
+    key, values = tune.parse_values(args.variant, args.param)
+    path = data.find_dataset(matrix.dataset, args.data_dir)
+    dataset = data.load_dataset(matrix.dataset, path)
+    # Training on every core: it would slow a benchmark timing beside it, so it waits its turn as one.
+    with machinelock.hold("tune", allow_concurrent=args.allow_concurrent):
+        table = tune.tune(replace(matrix, variants=(args.variant,)), dataset, args.variant, key, values)
+    print(tune.format_table(table, key))
     return 0
 
 
@@ -518,6 +573,8 @@ COMMANDS = {
     "list": cmd_list,
     "export": cmd_export,
     "report": cmd_report,
+    "figure": cmd_figure,
+    "tune": cmd_tune,
     "metrics": cmd_metrics,
     "models": cmd_models,
     "devices": cmd_devices,

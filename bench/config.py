@@ -24,7 +24,9 @@ NOISE_TYPES = ("gaussian", "salt_and_pepper", "masking")
 DEVICES = ("cpu", "gpu", "tpu")
 BACKENDS = ("tensorflow", "jax", "torch")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+LR_SCHEDULES = ("constant", "cosine")
 MATRICES_DIR = Path(__file__).parent / "matrices"
+TRAINING_IMAGES = 60000  # both datasets' training sets: the training subset and the held-out slice come from them
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,25 @@ class ThroughputSettings:
 
 
 @dataclass(frozen=True)
+class TrainTimingSettings:
+    """How every cell times training: from the trained weights, one warm-up epoch of ``steps`` batches (tracing,
+    compilation, the optimizer's first step), then ``repeats`` timed epochs of ``steps`` batches on the same feed. The
+    weights those steps change are discarded."""
+
+    steps: int = 20
+    repeats: int = 3
+
+
+@dataclass(frozen=True)
+class TimeToQualitySettings:
+    """The training run's quality clock: validation PSNR on the held-out slice every ``every_steps`` steps; the
+    target is the noisy validation images' own PSNR plus ``target_gain_db``."""
+
+    target_gain_db: float = 3.0
+    every_steps: int = 50
+
+
+@dataclass(frozen=True)
 class Cell:
     """One point of the matrix: everything a worker needs to know that differs between cells."""
 
@@ -67,6 +88,12 @@ class Cell:
     def key(self) -> str:
         where = f"{self.device}{self.threads}" if self.threads is not None else self.device
         return f"{self.variant}/{self.noise_type}{self.noise:g}/{where}/{self.backend}/{self.precision}/seed{self.seed}"
+
+    @property
+    def quality_key(self) -> str:
+        """The key without the thread count: cells that share it train one model (the one with the most threads
+        trains it) and share its quality figures; each thread count times its own speed."""
+        return f"{self.variant}/{self.noise_type}{self.noise:g}/{self.device}/{self.backend}/{self.precision}/seed{self.seed}"
 
     @property
     def label(self) -> str:
@@ -102,7 +129,9 @@ class Matrix:
     epochs: int = 3
     batch_size: int = 128
     learning_rate: float = 1e-3
-    train_size: int = 60000
+    lr_schedule: str = "constant"  # or "cosine": from learning_rate down to 0 over the training run's steps
+    train_size: int = 59000
+    validation_size: int = 1000  # held out of the training set for time-to-quality; never trained on
     test_size: int = 10000
     seed: int = 0
     repeats: int = 1
@@ -115,6 +144,8 @@ class Matrix:
     checkpoint: bool = False
     latency: LatencySettings = field(default_factory=LatencySettings)
     throughput: ThroughputSettings = field(default_factory=ThroughputSettings)
+    train_timing: TrainTimingSettings = field(default_factory=TrainTimingSettings)
+    time_to_quality: TimeToQualitySettings = field(default_factory=TimeToQualitySettings)
     hparams: Mapping[str, Mapping[str, float | int]] = field(default_factory=dict)
 
     @classmethod
@@ -125,6 +156,27 @@ class Matrix:
         data = dataclasses.asdict(self)
         data["hparams"] = {variant: dict(values) for variant, values in self.hparams.items()}
         return data
+
+    @property
+    def decay_steps(self) -> int | None:
+        """The training run's optimizer steps, over which a cosine schedule decays; None for a constant rate."""
+        if self.lr_schedule == "constant":
+            return None
+        return self.epochs * math.ceil(self.train_size / self.batch_size)
+
+    def to_task(self) -> dict[str, Any]:
+        """The matrix as a worker's task carries it: the required keys and those that differ from their defaults.
+        A worker of another revision (``aebench ab``) fills in its own defaults, so a key added since it was
+        written reaches it only when the matrix sets it."""
+        defaults: dict[str, Any] = {}
+        for item in dataclasses.fields(self):
+            if item.default is not dataclasses.MISSING:
+                defaults[item.name] = item.default
+            elif item.default_factory is not dataclasses.MISSING:
+                value = item.default_factory()
+                defaults[item.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        return {key: value for key, value in self.to_dict().items()
+                if key in REQUIRED or key not in defaults or value != _plain(defaults[key])}
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -153,6 +205,11 @@ class Matrix:
                     )
                 )
         return cells
+
+
+def _plain(value: Any) -> Any:
+    """A default as ``to_dict`` writes it: tuples as they are, mappings as plain dicts."""
+    return dict(value) if isinstance(value, Mapping) else value
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -244,7 +301,9 @@ _TOP_LEVEL = {
     "epochs": _integer(2),  # the first epoch includes compilation and is timed apart from the steady ones
     "batch_size": _integer(1),
     "learning_rate": _number(0.0, strict=True),
-    "train_size": _integer(1, 60000),
+    "lr_schedule": _choice(LR_SCHEDULES),
+    "train_size": _integer(1, TRAINING_IMAGES - 1),
+    "validation_size": _integer(1, TRAINING_IMAGES - 1),
     "test_size": _integer(1, 10000),
     "seed": _integer(0, 2**31 - 1),
     "repeats": _integer(1, 100),
@@ -266,6 +325,8 @@ _LOOP_CHECKS = {
 _SECTIONS = {
     "latency": (LatencySettings, _LOOP_CHECKS),
     "throughput": (ThroughputSettings, {"batch_size": _integer(1), **_LOOP_CHECKS}),
+    "train_timing": (TrainTimingSettings, {"steps": _integer(1), "repeats": _integer(2)}),
+    "time_to_quality": (TimeToQualitySettings, {"target_gain_db": _number(0.0), "every_steps": _integer(1)}),
 }
 REQUIRED = ("name", "dataset", "variants", "noise", "threads")
 
@@ -295,13 +356,17 @@ def _build_matrix(raw: Mapping[str, Any]) -> Matrix:
             if key not in checks:
                 raise UserError(f"unknown key '{section}.{key}': allowed {', '.join(section + '.' + k for k in checks)}")
         settings = settings_type(**{key: checks[key](f"{section}.{key}", value) for key, value in table.items()})
-        if settings.max_duration_s < settings.min_duration_s:
+        if getattr(settings, "max_duration_s", math.inf) < getattr(settings, "min_duration_s", 0.0):
             raise _fail(f"{section}.max_duration_s", settings.max_duration_s, f">= {section}.min_duration_s")
         values[section] = settings
     values["hparams"] = _check_hparams(raw.get("hparams", {}))
     matrix = Matrix(**values)
     if matrix.noise_type != "gaussian" and max(matrix.noise + matrix.eval_noise, default=0) > 1:
         raise _fail("noise", list(matrix.noise), f"fractions from 0 to 1 for noise_type {matrix.noise_type!r}")
+    if matrix.train_size + matrix.validation_size > TRAINING_IMAGES:
+        raise _fail("train_size", matrix.train_size, f"<= {TRAINING_IMAGES - matrix.validation_size}: the "
+                    f"{matrix.validation_size} images of validation_size are held out of the {TRAINING_IMAGES:,} "
+                    "training images")
     if matrix.throughput.batch_size > matrix.test_size:
         raise _fail("throughput.batch_size", matrix.throughput.batch_size, f"<= test_size ({matrix.test_size})")
     return matrix
@@ -386,7 +451,9 @@ def load_matrix(name_or_path: str | Path, overrides: Iterable[str] = ()) -> Matr
 
 
 def shard(cells: Sequence[Cell], spec: str | None) -> list[Cell]:
-    """``i/N`` keeps every N-th cell starting at i (1-based), so N machines can split one matrix."""
+    """``i/N`` keeps every N-th training group starting at i (1-based), so N machines can split one matrix. A group is
+    the cells of one quality key (every thread count of a model): they stay together, because one of them trains
+    the weights the others time."""
     if not spec:
         return list(cells)
     try:
@@ -396,4 +463,6 @@ def shard(cells: Sequence[Cell], spec: str | None) -> list[Cell]:
         raise UserError(f"--shard {spec!r} is invalid: allowed i/N with 1 <= i <= N, for example 1/2") from None
     if not 1 <= index <= count:
         raise UserError(f"--shard {spec!r} is invalid: allowed i/N with 1 <= i <= N, for example 1/2")
-    return list(cells[index - 1 :: count])
+    groups = list(dict.fromkeys(cell.quality_key for cell in cells))
+    kept = set(groups[index - 1 :: count])
+    return [cell for cell in cells if cell.quality_key in kept]

@@ -174,3 +174,18 @@ def subset(images: np.ndarray, labels: np.ndarray, size: int, seed: int) -> tupl
     order = np.random.default_rng(seed).permutation(len(images))[:size]
     order.sort()
     return images[order], labels[order]
+
+
+def training_split(images: np.ndarray, labels: np.ndarray, train_size: int, validation_size: int,
+                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(training images, their labels, validation images): two disjoint random slices of the training set.
+
+    One permutation of the seed draws both: the training subset is its first ``train_size`` images (the same ones
+    ``subset`` picks), the validation slice its last ``validation_size``. The validation slice is what time-to-quality
+    is judged on and variants are tuned on; it is never trained on, and the test set is never looked at."""
+    if train_size + validation_size > len(images):
+        raise ValueError(f"train_size {train_size} + validation_size {validation_size} is invalid: allowed at most the "
+                         f"{len(images)} training images")
+    order = np.random.default_rng(seed).permutation(len(images))
+    train, validation = np.sort(order[:train_size]), np.sort(order[len(images) - validation_size:])
+    return images[train], labels[train], images[validation]

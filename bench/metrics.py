@@ -101,6 +101,10 @@ class Metric:
     # metric's own unit for quality figures (bit-identical for the same seed, so any difference is real). A metric
     # with a margin is gated: those commands judge it by default.
     margin: float | None = None
+    # A figure of the training run rather than of the cell's own process: every thread count of a model shares the
+    # one its training cell measured (quality and diagnostics always are; a few speed figures, such as time to
+    # target, too).
+    of_training: bool = False
 
     def __post_init__(self) -> None:
         if self.group not in GROUPS:
@@ -119,6 +123,11 @@ class Metric:
     def group(self) -> str:
         prefix = self.name.split(".", 1)[0]
         return _PREFIX_GROUP.get(prefix, prefix)
+
+    @property
+    def from_training(self) -> bool:
+        """Measured once per model by the cell that trained it, and shared by the cells that only time it."""
+        return self.of_training or self.group in ("quality", "diag")
 
     @property
     def is_family(self) -> bool:
@@ -175,6 +184,18 @@ _ALL: tuple[Metric, ...] = (
     Metric("quality.noisy_ssim", "noisy SSIM", "", None, "SSIM of the noisy input itself", fixed(4)),
     Metric("quality.train_loss", "train loss", "", "lower", "the last epoch's training loss (penalties included)",
            fixed(4)),
+    # Time-to-quality (aebench.timetoquality): validation PSNR on the held-out slice of the training set, evaluated
+    # every time_to_quality.every_steps steps during training.
+    Metric("quality.val_psnr_db", "val PSNR", "dB", "higher",
+           "PSNR on the held-out validation slice of the training set at the end of training", fixed(2)),
+    Metric("quality.val_gain_db", "val gain", "dB", "higher", "validation PSNR minus the noisy validation images' PSNR",
+           signed(2)),
+    Metric("quality.target_psnr_db", "target PSNR", "dB", None,
+           "the time-to-quality target: the noisy validation images' PSNR + time_to_quality.target_gain_db", fixed(2)),
+    Metric("quality.target_reached", "target reached", "", None,
+           "1 when validation PSNR reached the target during training; 0: not reached (no time to target then)", flag),
+    Metric("quality.images_to_target", "images to target", "img", "lower",
+           "training images seen at the first evaluation at or above the target", thousands),
     Metric("quality.acc_clean", "acc clean", "", None, "reference classifier accuracy on the clean test images",
            fixed(4)),
     Metric("quality.acc_noisy", "acc noisy", "", None, "reference classifier accuracy on the noisy test images",
@@ -182,8 +203,10 @@ _ALL: tuple[Metric, ...] = (
     Metric("quality.acc_denoised", "acc denoised", "", "higher",
            "reference classifier accuracy on the autoencoder's outputs", fixed(4), margin=0.005),
     Metric("quality.acc_recovered", "recovered", "", "higher",
-           "(acc denoised - acc noisy) / (acc clean - acc noisy): the share of the accuracy lost to noise that "
-           "denoising wins back; blank where noise costs under 1 point", percent),
+           "(acc denoised - acc noisy) / (acc clean - acc noisy), clipped to ±100%: the share of the accuracy lost to "
+           "noise that denoising wins back; only where noise costs at least 5 points (else see acc gained)", percent),
+    Metric("quality.acc_gain_points", "acc gained", "points", "higher",
+           "classifier accuracy on denoised minus on noisy test images, in points (percent of the images)", signed(1)),
     Metric("quality.probe_acc", "probe acc", "", "higher",
            "accuracy of a logistic regression on the encoder's codes of clean images", fixed(4)),
     # Robustness: the trained model at other test noise levels (quality figures under a prefix of their own).
@@ -194,19 +217,29 @@ _ALL: tuple[Metric, ...] = (
     Metric("robust.psnr_auc", "robust PSNR", "dB", "higher",
            "area under the robustness curve divided by the level range: its mean PSNR", fixed(2)),
     # Speed: training, the Offline and SingleStream scenarios on the compiled call, and the framework path.
-    Metric("speed.train_ips", "train", "img/s", "higher", "training images per second over the steady epochs",
+    Metric("speed.time_to_target_s", "time to target", "s", "lower",
+           "training seconds until validation PSNR first reached the target (compilation included, evaluations "
+           "excluded), on the training cell's threads; absent when not reached (quality.target_reached = 0)",
+           fixed(1), of_training=True),
+    Metric("speed.train_total_s", "training run", "s", None,
+           "the whole training run, evaluations excluded, on the training cell's threads", fixed(1), of_training=True),
+    Metric("speed.train_ips", "train", "img/s", "higher",
+           "training images per second over the timed steps from the trained weights (train_timing), warm-up excluded",
            thousands, "speed.train_unstable", margin=5.0),
-    Metric("speed.train_ips_stdev", "train stdev", "img/s", None, "standard deviation of the per-epoch training rate",
-           thousands),
+    Metric("speed.train_ips_stdev", "train stdev", "img/s", None,
+           "standard deviation of the training rate over the timed repeats", thousands),
     Metric("speed.train_unstable", "train unstable", "", None,
-           "1 when the per-epoch training rate's stdev exceeds 10% of its mean", flag),
-    Metric("speed.train_first_epoch_s", "first epoch", "s", "lower", "the first epoch, tracing and compilation included",
+           "1 when the training rate's stdev over the timed repeats exceeds 10% of its mean", flag),
+    Metric("speed.train_first_epoch_s", "warm-up", "s", "lower",
+           "the timed steps' warm-up repeat: tracing, compilation and the optimizer's first step included", fixed(2)),
+    Metric("speed.train_steady_epoch_s", "steady repeat", "s", "lower", "median duration of a timed repeat of the steps",
            fixed(2)),
-    Metric("speed.train_steady_epoch_s", "steady epoch", "s", "lower", "median duration of the steady epochs", fixed(2)),
     Metric("speed.train_compile_overhead_s", "compile overhead", "s", "lower",
-           "what the first epoch costs beyond a steady one", fixed(2)),
-    Metric("speed.train_s", "training", "s", None, "all timed epochs of this process", fixed(1)),
-    Metric("speed.train_epochs_timed", "epochs timed", "", None, "epochs this process trained and timed", integer),
+           "what the warm-up repeat costs beyond a steady one", fixed(2)),
+    Metric("speed.train_s", "steps timed", "s", None, "the timed repeats of the training steps, warm-up included",
+           fixed(1)),
+    Metric("speed.train_epochs_timed", "repeats", "", None, "repeats of the training steps timed, warm-up included",
+           integer),
     Metric("speed.batch_size", "train batch", "", None, "training batch size", integer),
     Metric("speed.infer_ips", "infer", "img/s", "higher", "Offline inference images per second on the compiled call",
            thousands, "speed.infer_unstable", margin=5.0),
@@ -260,7 +293,11 @@ _ALL: tuple[Metric, ...] = (
     Metric("compute.train_peak_fraction", "train of peak", "", "higher", "training GFLOP/s / peak", percent),
     # Where the cell's time went.
     Metric("timing.setup_s", "setup", "s", None, "pinning, imports, data and noise", fixed(2)),
-    Metric("timing.train_s", "train", "s", None, "training epochs", fixed(2)),
+    Metric("timing.train_s", "train", "s", None, "the training run (training cell only), evaluations included",
+           fixed(2)),
+    Metric("timing.validation_s", "validation", "s", None,
+           "the time-to-quality evaluations during training, excluded from its times (training cell only)", fixed(2)),
+    Metric("timing.train_timing_s", "train timing", "s", None, "the timed training steps and their warm-up", fixed(2)),
     Metric("timing.speed_s", "speed", "s", None, "cold start and the timed inference loops", fixed(2)),
     Metric("timing.eval_s", "eval", "s", None, "scoring the test set", fixed(2)),
     Metric("timing.accuracy_s", "accuracy", "s", None, "classifier accuracy, probe, diagnostics, robustness sweep",

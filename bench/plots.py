@@ -152,7 +152,7 @@ def throughput_figure(train_ips: pd.DataFrame) -> Figure:
     """Training images/s vs CPU threads, one line per series (index = threads)."""
     figure = new_figure(6.5, 4.0 + _legend_height(len(train_ips.columns)))
     axes = figure.subplots()
-    _line_panel(axes, train_ips, None, "", "training images/s (steady epochs)")
+    _line_panel(axes, train_ips, None, "", "training images/s")
     axes.set_xlabel("CPU threads")
     threads = [int(t) for t in train_ips.index]
     axes.set_xscale("log", base=2)
@@ -259,4 +259,43 @@ def history_figure(lines: pd.DataFrame, commits: Sequence[str], changes: Sequenc
                       textcoords="offset points", rotation=90, va="top", fontsize="x-small", color=color)
     axes.set_xlabel("runs in commit order")
     axes.set_title(title, fontsize="medium")
+    return figure
+
+
+def _count_text(value: float, _: object = None) -> str:
+    """"200k", "1.5M": five ticks of six or seven digits run into each other on a 4-inch panel."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def training_curve_figure(panels: Sequence[tuple[str, Sequence[tuple[str, np.ndarray, np.ndarray]], float | None]]
+                          ) -> Figure:
+    """Validation PSNR against training images seen: one panel per (title, [(series, images, PSNR)], target PSNR),
+    the target dotted. The series keep their colours across panels (same order)."""
+    columns = min(len(panels), 3)
+    rows = -(-len(panels) // columns)
+    entries = max((len(curves) for _, curves, _ in panels), default=0) + 1
+    figure = new_figure(4.2 * columns + 0.6, 3.4 * rows + _legend_height(entries))
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for index, axes in enumerate(grid.ravel()):
+        if index >= len(panels):
+            axes.set_visible(False)
+            continue
+        title, curves, target = panels[index]
+        for position, (label, images, psnr) in enumerate(curves):
+            style = {**_series_style(position), "markersize": 2}
+            axes.plot(np.asarray(images, dtype=np.float64), np.asarray(psnr, dtype=np.float64), label=label, **style)
+        if target is not None:
+            axes.axhline(target, linestyle=":", color="0.35", label="target")
+        axes.set_title(title, fontsize="medium")
+        axes.set_xlabel("training images seen")
+        axes.set_ylabel("validation PSNR (dB)" if index % columns == 0 else "")
+        axes.grid(True, alpha=0.3)
+        axes.xaxis.set_major_formatter(FuncFormatter(_count_text))
+        if len(panels) == 1:
+            _legend(axes, outside=entries > LEGEND_INSIDE_MAX)
+    if len(panels) > 1:
+        _legend(grid.ravel()[0], outside=True)
     return figure

@@ -1,5 +1,11 @@
 """The matrix runner: one isolated worker process per cell, a timeout and a kill guard for each, progress and ETA.
 
+Each model trains once. The cells of one quality key (every thread count of a variant at a noise level, device,
+backend, precision and seed) share it: the one with the most threads trains it, with its quality clock, saves the
+weights and scores them; then every other thread count, each in its own pinned worker process, loads those weights
+and times inference and a fixed number of training steps. Their rows carry the training cell's quality figures and
+name it (``info.trained_by``). See ``plan_training``.
+
 Cells run one after another (they are benchmarks: two at once would time each other). For each Keras backend a
 worker host is started once; it forks a fresh child per cell (see aebench.worker). A cell that crashes, times out,
 cannot run on this machine or writes a metric the registry (aebench.metrics) lacks becomes a stored result with its
@@ -230,6 +236,63 @@ def _last_error_line(stderr_tail: str) -> str:
 
 
 @dataclass(frozen=True)
+class TrainingPlan:
+    """Which cell trains each quality key's model in this invocation; the others load its weights.
+
+    ``trainers`` maps a quality key to the cell that trains it here, or None when a stored result of an earlier
+    invocation (a resumed run) trained it and its weights are still on disk."""
+
+    trainers: Mapping[str, Cell | None]
+
+    def trains(self, cell: Cell) -> bool:
+        return self.trainers.get(cell.quality_key) == cell
+
+    def order(self, cells: Iterable[Cell]) -> list[Cell]:
+        """The cells in their matrix order, except that each model's training cell runs before its other threads."""
+        first_of_key: dict[str, int] = {}
+        ranked = []
+        for position, cell in enumerate(cells):
+            first_of_key.setdefault(cell.quality_key, position)
+            ranked.append(((first_of_key[cell.quality_key], not self.trains(cell), position), cell))
+        return [cell for _, cell in sorted(ranked, key=lambda pair: pair[0])]
+
+
+def plan_training(runnable: Iterable[Cell], trained_before: Mapping[str, CellResult] | None = None) -> TrainingPlan:
+    """Per quality key, the cell that trains it: the one asking for the most threads (the fastest training run);
+    none when ``trained_before`` holds that key's training result. ``runnable`` holds the cells this machine can
+    run, so a thread count it must skip never trains."""
+    trainers: dict[str, Cell | None] = {}
+    for cell in runnable:
+        key = cell.quality_key
+        if key in (trained_before or {}):
+            trainers[key] = None
+        elif key not in trainers or (cell.threads or 0) > (trainers[key].threads or 0):
+            trainers[key] = cell
+    return TrainingPlan(trainers)
+
+
+def weights_file(weights_root: Path, cell: Cell) -> Path:
+    """Where a model's trained weights live for its other thread counts: one file per quality key."""
+    return weights_root / (cell.quality_key.replace("/", "_") + ".weights.h5")
+
+
+def share_training(result: CellResult, source: CellResult) -> CellResult:
+    """A timing cell's result completed with what its training cell measured once for the model: the quality and
+    diagnostic figures and the training run's speed figures (time to target), the image grid, robustness and
+    training curves, and the reference classifier's details. Its own speed figures stay its own."""
+    metrics = {name: value for name, value in source.metrics.items() if REGISTRY.find(name) is not None
+               and REGISTRY[name].from_training}
+    metrics |= {name: value for name, value in result.metrics.items() if name not in metrics}
+    info = {key: source.info[key] for key in SHARED_INFO if key in source.info}
+    info |= {**result.info, "trained_by": source.cell.key}
+    artifacts = {**source.artifacts, **result.artifacts}  # its own latency samples; the model's grid and curves
+    return replace(result, metrics=metrics, info=info, artifacts=artifacts)
+
+
+SHARED_INFO = ("classifier_cached", "classifier_test_acc")
+
+
+@dataclass(frozen=True)
 class SkipCheck:
     """Decides, before any process starts, whether a cell can run here; returns the reason if not."""
 
@@ -271,6 +334,8 @@ def run_cells(
     cache_dir: Path | None = None,
     on_prepared: Callable[[dict[str, Any]], None] | None = None,
     wait_idle_s: float | None = None,
+    weights_root: Path | None = None,
+    trained_before: Mapping[str, CellResult] | None = None,
 ) -> list[CellResult]:
     """Run every cell, calling ``on_result`` as each finishes (so an interrupted sweep keeps what it measured).
 
@@ -282,7 +347,11 @@ def run_cells(
     ``on_prepared`` hears how long each took. By default a ``cache`` folder beside the default store.
 
     With ``wait_idle_s`` (``--wait-idle``), each cell first waits up to that long for its CPUs to be quiet
-    (aebench.load.wait_for_idle); the wait goes into its info."""
+    (aebench.load.wait_for_idle); the wait goes into its info.
+
+    Each model trains once (``plan_training``): its training cell saves the weights under ``weights_root`` (by default
+    a scratch folder of this invocation) and the model's other thread counts load them. ``trained_before`` (a resumed
+    run) gives the stored training results by quality key, whose weights are under ``weights_root`` already."""
     cells = list(cells)
     if cache_dir is None:
         from aebench.store import DEFAULT_STORE
@@ -299,20 +368,41 @@ def run_cells(
         try:
             reasons = {cell.index: skip_check.reason(cell) for cell in cells}
             runnable = [cell for cell in cells if reasons[cell.index] is None]
-            if matrix.accuracy and runnable:
-                _prepare_classifiers(matrix, runnable, data_path, scratch, hosts, host_factory, cache_dir, progress,
-                                     on_prepared or (lambda info: None))
-            for cell in cells:
+            weights = Path(weights_root).resolve() if weights_root else scratch / "weights"
+            weights.mkdir(parents=True, exist_ok=True)
+            trained = {key: result for key, result in (trained_before or {}).items()
+                       if weights_file(weights, result.cell).exists()}
+            plan = plan_training(runnable, trained)
+            needs_classifier = [cell for cell in runnable if plan.trains(cell)]
+            if matrix.accuracy and needs_classifier:
+                _prepare_classifiers(matrix, needs_classifier, data_path, scratch, hosts, host_factory, cache_dir,
+                                     progress, on_prepared or (lambda info: None))
+            untrained: dict[str, CellResult] = {}  # quality key -> its training cell's failure
+            for cell in plan.order(cells):
                 reason = reasons[cell.index]
+                source = trained.get(cell.quality_key)
                 if reason is not None:
                     result = CellResult(cell=cell, status="skipped", duration_s=0.0, error=reason)
+                elif not plan.trains(cell) and source is None:
+                    failure = untrained[cell.quality_key]
+                    result = CellResult(cell=cell, status="failed", duration_s=0.0, error=(
+                        f"not run: {failure.cell.label}, which trains the weights this cell times, "
+                        f"{failure.status}: {failure.error}"))
                 else:
                     checkpoint = checkpoint_root / f"cell{cell.index:04d}" if checkpoint_root else None
                     waited = _wait_for_idle(cell, wait_idle_s, progress) if wait_idle_s else {}
                     result = _run_one(matrix, cell, data_path, scratch, hosts, host_factory, clock, checkpoint,
-                                      cache_dir)
+                                      cache_dir, trains=plan.trains(cell),
+                                      weights_path=weights_file(weights, cell))
                     if waited:
                         result = replace(result, info={**result.info, **waited})
+                    if plan.trains(cell) and result.status == "ok":
+                        result = replace(result, info={**result.info, "trained_by": cell.key})
+                        trained[cell.quality_key] = result
+                    elif plan.trains(cell):
+                        untrained[cell.quality_key] = result
+                    elif result.status == "ok":
+                        result = share_training(result, source)
                 results.append(result)
                 on_result(result)
                 progress.update(result)
@@ -359,14 +449,18 @@ def _prepare_classifiers(matrix: Matrix, cells: list[Cell], data_path: Path, scr
 
 def _run_one(matrix: Matrix, cell: Cell, data_path: Path, scratch: Path, hosts: dict[str, WorkerHost],
              host_factory: Callable[[str, Path], WorkerHost], clock: Clock, checkpoint_dir: Path | None,
-             cache_dir: Path | None = None, check_metrics: bool = True) -> CellResult:
+             cache_dir: Path | None = None, check_metrics: bool = True, trains: bool = True,
+             weights_path: Path | None = None) -> CellResult:
     """Run one cell on its backend's host and turn what the child left into a result. ``check_metrics=False`` keeps
-    metrics this aebench's registry lacks: aebench ab runs other revisions' workers, which may define new ones."""
+    metrics this aebench's registry lacks: aebench ab runs other revisions' workers, which may define new ones.
+
+    A cell that ``trains`` saves its weights to ``weights_path`` (when given); one that does not loads them from
+    there and only times the model."""
     cell_dir = scratch / f"cell{cell.index:04d}"
     cell_dir.mkdir()
     task = {
         "kind": "cell",
-        "matrix": matrix.to_dict(),
+        "matrix": matrix.to_task(),
         "cell": cell.to_dict(),
         "dataset": matrix.dataset,
         "data_path": str(data_path),
@@ -375,6 +469,8 @@ def _run_one(matrix: Matrix, cell: Cell, data_path: Path, scratch: Path, hosts: 
         "log_path": str(cell_dir / "worker.log"),
         "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
         "cache_dir": str(cache_dir) if cache_dir else None,
+        "trains": trains,
+        "weights_path": str(weights_path) if weights_path else None,
     }
     started = clock()
     try:

@@ -5,6 +5,8 @@
 - The framework path (``framework_path`` -> ``FrameworkLatency``): Keras ``predict()`` on one image.
 - Cold start (``cold_start`` -> ``ColdStart``): the compiled call's first run (trace, compile) beside the build.
 - Training (``train`` -> ``Training``): ``fit()`` with every epoch timed; the first (tracing, compilation) apart.
+  ``training_steps`` times a fixed number of steps from trained weights the same way: what every thread count of a
+  model measures, while only one of them trains it (aebench.worker).
 
 The timed loops warm up first and stop only once a minimum count AND a minimum duration are met (or a cap on
 duration is hit, which the record says). The timed call must return only when the device has finished (see
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     import keras
 
     from aebench.backends import Forward
-    from aebench.config import LatencySettings, ThroughputSettings
+    from aebench.config import LatencySettings, ThroughputSettings, TrainTimingSettings
 
 Clock = Callable[[], float]
 
@@ -244,7 +246,7 @@ class Training:
                 "speed.train_compile_overhead_s": max(0.0, first - float(np.median(steady))),
                 "speed.train_unstable": unstable,
             }
-        return out | {"quality.train_loss": self.final_loss, "speed.batch_size": float(self.batch_size)}
+        return out | {"speed.batch_size": float(self.batch_size)}
 
 
 # -- scenarios -------------------------------------------------------------------------------------------------------
@@ -319,12 +321,17 @@ class EpochClock:
         return EpochTimer()
 
 
-def compile_autoencoder(model: keras.Model, learning_rate: float, jit_compile: bool | str) -> None:
-    """The one training configuration every cell and every cross-check uses: Adam on binary cross-entropy."""
+def compile_autoencoder(model: keras.Model, learning_rate: float, jit_compile: bool | str,
+                        decay_steps: int | None = None) -> None:
+    """The one training configuration every cell and every cross-check uses: Adam on binary cross-entropy.
+
+    With ``decay_steps`` the rate follows a cosine from ``learning_rate`` down to 0 over that many steps (Loshchilov
+    and Hutter's SGDR without restarts), and stays at 0 after them."""
     import keras
 
+    rate = learning_rate if decay_steps is None else keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate=rate),
         loss="binary_crossentropy",
         jit_compile=jit_compile,
     )
@@ -350,3 +357,16 @@ def train(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, *, batch_
         every.insert(0, keras.callbacks.BackupAndRestore(checkpoint_dir, delete_checkpoint=True))
     history = model.fit(epochs=epochs, verbose=0, callbacks=every, **feed)
     return Training(tuple(timer.epoch_seconds), len(inputs), batch_size, float(history.history["loss"][-1]), label)
+
+
+def training_steps(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, settings: TrainTimingSettings, *,
+                   batch_size: int, seed: int, clock: Clock = time.perf_counter,
+                   callbacks: Sequence[keras.callbacks.Callback] = ()) -> Training:
+    """Time ``settings.steps`` training steps, ``settings.repeats`` times after one warm-up repeat, through the same
+    feed as the training run (the first ``steps * batch_size`` images; fewer steps when there are fewer images).
+
+    The weights move: the caller restores them afterwards. Each repeat is one ``fit()`` epoch, so the Training
+    record's first epoch is the warm-up and its steady rate is the timed repeats'."""
+    images = min(len(inputs), settings.steps * batch_size)
+    return train(model, inputs[:images], targets[:images], batch_size=batch_size, epochs=1 + settings.repeats,
+                 seed=seed, clock=clock, callbacks=callbacks)

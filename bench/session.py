@@ -69,6 +69,13 @@ def start(store: Store, matrix: Matrix, cells: Sequence[Cell], argv: Sequence[st
                     prior_invocations=tuple(prior))
 
 
+def stored_training(store: Store, run_id: str) -> dict[str, CellResult]:
+    """The run's stored training results by quality key (with their artifacts): what a resumed run's remaining
+    thread counts share instead of training again."""
+    return {result.cell.quality_key: result for result in store.results(run_id, with_artifacts=True)
+            if result.status == "ok" and result.info.get("trained_by") == result.cell.key}
+
+
 def check_resumable(record: Mapping[str, Any], matrix: Matrix, retry_failed: bool = False) -> None:
     """Refuse to resume a run that is complete (resuming would rewrite its record) unless its failed cells are to be
     retried, or one with a matrix other than the one it was made with."""

@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from aebench import atomic, backends, flops, load, machine, scenarios, spike
+from aebench import atomic, backends, flops, load, machine, scenarios, spike, timetoquality
 from aebench.backends import Forward
 from aebench.config import Cell, Matrix
-from aebench.data import Dataset, add_noise, load_dataset, subset
-from aebench.quality import reconstruction_metrics, to_uint8
+from aebench.data import Dataset, add_noise, load_dataset, training_split
+from aebench.quality import psnr_db, reconstruction_metrics, to_uint8
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -55,11 +55,14 @@ def pin_cpus(threads: int | None) -> list[int]:
 
 @dataclass(frozen=True)
 class CellData:
-    """The cell's images: its training subset and what the model trains on, and the test images with their noise."""
+    """The cell's images: its training subset and what the model trains on, the held-out validation slice with its
+    noise (time-to-quality), and the test images with their noise."""
 
     x_train: np.ndarray
     y_train: np.ndarray
     train_inputs: np.ndarray  # noisy copies of x_train, or x_train itself for a model that corrupts its own input
+    x_validation: np.ndarray
+    noisy_validation: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
     noisy_test: np.ndarray
@@ -91,57 +94,142 @@ class _Phases:
         return {f"timing.{name}": value for name, value in self.seconds.items()}
 
 
-def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, checkpoint_dir: str | None = None,
+def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, *, trains: bool = True, weights_path: str | None = None,
+                 checkpoint_dir: str | None = None,
                  cache_dir: str | None = None) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
-    """Train and measure one cell. Returns (metrics, info, artifacts)."""
+    """Measure one cell. Returns (metrics, info, artifacts).
+
+    A training cell (``trains``) trains the model with its quality clock, saves the weights to ``weights_path``
+    (when given) and scores them. Every other thread count of the model loads them from there and only times it: its
+    quality figures are the training cell's (the runner copies them). Both time inference and a fixed number of
+    training steps on the trained weights, the same way, so thread counts compare."""
     phases = _Phases()
     with phases.timed("setup_s"):
         info = _pin(cell)
         monitor = load.LoadMonitor([int(cpu) for cpu in info["cpus"].split(",")])  # was the machine ours alone?
-        data = _cell_data(matrix, cell, dataset)
-    model, build_s, model_info = _build(matrix, cell)
-    share = spike.fraction()  # calibration only (aebench ab --calibrate): known extra work on every timed call
-    monitor.mark("the setup before training")
-    training = scenarios.train(model, data.train_inputs, data.x_train, batch_size=matrix.batch_size,
-                               epochs=matrix.epochs, seed=cell.seed, checkpoint_dir=checkpoint_dir,
-                               callbacks=[spike.training_callback(share)] if share else ())
-    monitor.mark("training")
-    phases.seconds["train_s"] = training.seconds
-    # The trained weights' digest: identical code and seed give identical weights, and `aebench ab` shows it.
+        data = cell_data(matrix, cell, dataset)
+    model, build_s, model_info = build_model(matrix, cell)
+    if trains:
+        monitor.mark("the setup before training")
+        metrics, artifacts = _train(matrix, cell, data, model, weights_path, checkpoint_dir, phases)
+        monitor.mark("training")
+    else:
+        model.load_weights(weights_path)
+        metrics, artifacts = {}, {}
+        monitor.mark("the setup")
+    # The trained weights' digest: identical code and seed give identical weights; `aebench ab` shows it, and every
+    # thread count of a model shows the same one.
     model_info["weights_sha256"] = weights_digest(model)
+    timed = _time_model(matrix, cell, data, model, build_s, monitor, phases)
+    model_info |= timed.info
+    metrics |= timed.metrics | monitor.metrics()
+    if monitor.reason():
+        info["contaminated"] = monitor.reason()
+    metrics.update(_compute(cell, model, metrics))
+    if trains:
+        scored, scored_info, scored_artifacts = _score(matrix, cell, dataset, data, model, timed.forward, cache_dir,
+                                                       phases)
+        metrics |= scored
+        info |= scored_info
+        artifacts |= scored_artifacts
+    metrics["memory.peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    metrics.update(phases.metrics())
+    info |= model_info
+    artifacts[scenarios.Latency.ARTIFACT] = timed.latency_samples
+    return metrics, info, artifacts
+
+
+def _train(matrix: Matrix, cell: Cell, data: CellData, model: Any, weights_path: str | None,
+           checkpoint_dir: str | None, phases: _Phases) -> tuple[dict[str, float | None], dict[str, np.ndarray]]:
+    """The training cell's one training run (time to quality, its curve, the final loss); the weights saved."""
+    training, curve = train_to_quality(matrix, cell, model, data.train_inputs, data.x_train, data.x_validation,
+                                       data.noisy_validation, checkpoint_dir)
+    phases.seconds["train_s"] = training.seconds
+    if weights_path:
+        _save_weights(model, Path(weights_path))
+    return curve.metrics() | {"quality.train_loss": training.final_loss}, curve.artifacts()
+
+
+@dataclass(frozen=True)
+class TimedModel:
+    """What timing a trained model gave: its compiled call, speed figures, raw batch-1 latencies and info."""
+
+    forward: Forward
+    metrics: dict[str, float | None]
+    latency_samples: np.ndarray
+    info: dict[str, Any]
+
+
+def _time_model(matrix: Matrix, cell: Cell, data: CellData, model: Any, build_s: float, monitor: load.LoadMonitor,
+                phases: _Phases) -> TimedModel:
+    """Inference on the compiled call (cold start, SingleStream, Offline, the framework path), then the timed
+    training steps, whose weights are put back afterwards: every thread count times the same trained model."""
+    share = spike.fraction()  # calibration only (aebench ab --calibrate): known extra work on every timed call
+    info: dict[str, Any] = {}
+    trained_weights = model.get_weights()
     with phases.timed("speed_s"):
-        # Inference through the compiled call: its first call (trace + compile) is timed apart as the cold start.
+        # Its first call (trace + compile) is timed apart as the cold start.
         forward = backends.current().compiled_forward(model)
         if share:
             forward = spike.spiked_forward(forward, share)
-            model_info["spike_fraction"] = share
+            info["spike_fraction"] = share
         first = data.noisy_test[:1]
         cold = scenarios.cold_start(forward, first, build_s)
         single = scenarios.single_stream(forward, first, matrix.latency)
         offline = scenarios.offline(forward, data.noisy_test, matrix.throughput)
         framework = scenarios.framework_path(model, first, matrix.latency.max_duration_s) if matrix.predict_path \
             else None
-    monitor.mark("inference", last=True)
-    metrics = {key: value for record in (training, cold, single, offline, framework) if record is not None
+    monitor.mark("inference")
+    with phases.timed("train_timing_s"):
+        steps = scenarios.training_steps(model, data.train_inputs, data.x_train, matrix.train_timing,
+                                         batch_size=matrix.batch_size, seed=cell.seed,
+                                         callbacks=[spike.training_callback(share)] if share else ())
+        model.set_weights(trained_weights)
+    monitor.mark("the timed training steps", last=True)
+    metrics = {key: value for record in (steps, cold, single, offline, framework) if record is not None
                for key, value in record.metrics().items()}
-    metrics.update(monitor.metrics())
-    if monitor.reason():
-        info["contaminated"] = monitor.reason()
-    metrics.update(_compute(cell, model, metrics))
+    info |= {"train_input": steps.feed, "inference_path": forward.path}
+    return TimedModel(forward, metrics, single.samples.seconds.astype(np.float64), info)
+
+
+def _score(matrix: Matrix, cell: Cell, dataset: Dataset, data: CellData, model: Any, forward: Forward,
+           cache_dir: str | None, phases: _Phases) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
+    """The training cell's quality figures: the test set scored, then accuracy, diagnostics and robustness."""
     with phases.timed("eval_s"):
         output, quality = _quality(matrix, data, forward)
-    metrics.update(quality)
     trained = TrainedCell(data, model, forward, output)
     with phases.timed("accuracy_s"):
-        accuracy_metrics, accuracy_info, accuracy_artifacts = _accuracy_and_diagnostics(matrix, cell, dataset, trained,
-                                                                                        cache_dir)
+        metrics, info, artifacts = _accuracy_and_diagnostics(matrix, cell, dataset, trained, cache_dir)
     # Loading the reference classifier (trained before the sweep) is reported on its own, as timing.classifier_s.
-    phases.seconds["accuracy_s"] -= accuracy_metrics.get("timing.classifier_s", 0.0)
-    metrics.update(accuracy_metrics)
-    metrics["memory.peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    metrics.update(phases.metrics())
-    info |= model_info | {"train_input": training.feed, "inference_path": forward.path} | accuracy_info
-    return metrics, info, _artifacts(trained, single, accuracy_artifacts)
+    phases.seconds["accuracy_s"] -= metrics.get("timing.classifier_s", 0.0)
+    return quality | metrics, info, _grid(trained) | artifacts
+
+
+def train_to_quality(matrix: Matrix, cell: Cell, model: Any, train_inputs: np.ndarray, targets: np.ndarray,
+                     x_validation: np.ndarray, noisy_validation: np.ndarray,
+                     checkpoint_dir: str | None = None) -> tuple[scenarios.Training, timetoquality.Curve]:
+    """The model's one training run, with its quality clock: validation PSNR every few steps, time to target. Reads
+    the training images and the held-out validation slice only (``aebench tune`` relies on it)."""
+    settings = matrix.time_to_quality
+    clock = timetoquality.QualityClock(
+        timetoquality.psnr_evaluator(model, x_validation, noisy_validation, matrix.throughput.batch_size),
+        noisy_psnr_db=psnr_db(x_validation, noisy_validation), target_gain_db=settings.target_gain_db,
+        every_steps=settings.every_steps, batch_size=matrix.batch_size, images_per_epoch=len(train_inputs),
+        validation_images=len(x_validation),
+        state_path=Path(checkpoint_dir) / timetoquality.STATE_FILE if checkpoint_dir else None)
+    training = scenarios.train(model, train_inputs, targets, batch_size=matrix.batch_size, epochs=matrix.epochs,
+                               seed=cell.seed, checkpoint_dir=checkpoint_dir, callbacks=[clock.callback()])
+    return training, clock.curve()
+
+
+def _save_weights(model: Any, path: Path) -> None:
+    """Write the trained weights where the model's other thread counts load them, atomically: a cell killed while
+    writing leaves no half file for them to load. (Not aebench.atomic.replacing: Keras wants the temporary name to
+    end in .weights.h5 too.)"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.weights.h5")
+    model.save_weights(partial)
+    os.replace(partial, path)
 
 
 def weights_digest(model: Any) -> str:
@@ -173,20 +261,43 @@ def _pin(cell: Cell) -> dict[str, Any]:
     return info
 
 
-def _cell_data(matrix: Matrix, cell: Cell, dataset: Dataset) -> CellData:
-    """The same test images for every cell, fresh noise draws for train (seed) and test (seed + 1)."""
+@dataclass(frozen=True)
+class TrainingData:
+    """What training reads: the training subset, what the model trains on, and the held-out validation slice with
+    its noise. No test image: ``aebench tune`` tunes on this alone."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    train_inputs: np.ndarray
+    x_validation: np.ndarray
+    noisy_validation: np.ndarray
+
+
+def training_data(matrix: Matrix, cell: Cell, dataset: Dataset) -> TrainingData:
+    """The cell's training subset and validation slice; fresh noise draws for train (seed) and validation
+    (seed + 2)."""
     from aebench import models
 
-    x_train, y_train = subset(dataset.x_train, dataset.y_train, matrix.train_size, cell.seed)
-    x_test, y_test = dataset.x_test[: matrix.test_size], dataset.y_test[: matrix.test_size]
-    noisy_test = add_noise(x_test, cell.noise_type, cell.noise, seed=cell.seed + 1)
-    # The denoising AE corrupts its own clean input afresh each step (see _build); the others train on noisy copies.
+    x_train, y_train, x_validation = training_split(dataset.x_train, dataset.y_train, matrix.train_size,
+                                                    matrix.validation_size, cell.seed)
+    noisy_validation = add_noise(x_validation, cell.noise_type, cell.noise, seed=cell.seed + 2)
+    # The denoising AE corrupts its own clean input afresh each step (see build_model); the others train on noisy
+    # copies.
     train_inputs = x_train if models.REGISTRY[cell.variant].corrupts_input else \
         add_noise(x_train, cell.noise_type, cell.noise, seed=cell.seed)
-    return CellData(x_train, y_train, train_inputs, x_test, y_test, noisy_test)
+    return TrainingData(x_train, y_train, train_inputs, x_validation, noisy_validation)
 
 
-def _build(matrix: Matrix, cell: Cell) -> tuple[Any, float, dict[str, Any]]:
+def cell_data(matrix: Matrix, cell: Cell, dataset: Dataset) -> CellData:
+    """The training data, and the same test images for every cell with a fresh noise draw (seed + 1)."""
+    train = training_data(matrix, cell, dataset)
+    x_test, y_test = dataset.x_test[: matrix.test_size], dataset.y_test[: matrix.test_size]
+    noisy_test = add_noise(x_test, cell.noise_type, cell.noise, seed=cell.seed + 1)
+    return CellData(train.x_train, train.y_train, train.train_inputs, train.x_validation, train.noisy_validation,
+                    x_test, y_test, noisy_test)
+
+
+def build_model(matrix: Matrix, cell: Cell) -> tuple[Any, float, dict[str, Any]]:
     """The compiled model, the seconds building it took, and what it is (info)."""
     from aebench import models
 
@@ -195,7 +306,7 @@ def _build(matrix: Matrix, cell: Cell) -> tuple[Any, float, dict[str, Any]]:
     if models.REGISTRY[cell.variant].corrupts_input:
         hparams[models.registry.CORRUPTION_HPARAM] = cell.noise  # at the cell's noise level
     model = models.build_autoencoder(cell.variant, hparams, seed=cell.seed)
-    scenarios.compile_autoencoder(model, matrix.learning_rate, matrix.jit_compile)
+    scenarios.compile_autoencoder(model, matrix.learning_rate, matrix.jit_compile, matrix.decay_steps)
     build_s = time.perf_counter() - started
     info = {"jit_compile": bool(model.jit_compile), "parameters": int(model.count_params()),
             "weights_device": backends.current().weights_device(model)}
@@ -248,6 +359,7 @@ def _classifier_accuracy(matrix: Matrix, cell: Cell, dataset: Dataset, trained: 
     scores = {name: accuracy.classify_accuracy(reference.model, images, data.y_test, batch_size)
               for name, images in (("clean", data.x_test), ("noisy", data.noisy_test), ("denoised", trained.output))}
     metrics.update({f"quality.acc_{name}": value for name, value in scores.items()})
+    metrics["quality.acc_gain_points"] = accuracy.accuracy_points_gained(scores["noisy"], scores["denoised"])
     recovered = accuracy.recovered_fraction(scores["clean"], scores["noisy"], scores["denoised"])
     if recovered is not None:
         metrics["quality.acc_recovered"] = recovered
@@ -284,17 +396,14 @@ def _robustness(matrix: Matrix, cell: Cell, trained: TrainedCell) -> tuple[dict[
                                      known={cell.noise: (trained.data.noisy_test, trained.output)})
 
 
-def _artifacts(trained: TrainedCell, single: scenarios.Latency,
-               accuracy_artifacts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The image grid the paper's figure shows, the raw batch-1 latencies, and the robustness curve."""
+def _grid(trained: TrainedCell) -> dict[str, np.ndarray]:
+    """The image grid the paper's figure shows: clean, noisy and denoised test digits with their labels."""
     data = trained.data
     return {
         "grid_clean": to_uint8(data.x_test[:GRID_IMAGES]),
         "grid_noisy": to_uint8(data.noisy_test[:GRID_IMAGES]),
         "grid_denoised": to_uint8(trained.output[:GRID_IMAGES]),
         "grid_labels": data.y_test[:GRID_IMAGES].astype(np.int64),
-        scenarios.Latency.ARTIFACT: single.samples.seconds.astype(np.float64),
-        **accuracy_artifacts,
     }
 
 
@@ -386,8 +495,10 @@ def _child(task: dict[str, Any], datasets: dict[str, Dataset], host_pid: int) ->
             matrix = Matrix.from_dict(task["matrix"])
             cell = Cell.from_dict(task["cell"])
             _limit_memory(matrix.memory_limit_mb)
-            metrics, info, artifacts = execute_cell(matrix, cell, datasets[task["data_path"]], task.get("checkpoint_dir"),
-                                                   task.get("cache_dir"))
+            metrics, info, artifacts = execute_cell(
+                matrix, cell, datasets[task["data_path"]], trains=task.get("trains", True),
+                weights_path=task.get("weights_path"), checkpoint_dir=task.get("checkpoint_dir"),
+                cache_dir=task.get("cache_dir"))
             np.savez(task["artifacts_path"], **artifacts)
             atomic.write_json(task["result_path"], {"metrics": metrics, "info": info})
         exit_code = 0

@@ -1,7 +1,8 @@
 """A stand-in worker host speaking aebench.worker's protocol, for runner tests without any ML framework.
 
 argv[1] is a comma-separated behaviour per cell index: ok, unknown (an ok exit whose metrics include two the registry
-lacks), crash, hang, segv.
+lacks), crash, hang, segv. An ok cell that trains (the task's "trains") reports a quality figure and writes the
+weights file; one that only times reports its speed alone, as aebench.worker does.
 """
 
 import json
@@ -23,11 +24,18 @@ for line in sys.stdin:
         behaviour = behaviours[index]
         print(f"cell {index} does {behaviour}", file=sys.stderr, flush=True)
         if behaviour in ("ok", "unknown"):
-            metrics = {"timing.train_s": 1.0, "timing.speed_s": 0.5, "quality.mse": 0.01}
+            metrics = {"timing.speed_s": 0.5, "speed.infer_ips": 1000.0 * (task["cell"]["threads"] or 1)}
+            trains = task.get("trains", True)
+            if trains:
+                metrics.update({"timing.train_s": 1.0, "quality.mse": 0.01})
+                if task.get("weights_path"):
+                    with open(task["weights_path"], "w") as handle:
+                        handle.write("weights")
             if behaviour == "unknown":
                 metrics.update({"quality.made_up": 1.0, "speed.nonsense_ips": 2.0})
             with open(task["result_path"], "w") as handle:
-                json.dump({"metrics": metrics, "info": {"fake": True}}, handle)
+                json.dump({"metrics": metrics, "info": {"fake": True, "trains": trains,
+                                                        "weights_path": task.get("weights_path")}}, handle)
             os._exit(0)
         if behaviour == "crash":
             print("Traceback (most recent call last):\n  File x\nValueError: the model exploded", file=sys.stderr, flush=True)

@@ -26,12 +26,15 @@ def tiny_matrix_dict(**overrides: object) -> dict:
         "epochs": 2,
         "batch_size": 64,
         "train_size": 256,
+        "validation_size": 64,
         "test_size": 128,
         "timeout_s": 120,
         "predict_path": False,
         "accuracy": False,  # the reference classifier costs a minute; tests that need it turn it on
         "latency": {"warmup": 2, "min_count": 10, "min_duration_s": 0.0, "max_duration_s": 2.0},
         "throughput": {"batch_size": 64, "warmup": 1, "min_count": 2, "min_duration_s": 0.0, "max_duration_s": 2.0},
+        "train_timing": {"steps": 2, "repeats": 2},
+        "time_to_quality": {"every_steps": 2},
     }
     raw.update(overrides)
     return raw

@@ -42,7 +42,7 @@ class FakeExecutor:
         self.now = 0.0
         self.seconds_per_run = seconds_per_run
         self.quality_change = quality_change or {}
-        self.calls: list[tuple[str, str, int]] = []
+        self.calls: list[tuple[str, str, int, int]] = []  # side, cell, epochs trained, timed repeats of the steps
         self.sides = sides
         self.drift = 1.0
         self.rounds_started = 0
@@ -58,7 +58,7 @@ class FakeExecutor:
 
     def run(self, side: ab.Side, matrix: Matrix, cell: Cell, cpus: Sequence[int] | None = None) -> CellResult:
         self.now += self.seconds_per_run
-        self.calls.append((side.label, cell.key, matrix.epochs))
+        self.calls.append((side.label, cell.key, matrix.epochs, matrix.train_timing.repeats))
         self.cores.append((side.label, None if cpus is None else tuple(cpus)))
         if (side.label, cell.variant) in self.crashes:
             return CellResult(cell=cell, status="failed", duration_s=1.0, exit_code=1, error="ValueError: boom")
@@ -152,32 +152,40 @@ def test_the_time_budget_stops_before_a_round_that_would_not_fit() -> None:
 def test_speed_rounds_train_briefly_and_the_quality_pass_runs_the_matrix_as_given() -> None:
     executor = FakeExecutor({})
     _run(executor)
-    epochs = [epochs for _, _, epochs in executor.calls]
+    epochs = [epochs for _, _, epochs, _ in executor.calls]
     assert epochs[:4] == [2, 2, 2, 2]  # tiny matrix: 2 epochs already; the speed matrix keeps 2
     matrix = Matrix.from_dict(tiny_matrix_dict(epochs=5, train_size=5000, accuracy=True, predict_path=True))
     speed = ab.speed_matrix(matrix, 2048, noise=0.3)
     assert (speed.epochs, speed.train_size, speed.accuracy, speed.predict_path) == (2, 2048, False, False)
     assert speed.eval_noise == (0.3,) and speed.test_size == matrix.throughput.batch_size
     assert (matrix.epochs, matrix.train_size) == (5, 5000)
-    # Sized to 1.5 s of steady training: 20,000 img/s over 2,048-image epochs needs 15 steady epochs.
-    assert ab.speed_matrix(matrix, 2048, train_ips=20000.0, train_s=1.5).epochs == 1 + 15
-    assert ab.speed_matrix(matrix, 2048, train_ips=1e9).epochs == ab.MAX_SPEED_EPOCHS
-    assert ab.speed_matrix(matrix, 2048, train_ips=10.0).epochs == 2
+    # Timed steps sized to 1.5 s: 20,000 img/s over repeats of 2,048 images (32 steps of 64) needs 15 repeats.
+    sized = ab.speed_matrix(matrix, 2048, train_ips=20000.0, train_s=1.5)
+    assert (sized.epochs, sized.train_timing.steps, sized.train_timing.repeats) == (2, 32, 15)
+    assert ab.speed_matrix(matrix, 2048, train_ips=1e9).train_timing.repeats == ab.MAX_SPEED_EPOCHS - 1
+    assert ab.speed_matrix(matrix, 2048, train_ips=10.0).train_timing.repeats == 1
+    # An older worker times the steady epochs of its training run: the same work, asked for as epochs, and no key
+    # it would refuse.
+    plain = Matrix.from_dict({key: value for key, value in tiny_matrix_dict(epochs=5, train_size=5000).items()
+                              if key not in ("train_timing", "time_to_quality")})  # as an older revision's file
+    older = ab.speed_matrix(plain, 2048, train_ips=20000.0, train_s=1.5, in_steps=False)
+    assert older.epochs == 1 + 15 and "train_timing" not in older.to_task()
+    assert ab.timed_repeats(older, in_steps=False) == ab.timed_repeats(sized, in_steps=True) == 15
 
 
 def test_speed_rounds_are_sized_by_the_quality_pass_or_a_sizing_run() -> None:
     executor = FakeExecutor({})  # trains at 1,000 img/s; the tiny matrix has 256 training images
     _run(executor)
     per_cell: dict[str, set[int]] = {}
-    for _, key, epochs in executor.calls[4:]:
-        per_cell.setdefault(key, set()).add(epochs)
-    # ceil(1 s x ~1000 img/s / 256 images) = 4 or 5 steady epochs, the same for both sides in every round
-    assert all(len(epochs) == 1 and epochs <= {5, 6} for epochs in per_cell.values())
+    for _, key, _, repeats in executor.calls[4:]:
+        per_cell.setdefault(key, set()).add(repeats)
+    # ceil(1 s x ~1000 img/s / 256 images) = 4 or 5 timed repeats, the same for both sides in every round
+    assert all(len(repeats) == 1 and repeats <= {4, 5} for repeats in per_cell.values())
     executor = FakeExecutor({})
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], threads=[1]))
     ab.run_ab([_side("base", matrix=matrix), _side("cand", matrix=matrix)], [matrix.cells()[0].key],
               ab.Settings(margins=MARGINS), executor, quality=False, clock=executor.clock)
-    assert executor.calls[0] == ("base", matrix.cells()[0].key, 2) and executor.calls[1][2] in (5, 6)
+    assert executor.calls[0] == ("base", matrix.cells()[0].key, 2, 1) and executor.calls[1][3] in (4, 5)
 
 
 def test_orders_are_balanced_in_every_prefix() -> None:
@@ -302,7 +310,7 @@ def test_each_side_runs_its_own_matrix_and_the_difference_is_named() -> None:
     cand = _side("cand", matrix=Matrix.from_dict(tiny_matrix_dict(variants=["conv"], threads=[1], epochs=2)))
     outcome = ab.run_ab([base, cand], [base.matrix.cells()[0].key], ab.Settings(margins=MARGINS), executor,
                         clock=executor.clock)
-    quality_epochs = {label: epochs for label, _, epochs in executor.calls[:2]}
+    quality_epochs = {label: epochs for label, _, epochs, _ in executor.calls[:2]}
     assert quality_epochs == {"base": 3, "cand": 2}
     assert outcome.matrix_differences() == ["epochs: 3 -> 2"]
     assert "the candidate's matrix differs from the base's (part of the change): epochs: 3 -> 2" in ab.format_text(outcome)

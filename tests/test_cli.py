@@ -368,3 +368,36 @@ def test_crosscheck_reports_both_paths_then_fails_on_a_gate(tmp_path: Path, tiny
     # Trained in the same order from the same weights, the two paths see the same batches: the feed changes nothing.
     assert result["training"]["loss_rel_diff"] < 1e-4
     assert "batch-1 p50 latency (ms)" in done.stdout and "step ceiling" in done.stdout
+
+
+@pytest.mark.slow
+def test_each_model_trains_once_and_its_thread_counts_share_its_quality(tmp_path: Path,
+                                                                        tiny_dataset_dir: Path) -> None:
+    matrix = write_matrix(tmp_path / "tiny.toml", variants=["undercomplete"], threads=[1, 2])
+    store = tmp_path / "aebench.sqlite"
+    done = _aebench("run", str(matrix), "--data-dir", str(tiny_dataset_dir), "--store", str(store),
+                    "--reports-dir", str(tmp_path / "reports"))
+    assert done.returncode == 0, done.stderr
+    with Store(store, create=False) as opened:
+        run_id = opened.resolve_run(None)
+        one, two = sorted(opened.results(run_id, with_artifacts=True), key=lambda r: r.cell.threads)
+    assert one.info["trained_by"] == two.info["trained_by"] == two.cell.key  # the 2-thread cell trained it
+    assert one.info["weights_sha256"] == two.info["weights_sha256"]  # the 1-thread cell loaded those weights
+    shared = [name for name in two.metrics if REGISTRY[name].from_training]
+    assert "quality.psnr_db" in shared and "quality.target_reached" in shared
+    assert {name: one.metrics[name] for name in shared} == {name: two.metrics[name] for name in shared}
+    assert one.metrics["speed.train_ips"] != two.metrics["speed.train_ips"]  # each times its own threads
+    assert "timing.train_s" in two.metrics and "timing.train_s" not in one.metrics
+    reached = two.metrics["quality.target_reached"]
+    assert (two.metrics["speed.time_to_target_s"] is not None) == (reached == 1.0)
+    assert len(two.artifacts["curve_images"]) == len(two.artifacts["curve_val_psnr_db"]) >= 2
+    assert not (tmp_path / "checkpoints" / run_id).exists()  # a complete run's shared weights are cleaned up
+
+    for kind in ("grid", "curve"):
+        written = _aebench("figure", kind, "--store", str(store), "--out", str(tmp_path / "docs" / f"{kind}.png"))
+        assert written.returncode == 0, written.stderr
+        assert (tmp_path / "docs" / f"{kind}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = _aebench("figure", "grid", "--store", str(store), "--out", str(tmp_path / "grid.svg"))
+    assert bad.returncode == 2 and "allowed a path ending in .png" in bad.stderr and not (tmp_path / "grid.svg").exists()
+    missing = _aebench("figure", "grid", "--store", str(store), "--variant", "conv", "--out", str(tmp_path / "g.png"))
+    assert missing.returncode == 2 and "allowed undercomplete at noise 0.2" in missing.stderr

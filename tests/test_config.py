@@ -121,6 +121,30 @@ def test_shard(spec: str | None, expected: list[int]) -> None:
     assert [c.index for c in config.shard(cells, spec)] == expected
 
 
+def test_a_shard_keeps_every_thread_count_of_a_model_together() -> None:
+    """One of a model's cells trains the weights the others time: a shard that split them could not run."""
+    cells = Matrix.from_dict(tiny_matrix_dict(noise=[0.1, 0.2, 0.3], variants=["conv"], threads=[1, 2])).cells()
+    first, second = config.shard(cells, "1/2"), config.shard(cells, "2/2")
+    assert [(c.noise, c.threads) for c in first] == [(0.1, 1), (0.1, 2), (0.3, 1), (0.3, 2)]
+    assert [(c.noise, c.threads) for c in second] == [(0.2, 1), (0.2, 2)]
+
+
+def test_a_task_carries_only_the_settings_that_differ_from_the_defaults() -> None:
+    """A worker of another revision (aebench ab) meets a key added since only when the matrix sets it."""
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    task = matrix.to_task()
+    assert Matrix.from_dict(task) == matrix
+    assert "time_to_quality" in task  # the tiny matrix sets every_steps
+    assert "validation_size" in task and "memory_limit_mb" not in task and "checkpoint" not in task
+    assert "precision" not in Matrix.from_dict(tiny_matrix_dict(precision=["float32"])).to_task()
+
+
+def test_the_validation_slice_must_fit_beside_the_training_subset() -> None:
+    with pytest.raises(UserError, match=r"train_size = 59500 is invalid: allowed <= 59000: the 1000 images"):
+        Matrix.from_dict(tiny_matrix_dict(train_size=59500, validation_size=1000))
+    assert Matrix.from_dict(tiny_matrix_dict(train_size=59900, validation_size=100)).train_size == 59900
+
+
 @pytest.mark.parametrize("spec", ["0/2", "3/2", "a/b", "1"])
 def test_bad_shard(spec: str) -> None:
     with pytest.raises(UserError, match="--shard"):
@@ -133,3 +157,11 @@ def test_the_ab_profile_is_the_quick_profile_on_fewer_cells() -> None:
     assert {key: value for key, value in ab.items() if key not in axes} == \
         {key: value for key, value in quick.items() if key not in axes}
     assert set(ab["variants"]) < set(quick["variants"]) and set(ab["noise"]) <= {0.3}
+
+
+def test_a_cosine_schedule_decays_over_the_training_runs_steps() -> None:
+    cosine = Matrix.from_dict(tiny_matrix_dict(lr_schedule="cosine", epochs=3, train_size=250, batch_size=64))
+    assert cosine.decay_steps == 3 * 4  # ceil(250 / 64) = 4 steps per epoch
+    assert Matrix.from_dict(tiny_matrix_dict()).decay_steps is None
+    with pytest.raises(UserError, match="lr_schedule = 'linear' is invalid: allowed one of constant, cosine"):
+        Matrix.from_dict(tiny_matrix_dict(lr_schedule="linear"))

@@ -134,3 +134,17 @@ def test_subset_is_seeded_and_keeps_labels_aligned() -> None:
     x, y = data.subset(images, labels, 10, seed=3)
     assert len(x) == 10 and np.array_equal(x[:, 0], y)
     assert np.array_equal(x, data.subset(images, labels, 10, seed=3)[0])
+
+
+def test_the_validation_slice_is_held_out_of_the_training_subset() -> None:
+    images = np.arange(100, dtype=np.float32).reshape(100, 1, 1, 1)
+    labels = np.arange(100)
+    x_train, y_train, x_validation = data.training_split(images, labels, 60, 30, seed=3)
+    assert len(x_train) == 60 and len(x_validation) == 30
+    assert not set(x_train.ravel()) & set(x_validation.ravel())  # never trained on
+    assert np.array_equal(x_train.ravel(), y_train)  # labels stay aligned
+    # The training subset is the one ``subset`` picks, and the slice does not move with the training size.
+    assert np.array_equal(x_train, data.subset(images, labels, 60, seed=3)[0])
+    assert np.array_equal(x_validation, data.training_split(images, labels, 10, 30, seed=3)[2])
+    with pytest.raises(ValueError, match="at most the 100 training images"):
+        data.training_split(images, labels, 80, 30, seed=3)

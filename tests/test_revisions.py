@@ -119,6 +119,7 @@ def test_ab_end_to_end_on_real_workers(clone: Path, tmp_path: Path, tiny_dataset
     out = tmp_path / "out"
     status = main(["ab", "HEAD~1", "HEAD", "--repo", str(clone), "--data-dir", str(tiny_dataset_dir),
                    "--set", 'variants=["undercomplete"]', "--set", "train_size=256", "--set", "test_size=128",
+                   "--set", "validation_size=64",
                    "--set", "accuracy=false", "--set", "predict_path=false", "--set", "throughput.batch_size=64",
                    "--set", "latency.min_count=10", "--set", "latency.min_duration_s=0.0",
                    "--set", "throughput.min_count=2", "--set", "throughput.min_duration_s=0.0",

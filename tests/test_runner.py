@@ -266,3 +266,71 @@ def test_progress_on_a_terminal_draws_a_bar_under_the_lines(monkeypatch: pytest.
 def test_worker_environment_is_allow_listed() -> None:
     env = runner.worker_environment("jax", {"PATH": "/bin", "SECRET_TOKEN": "x", "AEBENCH_DATA": "/d", "KERAS_BACKEND": "torch"})
     assert env["KERAS_BACKEND"] == "jax" and env["AEBENCH_DATA"] == "/d" and "SECRET_TOKEN" not in env
+
+
+def _threads_matrix(**overrides: object) -> Matrix:
+    return Matrix.from_dict(tiny_matrix_dict(**{"variants": ["conv"], "noise": [0.1, 0.2], "threads": [1, 2],
+                                                **overrides}))
+
+
+def test_each_model_trains_once_on_its_most_threads_and_the_others_share_its_quality(tmp_path: Path) -> None:
+    matrix = _threads_matrix()
+    results = runner.run_cells(matrix, matrix.cells(), data_path=tmp_path / "unused.npz", skip_check=NO_SKIPS,
+                               on_result=lambda result: None, work_dir=tmp_path, host_factory=_fake_factory("ok," * 4),
+                               progress=runner.Progress(4, stream=io.StringIO()), weights_root=tmp_path / "weights")
+    # The 2-thread cell of each model runs first and trains; the 1-thread cell times the weights it saved.
+    assert [(r.cell.noise, r.cell.threads, r.info["trains"]) for r in results] == [
+        (0.1, 2, True), (0.1, 1, False), (0.2, 2, True), (0.2, 1, False)]
+    for trainer, timer in (results[0:2], results[2:4]):
+        assert trainer.info["trained_by"] == timer.info["trained_by"] == trainer.cell.key
+        assert timer.metrics["quality.mse"] == trainer.metrics["quality.mse"] == 0.01  # shared, not measured twice
+        assert (timer.metrics["speed.infer_ips"], trainer.metrics["speed.infer_ips"]) == (1000.0, 2000.0)  # its own
+        assert timer.info["weights_path"] == trainer.info["weights_path"] == \
+            str(runner.weights_file(tmp_path / "weights", trainer.cell))
+        assert "timing.train_s" not in timer.metrics  # its time is its own: it trained nothing
+
+
+def test_a_failed_training_cell_fails_the_cells_that_would_time_its_weights(tmp_path: Path) -> None:
+    matrix = _threads_matrix()
+    # Cell indexes: 0 = noise 0.1 on 1 thread, 1 = noise 0.1 on 2 threads (its trainer), 2, 3 likewise at 0.2.
+    results = runner.run_cells(matrix, matrix.cells(), data_path=tmp_path / "unused.npz", skip_check=NO_SKIPS,
+                               on_result=lambda result: None, work_dir=tmp_path,
+                               host_factory=_fake_factory("ok,crash,ok,ok"),
+                               progress=runner.Progress(4, stream=io.StringIO()))
+    trainer, dependent = results[0], results[1]
+    assert (trainer.cell.threads, trainer.status) == (2, "failed")
+    assert dependent.status == "failed" and dependent.exit_code is None
+    assert dependent.error.startswith("not run: conv noise=0.1 cpu threads=2") and "the model exploded" in dependent.error
+    assert [r.status for r in results[2:]] == ["ok", "ok"]  # the sweep goes on
+
+
+def test_a_resumed_run_times_the_weights_an_earlier_invocation_trained(tmp_path: Path) -> None:
+    matrix = _threads_matrix(noise=[0.1])
+    weights = tmp_path / "weights"
+    first = runner.run_cells(matrix, [c for c in matrix.cells() if c.threads == 2], data_path=tmp_path / "x.npz",
+                             skip_check=NO_SKIPS, on_result=lambda result: None, work_dir=tmp_path,
+                             host_factory=_fake_factory("ok,ok"), progress=runner.Progress(1, stream=io.StringIO()),
+                             weights_root=weights)
+    rest = [c for c in matrix.cells() if c.threads == 1]
+    resumed = runner.run_cells(matrix, rest, data_path=tmp_path / "x.npz", skip_check=NO_SKIPS,
+                               on_result=lambda result: None, work_dir=tmp_path, host_factory=_fake_factory("ok,ok"),
+                               progress=runner.Progress(1, stream=io.StringIO()), weights_root=weights,
+                               trained_before={first[0].cell.quality_key: first[0]})
+    assert resumed[0].info["trains"] is False and resumed[0].info["trained_by"] == first[0].cell.key
+    assert resumed[0].metrics["quality.mse"] == 0.01
+    # Without the weights on disk (a finished run deleted them) the cell trains its model itself.
+    runner.weights_file(weights, first[0].cell).unlink()
+    again = runner.run_cells(matrix, rest, data_path=tmp_path / "x.npz", skip_check=NO_SKIPS,
+                             on_result=lambda result: None, work_dir=tmp_path, host_factory=_fake_factory("ok,ok"),
+                             progress=runner.Progress(1, stream=io.StringIO()), weights_root=weights,
+                             trained_before={first[0].cell.quality_key: first[0]})
+    assert again[0].info["trains"] is True and again[0].info["trained_by"] == again[0].cell.key
+
+
+def test_a_thread_count_this_machine_skips_never_trains() -> None:
+    matrix = _threads_matrix(threads=[1, 2, 4])
+    skip = runner.SkipCheck(usable_cpus=2, accelerators={}, backend_problems={})
+    runnable = [cell for cell in matrix.cells() if skip.reason(cell) is None]
+    plan = runner.plan_training(runnable)
+    assert {cell.threads for cell in plan.trainers.values()} == {2}
+    assert [c.threads for c in plan.order(matrix.cells())][:3] == [2, 1, 4]

@@ -24,8 +24,10 @@ def _timed(status: str, **timing: float) -> SimpleNamespace:
 
 
 def test_run_summary_parts_add_up_to_the_wall() -> None:
-    results = [_timed("ok", train_s=30.0, speed_s=10.0, eval_s=2.0, accuracy_s=4.0),
-               _timed("ok", train_s=20.0, speed_s=8.0, eval_s=1.0, accuracy_s=3.0),
+    # The training cell's run includes its 2 s of validation, which is quality work; the other cell only times.
+    results = [_timed("ok", train_s=32.0, validation_s=2.0, train_timing_s=1.0, speed_s=9.0, eval_s=4.0,
+                      accuracy_s=4.0),
+               _timed("ok", train_timing_s=3.0, speed_s=25.0),
                _timed("failed", train_s=99.0)]  # a failed cell's partial timings are not measured work
     summary = summarize(results, wall_s=100.0, prepared=[{"seconds": 12.0}])
     assert summary["measured_s"] == 68.0
@@ -40,7 +42,7 @@ def test_format_summary_names_each_part_with_its_share() -> None:
     summary = summarize([_timed("ok", train_s=30.0, speed_s=10.0, eval_s=5.0), _timed("skipped")], 100.0, [])
     lines = format_summary("r1", summary, Path("reports/r1/index.html")).splitlines()
     assert lines[0] == "aebench: run r1: 1 ok, 0 failed, 0 timed out, 1 skipped in 100.0 s"
-    assert "measured speed (training epochs, timed loops) 40.0 s (40.0%)" in lines[1]
+    assert "measured speed (training runs, timed steps and loops) 40.0 s (40.0%)" in lines[1]
     assert "harness overhead (process start, imports, data, model build, store, report) 55.0 s (55.0%)" in lines[1]
     assert lines[2] == "aebench: report reports/r1/index.html"
     assert len(format_summary("r1", summary, None).splitlines()) == 2

@@ -26,6 +26,7 @@ from aebench.report import (
     quality,
     results,
     throughput,
+    timetoquality,
 )
 from aebench.report.page import Run, Section, render_page
 from aebench.store import Store, flat_frame
@@ -35,6 +36,7 @@ __all__ = ["SECTIONS", "build_report", "write_report"]
 SECTIONS: tuple[Section, ...] = (
     Section("results", "Results", results.section),
     Section("quality", "Quality vs noise", quality.section),
+    Section("timetoquality", "Time to quality", timetoquality.section),
     Section("accuracy", "Accuracy (QoS)", accuracy.section),
     Section("throughput", "Throughput vs threads", throughput.section),
     Section("devices", "Devices and backends", devices.section),

@@ -32,6 +32,7 @@ ACCURACY_COLUMNS = (
     Column("quality.acc_clean"),
     Column("quality.acc_noisy"),
     Column("quality.acc_denoised"),
+    Column("quality.acc_gain_points"),
     Column("quality.acc_recovered"),
     Column("quality.probe_acc"),
     Column("quality.ssim"),
