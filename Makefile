@@ -10,6 +10,7 @@ BENCH_COMPARE_FAIL ?=
 BENCH_SAVE ?= --benchmark-autosave
 
 .PHONY: help setup setup-torch test bench bench-paper bench-micro crosscheck report clean-reports gpu-wheels gpu-check
+.PHONY: paper-figures
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -37,8 +38,14 @@ golden: ## regenerate tests/golden/ on purpose (then review the diff before comm
 bench: ## run the quick matrix (bench/matrices/quick.toml) and write the report
 	$(AEBENCH) run $(MATRIX) $(SET)
 
-bench-paper: ## the paper's setting: conv AE, noise 0.2, full MNIST, 100 epochs (hours; RESUME=1 continues)
+bench-paper: ## the paper's setting: conv AE, noise 0.2, full MNIST, 100 epochs (~15 min on 2 cores; RESUME=1 continues)
 	$(AEBENCH) run paper $(if $(RESUME),--resume) $(SET)
+
+# The README's pictures of the paper's run, redrawn from the store (RUN=<id>; default: the latest run).
+RUN ?=
+paper-figures: ## write docs/paper-grid.png and docs/paper-curve.png from a paper run in the store
+	$(AEBENCH) figure grid $(RUN) --out docs/paper-grid.png
+	$(AEBENCH) figure curve $(RUN) --out docs/paper-curve.png
 
 bench-micro: ## pytest-benchmark microbenchmarks (not part of `make test`)
 	$(BIN)/python -m pytest -q benchmarks $(BENCH_SAVE) $(if $(BENCH_COMPARE_FAIL),--benchmark-compare --benchmark-compare-fail=$(BENCH_COMPARE_FAIL))
