@@ -434,16 +434,17 @@ def cmd_figure(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from aebench import backends, config, data, machinelock, tune
+    from aebench.quiet import quiet_tensorflow
 
     matrix = config.load_matrix(args.matrix, args.overrides)
-    backends.current().configure_threads(max(matrix.threads))  # before the backend's first op, as a cell does
     if args.variant not in config.registry.VARIANTS:
         raise UserError(f"variant {args.variant!r} is unknown: allowed {', '.join(config.registry.VARIANTS)}")
     key, values = tune.parse_values(args.variant, args.param)
     path = data.find_dataset(matrix.dataset, args.data_dir)
     dataset = data.load_dataset(matrix.dataset, path)
     # Training on every core: it would slow a benchmark timing beside it, so it waits its turn as one.
-    with machinelock.hold("tune", allow_concurrent=args.allow_concurrent):
+    with machinelock.hold("tune", allow_concurrent=args.allow_concurrent), quiet_tensorflow():
+        backends.current().configure_threads(max(matrix.threads))  # before the backend's first op, as a cell does
         table = tune.tune(replace(matrix, variants=(args.variant,)), dataset, args.variant, key, values)
     print(tune.format_table(table, key))
     return 0

@@ -38,3 +38,13 @@ def test_tune_scores_each_value_on_the_validation_slice_without_the_test_set(tin
 def test_bad_values_are_one_line_errors(text: str, message: str) -> None:
     with pytest.raises(UserError, match=re.escape(message)):
         tune.parse_values("contractive", text)
+
+
+def test_the_command_refuses_bad_input_in_one_line(capsys: pytest.CaptureFixture) -> None:
+    from aebench.cli import main
+
+    assert main(["tune", "resnet", "--param", "latent_dim=8"]) == 2
+    assert capsys.readouterr().err.strip() == ("aebench: error: variant 'resnet' is unknown: allowed undercomplete, "
+                                               "sparse_l1, sparse_kl, denoising, contractive, conv")
+    assert main(["tune", "conv", "--param", "latent_dim=8"]) == 2
+    assert "--param 'latent_dim=8' is invalid: allowed KEY=V1,V2,... with KEY one of (none)" in capsys.readouterr().err
