@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a matrix key, value parsed as TOML (repeatable): --set epochs=2")
     run.add_argument("--data-dir", type=Path, default=None, help="folder holding mnist.npz / fashion_mnist.npz")
-    run.add_argument("--shard", default=None, metavar="I/N", help="run only every N-th cell starting at I")
+    run.add_argument("--shard", default=None, metavar="I/N",
+                     help="run only every N-th model (all thread counts of a quality key) starting at I")
     run.add_argument("--reports-dir", type=Path, default=Path("reports"), help="where reports are written")
     run.add_argument("--no-report", action="store_true", help="store results without writing the HTML report")
     run.add_argument("--dry-run", action="store_true", help="validate and list the cells, run nothing")
