@@ -299,3 +299,59 @@ def training_curve_figure(panels: Sequence[tuple[str, Sequence[tuple[str, np.nda
     if len(panels) > 1:
         _legend(grid.ravel()[0], outside=True)
     return figure
+
+
+def pareto_front(speed_cost: Sequence[float], quality: Sequence[float]) -> list[bool]:
+    """Which points no other point dominates: none has a lower-or-equal cost and a higher-or-equal quality with one
+    of the two strictly better. Points with a missing value are on no front."""
+    cost, gain = np.asarray(speed_cost, dtype=np.float64), np.asarray(quality, dtype=np.float64)
+    valid = np.isfinite(cost) & np.isfinite(gain)
+    front = []
+    for index in range(len(cost)):
+        if not valid[index]:
+            front.append(False)
+            continue
+        no_worse = valid & (cost <= cost[index]) & (gain >= gain[index])
+        better = (cost < cost[index]) | (gain > gain[index])
+        front.append(not bool(np.any(no_worse & better)))
+    return front
+
+
+def pareto_figure(panels: Sequence[tuple[str, pd.DataFrame]], series_order: Sequence[str], x_label: str,
+                  y_label: str) -> Figure:
+    """Quality against speed: one panel per (title, frame with columns series, x, y), one point per row. The front
+    (``pareto_front`` of x as a cost, y as a quality) is drawn as a step line through its points, coloured by series;
+    dominated points are grey. The series keep their colours across panels."""
+    columns = min(len(panels), 3)
+    rows = -(-len(panels) // columns)
+    figure = new_figure(4.2 * columns + 0.6, 3.4 * rows + _legend_height(len(series_order)))
+    grid = figure.subplots(rows, columns, squeeze=False)
+    colour = {series: f"C{index % 10}" for index, series in enumerate(series_order)}
+    for index, axes in enumerate(grid.ravel()):
+        if index >= len(panels):
+            axes.set_visible(False)
+            continue
+        title, frame = panels[index]
+        front = np.asarray(pareto_front(frame["x"], frame["y"]), dtype=bool)
+        dominated = frame[~front]
+        axes.scatter(dominated["x"], dominated["y"], color="0.75", s=18, zorder=2)
+        on_front = frame[front].sort_values("x")
+        axes.step(on_front["x"], on_front["y"], where="post", color="0.3", linewidth=1, zorder=1)
+        for series in series_order:
+            points = on_front[on_front["series"] == series]
+            if not points.empty:
+                axes.scatter(points["x"], points["y"], color=colour[series], s=34, zorder=3, label=series)
+        if wide_range(frame["x"]):
+            axes.set_xscale("log")
+            axes.xaxis.set_major_formatter(_PLAIN)
+        axes.set_title(title, fontsize="medium")
+        axes.set_xlabel(x_label)
+        axes.set_ylabel(y_label if index % columns == 0 else "")
+        axes.grid(True, alpha=0.3)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", linestyle="", color=colour[series], label=series) for series in series_order]
+    handles.append(Line2D([], [], marker="o", linestyle="", color="0.75", label="dominated"))
+    figure.legend(handles=handles, fontsize="small", loc="outside lower center", ncols=min(4, len(handles)),
+                  frameon=False)
+    return figure

@@ -140,8 +140,10 @@ def test_report_is_written_with_latest_copy(full_report: tuple[Path, Path, str])
 def test_report_is_self_contained(full_report: tuple[Path, Path, str]) -> None:
     text = full_report[0].read_text(encoding="utf-8")
     assert 'src="http' not in text and "href=\"http" not in text
-    assert "<link" not in text and "<script" not in text
-    assert "@import" not in text and "url(" not in text
+    assert "<link" not in text and "@import" not in text and "url(" not in text
+    # One script, the page's own inline table sorter; none that loads anything.
+    assert text.count("<script") == 1 and "<script>\n/* Click a column heading to sort" in text
+    assert not re.search(r"<script[^>]*\bsrc=", text)
 
 
 def test_report_has_every_section_in_order(full_report: tuple[Path, Path, str]) -> None:
@@ -164,8 +166,8 @@ def test_report_escapes_store_text(full_report: tuple[Path, Path, str]) -> None:
 def test_report_embeds_png_figures(full_report: tuple[Path, Path, str]) -> None:
     text = full_report[0].read_text(encoding="utf-8")
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    # quality, robustness, throughput, latency CDF, and one image grid per noise level
-    assert len(images) == 6
+    # the overview's Pareto figure, quality, robustness, throughput, latency CDF, one image grid per noise level
+    assert len(images) == 7
     assert all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
 
 
@@ -335,3 +337,70 @@ def test_several_seeds_show_confidence_intervals(tmp_path: Path) -> None:
     assert "± +" not in text and "± -" not in text
     psnr = [r.metrics["quality.psnr_db"] for r in results if r.cell.variant == "undercomplete" and r.cell.noise == 0.0]
     assert f"{np.mean(psnr):.2f} ± {stats.t.ppf(0.975, 2) * np.std(psnr, ddof=1) / np.sqrt(3):.2f}" in results_part
+
+
+def test_every_string_from_the_user_or_the_store_renders_as_text(tmp_path: Path) -> None:
+    """Matrix name and description, a plugin's variant name, an error and a stderr tail, each a script tag."""
+    rng = np.random.default_rng(0)
+    cells = [dataclasses.replace(cell, variant=EVIL) if cell.variant == "undercomplete" else cell
+             for cell in small_matrix().cells()]
+    results = [ok_result(cell, rng) for cell in cells]
+    results.append(CellResult(cell=dataclasses.replace(cells[0], index=len(cells), noise=0.9), status="failed",
+                              duration_s=1.0, exit_code=1, error=EVIL, stderr_tail=f"Traceback\n{EVIL}"))
+    with Store(tmp_path / "s.sqlite") as store:
+        run_id = store.begin_run(small_matrix(name=EVIL, description=EVIL), ENVIRONMENT, ["aebench", "run", EVIL])
+        for result in results:
+            store.add_result(run_id, result)
+        store.finish_run(run_id, "complete", 1.0, {"wall_s": 1.0})
+        text = report.build_report(store, run_id)
+    assert EVIL not in text and "<script>alert" not in text
+    assert text.count("<script") == 1  # the page's own sorter, nothing from the store
+    # Shown as text where each appears: title, header, overview, tables, the failure and its stderr (quotes are
+    # escaped as &#39; by jinja2 and &#x27; by the Styler).
+    assert text.count("&lt;script&gt;alert(") >= 6
+
+
+def test_pareto_front_keeps_the_cells_no_other_beats_on_both() -> None:
+    from aebench.plots import pareto_front
+
+    # (p99 ms, gain dB): b is slower and worse than a; d ties a on both (not strictly beaten); NaN is on no front.
+    cost = [1.0, 2.0, 0.5, 1.0, 3.0, float("nan")]
+    gain = [5.0, 4.0, 3.0, 5.0, 6.0, 9.0]
+    assert pareto_front(cost, gain) == [True, False, True, True, True, False]
+
+
+def test_overview_names_the_winner_of_each_column_and_counts_cells(full_report: tuple[Path, Path, str]) -> None:
+    from aebench.report import overview
+
+    text = full_report[0].read_text(encoding="utf-8")
+    section = " ".join(text[text.index('<section id="overview">'):text.index('<section id="results">')].split())
+    assert "Test CPU &lt;v2&gt;" in section and "commit abc123 (dirty)" in section
+    assert "8 ok, 1 failed, 0 timed out, 1 skipped; 0 with contaminated speed figures" in section
+    assert "Pareto front" in section and section.count("data:image/png") == 1
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame([{"cell": c.index, "variant": c.variant, "noise": c.noise, "threads": c.threads,
+                           "device": c.device, "status": "ok", **ok_result(c, rng).metrics}
+                          for c in small_matrix().cells()])
+    table, winners = overview.variant_table(frame)
+    # conv gets 1 dB more PSNR in ok_result; undercomplete trains 1/0.3 times faster.
+    assert winners["best PSNR gain (dB)"] == "conv" and winners["train (img/s)"] == "undercomplete"
+    assert table.loc[table["variant"] == "conv", "best PSNR gain (dB)"].item().endswith(overview.WINNER)
+    assert "(2 threads)" in table.loc[table["variant"] == "undercomplete", "train (img/s)"].item()
+    assert overview.threads_text(1) == "1 thread"
+
+
+def test_the_overview_links_the_history_ab_and_hardware_pages_beside_it(tmp_path: Path) -> None:
+    reports_dir = tmp_path / "reports"
+    (reports_dir / "ab").mkdir(parents=True)
+    (reports_dir / "history.html").write_text("h")
+    for name in ("20261101-a-b.html", "20261102-c-d.html"):
+        (reports_dir / "ab" / name).write_text("ab")
+    rng = np.random.default_rng(0)
+    with Store(tmp_path / "s.sqlite") as store:
+        run_id = fill_run(store, [ok_result(cell, rng) for cell in small_matrix().cells()])
+        index = report.write_report(store, run_id, reports_dir)
+    text, latest = index.read_text(encoding="utf-8"), (reports_dir / "latest.html").read_text(encoding="utf-8")
+    assert '<a href="../history.html">history</a>' in text
+    assert '<a href="../ab/20261102-c-d.html">latest ab comparison</a>' in text  # the newest of the two
+    assert "hardware comparison" not in text  # no such page: no link
+    assert '<a href="history.html">history</a>' in latest and 'href="../' not in latest  # one folder up

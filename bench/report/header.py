@@ -31,5 +31,6 @@ def section(run: Run) -> Markup:
         "sections/header.html",
         run_table=key_value_table({key: value for key, value in items.items() if value is not None}, "run"),
         status=record.get("status"), partial=record.get("status") not in FINISHED,
+        run_id=record.get("run_id"), matrix=record.get("matrix_name"),
         summary_table=key_value_table(summary, "summary") if summary else None,
     )

@@ -37,6 +37,7 @@ class Run:
     record: Mapping[str, Any] = field(default_factory=dict)
     results: Sequence[CellResult] = ()
     artifacts: Mapping[int, Mapping[str, np.ndarray]] = field(default_factory=dict)
+    links: Sequence[tuple[str, str]] = ()  # (label, relative href) of the pages beside it: history, ab, hardware
 
     @property
     def matrix(self) -> Mapping[str, Any]:

@@ -243,12 +243,14 @@ def styled_table(display: pd.DataFrame, formats: Mapping[str, Formatter], table_
     """A Styler table: every cell formatted (NaN as a dash), HTML-escaped, no index, stable ids for diffs."""
     formatter: dict[str, Callable[[Any], str]] = {column: formats.get(column, str) for column in display.columns}
     styler = display.style.format(formatter, na_rep=NA, escape="html").hide(axis="index")
+    styler = styler.format_index(escape="html", axis="columns")  # headings may be variant names from plugins
     if not header:
         styler = styler.hide(axis="columns")
     styler = styler.set_uuid(table_id).set_table_attributes(f'class="{css_class}"')
     if classes is not None:
         styler = styler.set_td_classes(classes)
-    return Markup(_EMPTY_STYLE.sub("", styler.to_html()))
+    # A wide table scrolls inside its own box (sticky header and first column, style.css): the page never does.
+    return Markup('<div class="scroll">{}</div>').format(Markup(_EMPTY_STYLE.sub("", styler.to_html())))
 
 
 def key_value_table(items: Mapping[str, Any], table_id: str) -> Markup:

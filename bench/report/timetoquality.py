@@ -9,6 +9,7 @@ from markupsafe import Markup
 
 from aebench import plots
 from aebench.metrics import REGISTRY, flag_is_set
+from aebench.report.overview import threads_text
 from aebench.report.page import Run, render
 from aebench.report.table import first_seen, ok_cells, ordered, styled_table, text
 from aebench.timetoquality import CURVE_ARTIFACTS
@@ -36,7 +37,7 @@ def _cell_text(metric: str, value: object, reached: bool) -> str:
 def ttq_table(trained: pd.DataFrame) -> Markup:
     display = pd.DataFrame({"variant": trained["variant"].astype(str).to_numpy(),
                             "noise": [f"{float(noise):g}" for noise in trained["noise"]],
-                            "trained on": [f"{int(threads)} threads" if pd.notna(threads) else str(device)
+                            "trained on": [threads_text(threads) if pd.notna(threads) else str(device)
                                            for threads, device in zip(trained["threads"], trained["device"])]})
     for metric in TABLE_METRICS:
         values = trained.get(metric, pd.Series(np.nan, index=trained.index))

@@ -1,0 +1,133 @@
+"""The overview, first on the page: which variant denoises best, which is fastest, and the trade-off between them.
+
+Per variant, over its ok cells: its best PSNR gain (and the noise level where it got it), the classifier's accuracy
+on its denoised images and its time to target in that same cell, and its best training and inference throughput and
+batch-1 p99 over the thread counts it ran (contaminated speed figures left out), each with the thread count. The best
+value of each column is marked. Below: a Pareto figure of quality (PSNR gain) against batch-1 p99, per noise level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+
+from aebench import plots
+from aebench.load import CONTAMINATED
+from aebench.metrics import REGISTRY, flag_is_set
+from aebench.report.page import Run, render
+from aebench.report.table import NA, first_seen, flags, numeric, ok_cells, ordered, styled_table, text
+
+WINNER = "★"
+# (metric, which way is better, how the cell that gives it is described)
+SPEED_COLUMNS = (("speed.train_ips", "higher"), ("speed.infer_ips", "higher"), ("speed.latency_b1_p99_ms", "lower"))
+
+
+def threads_text(threads: Any) -> str:
+    count = int(threads)
+    return f"{count} thread" + ("" if count == 1 else "s")
+
+
+def environment_line(record: Mapping[str, Any]) -> str:
+    """The machine and software in one line."""
+    environment = record.get("environment") or {}
+    versions = ", ".join(f"{key.removeprefix('version.')} {value}" for key, value in sorted(environment.items())
+                         if key.startswith("version.") and key.removeprefix("version.") in
+                         ("tensorflow", "tensorflow-cpu", "jax", "torch", "keras"))
+    commit = str(record.get("git_commit") or "unknown")[:10] + (" (dirty)" if record.get("git_dirty") else "")
+    parts = [str(environment.get("cpu_model") or "unknown CPU"),
+             f"{environment.get('cpu_usable', '?')} usable of {environment.get('cpu_logical_cores', '?')} cores",
+             f"{environment.get('ram_gb', '?')} GB RAM", f"Python {environment.get('python', '?')}", versions,
+             f"commit {commit}"]
+    return "; ".join(part for part in parts if part)
+
+
+def cell_counts(frame: pd.DataFrame) -> dict[str, int]:
+    status = frame["status"] if "status" in frame.columns else pd.Series(dtype=object)
+    counts = {name: int((status == name).sum()) for name in ("ok", "failed", "timeout", "skipped")}
+    counts["contaminated"] = int(flags(frame, CONTAMINATED).sum())
+    return counts
+
+
+def _best(rows: pd.DataFrame, metric: str, better: str) -> pd.Series | None:
+    values = numeric(rows, metric)
+    if values.notna().sum() == 0:
+        return None
+    return rows.loc[values.idxmax() if better == "higher" else values.idxmin()]
+
+
+def variant_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """One row per variant (display strings) and, per column, the variant that wins it."""
+    clean = ok[~flags(ok, CONTAMINATED)]
+    rows: list[dict[str, str]] = []
+    winners_by: dict[str, list[tuple[str, float]]] = {}
+    for variant in first_seen(ok["variant"]):
+        mine = ok[ok["variant"] == variant]
+        row: dict[str, str] = {"variant": str(variant)}
+        best = _best(mine, "quality.gain_db", "higher")
+        if best is not None:
+            row["best PSNR gain (dB)"] = f"{REGISTRY.format('quality.gain_db', best['quality.gain_db'])} at noise " \
+                                         f"{float(best['noise']):g}"
+            winners_by.setdefault("best PSNR gain (dB)", []).append((variant, float(best["quality.gain_db"])))
+            accuracy = pd.to_numeric(best.get("quality.acc_denoised"), errors="coerce")
+            row["accuracy on denoised"] = NA if pd.isna(accuracy) else f"{accuracy:.4f}"
+            if not pd.isna(accuracy):
+                winners_by.setdefault("accuracy on denoised", []).append((variant, float(accuracy)))
+            reached = best.get("quality.target_reached")
+            seconds = pd.to_numeric(best.get("speed.time_to_target_s"), errors="coerce")
+            if reached is None or pd.isna(reached):
+                row["time to target (s)"] = NA
+            elif not flag_is_set(reached):
+                row["time to target (s)"] = "not reached"
+            else:
+                row["time to target (s)"] = f"{seconds:.1f}"
+        for metric, better in SPEED_COLUMNS:
+            heading = REGISTRY[metric].heading()
+            fastest = _best(clean[clean["variant"] == variant], metric, better)
+            if fastest is None:
+                row[heading] = NA
+                continue
+            threads = fastest.get("threads")
+            where = f" ({threads_text(threads)})" if pd.notna(threads) else f" ({fastest.get('device')})"
+            row[heading] = REGISTRY.format(metric, fastest[metric]) + where
+            winners_by.setdefault(heading, []).append((variant, float(fastest[metric]) * (1 if better == "higher"
+                                                                                            else -1)))
+        rows.append(row)
+    table = pd.DataFrame(rows).fillna(NA)
+    winners = {heading: max(entries, key=lambda entry: entry[1])[0] for heading, entries in winners_by.items()}
+    for heading, variant in winners.items():
+        table.loc[table["variant"] == str(variant), heading] += f" {WINNER}"
+    return table, winners
+
+
+def pareto_panels(ok: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    clean = ok[~flags(ok, CONTAMINATED)]
+    points = pd.DataFrame({"series": clean["variant"].astype(str).to_numpy(), "noise": clean["noise"].to_numpy(),
+                           "x": numeric(clean, "speed.latency_b1_p99_ms").to_numpy(),
+                           "y": numeric(clean, "quality.gain_db").to_numpy()}).dropna()
+    return [(f"noise {float(noise):g}", points[points["noise"] == noise].reset_index(drop=True))
+            for noise in sorted(first_seen(points["noise"]))]
+
+
+def section(run: Run) -> Markup:
+    frame = run.frame
+    ok = ordered(ok_cells(frame))
+    counts = cell_counts(frame) if not frame.empty else {}
+    table, winners = variant_table(ok) if not ok.empty else (pd.DataFrame(), {})
+    panels = pareto_panels(ok) if not ok.empty else []
+    figure = None
+    if panels:
+        figure = Markup(plots.img_tag(plots.pareto_figure(panels, [str(v) for v in first_seen(ok["variant"])],
+                                                          REGISTRY["speed.latency_b1_p99_ms"].heading(),
+                                                          REGISTRY["quality.gain_db"].heading()),
+                                      "PSNR gain against batch-1 p99 latency, one point per cell"))
+    classes = pd.DataFrame("", index=table.index, columns=table.columns)
+    for heading, variant in winners.items():
+        classes.loc[table["variant"] == str(variant), heading] = "winner"
+    return render("sections/overview.html",
+                  environment=environment_line(run.record), counts=counts,
+                  table=styled_table(table, {}, "overview", classes) if not table.empty else None,
+                  winners=winners, figure=figure, links=run.links)
