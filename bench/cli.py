@@ -42,6 +42,8 @@ def _store_path(args: argparse.Namespace) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aebench", description="Quality-of-service benchmarks for autoencoders.")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="let TensorFlow's C++ and absl logs through (off by default; aebench's own warnings stay)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run a benchmark matrix: one worker process per cell")
@@ -227,11 +229,13 @@ def stop_like_ctrl_c() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from aebench.quiet import quiet_by_default
+    from aebench.quiet import LOG_LEVEL_VARIABLE, VERBOSE_LOG_LEVEL, quiet_by_default
 
-    quiet_by_default()  # before any command imports TensorFlow
     parser = build_parser()
     args, passed_on = parser.parse_known_args(argv)
+    if args.verbose:
+        os.environ[LOG_LEVEL_VARIABLE] = VERBOSE_LOG_LEVEL  # before any command imports TensorFlow here
+    quiet_by_default()
     if passed_on and args.command != "crosscheck":
         parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
     args.passed_on = passed_on

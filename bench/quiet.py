@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 QUIET_LOG_LEVEL = "2"  # hides INFO and WARNING, keeps ERROR (the level the worker processes use too)
+VERBOSE_LOG_LEVEL = "0"  # aebench -v: everything
 CHATTER = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
     r"|[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] "  # an absl INFO or WARNING record: what level 2 is meant to hide

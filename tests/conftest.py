@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from support import shared_data_dir
+from support import write_tiny_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -23,23 +22,7 @@ def own_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 @pytest.fixture
 def tiny_dataset_dir(tmp_path: Path) -> Path:
     """A few hundred real MNIST images when the shared data is there, else synthetic digits-like blobs."""
-    rng = np.random.default_rng(0)
-    source = shared_data_dir()
-    if source is not None:
-        with np.load(source / "mnist.npz") as archive:
-            arrays = {
-                "x_train": archive["x_train"][:600], "y_train": archive["y_train"][:600],
-                "x_test": archive["x_test"][:200], "y_test": archive["y_test"][:200],
-            }
-    else:
-        arrays = {
-            "x_train": (rng.random((600, 28, 28)) * 255).astype(np.uint8), "y_train": rng.integers(0, 10, 600).astype(np.uint8),
-            "x_test": (rng.random((200, 28, 28)) * 255).astype(np.uint8), "y_test": rng.integers(0, 10, 200).astype(np.uint8),
-        }
-    folder = tmp_path / "data"
-    folder.mkdir()
-    np.savez(folder / "mnist.npz", **arrays)
-    return folder
+    return write_tiny_dataset(tmp_path / "data")
 
 
 @dataclass

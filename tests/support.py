@@ -16,6 +16,31 @@ def shared_data_dir() -> Path | None:
     return None
 
 
+def write_tiny_dataset(folder: Path) -> Path:
+    """``folder``/mnist.npz with a few hundred real MNIST images when the shared data is there, else synthetic
+    digits-like blobs; returns ``folder``."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    source = shared_data_dir()
+    if source is not None:
+        with np.load(source / "mnist.npz") as archive:
+            arrays = {
+                "x_train": archive["x_train"][:600], "y_train": archive["y_train"][:600],
+                "x_test": archive["x_test"][:200], "y_test": archive["y_test"][:200],
+            }
+    else:
+        arrays = {
+            "x_train": (rng.random((600, 28, 28)) * 255).astype(np.uint8),
+            "y_train": rng.integers(0, 10, 600).astype(np.uint8),
+            "x_test": (rng.random((200, 28, 28)) * 255).astype(np.uint8),
+            "y_test": rng.integers(0, 10, 200).astype(np.uint8),
+        }
+    folder.mkdir(parents=True)
+    np.savez(folder / "mnist.npz", **arrays)
+    return folder
+
+
 def tiny_matrix_dict(**overrides: object) -> dict:
     raw = {
         "name": "tiny",

@@ -38,3 +38,21 @@ def test_a_user_asking_for_logs_gets_them(monkeypatch: pytest.MonkeyPatch, capfd
     with quiet_tensorflow():
         os.write(2, CHATTER.encode())
     assert capfd.readouterr().err == CHATTER
+
+
+@pytest.mark.slow
+def test_aebench_models_prints_no_tensorflow_log_line_unless_asked_with_v() -> None:
+    import subprocess
+    import sys
+
+    from aebench.quiet import CHATTER as CHATTER_PATTERN
+
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet = subprocess.run([sys.executable, "-m", "aebench.cli", "models"], capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert quiet.returncode == 0 and "conv" in quiet.stdout
+    assert quiet.stderr == ""
+    loud = subprocess.run([sys.executable, "-m", "aebench.cli", "-v", "models"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert loud.returncode == 0 and loud.stdout == quiet.stdout
+    assert any(CHATTER_PATTERN.match(line) for line in loud.stderr.splitlines()), loud.stderr[-500:]
