@@ -292,6 +292,37 @@ def share_training(result: CellResult, source: CellResult) -> CellResult:
 SHARED_INFO = ("classifier_cached", "classifier_test_acc")
 
 
+class _SharedTraining:
+    """Each model's training as the sweep goes: the result its other thread counts share, or the failure that keeps
+    them from running."""
+
+    def __init__(self, plan: TrainingPlan, trained: Mapping[str, CellResult]) -> None:
+        self._plan = plan
+        self._trained = dict(trained)  # quality key -> its training cell's ok result
+        self._failed: dict[str, CellResult] = {}  # quality key -> its training cell's failure
+
+    def blocked(self, cell: Cell) -> CellResult | None:
+        """The failed result of a cell whose training cell failed (it has nothing to time); None when it may run."""
+        if self._plan.trains(cell) or cell.quality_key in self._trained:
+            return None
+        failure = self._failed[cell.quality_key]
+        return CellResult(cell=cell, status="failed", duration_s=0.0, error=(
+            f"not run: {failure.cell.label}, which trains the weights this cell times, {failure.status}: "
+            f"{failure.error}"))
+
+    def settle(self, result: CellResult) -> CellResult:
+        """A training cell's result names itself and is kept for the others; theirs gets its shared figures."""
+        key = result.cell.quality_key
+        if self._plan.trains(result.cell):
+            if result.status != "ok":
+                self._failed[key] = result
+                return result
+            result = replace(result, info={**result.info, "trained_by": result.cell.key})
+            self._trained[key] = result
+            return result
+        return share_training(result, self._trained[key]) if result.status == "ok" else result
+
+
 @dataclass(frozen=True)
 class SkipCheck:
     """Decides, before any process starts, whether a cell can run here; returns the reason if not."""
@@ -377,17 +408,13 @@ def run_cells(
             if matrix.accuracy and needs_classifier:
                 _prepare_classifiers(matrix, needs_classifier, data_path, scratch, hosts, host_factory, cache_dir,
                                      progress, on_prepared or (lambda info: None))
-            untrained: dict[str, CellResult] = {}  # quality key -> its training cell's failure
+            shared = _SharedTraining(plan, trained)
             for cell in plan.order(cells):
                 reason = reasons[cell.index]
-                source = trained.get(cell.quality_key)
                 if reason is not None:
                     result = CellResult(cell=cell, status="skipped", duration_s=0.0, error=reason)
-                elif not plan.trains(cell) and source is None:
-                    failure = untrained[cell.quality_key]
-                    result = CellResult(cell=cell, status="failed", duration_s=0.0, error=(
-                        f"not run: {failure.cell.label}, which trains the weights this cell times, "
-                        f"{failure.status}: {failure.error}"))
+                elif (blocked := shared.blocked(cell)) is not None:
+                    result = blocked
                 else:
                     checkpoint = checkpoint_root / f"cell{cell.index:04d}" if checkpoint_root else None
                     waited = _wait_for_idle(cell, wait_idle_s, progress) if wait_idle_s else {}
@@ -396,13 +423,7 @@ def run_cells(
                                       weights_path=weights_file(weights, cell))
                     if waited:
                         result = replace(result, info={**result.info, **waited})
-                    if plan.trains(cell) and result.status == "ok":
-                        result = replace(result, info={**result.info, "trained_by": cell.key})
-                        trained[cell.quality_key] = result
-                    elif plan.trains(cell):
-                        untrained[cell.quality_key] = result
-                    elif result.status == "ok":
-                        result = share_training(result, source)
+                    result = shared.settle(result)
                 results.append(result)
                 on_result(result)
                 progress.update(result)
