@@ -100,17 +100,29 @@ def git_revision(cwd: Path | None = None) -> tuple[str, bool, str | None]:
         return "unknown", False, None
 
 
-def collect_environment() -> dict[str, Any]:
-    memory = psutil.virtual_memory()
-    commit, dirty, commit_date = git_revision()
-    env: dict[str, Any] = {
+def fingerprint() -> dict[str, Any]:
+    """The machine a process runs on: host, CPU model, cores and memory, with their ``machine_id``. Every cell stores
+    its own (``info.machine_id``), so a run spread over several machines still says which one timed which cell."""
+    identity: dict[str, Any] = {
         "hostname": platform.node(),
         "cpu_model": cpu_model(),
-        "cpu_physical_cores": psutil.cpu_count(logical=False) or 0,
         "cpu_logical_cores": psutil.cpu_count(logical=True) or 0,
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+    }
+    return identity | {"machine_id": machine_id(identity)}
+
+
+def collect_environment() -> dict[str, Any]:
+    identity = fingerprint()
+    commit, dirty, commit_date = git_revision()
+    env: dict[str, Any] = {
+        "hostname": identity["hostname"],
+        "cpu_model": identity["cpu_model"],
+        "cpu_physical_cores": psutil.cpu_count(logical=False) or 0,
+        "cpu_logical_cores": identity["cpu_logical_cores"],
         "cpu_usable": len(usable_cpus()),
         "cpu_flags": " ".join(sorted(cpu_flags() & {"avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "neon", "asimd"})),
-        "ram_gb": round(memory.total / 2**30, 1),
+        "ram_gb": identity["ram_gb"],
         "os": platform.platform(),
         "python": platform.python_version(),
         "executable": sys.executable,
@@ -119,7 +131,7 @@ def collect_environment() -> dict[str, Any]:
         "git_commit_date": commit_date,
     }
     env.update({f"version.{name}": version for name, version in package_versions().items()})
-    env["machine_id"] = machine_id(env)
+    env["machine_id"] = identity["machine_id"]
     return env
 
 

@@ -257,6 +257,8 @@ def _pin(cell: Cell) -> dict[str, Any]:
     backend.place(cell.device)
     info["backend"] = backend.name
     info["backend_device"] = backend.device_description(cell.device)
+    identity = machine.fingerprint()  # the machine that timed this cell, whichever ran the sweep
+    info |= {"machine_id": identity["machine_id"], "hostname": identity["hostname"], "cpu_model": identity["cpu_model"]}
     info["keras"] = keras.__version__
     return info
 

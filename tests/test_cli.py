@@ -53,6 +53,7 @@ def test_run_two_cells_end_to_end(tmp_path: Path, tiny_dataset_dir: Path) -> Non
         assert result.info["cpus"] == "0" or len(result.info["cpus"].split(",")) == 1  # pinned to one CPU
         assert result.info["intra_op_threads"] == 1
         assert result.artifacts["grid_denoised"].shape == (15, 28, 28)
+        assert result.info["machine_id"] == record["machine_id"]  # each cell names the machine that timed it
     assert results[1].info["parameters"] == 2561
 
     report = tmp_path / "out" / run_id / "index.html"
