@@ -22,11 +22,12 @@ from aebench.errors import UserError
 def replacing(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write; on success it is renamed over ``path``, on error removed.
 
-    The temporary name keeps the target's suffix (Keras insists on ``.keras``) and carries the pid, so two processes
-    writing the same target never share a temporary file."""
+    The temporary name keeps every suffix of the target's (Keras insists on ``.keras`` and on ``.weights.h5``) and
+    carries the pid, so two processes writing the same target never share a temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    suffixes = "".join(path.suffixes)
+    partial = path.with_name(f".{path.name.removesuffix(suffixes)}.{os.getpid()}.partial{suffixes}")
     try:
         yield partial
         os.replace(partial, path)

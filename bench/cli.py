@@ -299,6 +299,7 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
     with _store_writes(store):
         run = session.start(store, matrix, cells, args.argv, args.resume, args.retry_failed)
     run_id = run.run_id
+    run_folder = store.path.parent / "checkpoints" / run_id  # its checkpoints and each model's shared weights
     lock.name_run(run_id)
     retried = set(run.retried)
 
@@ -327,7 +328,6 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
     stopped_by: BaseException | None = None
     try:
         with session.Heartbeat(store.path, run_id):
-            run_folder = store.path.parent / "checkpoints" / run_id
             runner.run_cells(matrix, run.cells, data_path=data_path, skip_check=skip_check, on_result=store_result,
                              checkpoint_root=run_folder if matrix.checkpoint else None,
                              cache_dir=store.path.parent / "cache", on_prepared=prepared.append,
@@ -362,7 +362,6 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
     failed = sum(r.status in ("failed", "timeout") for r in stored)  # every cell of the run, a resumed one's too
     if status == "complete" and not failed:
         # Nothing left to resume or retry: the trained weights the thread counts shared have served.
-        run_folder = store.path.parent / "checkpoints" / run_id
         shutil.rmtree(run_folder / "weights", ignore_errors=True)
         with suppress(OSError):
             run_folder.rmdir()  # when nothing else (a checkpoint) is left in it

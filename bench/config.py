@@ -84,16 +84,18 @@ class Cell:
     seed: int
     hparams: tuple[tuple[str, float | int], ...] = ()
 
+    def _key(self, where: str) -> str:
+        return f"{self.variant}/{self.noise_type}{self.noise:g}/{where}/{self.backend}/{self.precision}/seed{self.seed}"
+
     @property
     def key(self) -> str:
-        where = f"{self.device}{self.threads}" if self.threads is not None else self.device
-        return f"{self.variant}/{self.noise_type}{self.noise:g}/{where}/{self.backend}/{self.precision}/seed{self.seed}"
+        return self._key(f"{self.device}{self.threads}" if self.threads is not None else self.device)
 
     @property
     def quality_key(self) -> str:
         """The key without the thread count: cells that share it train one model (the one with the most threads
         trains it) and share its quality figures; each thread count times its own speed."""
-        return f"{self.variant}/{self.noise_type}{self.noise:g}/{self.device}/{self.backend}/{self.precision}/seed{self.seed}"
+        return self._key(self.device)
 
     @property
     def label(self) -> str:
@@ -328,6 +330,7 @@ _SECTIONS = {
     "train_timing": (TrainTimingSettings, {"steps": _integer(1), "repeats": _integer(2)}),
     "time_to_quality": (TimeToQualitySettings, {"target_gain_db": _number(0.0), "every_steps": _integer(1)}),
 }
+_TIMED_LOOPS = ("latency", "throughput")  # the sections that stop a loop by a minimum and a maximum duration
 REQUIRED = ("name", "dataset", "variants", "noise", "threads")
 
 
@@ -356,7 +359,7 @@ def _build_matrix(raw: Mapping[str, Any]) -> Matrix:
             if key not in checks:
                 raise UserError(f"unknown key '{section}.{key}': allowed {', '.join(section + '.' + k for k in checks)}")
         settings = settings_type(**{key: checks[key](f"{section}.{key}", value) for key, value in table.items()})
-        if getattr(settings, "max_duration_s", math.inf) < getattr(settings, "min_duration_s", 0.0):
+        if section in _TIMED_LOOPS and settings.max_duration_s < settings.min_duration_s:
             raise _fail(f"{section}.max_duration_s", settings.max_duration_s, f">= {section}.min_duration_s")
         values[section] = settings
     values["hparams"] = _check_hparams(raw.get("hparams", {}))

@@ -12,20 +12,19 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
-
 from aebench import atomic, plots
+from aebench.report import images
+from aebench.timetoquality import CURVE_ARTIFACTS
 from aebench.errors import UserError
 from aebench.results import CellResult
 from aebench.store import Store
 
 KINDS = ("grid", "curve")
-GRID_NAMES = ("grid_clean", "grid_noisy", "grid_denoised")
 
 
 def pick_training_cell(results: list[CellResult], variant: str | None, noise: float | None) -> CellResult:
     """The ok cell that trained the asked-for model (the first one when nothing is asked for)."""
-    trained = [r for r in results if r.status == "ok" and r.info.get("trained_by") == r.cell.key]
+    trained = [r for r in results if r.trained_its_model]
     found = [r for r in trained if (variant is None or r.cell.variant == variant)
              and (noise is None or math.isclose(r.cell.noise, noise))]
     if not found:
@@ -39,18 +38,15 @@ def build_figure(kind: str, result: CellResult):
     """The matplotlib figure of ``kind`` for one training cell's stored result."""
     cell, stored = result.cell, result.artifacts
     if kind == "grid":
-        missing = [name for name in GRID_NAMES if name not in stored]
+        missing = [name for name in images.GRID_NAMES if name not in stored]
         if missing:
             raise UserError(f"{cell.label} stored no image grid ({', '.join(missing)} missing)")
-        psnr = result.metrics.get("quality.psnr_db")
-        title = f"{cell.variant}, {cell.noise_type} noise {cell.noise:g}" + (
-            f" (output PSNR {psnr:.2f} dB)" if psnr is not None else "")
-        rows = [(name.removeprefix("grid_"), np.asarray(stored[name])) for name in GRID_NAMES]
-        return plots.image_grid_figure(rows, title)
-    if "curve_images" not in stored or "curve_val_psnr_db" not in stored:
+        title = images.grid_title(cell.variant, cell.noise_type, cell.noise, result.metrics.get("quality.psnr_db"))
+        return images.grid_figure(stored, title)
+    if not all(name in stored for name in CURVE_ARTIFACTS):
         raise UserError(f"{cell.label} stored no training curve (a run made before time to quality)")
     curves = [(cell.variant, stored["curve_images"], stored["curve_val_psnr_db"])]
-    title = f"{cell.variant}, {cell.noise_type} noise {cell.noise:g}"
+    title = images.grid_title(cell.variant, cell.noise_type, cell.noise, None)
     return plots.training_curve_figure([(title, curves, result.metrics.get("quality.target_psnr_db"))])
 
 

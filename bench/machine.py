@@ -113,16 +113,12 @@ def fingerprint() -> dict[str, Any]:
 
 
 def collect_environment() -> dict[str, Any]:
-    identity = fingerprint()
     commit, dirty, commit_date = git_revision()
     env: dict[str, Any] = {
-        "hostname": identity["hostname"],
-        "cpu_model": identity["cpu_model"],
+        **fingerprint(),
         "cpu_physical_cores": psutil.cpu_count(logical=False) or 0,
-        "cpu_logical_cores": identity["cpu_logical_cores"],
         "cpu_usable": len(usable_cpus()),
         "cpu_flags": " ".join(sorted(cpu_flags() & {"avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "neon", "asimd"})),
-        "ram_gb": identity["ram_gb"],
         "os": platform.platform(),
         "python": platform.python_version(),
         "executable": sys.executable,
@@ -131,7 +127,6 @@ def collect_environment() -> dict[str, Any]:
         "git_commit_date": commit_date,
     }
     env.update({f"version.{name}": version for name, version in package_versions().items()})
-    env["machine_id"] = identity["machine_id"]
     return env
 
 

@@ -79,7 +79,7 @@ def percent(value: Any) -> str:
 
 
 def flag(value: Any) -> str:
-    return "yes" if float(value) >= 0.5 else "no"
+    return "yes" if flag_is_set(value) else "no"
 
 
 # -- the registry ----------------------------------------------------------------------------------------------------

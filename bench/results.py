@@ -57,6 +57,11 @@ class CellResult:
         object.__setattr__(self, "info", _freeze(self.info))
         object.__setattr__(self, "artifacts", _freeze(self.artifacts))
 
+    @property
+    def trained_its_model(self) -> bool:
+        """An ok cell that trained the weights it and its model's other thread counts timed (aebench.runner)."""
+        return self.status == "ok" and self.info.get("trained_by") == self.cell.key
+
     def flat(self) -> dict[str, Any]:
         """One row: cell axes, status, then ``quality.*``, ``speed.*``, ``memory.*`` ... and ``info.*`` columns."""
         row: dict[str, Any] = {

@@ -278,15 +278,15 @@ def weights_file(weights_root: Path, cell: Cell) -> Path:
 
 def share_training(result: CellResult, source: CellResult) -> CellResult:
     """A timing cell's result completed with what its training cell measured once for the model: the quality and
-    diagnostic figures and the training run's speed figures (time to target), the image grid, robustness and
-    training curves, and the reference classifier's details. Its own speed figures stay its own."""
-    metrics = {name: value for name, value in source.metrics.items() if REGISTRY.find(name) is not None
-               and REGISTRY[name].from_training}
+    diagnostic figures, the training run's speed figures (time to target) and the reference classifier's details.
+    Its own speed figures stay its own. The model's arrays (image grid, curves) stay with the training cell, which
+    ``info.trained_by`` names: stored once, not once per thread count."""
+    metrics = {name: value for name, value in source.metrics.items()
+               if (metric := REGISTRY.find(name)) is not None and metric.from_training}
     metrics |= {name: value for name, value in result.metrics.items() if name not in metrics}
     info = {key: source.info[key] for key in SHARED_INFO if key in source.info}
     info |= {**result.info, "trained_by": source.cell.key}
-    artifacts = {**source.artifacts, **result.artifacts}  # its own latency samples; the model's grid and curves
-    return replace(result, metrics=metrics, info=info, artifacts=artifacts)
+    return replace(result, metrics=metrics, info=info)
 
 
 SHARED_INFO = ("classifier_cached", "classifier_test_acc")

@@ -70,10 +70,10 @@ def start(store: Store, matrix: Matrix, cells: Sequence[Cell], argv: Sequence[st
 
 
 def stored_training(store: Store, run_id: str) -> dict[str, CellResult]:
-    """The run's stored training results by quality key (with their artifacts): what a resumed run's remaining
-    thread counts share instead of training again."""
-    return {result.cell.quality_key: result for result in store.results(run_id, with_artifacts=True)
-            if result.status == "ok" and result.info.get("trained_by") == result.cell.key}
+    """The run's stored training results by quality key: what a resumed run's remaining thread counts share instead
+    of training again."""
+    return {result.cell.quality_key: result for result in store.results(run_id, with_artifacts=False)
+            if result.trained_its_model}
 
 
 def check_resumable(record: Mapping[str, Any], matrix: Matrix, retry_failed: bool = False) -> None:

@@ -32,8 +32,24 @@ from aebench import atomic
 
 Clock = Callable[[], float]
 STATE_FILE = "quality_clock.json"
+NOT_REACHED = "not reached"
 # The stored arrays of a training run (CellResult artifacts): the report plots validation PSNR against images seen.
 CURVE_ARTIFACTS = ("curve_images", "curve_train_s", "curve_val_psnr_db", "curve_epoch_loss")
+
+
+def to_target_text(metric: str, value: object, reached: object, missing: str = "") -> str:
+    """A to-target figure (``speed.time_to_target_s``, ``quality.images_to_target``) as every table shows it:
+    "not reached" where the run never got there (``quality.target_reached`` = 0), ``missing`` where nothing was
+    stored (a run made before time to quality), else the registry's format."""
+    from aebench.metrics import REGISTRY
+
+    try:
+        flag, number = float(reached), float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        flag, number = math.nan, math.nan
+    if flag == 0.0:
+        return NOT_REACHED
+    return REGISTRY.format(metric, number) if math.isfinite(number) else missing
 
 
 def target_psnr_db(noisy_psnr_db: float, target_gain_db: float) -> float:
@@ -52,8 +68,6 @@ class Curve:
     noisy_psnr_db: float
     target_psnr_db: float
     validation_s: float  # seconds the evaluations took, excluded from train_s
-    every_steps: int
-    validation_images: int
 
     def __post_init__(self) -> None:
         count = len(self.images_seen)
@@ -101,7 +115,7 @@ class QualityClock:
     """
 
     def __init__(self, evaluate: Callable[[], float], *, noisy_psnr_db: float, target_gain_db: float,
-                 every_steps: int, batch_size: int, images_per_epoch: int, validation_images: int,
+                 every_steps: int, batch_size: int, images_per_epoch: int,
                  clock: Clock = time.perf_counter, state_path: Path | None = None) -> None:
         if every_steps < 1 or batch_size < 1 or images_per_epoch < 1:
             raise ValueError(f"every_steps={every_steps}, batch_size={batch_size}, images_per_epoch="
@@ -114,7 +128,6 @@ class QualityClock:
         self.every_steps = every_steps
         self.batch_size = batch_size
         self.images_per_epoch = images_per_epoch
-        self.validation_images = validation_images
         self.points: list[tuple[int, float, float]] = []  # (images seen, training seconds, validation PSNR)
         self.epoch_loss: list[float] = []
         self.validation_s = 0.0
@@ -165,7 +178,7 @@ class QualityClock:
     def curve(self) -> Curve:
         images, train_s, psnr = zip(*self.points) if self.points else ((), (), ())
         return Curve(tuple(images), tuple(train_s), tuple(psnr), tuple(self.epoch_loss), self.noisy_psnr_db,
-                     self.target_psnr_db, self.validation_s, self.every_steps, self.validation_images)
+                     self.target_psnr_db, self.validation_s)
 
     # -- a resumed run continues its curve --------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ quality does not depend on the thread count beyond float rounding.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -24,6 +23,7 @@ from aebench.config import Matrix, parse_override
 from aebench.data import Dataset
 from aebench.errors import UserError
 from aebench.models import registry
+from aebench.timetoquality import to_target_text
 
 
 def parse_values(variant: str, text: str) -> tuple[str, list[float | int]]:
@@ -50,28 +50,28 @@ def tune(matrix: Matrix, dataset: Dataset, variant: str, key: str, values: Seque
 
     threads = max(matrix.threads)
     rows: list[dict[str, Any]] = []
+    data_of: dict[str, worker.TrainingData] = {}  # by quality key: the same images whatever the value tried
     for value in values:
         hparams = {**matrix.hparams.get(variant, {}), key: value}
         tuned = replace(matrix, hparams={**matrix.hparams, variant: hparams})
         for cell in (c for c in tuned.cells() if c.variant == variant and c.threads in (threads, None)):
-            data = worker.training_data(tuned, cell, dataset)
+            data = data_of.get(cell.quality_key) or data_of.setdefault(
+                cell.quality_key, worker.training_data(tuned, cell, dataset))
             model, _, _ = worker.build_model(tuned, cell)
-            training, curve = worker.train_to_quality(tuned, cell, model, data.train_inputs, data.x_train,
-                                                      data.x_validation, data.noisy_validation)
+            training, curve = worker.train_to_quality(tuned, cell, model, data)
             metrics = curve.metrics()
             codes = keras.ops.convert_to_numpy(models.encoder_of(model)(data.noisy_validation, training=False))
             rows.append({key: value, "noise": cell.noise, "val PSNR (dB)": metrics["quality.val_psnr_db"],
                          "val gain (dB)": metrics["quality.val_gain_db"],
-                         "time to target (s)": metrics["speed.time_to_target_s"],
+                         "time to target (s)": to_target_text("speed.time_to_target_s",
+                                                              metrics["speed.time_to_target_s"],
+                                                              metrics["quality.target_reached"]),
                          "mean code activation": float(np.mean(codes)), "train loss": training.final_loss})
     return pd.DataFrame(rows)
 
 
 def format_table(table: pd.DataFrame, key: str) -> str:
     """The rows, then the value with the best mean validation gain over the noise levels."""
-    shown = table.copy()
-    shown["time to target (s)"] = [("not reached" if v is None or (isinstance(v, float) and math.isnan(v))
-                                    else f"{v:.1f}") for v in shown["time to target (s)"]]
-    text = shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    text = table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
     best = table.groupby(key)["val gain (dB)"].mean().idxmax()
     return f"{text}\nbest {key} by mean validation gain: {best:g}"

@@ -54,15 +54,21 @@ def pin_cpus(threads: int | None) -> list[int]:
 
 
 @dataclass(frozen=True)
-class CellData:
-    """The cell's images: its training subset and what the model trains on, the held-out validation slice with its
-    noise (time-to-quality), and the test images with their noise."""
+class TrainingData:
+    """What training reads: the training subset, what the model trains on, and the held-out validation slice with
+    its noise. No test image: ``aebench tune`` tunes on this alone."""
 
     x_train: np.ndarray
     y_train: np.ndarray
     train_inputs: np.ndarray  # noisy copies of x_train, or x_train itself for a model that corrupts its own input
     x_validation: np.ndarray
     noisy_validation: np.ndarray
+
+
+@dataclass(frozen=True)
+class CellData(TrainingData):
+    """The training data and the test images with their noise: what a cell reads."""
+
     x_test: np.ndarray
     y_test: np.ndarray
     noisy_test: np.ndarray
@@ -142,8 +148,7 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, *, trains: bool =
 def _train(matrix: Matrix, cell: Cell, data: CellData, model: Any, weights_path: str | None,
            checkpoint_dir: str | None, phases: _Phases) -> tuple[dict[str, float | None], dict[str, np.ndarray]]:
     """The training cell's one training run (time to quality, its curve, the final loss); the weights saved."""
-    training, curve = train_to_quality(matrix, cell, model, data.train_inputs, data.x_train, data.x_validation,
-                                       data.noisy_validation, checkpoint_dir)
+    training, curve = train_to_quality(matrix, cell, model, data, checkpoint_dir)
     phases.seconds["train_s"] = training.seconds
     if weights_path:
         _save_weights(model, Path(weights_path))
@@ -205,31 +210,27 @@ def _score(matrix: Matrix, cell: Cell, dataset: Dataset, data: CellData, model: 
     return quality | metrics, info, _grid(trained) | artifacts
 
 
-def train_to_quality(matrix: Matrix, cell: Cell, model: Any, train_inputs: np.ndarray, targets: np.ndarray,
-                     x_validation: np.ndarray, noisy_validation: np.ndarray,
+def train_to_quality(matrix: Matrix, cell: Cell, model: Any, data: TrainingData,
                      checkpoint_dir: str | None = None) -> tuple[scenarios.Training, timetoquality.Curve]:
     """The model's one training run, with its quality clock: validation PSNR every few steps, time to target. Reads
     the training images and the held-out validation slice only (``aebench tune`` relies on it)."""
     settings = matrix.time_to_quality
     clock = timetoquality.QualityClock(
-        timetoquality.psnr_evaluator(model, x_validation, noisy_validation, matrix.throughput.batch_size),
-        noisy_psnr_db=psnr_db(x_validation, noisy_validation), target_gain_db=settings.target_gain_db,
-        every_steps=settings.every_steps, batch_size=matrix.batch_size, images_per_epoch=len(train_inputs),
-        validation_images=len(x_validation),
+        timetoquality.psnr_evaluator(model, data.x_validation, data.noisy_validation, matrix.throughput.batch_size),
+        noisy_psnr_db=psnr_db(data.x_validation, data.noisy_validation), target_gain_db=settings.target_gain_db,
+        every_steps=settings.every_steps, batch_size=matrix.batch_size, images_per_epoch=len(data.train_inputs),
         state_path=Path(checkpoint_dir) / timetoquality.STATE_FILE if checkpoint_dir else None)
-    training = scenarios.train(model, train_inputs, targets, batch_size=matrix.batch_size, epochs=matrix.epochs,
-                               seed=cell.seed, checkpoint_dir=checkpoint_dir, callbacks=[clock.callback()])
+    training = scenarios.train(model, data.train_inputs, data.x_train, batch_size=matrix.batch_size,
+                               epochs=matrix.epochs, seed=cell.seed, checkpoint_dir=checkpoint_dir,
+                               callbacks=[clock.callback()])
     return training, clock.curve()
 
 
 def _save_weights(model: Any, path: Path) -> None:
     """Write the trained weights where the model's other thread counts load them, atomically: a cell killed while
-    writing leaves no half file for them to load. (Not aebench.atomic.replacing: Keras wants the temporary name to
-    end in .weights.h5 too.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.{os.getpid()}.weights.h5")
-    model.save_weights(partial)
-    os.replace(partial, path)
+    writing leaves no half file for them to load."""
+    with atomic.replacing(path) as partial:
+        model.save_weights(partial)
 
 
 def weights_digest(model: Any) -> str:
@@ -263,18 +264,6 @@ def _pin(cell: Cell) -> dict[str, Any]:
     return info
 
 
-@dataclass(frozen=True)
-class TrainingData:
-    """What training reads: the training subset, what the model trains on, and the held-out validation slice with
-    its noise. No test image: ``aebench tune`` tunes on this alone."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    train_inputs: np.ndarray
-    x_validation: np.ndarray
-    noisy_validation: np.ndarray
-
-
 def training_data(matrix: Matrix, cell: Cell, dataset: Dataset) -> TrainingData:
     """The cell's training subset and validation slice; fresh noise draws for train (seed) and validation
     (seed + 2)."""
@@ -295,8 +284,7 @@ def cell_data(matrix: Matrix, cell: Cell, dataset: Dataset) -> CellData:
     train = training_data(matrix, cell, dataset)
     x_test, y_test = dataset.x_test[: matrix.test_size], dataset.y_test[: matrix.test_size]
     noisy_test = add_noise(x_test, cell.noise_type, cell.noise, seed=cell.seed + 1)
-    return CellData(train.x_train, train.y_train, train.train_inputs, train.x_validation, train.noisy_validation,
-                    x_test, y_test, noisy_test)
+    return CellData(**vars(train), x_test=x_test, y_test=y_test, noisy_test=noisy_test)
 
 
 def build_model(matrix: Matrix, cell: Cell) -> tuple[Any, float, dict[str, Any]]:

@@ -87,3 +87,14 @@ def probe_page(page: Path, work: Path, width: int = 1280, height: int = 900,
         if not screenshot.is_file():
             raise RuntimeError(f"no screenshot (exit {shot.returncode}): {shot.stderr[-500:]}")
     return result
+
+
+if __name__ == "__main__":
+    # `python tests/browser.py reports/latest.html [SCREENSHOT.png]`: what a 1,280-pixel window shows of a report.
+    import sys
+    import tempfile
+
+    page = Path(sys.argv[1])
+    shot = Path(sys.argv[2]) if len(sys.argv) > 2 else None
+    with tempfile.TemporaryDirectory() as scratch:
+        print(json.dumps(probe_page(page, Path(scratch), screenshot=shot), indent=1))

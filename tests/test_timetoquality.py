@@ -28,7 +28,7 @@ def _clock(time: FakeTime, psnrs: list[float], eval_s: float = 0.5, **options: o
         return next(values)
 
     settings = {"noisy_psnr_db": 15.0, "target_gain_db": 3.0, "every_steps": 2, "batch_size": 10,
-                "images_per_epoch": 35, "validation_images": 100, **options}
+                "images_per_epoch": 35, **options}
     return QualityClock(evaluate, clock=time, **settings)
 
 
@@ -90,11 +90,11 @@ def test_a_resumed_run_continues_its_curve_and_its_training_time(tmp_path: Path)
 
 def test_curve_records_validate_themselves() -> None:
     with pytest.raises(ValueError, match="one or more evaluations"):
-        Curve((), (), (), (), 15.0, 18.0, 0.0, 2, 100)
+        Curve((), (), (), (), 15.0, 18.0, 0.0)
     with pytest.raises(ValueError, match="non-decreasing"):
-        Curve((20, 10), (1.0, 2.0), (16.0, 17.0), (), 15.0, 18.0, 0.0, 2, 100)
+        Curve((20, 10), (1.0, 2.0), (16.0, 17.0), (), 15.0, 18.0, 0.0)
     with pytest.raises(ValueError, match="finite seconds"):
-        Curve((20,), (math.nan,), (16.0,), (), 15.0, 18.0, 0.0, 2, 100)
+        Curve((20,), (math.nan,), (16.0,), (), 15.0, 18.0, 0.0)
     with pytest.raises(ValueError, match="allowed integers >= 1"):
         QualityClock(lambda: 0.0, noisy_psnr_db=1.0, target_gain_db=3.0, every_steps=0, batch_size=1,
-                     images_per_epoch=1, validation_images=1)
+                     images_per_epoch=1)

@@ -32,18 +32,26 @@ def _as_images(array: np.ndarray) -> np.ndarray:
     return array.reshape(array.shape[0], array.shape[1], -1) if array.ndim == 4 else array
 
 
+def grid_title(variant: str, noise_type: str, noise: float, psnr: float | None) -> str:
+    title = f"{variant}, {noise_type} noise {float(noise):g}"
+    return title if psnr is None or pd.isna(psnr) else f"{title} (output PSNR {psnr:.2f} dB)"
+
+
+def grid_figure(stored: Mapping[str, np.ndarray], title: str):
+    """The clean, noisy and denoised rows of one cell's stored grid (``aebench figure grid`` draws the same)."""
+    rows = [(name.removeprefix("grid_"), _as_images(stored[name])) for name in GRID_NAMES]
+    return plots.image_grid_figure(rows, title)
+
+
 def section(run: Run) -> Markup:
     cells = _grid_cells(ordered(ok_cells(run.frame)), run.artifacts)
     grids = []
     for noise in sorted(first_seen(cells["noise"])) if not cells.empty else []:
         row = cells[cells["noise"] == noise].iloc[0]
         stored = run.artifacts[int(row["cell"])]
-        psnr = pd.to_numeric(row.get("quality.psnr_db"), errors="coerce")
-        title = f"{row['variant']}, {row.get('noise_type', 'noise')} noise {float(noise):g}"
-        if pd.notna(psnr):
-            title += f" (output PSNR {psnr:.2f} dB)"
-        rows = [(name.removeprefix("grid_"), _as_images(stored[name])) for name in GRID_NAMES]
-        figure = plots.img_tag(plots.image_grid_figure(rows, title), f"clean, noisy and denoised digits: {title}")
+        title = grid_title(row["variant"], row.get("noise_type", "noise"), noise,
+                           pd.to_numeric(row.get("quality.psnr_db"), errors="coerce"))
+        figure = plots.img_tag(grid_figure(stored, title), f"clean, noisy and denoised digits: {title}")
         digits = None
         if "grid_labels" in stored:
             digits = " ".join(str(int(label)) for label in np.asarray(stored["grid_labels"]).ravel())

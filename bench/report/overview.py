@@ -11,24 +11,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
 from aebench import plots
 from aebench.load import CONTAMINATED
-from aebench.metrics import REGISTRY, flag_is_set
+from aebench.metrics import REGISTRY
 from aebench.report.page import Run, render
-from aebench.report.table import NA, first_seen, flags, numeric, ok_cells, ordered, styled_table, text
+from aebench.report.table import (NA, first_seen, flags, numeric, ok_cells, ordered, series_labels, styled_table,
+                                  threads_text)
+from aebench.store import without_contaminated_speed
+from aebench.timetoquality import to_target_text
 
 WINNER = "★"
-# (metric, which way is better, how the cell that gives it is described)
-SPEED_COLUMNS = (("speed.train_ips", "higher"), ("speed.infer_ips", "higher"), ("speed.latency_b1_p99_ms", "lower"))
-
-
-def threads_text(threads: Any) -> str:
-    count = int(threads)
-    return f"{count} thread" + ("" if count == 1 else "s")
+SPEED_COLUMNS = ("speed.train_ips", "speed.infer_ips", "speed.latency_b1_p99_ms")
 
 
 def environment_line(record: Mapping[str, Any]) -> str:
@@ -60,8 +56,8 @@ def _best(rows: pd.DataFrame, metric: str, better: str) -> pd.Series | None:
 
 
 def variant_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
-    """One row per variant (display strings) and, per column, the variant that wins it."""
-    clean = ok[~flags(ok, CONTAMINATED)]
+    """One row per variant (display strings) and, per column, the variant that wins it. ``ok`` holds the ok cells
+    with contaminated speed figures already blanked (``store.without_contaminated_speed``)."""
     rows: list[dict[str, str]] = []
     winners_by: dict[str, list[tuple[str, float]]] = {}
     for variant in first_seen(ok["variant"]):
@@ -76,17 +72,11 @@ def variant_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
             row["accuracy on denoised"] = NA if pd.isna(accuracy) else f"{accuracy:.4f}"
             if not pd.isna(accuracy):
                 winners_by.setdefault("accuracy on denoised", []).append((variant, float(accuracy)))
-            reached = best.get("quality.target_reached")
-            seconds = pd.to_numeric(best.get("speed.time_to_target_s"), errors="coerce")
-            if reached is None or pd.isna(reached):
-                row["time to target (s)"] = NA
-            elif not flag_is_set(reached):
-                row["time to target (s)"] = "not reached"
-            else:
-                row["time to target (s)"] = f"{seconds:.1f}"
-        for metric, better in SPEED_COLUMNS:
-            heading = REGISTRY[metric].heading()
-            fastest = _best(clean[clean["variant"] == variant], metric, better)
+            row["time to target (s)"] = to_target_text("speed.time_to_target_s", best.get("speed.time_to_target_s"),
+                                                       best.get("quality.target_reached"), NA)
+        for metric in SPEED_COLUMNS:
+            heading, better = REGISTRY[metric].heading(), REGISTRY[metric].better
+            fastest = _best(mine, metric, better)
             if fastest is None:
                 row[heading] = NA
                 continue
@@ -104,23 +94,23 @@ def variant_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
 
 
 def pareto_panels(ok: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    clean = ok[~flags(ok, CONTAMINATED)]
-    points = pd.DataFrame({"series": clean["variant"].astype(str).to_numpy(), "noise": clean["noise"].to_numpy(),
-                           "x": numeric(clean, "speed.latency_b1_p99_ms").to_numpy(),
-                           "y": numeric(clean, "quality.gain_db").to_numpy()}).dropna()
+    """One frame of (series, x = batch-1 p99, y = PSNR gain) points per noise level; cells missing either left out."""
+    points = pd.DataFrame({"series": series_labels(ok).to_numpy(), "noise": ok["noise"].to_numpy(),
+                           "x": numeric(ok, "speed.latency_b1_p99_ms").to_numpy(),
+                           "y": numeric(ok, "quality.gain_db").to_numpy()}).dropna()
     return [(f"noise {float(noise):g}", points[points["noise"] == noise].reset_index(drop=True))
             for noise in sorted(first_seen(points["noise"]))]
 
 
 def section(run: Run) -> Markup:
     frame = run.frame
-    ok = ordered(ok_cells(frame))
+    ok = without_contaminated_speed(ordered(ok_cells(frame)))  # no contaminated speed figure ranks or plots
     counts = cell_counts(frame) if not frame.empty else {}
     table, winners = variant_table(ok) if not ok.empty else (pd.DataFrame(), {})
     panels = pareto_panels(ok) if not ok.empty else []
     figure = None
     if panels:
-        figure = Markup(plots.img_tag(plots.pareto_figure(panels, [str(v) for v in first_seen(ok["variant"])],
+        figure = Markup(plots.img_tag(plots.pareto_figure(panels, first_seen(series_labels(ok)),
                                                           REGISTRY["speed.latency_b1_p99_ms"].heading(),
                                                           REGISTRY["quality.gain_db"].heading()),
                                       "PSNR gain against batch-1 p99 latency, one point per cell"))

@@ -258,3 +258,9 @@ def key_value_table(items: Mapping[str, Any], table_id: str) -> Markup:
         return Markup("<p>{}</p>").format(NA)
     display = pd.DataFrame({"key": [str(key) for key in items], "value": [text(value) for value in items.values()]})
     return styled_table(display, {}, table_id, css_class="kv", header=False)
+
+
+def threads_text(threads: Any) -> str:
+    """"1 thread", "2 threads"."""
+    count = int(threads)
+    return f"{count} thread" + ("" if count == 1 else "s")

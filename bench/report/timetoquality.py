@@ -3,35 +3,24 @@ training took to get there (aebench.timetoquality). One row per trained model: i
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
 from aebench import plots
-from aebench.metrics import REGISTRY, flag_is_set
-from aebench.report.overview import threads_text
+from aebench.metrics import REGISTRY
 from aebench.report.page import Run, render
-from aebench.report.table import first_seen, ok_cells, ordered, styled_table, text
-from aebench.timetoquality import CURVE_ARTIFACTS
+from aebench.report.table import NA, first_seen, numeric, ok_cells, ordered, styled_table, threads_text, with_series
+from aebench.timetoquality import CURVE_ARTIFACTS, to_target_text
 
-NOT_REACHED = "not reached"
 TABLE_METRICS = ("quality.target_psnr_db", "speed.time_to_target_s", "quality.images_to_target",
                  "quality.val_psnr_db", "quality.val_gain_db", "speed.train_total_s", "timing.validation_s")
 
 
-def training_cells(frame: pd.DataFrame) -> pd.DataFrame:
-    """The ok cells that trained their model (info.trained_by is their own key): one per trained model."""
-    ok = ordered(ok_cells(frame))
-    if ok.empty or "info.trained_by" not in ok.columns:
-        return ok.iloc[0:0]
-    return ok[[text(trainer) == key for trainer, key in zip(ok["info.trained_by"], ok["key"])]]
-
-
-def _cell_text(metric: str, value: object, reached: bool) -> str:
-    if metric in ("speed.time_to_target_s", "quality.images_to_target") and not reached:
-        return NOT_REACHED
-    number = pd.to_numeric(value, errors="coerce")
-    return "" if pd.isna(number) else REGISTRY.format(metric, number)
+def training_cells(run: Run) -> pd.DataFrame:
+    """The rows of the cells that trained their model: one per trained model."""
+    trained = {result.cell.index for result in run.results if result.trained_its_model}
+    ok = ordered(ok_cells(run.frame))
+    return ok[ok["cell"].isin(trained)] if not ok.empty else ok
 
 
 def ttq_table(trained: pd.DataFrame) -> Markup:
@@ -39,29 +28,30 @@ def ttq_table(trained: pd.DataFrame) -> Markup:
                             "noise": [f"{float(noise):g}" for noise in trained["noise"]],
                             "trained on": [threads_text(threads) if pd.notna(threads) else str(device)
                                            for threads, device in zip(trained["threads"], trained["device"])]})
+    reached = numeric(trained, "quality.target_reached")
     for metric in TABLE_METRICS:
-        values = trained.get(metric, pd.Series(np.nan, index=trained.index))
-        reached = [flag_is_set(flag) for flag in trained.get("quality.target_reached",
-                                                              pd.Series(np.nan, index=trained.index))]
-        display[REGISTRY[metric].heading()] = [_cell_text(metric, value, hit) for value, hit in zip(values, reached)]
+        display[REGISTRY[metric].heading()] = [to_target_text(metric, value, hit, NA)
+                                               for value, hit in zip(numeric(trained, metric), reached)]
     return styled_table(display, {}, "timetoquality")
 
 
 def section(run: Run) -> Markup:
-    trained = training_cells(run.frame)
-    with_curves = trained[[all(name in run.artifacts.get(int(cell), {}) for name in CURVE_ARTIFACTS[:3])
+    trained = training_cells(run)
+    with_curves = trained[[all(name in run.artifacts.get(int(cell), {}) for name in CURVE_ARTIFACTS)
                            for cell in trained["cell"]]] if not trained.empty else trained
     if with_curves.empty:
         return render("sections/timetoquality.html", figure=None, table=None, every_steps=None)
-    variants = first_seen(with_curves["variant"])
+    with_curves = with_series(with_curves)
+    series_order = first_seen(with_curves["series"])
     panels = []
     for noise in sorted(first_seen(with_curves["noise"])):
         rows = with_curves[with_curves["noise"] == noise]
         curves = []
-        for variant in variants:  # every panel lists the variants in one order: each keeps its colour
-            for _, row in rows[rows["variant"] == variant].iterrows():
+        for series in series_order:  # every panel lists the series in one order
+            mine = rows[rows["series"] == series]
+            for _, row in mine.iterrows():  # several rows only with several seeds
                 stored = run.artifacts[int(row["cell"])]
-                label = variant if rows["variant"].tolist().count(variant) == 1 else f"{variant} ({row['key']})"
+                label = series if len(mine) == 1 else f"{series} seed {int(row['seed'])}"
                 curves.append((label, stored["curve_images"], stored["curve_val_psnr_db"]))
         targets = pd.to_numeric(rows.get("quality.target_psnr_db"), errors="coerce").dropna()
         target = float(targets.mean()) if not targets.empty else None
