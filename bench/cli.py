@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sqlite3
 import shutil
 import sys
 import threading
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aebench.errors import CannotWrite, UserError
-from aebench.store import DEFAULT_STORE
+from aebench.store import DEFAULT_STORE, is_server_url
 
 if TYPE_CHECKING:
     from aebench.config import Cell, Matrix
@@ -30,14 +29,21 @@ EXIT_CELLS_FAILED = 1
 
 
 def _add_store(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", type=Path, default=None,
-                        help=f"SQLite result store (default: $AEBENCH_STORE or {DEFAULT_STORE})")
+    parser.add_argument("--store", type=store_location, default=None, metavar="PATH|URL",
+                        help=f"result store: a SQLite file, or postgresql://USER@HOST[:PORT]/DB for a shared one "
+                             f"(default: $AEBENCH_STORE or {DEFAULT_STORE})")
 
 
-def _store_path(args: argparse.Namespace) -> Path:
-    # Absolute: the checkpoint and classifier-cache folders beside the store are handed to worker hosts, which start
-    # in another folder.
-    return (args.store or Path(os.environ.get("AEBENCH_STORE") or DEFAULT_STORE)).absolute()
+def store_location(text: str) -> str | Path:
+    """A store as the user names it: a PostgreSQL URL stays text, anything else is a SQLite file's path."""
+    return text if is_server_url(text) else Path(text)
+
+
+def _store_path(args: argparse.Namespace) -> str | Path:
+    """The store's location: a PostgreSQL URL as given, or a file path made absolute (the checkpoint and
+    classifier-cache folders beside the store are handed to worker hosts, which start in another folder)."""
+    location = args.store or store_location(os.environ.get("AEBENCH_STORE") or str(DEFAULT_STORE))
+    return location if isinstance(location, str) else location.absolute()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list the runs in the store")
     _add_store(listing)
 
+    push = commands.add_parser("push", help="copy finished runs into another store, a fleet's shared one "
+                                            "(idempotent: a second push copies only what is missing)")
+    push.add_argument("runs", nargs="+", metavar="RUN", help="run ids or unique prefixes, 'latest', or 'all'")
+    push.add_argument("--to", required=True, type=store_location, metavar="URL|PATH",
+                      help="the store that receives them: postgresql://USER@HOST[:PORT]/DB, or a .sqlite file")
+    _add_store(push)
+
     export = commands.add_parser("export", help="print a run's flat table (one row per cell)")
     export.add_argument("run", nargs="?", default=None, help="run id or unique prefix (default: the latest)")
     export.add_argument("--format", choices=("csv", "json"), default="csv")
@@ -87,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("baseline", help="baseline: a run id or prefix, 'latest', several joined by commas, or "
                                           "commit:REV for every complete run of that commit")
     compare.add_argument("candidate", nargs="?", default="latest", help="candidate, the same forms (default: latest)")
-    compare.add_argument("--baseline-store", type=Path, default=None, help="the baseline's store, if it is another file")
+    compare.add_argument("--baseline-store", type=store_location, default=None, help="the baseline's store, if it is another file")
     compare.add_argument("--margin", dest="margins", action="append", default=[], metavar="NAME:VALUE",
                          help="practical margin of a gated metric or group: speed:5%% (percent), "
                               "quality.psnr_db:0.1 (the metric's unit); defaults in `aebench metrics`")
@@ -291,15 +304,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data_path: Path, skip_check: SkipCheck,
            lock: MachineLock) -> int:
     from aebench import runner, session
-    from aebench.store import Store
+    from aebench.store import open_store
     from aebench.summary import format_summary
 
     wall_start = time.monotonic()
-    store = Store(_store_path(args), create=not args.resume)
+    store = open_store(_store_path(args), create=not args.resume)
     with _store_writes(store):
         run = session.start(store, matrix, cells, args.argv, args.resume, args.retry_failed)
     run_id = run.run_id
-    run_folder = store.path.parent / "checkpoints" / run_id  # its checkpoints and each model's shared weights
+    run_folder = store.local_folder / "checkpoints" / run_id  # its checkpoints and each model's shared weights
     lock.name_run(run_id)
     retried = set(run.retried)
 
@@ -315,7 +328,7 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
         again = f" ({len(run.retried)} failed, again)" if run.retried else ""
         print(f"aebench: resuming run {run_id}: {run.stored_cells} cells stored, {len(run.cells)} to run{again}",
               file=sys.stderr)
-    print(f"aebench: run {run_id}: {len(run.cells)} cells of matrix {matrix.name!r} -> {store.path}", file=sys.stderr)
+    print(f"aebench: run {run_id}: {len(run.cells)} cells of matrix {matrix.name!r} -> {store.location}", file=sys.stderr)
 
     def finish(status: str) -> dict[str, Any]:
         """The run's record over every invocation, this one's wall time counted up to now."""
@@ -327,10 +340,10 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
     prepared: list[dict[str, Any]] = []
     stopped_by: BaseException | None = None
     try:
-        with session.Heartbeat(store.path, run_id):
+        with session.Heartbeat(store, run_id):
             runner.run_cells(matrix, run.cells, data_path=data_path, skip_check=skip_check, on_result=store_result,
                              checkpoint_root=run_folder if matrix.checkpoint else None,
-                             cache_dir=store.path.parent / "cache", on_prepared=prepared.append,
+                             cache_dir=store.local_folder / "cache", on_prepared=prepared.append,
                              wait_idle_s=args.wait_idle, weights_root=run_folder / "weights",
                              trained_before=session.stored_training(store, run_id) if run.resumed else None)
         status = "complete"
@@ -373,19 +386,19 @@ def _store_writes(store: Store, run_id: str | None = None) -> Iterator[None]:
     """A store write that fails (a full disk, an I/O error) stops the sweep with one line saying what is kept."""
     try:
         yield
-    except sqlite3.Error as error:
+    except store.Error as error:
         kept = f"the cells stored so far are kept; make room and continue with --resume {run_id}" if run_id else \
             "nothing was run"
-        raise CannotWrite(f"the store {store.path} cannot be written ({error}): {kept}") from error
+        raise CannotWrite(f"the store {store.location} cannot be written ({error}): {kept}") from error
 
 
 # -- store queries -------------------------------------------------------------------------------------------------
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from aebench.store import Store
+    from aebench.store import open_store
 
-    with Store(_store_path(args), create=False) as store:
+    with open_store(_store_path(args), create=False) as store:
         frame = store.runs_frame()
     if frame.empty:
         print("no runs")
@@ -397,11 +410,37 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push(args: argparse.Namespace) -> int:
+    from aebench.store import open_store
+
+    source_location, target_location = _store_path(args), args.to
+    if not isinstance(target_location, str):
+        target_location = target_location.absolute()
+    if str(source_location) == str(target_location):
+        raise UserError(f"--to {target_location} is the store the runs are in: allowed another store, such as a "
+                        "fleet's postgresql://USER@HOST/DB")
+    with open_store(source_location, create=False) as source:
+        runs = source.runs_frame()
+        wanted = list(runs["run_id"]) if args.runs == ["all"] else [source.resolve_run(ref) for ref in args.runs]
+        statuses = dict(zip(runs["run_id"], runs["status"]))
+        for run_id in wanted:
+            if statuses[run_id] == "running":
+                raise UserError(f"run {run_id} is still running: allowed a finished run (complete, interrupted or "
+                                "abandoned); push it when it has finished")
+        with open_store(target_location) as target:  # opened only once every run is known to be pushable
+            for run_id in wanted:
+                copy = source.copy_of_run(run_id)
+                copied = target.receive_run(copy)
+                what = f"{copied} of {len(copy.cells)} cells copied" if copied else "already there, nothing copied"
+                print(f"{run_id}: {what} -> {target.location}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from aebench.results import column_order
-    from aebench.store import Store
+    from aebench.store import open_store
 
-    with Store(_store_path(args), create=False) as store:
+    with open_store(_store_path(args), create=False) as store:
         frame = store.frame([store.resolve_run(args.run)])
     frame = frame.drop(columns=[c for c in ("stderr_tail",) if c in frame.columns])
     frame = frame[column_order(frame.columns)]
@@ -419,9 +458,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from aebench.report import write_report
-    from aebench.store import Store
+    from aebench.store import open_store
 
-    with Store(_store_path(args), create=False) as store:
+    with open_store(_store_path(args), create=False) as store:
         path = write_report(store, store.resolve_run(args.run), args.reports_dir)
     print(path)
     return 0
@@ -429,9 +468,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_figure(args: argparse.Namespace) -> int:
     from aebench.figures import write_figure
-    from aebench.store import Store
+    from aebench.store import open_store
 
-    store = Store(_store_path(args), create=False)
+    store = open_store(_store_path(args), create=False)
     print(write_figure(store, args.run, args.kind, args.out, args.variant, args.noise))
     return 0
 
@@ -508,13 +547,13 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from aebench import compare
     from aebench.metrics import REGISTRY, parse_margin
-    from aebench.store import Store
+    from aebench.store import open_store
 
     margins = REGISTRY.margins()
     for text in args.margins:
         margins.update(parse_margin(text, margins))
-    with Store(_store_path(args), create=False) as candidate_store, \
-            Store(args.baseline_store or _store_path(args), create=False) as baseline_store:
+    with open_store(_store_path(args), create=False) as candidate_store, \
+            open_store(args.baseline_store or _store_path(args), create=False) as baseline_store:
         result = compare.compare_sides(compare.load_side(baseline_store, args.baseline),
                                        compare.load_side(candidate_store, args.candidate), margins, force=args.force)
         print(compare.format_comparison(result))
@@ -540,12 +579,12 @@ def cmd_ab(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from aebench import history
-    from aebench.store import Store
+    from aebench.store import open_store
 
     margins = history.resolve_margins(args.metrics, args.margins)
     if args.out is not None and args.out.is_dir():
         raise UserError(f"--out {args.out} is a folder: allowed the path of the HTML page to write")
-    with Store(_store_path(args), create=False) as store:
+    with open_store(_store_path(args), create=False) as store:
         found = history.load_history(store, machine=args.machine, matrix=args.matrix, margins=margins)
     if args.format == "otava-csv":
         text, left_out = history.otava_csv(found)
@@ -576,6 +615,7 @@ COMMANDS = {
     "hardware": cmd_hardware,
     "run": cmd_run,
     "list": cmd_list,
+    "push": cmd_push,
     "export": cmd_export,
     "report": cmd_report,
     "figure": cmd_figure,

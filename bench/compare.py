@@ -63,7 +63,7 @@ def select_runs(store: Store, ref: str) -> list[str]:
         runs = store.runs_frame()
         chosen = runs[(runs["status"] == "complete") & runs["git_commit"].fillna("").str.startswith(prefix)]
         if not prefix or chosen.empty:
-            raise UserError(f"{ref!r} matches no complete run in {store.path}: allowed commit:REV with REV the start "
+            raise UserError(f"{ref!r} matches no complete run in {store.location}: allowed commit:REV with REV the start "
                             "of a commit that 'aebench list' shows")
         return list(chosen["run_id"])
     return [store.resolve_run(part.strip(), complete=True) for part in ref.split(",") if part.strip()]

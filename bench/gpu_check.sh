@@ -69,10 +69,10 @@ echo "== key numbers"
 import sys
 import time
 
-from aebench.store import Store
+from aebench.store import open_store
 
 TRAIN_TARGET, P50_TARGET_MS = 200_000, 0.25  # the targets for the JAX conv cell on an H100
-with Store(sys.argv[1], create=False) as store:
+with open_store(sys.argv[1], create=False) as store:
     results = store.results(store.resolve_run(None))
 print(f"{'cell':<52} {'status':<8} {'train img/s':>12} {'infer img/s':>12} {'b1 p50 ms':>10} {'b1 p99 ms':>10} "
       f"{'PSNR dB':>8}  ran on")

@@ -43,7 +43,7 @@ from aebench.metrics import REGISTRY, flag_is_set
 from aebench.scenarios import Latency
 from aebench.report.page import Section, render, render_document
 from aebench.report.table import key_value_table, styled_table, text, times
-from aebench.store import Store
+from aebench.store import Store, is_server_url, open_store
 
 REPORTS_DIR = Path("reports") / "hardware"
 _STORE_OPERAND = re.compile(r"^(?P<path>.+?\.sqlite):(?P<run>.*)$")
@@ -90,7 +90,7 @@ class Machine:
     raw batch-1 latency samples of each (run id, cell index)."""
 
     operand: str
-    store_path: Path
+    store_location: str
     run_ids: tuple[str, ...]
     records: tuple[dict, ...]
     frame: pd.DataFrame
@@ -114,7 +114,7 @@ class Machine:
     def describe(self) -> str:
         commits = sorted({str(record.get("git_commit"))[:10] for record in self.records})
         return (f"{self.machine_id}  {self.environment.get('cpu_model', 'unknown CPU')}  runs {', '.join(self.run_ids)}"
-                f"  commit {', '.join(commits)}  ({self.store_path})")
+                f"  commit {', '.join(commits)}  ({self.store_location})")
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ class HardwareComparison:
 # -- loading -----------------------------------------------------------------------------------------------------------
 
 
-def parse_operand(operand: str, default_store: Path) -> tuple[Path, str]:
+def parse_operand(operand: str, default_store: str | Path) -> tuple[str | Path, str]:
     """``RUN`` (in the default store) or ``PATH.sqlite:RUN`` -> (store path, RUN)."""
     match = _STORE_OPERAND.match(operand)
     if match:
@@ -210,10 +210,10 @@ def _load(operand: str, store: Store, run: str) -> Machine:
                for run_id in side.run_ids
                for cell, arrays in store.artifacts(run_id, names=[Latency.ARTIFACT]).items()
                if (run_id, int(cell)) not in dirty}
-    return Machine(operand, store.path, side.run_ids, side.records, frame, samples)
+    return Machine(operand, store.location, side.run_ids, side.records, frame, samples)
 
 
-def load_machines(operands: Sequence[str], default_store: Path) -> tuple[Machine, ...]:
+def load_machines(operands: Sequence[str], default_store: str | Path) -> tuple[Machine, ...]:
     """Read every operand's runs (each store opened once and closed again) and check that each operand is one
     machine and that the operands are different machines."""
     if len(operands) < 2:
@@ -221,12 +221,12 @@ def load_machines(operands: Sequence[str], default_store: Path) -> tuple[Machine
                         "RUN RUN [RUN...], one per machine, the reference first")
     parsed = [parse_operand(operand, default_store) for operand in operands]
     with ExitStack() as stack:
-        stores: dict[Path, Store] = {}
+        stores: dict[str, Store] = {}
         machines = []
-        for operand, (path, run) in zip(operands, parsed):
-            where = path.resolve()
+        for operand, (location, run) in zip(operands, parsed):
+            where = location if is_server_url(location) else str(Path(location).resolve())
             if where not in stores:
-                stores[where] = stack.enter_context(Store(path, create=False))
+                stores[where] = stack.enter_context(open_store(location, create=False))
             machines.append(_load(operand, stores[where], run))
     seen: dict[str, str] = {}
     for machine in machines:

@@ -129,7 +129,7 @@ class History:
     """The runs of one machine and matrix in commit order, and each metric's figures as a table: one row per run
     (position in ``runs``), one column per cell key, NaN where a run lacks the figure."""
 
-    store_path: Path
+    store_location: str
     machine_id: str
     matrix_name: str
     runs: tuple[HistoryRun, ...]
@@ -170,7 +170,7 @@ def _choose(runs: pd.DataFrame, column: str, wanted: str | None, option: str, st
         return values.iloc[-1]  # the newest complete run's
     if wanted not in set(values):
         allowed = ", ".join(sorted(set(values))) or "none"
-        raise UserError(f"{option} {wanted!r} has no complete run in {store.path}: allowed {allowed}")
+        raise UserError(f"{option} {wanted!r} has no complete run in {store.location}: allowed {allowed}")
     return wanted
 
 
@@ -183,7 +183,7 @@ def load_history(store: Store, *, machine: str | None = None, matrix: str | None
     runs = store.runs_frame()
     runs = runs[runs["status"] == "complete"]
     if runs.empty:
-        raise UserError(f"the store {store.path} holds no complete run: run 'aebench run' first")
+        raise UserError(f"the store {store.location} holds no complete run: run 'aebench run' first")
     if machine is None and matrix is not None:
         matrix = _choose(runs, "matrix_name", matrix, "--matrix", store)
         machine = _choose(runs[runs["matrix_name"] == matrix], "machine_id", None, "--machine", store)
@@ -217,7 +217,7 @@ def load_history(store: Store, *, machine: str | None = None, matrix: str | None
             continue
         table = values.pivot_table(index="position", columns="key", values="value", aggfunc="mean")
         figures[metric] = table.reindex(range(len(ordered)))
-    return History(store.path, machine, matrix, tuple(ordered), margins, figures)
+    return History(store.location, machine, matrix, tuple(ordered), margins, figures)
 
 
 # -- change points of one series ---------------------------------------------------------------------------------------
@@ -346,7 +346,7 @@ def analyse(history: History, min_segment: int = MIN_SEGMENT) -> Analysis:
                         "runs on each side)")
     if len(history.runs) < 2 * min_segment:
         raise UserError(f"machine {history.machine_id!r}, matrix {history.matrix_name!r} has {len(history.runs)} "
-                        f"complete runs in {history.store_path}: change points need at least {2 * min_segment} "
+                        f"complete runs in {history.store_location}: change points need at least {2 * min_segment} "
                         f"(2 x --min-segment {min_segment})")
     found: list[ChangePoint] = []
     series = 0
@@ -499,7 +499,7 @@ def build_page(analysis: Analysis) -> str:
     history = analysis.history
     first, last = history.runs[0], history.runs[-1]
     header = key_value_table({
-        "store": str(history.store_path),
+        "store": str(history.store_location),
         "machine id": history.machine_id,
         "matrix": history.matrix_name,
         "runs": f"{len(history.runs)} complete runs of {len({run.commit for run in history.runs})} commits, "

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from aebench import machine
@@ -108,17 +106,17 @@ class Heartbeat:
     its own, so that readers on other hosts can tell a live run from one whose runner died (aebench.store.run_status).
     """
 
-    def __init__(self, store_path: Path, run_id: str, interval_s: float = HEARTBEAT_S) -> None:
-        self._path, self._run_id, self._interval_s = store_path, run_id, interval_s
+    def __init__(self, store: Store, run_id: str, interval_s: float = HEARTBEAT_S) -> None:
+        self._store, self._run_id, self._interval_s = store, run_id, interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="aebench-heartbeat", daemon=True)
 
     def _beat(self) -> None:
-        with Store(self._path, create=False) as store:
+        with self._store.reopen() as store:
             while not self._stop.wait(self._interval_s):
                 try:
                     store.beat(self._run_id)
-                except sqlite3.Error:  # busy past the timeout: the next beat tries again
+                except store.Error:  # busy past the timeout, a server restarting: the next beat tries again
                     pass
 
     def __enter__(self) -> Heartbeat:

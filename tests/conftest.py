@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,3 +49,40 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if FAULT_LOG.faults or FAULT_LOG.bad_inputs:
         terminalreporter.write_line(f"faults injected {FAULT_LOG.faults}, bad inputs tried {FAULT_LOG.bad_inputs}, "
                                     f"cells lost {FAULT_LOG.cells_lost}")
+
+
+# -- stores: every store test runs on SQLite and on a real PostgreSQL ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server on 127.0.0.1 for this test session (tests/postgres_server.py), stopped at its end.
+
+    Skipped, with the reason, where none can start; CI sets AEBENCH_REQUIRE_POSTGRES=1, so there it fails instead."""
+    import postgres_server as server
+
+    reason = server.why_unavailable()
+    if reason is not None:
+        if os.environ.get("AEBENCH_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"AEBENCH_REQUIRE_POSTGRES=1 but {reason}")
+        pytest.skip(f"the PostgreSQL store tests need a server: {reason}")
+    with server.temporary_server() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty database of its own for this test, dropped after it."""
+    import postgres_server as server
+
+    name = "t_" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
+    with server.fresh_database(postgres_server, name) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a store test keeps its store: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "s.sqlite"
+    return request.getfixturevalue("postgres_url")

@@ -245,11 +245,11 @@ def test_cells_report_accuracy_and_diagnostics(tmp_path: Path, tiny_dataset_dir:
 def test_export_aggregate_emits_mean_ci_and_seed_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from aebench import cli
     from aebench.results import CellResult
-    from aebench.store import Store
+    from aebench.store import open_store
 
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], repeats=3))
     values = [0.90, 0.92, 0.97]
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         run_id = store.begin_run(matrix, {"machine_id": "m"}, ["aebench"])
         for cell, value in zip(matrix.cells(), values):
             store.add_result(run_id, CellResult(cell=cell, status="ok", duration_s=1.0,

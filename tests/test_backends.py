@@ -20,7 +20,7 @@ import pytest
 
 from aebench import models
 from aebench.cli import main
-from aebench.store import Store
+from aebench.store import open_store
 from support import REPO, write_matrix
 
 pytestmark = pytest.mark.backends
@@ -97,7 +97,7 @@ def test_a_torch_cell_runs_end_to_end(tmp_path: Path, tiny_dataset_dir: Path) ->
     store = tmp_path / "aebench.sqlite"
     status = main(["run", str(matrix), "--data-dir", str(tiny_dataset_dir), "--store", str(store), "--no-report"])
     assert status == 0
-    with Store(store, create=False) as opened:
+    with open_store(store, create=False) as opened:
         (result,) = opened.results(opened.resolve_run(None))
     assert result.status == "ok", result.stderr_tail
     assert result.info["backend"] == "torch" and result.info["weights_device"] == "cpu"

@@ -18,7 +18,7 @@ import pytest
 from aebench import cli
 from aebench.cli import main
 from aebench.metrics import REGISTRY
-from aebench.store import Store
+from aebench.store import open_store
 from support import REPO, tiny_matrix_dict, write_matrix
 
 
@@ -36,7 +36,7 @@ def test_run_two_cells_end_to_end(tmp_path: Path, tiny_dataset_dir: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert "[2/2] ok" in done.stderr and "harness overhead" in done.stderr
 
-    with Store(store, create=False) as opened:
+    with open_store(store, create=False) as opened:
         run_id = opened.resolve_run(None)
         results = opened.results(run_id)
         record = opened.run_record(run_id)
@@ -75,7 +75,7 @@ def test_run_two_cells_end_to_end(tmp_path: Path, tiny_dataset_dir: Path) -> Non
 def _run_rows(store: Path) -> int:
     if not store.exists():
         return 0
-    with Store(store) as opened:
+    with open_store(store) as opened:
         return len(opened.runs_frame())
 
 
@@ -142,7 +142,7 @@ def test_list_and_export_without_a_store(tmp_path: Path, capsys: pytest.CaptureF
 def test_list_shows_a_running_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from aebench.config import Matrix
 
-    with Store(tmp_path / "s.sqlite") as store:  # no wall time yet: it used to crash `aebench list`
+    with open_store(tmp_path / "s.sqlite") as store:  # no wall time yet: it used to crash `aebench list`
         store.begin_run(Matrix.from_dict(tiny_matrix_dict()), {"machine_id": "m1"}, [], run_id="20260104T000000-dddddd")
     assert main(["list", "--store", str(tmp_path / "s.sqlite")]) == 0
     assert "20260104T000000-dddddd" in capsys.readouterr().out
@@ -176,7 +176,7 @@ def test_a_resumed_runs_exit_status_counts_the_cells_of_earlier_invocations(
     matrix_path = write_matrix(tmp_path / "tiny.toml", variants=["undercomplete"], noise=[0.1, 0.2])
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete"], noise=[0.1, 0.2]))
     store_path = tmp_path / "s.sqlite"
-    with Store(store_path) as store:  # the first invocation: its first cell failed, then it was interrupted
+    with open_store(store_path) as store:  # the first invocation: its first cell failed, then it was interrupted
         run_id = store.begin_run(matrix, {"machine_id": "m1"}, ["aebench", "run"])
         store.add_result(run_id, CellResult(cell=matrix.cells()[0], status="failed", duration_s=1.0, exit_code=3,
                                             error="ValueError: boom"))
@@ -192,7 +192,7 @@ def test_a_resumed_runs_exit_status_counts_the_cells_of_earlier_invocations(
     status = main(["run", str(matrix_path), "--resume", "--data-dir", str(tiny_dataset_dir), "--store",
                    str(store_path), "--no-report"])
     assert status == 1  # this invocation's one cell passed; the run's other one had failed
-    with Store(store_path, create=False) as store:
+    with open_store(store_path, create=False) as store:
         assert [r.status for r in store.results(run_id)] == ["failed", "ok"]
 
 
@@ -205,7 +205,7 @@ def test_retry_failed_reruns_failed_cells_and_keeps_what_they_were(
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete"], noise=[0.1, 0.2, 0.3]))
     store_path = tmp_path / "s.sqlite"
     first, second, third = matrix.cells()
-    with Store(store_path) as store:  # a complete run: one cell ok, one failed, one timed out
+    with open_store(store_path) as store:  # a complete run: one cell ok, one failed, one timed out
         run_id = store.begin_run(matrix, {"machine_id": "m1"}, ["aebench", "run"])
         store.add_result(run_id, CellResult(cell=first, status="ok", duration_s=1.0, metrics={"quality.mse": 0.01}))
         store.add_result(run_id, CellResult(cell=second, status="failed", duration_s=1.0, exit_code=3,
@@ -228,7 +228,7 @@ def test_retry_failed_reruns_failed_cells_and_keeps_what_they_were(
     assert main(["run", *common, "--resume"]) == 2  # a complete run is not resumed without --retry-failed
     assert main(["run", *common, "--resume", "--retry-failed"]) == 0
     assert ran == [second.key, third.key] and "2 failed, again" in capsys.readouterr().err
-    with Store(store_path, create=False) as store:
+    with open_store(store_path, create=False) as store:
         results = store.results(run_id)
         assert [r.status for r in results] == ["ok", "ok", "ok"] and store.run_record(run_id)["status"] == "complete"
     assert "earlier_attempt" not in results[0].info
@@ -259,7 +259,7 @@ def test_export_orders_figures_as_the_registry_does(tmp_path: Path, capsys: pyte
     cells = [({}, {}), ({"timing.train_s": 2.0, "quality.psnr_db": 20.0}, {"cpus": "0"}),
              ({"diag.mse_digit1": 0.1, "robust.psnr_db@0.3": 18.0, "quality.bce": 0.1, "quality.psnr_db": 21.0},
               {"cpus": "1", "parameters": 2561})]
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         run_id = store.begin_run(matrix, {"machine_id": "m"}, ["aebench"])
         for cell, (metrics, info) in zip(matrix.cells(), cells):
             status, error = ("ok", "") if metrics else ("failed", "it broke")
@@ -312,7 +312,7 @@ def test_a_busy_loop_on_the_cells_cpu_contaminates_its_speed_figures(tmp_path: P
         busy.kill()
         busy.wait(timeout=30)
     assert done.returncode == 0, done.stderr
-    with Store(store, create=False) as opened:
+    with open_store(store, create=False) as opened:
         (result,) = opened.results(opened.resolve_run(None))
     assert result.metrics["speed.contaminated"] == 1.0, result.metrics
     assert result.metrics["speed.load_other_cpu_pct"] > 25  # two processes on one CPU: about half each
@@ -326,7 +326,7 @@ def test_resume_runs_only_the_missing_cells(tmp_path: Path, tiny_dataset_dir: Pa
     common = ["--data-dir", str(tiny_dataset_dir), "--store", str(store), "--no-report"]
     first = _aebench("run", str(matrix), "--shard", "1/2", *common)
     assert first.returncode == 0, first.stderr
-    with Store(store, create=False) as opened:  # as if the run had been interrupted after its first cell
+    with open_store(store, create=False) as opened:  # as if the run had been interrupted after its first cell
         run_id = opened.resolve_run(None)
         opened.finish_run(run_id, "interrupted", opened.run_record(run_id)["wall_s"], {})
     changed = _aebench("run", str(matrix), "--resume", "--set", "epochs=3", *common)
@@ -334,7 +334,7 @@ def test_resume_runs_only_the_missing_cells(tmp_path: Path, tiny_dataset_dir: Pa
     resumed = _aebench("run", str(matrix), "--resume", *common)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming run {run_id}: 1 cells stored, 1 to run" in resumed.stderr
-    with Store(store, create=False) as opened:
+    with open_store(store, create=False) as opened:
         assert len(opened.runs_frame()) == 1 and opened.run_record(run_id)["status"] == "complete"
         assert [r.cell.noise for r in opened.results(run_id)] == [0.1, 0.2]
     again = _aebench("run", str(matrix), "--resume", *common)
@@ -379,7 +379,7 @@ def test_each_model_trains_once_and_its_thread_counts_share_its_quality(tmp_path
     done = _aebench("run", str(matrix), "--data-dir", str(tiny_dataset_dir), "--store", str(store),
                     "--reports-dir", str(tmp_path / "reports"))
     assert done.returncode == 0, done.stderr
-    with Store(store, create=False) as opened:
+    with open_store(store, create=False) as opened:
         run_id = opened.resolve_run(None)
         one, two = sorted(opened.results(run_id, with_artifacts=True), key=lambda r: r.cell.threads)
     assert one.info["trained_by"] == two.info["trained_by"] == two.cell.key  # the 2-thread cell trained it

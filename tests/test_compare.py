@@ -10,7 +10,7 @@ from aebench import compare
 from aebench.cli import main
 from aebench.config import Matrix
 from aebench.results import CellResult
-from aebench.store import Store
+from aebench.store import Store, open_store
 from support import assert_matches_golden, tiny_matrix_dict
 
 GOLDEN = Path(__file__).parent / "golden" / "compare.txt"
@@ -28,7 +28,7 @@ def _add_run(store: Store, run_id: str, commit: str, *, speed: float, psnr: floa
 
 
 def test_one_run_against_one_run_never_calls_a_speed_regression(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         _add_run(store, "20260101T000000-aaaaaa", "a" * 40, speed=1000.0, psnr=20.0)
         _add_run(store, "20260102T000000-bbbbbb", "b" * 40, speed=700.0, psnr=20.0)  # 30% slower, one run each
     assert main(["compare", "20260101", "20260102", "--store", str(tmp_path / "s.sqlite")]) == 0
@@ -38,7 +38,7 @@ def test_one_run_against_one_run_never_calls_a_speed_regression(tmp_path: Path, 
 
 
 def test_the_store_history_says_how_large_a_change_noise_hides(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         for day, speed in enumerate([1000, 1100, 950, 1050, 1000, 900]):  # ~7% run to run
             _add_run(store, f"2026010{day + 1}T000000-aaaaa{day}", f"{day}" * 40, speed=float(speed), psnr=20.0)
     assert main(["compare", "20260105", "20260106", "--store", str(tmp_path / "s.sqlite")]) == 0
@@ -47,7 +47,7 @@ def test_the_store_history_says_how_large_a_change_noise_hides(tmp_path: Path, c
 
 
 def test_quality_is_exact_and_gated_by_its_margin(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         _add_run(store, "20260101T000000-aaaaaa", "a" * 40, speed=1000.0, psnr=20.0)
         _add_run(store, "20260102T000000-bbbbbb", "b" * 40, speed=1000.0, psnr=19.95)  # inside 0.1 dB
         _add_run(store, "20260103T000000-cccccc", "c" * 40, speed=1000.0, psnr=19.5)  # beyond it
@@ -59,7 +59,7 @@ def test_quality_is_exact_and_gated_by_its_margin(tmp_path: Path, capsys: pytest
 
 
 def test_repeats_on_both_sides_give_run_level_verdicts(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         for day, speed in enumerate([1000.0, 1010.0, 990.0]):
             _add_run(store, f"2026010{day + 1}T000000-aaaaa{day}", "a" * 40, speed=speed, psnr=20.0)
         for day, speed in enumerate([700.0, 705.0, 695.0]):
@@ -73,7 +73,7 @@ def test_repeats_on_both_sides_give_run_level_verdicts(tmp_path: Path, capsys: p
 
 def test_seeds_of_one_run_are_not_repeats(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     # Seeds share their run's minutes on the machine: one run of 3 seeds against another is still one run against one.
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         _add_run(store, "20260101T000000-aaaaaa", "a" * 40, speed=1000.0, psnr=20.0, seeds=3)
         _add_run(store, "20260102T000000-bbbbbb", "b" * 40, speed=700.0, psnr=20.0, seeds=3)
     assert main(["compare", "20260101", "20260102", "--store", str(tmp_path / "s.sqlite")]) == 0
@@ -82,7 +82,7 @@ def test_seeds_of_one_run_are_not_repeats(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_runs_with_seeds_are_judged_one_sample_per_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         for day, (base, candidate) in enumerate([(1000.0, 1001.0), (1010.0, 1011.0)]):
             _add_run(store, f"2026010{day + 1}T000000-aaaaa{day}", "a" * 40, speed=base, psnr=20.0, seeds=3)
             _add_run(store, f"2026011{day + 1}T000000-bbbbb{day}", "b" * 40, speed=candidate, psnr=20.0, seeds=3)
@@ -92,7 +92,7 @@ def test_runs_with_seeds_are_judged_one_sample_per_run(tmp_path: Path, capsys: p
 
 
 def test_runs_with_different_settings_are_refused_unless_forced(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         _add_run(store, "20260101T000000-aaaaaa", "a" * 40, speed=1000.0, psnr=20.0)
         _add_run(store, "20260102T000000-bbbbbb", "b" * 40, speed=1000.0, psnr=20.0, epochs=3)
     path = str(tmp_path / "s.sqlite")
@@ -103,7 +103,7 @@ def test_runs_with_different_settings_are_refused_unless_forced(tmp_path: Path, 
 
 
 def test_a_run_without_cells_compares_to_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"]))
         store.begin_run(matrix, {"git_commit": "a" * 40, "machine_id": "m1"}, [], run_id="20260101T000000-aaaaaa")
         store.finish_run("20260101T000000-aaaaaa", "complete", 1.0, {})
@@ -113,7 +113,7 @@ def test_a_run_without_cells_compares_to_nothing(tmp_path: Path, capsys: pytest.
 
 
 def test_latest_is_the_newest_complete_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         _add_run(store, "20260101T000000-aaaaaa", "a" * 40, speed=1000.0, psnr=20.0)
         _add_run(store, "20260102T000000-bbbbbb", "b" * 40, speed=1000.0, psnr=19.0)
         _add_run(store, "20260103T000000-cccccc", "c" * 40, speed=1000.0, psnr=20.0, status="interrupted")
@@ -121,7 +121,7 @@ def test_latest_is_the_newest_complete_run(tmp_path: Path, capsys: pytest.Captur
         store.begin_run(matrix, {"git_commit": "d" * 40, "machine_id": "m1"}, [], run_id="20260104T000000-dddddd")
     assert main(["compare", "20260101", "--store", str(tmp_path / "s.sqlite")]) == 1  # against bbbbbb's 19 dB
     assert "candidate: 20260102T000000-bbbbbb" in capsys.readouterr().out
-    with Store(tmp_path / "t.sqlite") as store:
+    with open_store(tmp_path / "t.sqlite") as store:
         store.begin_run(matrix, {"git_commit": "d" * 40, "machine_id": "m1"}, [], run_id="20260104T000000-dddddd")
     assert main(["compare", "latest", "latest", "--store", str(tmp_path / "t.sqlite")]) == 2
     assert "holds no complete run yet" in capsys.readouterr().err
@@ -129,7 +129,7 @@ def test_latest_is_the_newest_complete_run(tmp_path: Path, capsys: pytest.Captur
 
 @pytest.mark.golden
 def test_compare_output_golden(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         _add_run(store, "20260101T000000-aaaaaa", "a" * 40, speed=1000.0, psnr=20.0)
         _add_run(store, "20260102T000000-bbbbbb", "b" * 40, speed=900.0, psnr=19.0)
     assert main(["compare", "20260101", "20260102", "--store", str(tmp_path / "s.sqlite")]) == 1
@@ -138,7 +138,7 @@ def test_compare_output_golden(tmp_path: Path, capsys: pytest.CaptureFixture) ->
 
 @pytest.mark.parametrize("ref", ["commit:", "commit:zzz"])
 def test_bad_commit_selection(tmp_path: Path, ref: str, capsys: pytest.CaptureFixture) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         _add_run(store, "20260101T000000-aaaaaa", "a" * 40, speed=1000.0, psnr=20.0)
     assert main(["compare", ref, "20260101", "--store", str(tmp_path / "s.sqlite")]) == 2
     assert "matches no complete run" in capsys.readouterr().err
@@ -151,7 +151,7 @@ def test_settings_differences_lists_each_setting() -> None:
 
 
 def test_a_quality_figure_the_candidate_lost_is_a_regression(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         _add_run(store, "20260101T000000-aaaaaa", "a" * 40, speed=1000.0, psnr=20.0)
         _add_run(store, "20260102T000000-bbbbbb", "b" * 40, speed=1000.0, psnr=float("nan"))  # stored as None
     assert main(["compare", "20260101", "20260102", "--store", str(tmp_path / "s.sqlite")]) == 1

@@ -12,7 +12,7 @@ import pytest
 from aebench import devices, runner
 from aebench.cli import main
 from aebench.config import Matrix
-from aebench.store import Store
+from aebench.store import open_store
 from support import tiny_matrix_dict, write_matrix
 
 NO_ACCELERATOR = {
@@ -114,7 +114,7 @@ def test_cpu_and_gpu_matrix_runs_the_cpu_and_skips_the_gpu(tmp_path: Path, tiny_
     status = main(["run", str(matrix), "--data-dir", str(tiny_dataset_dir), "--store", str(store),
                    "--reports-dir", str(tmp_path / "reports")])
     assert status == 0
-    with Store(store, create=False) as opened:
+    with open_store(store, create=False) as opened:
         run_id = opened.resolve_run(None)
         results = opened.results(run_id)
         summary = opened.run_record(run_id)["summary"]

@@ -23,7 +23,7 @@ import pytest
 
 from aebench.cli import main
 from aebench.results import CellResult
-from aebench.store import Store
+from aebench.store import Store, open_store
 from support import write_matrix
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def test_cells_that_crash_are_killed_or_run_out_of_memory_are_stored_and_the_swe
     done = _aebench("run", "faults.toml", "--data-dir", data, "--store", "s.sqlite", "--no-report", cwd=tmp_path,
                     env=_env())
     fault_log.faults += 3
-    with Store(tmp_path / "s.sqlite", create=False) as store:
+    with open_store(tmp_path / "s.sqlite", create=False) as store:
         results = {r.cell.variant: r for r in store.results(store.resolve_run(None))}
     fault_log.cells_lost += 4 - len(results)
     assert done.returncode == 1, done.stderr  # cells failed; the run itself is complete
@@ -90,7 +90,7 @@ def test_a_cell_that_hangs_is_killed_at_its_timeout(tmp_path: Path, tiny_dataset
     done = _aebench("run", str(matrix), "--data-dir", str(tiny_dataset_dir), "--store", str(tmp_path / "s.sqlite"),
                     "--no-report", cwd=tmp_path, env=_env())
     fault_log.faults += 1
-    with Store(tmp_path / "s.sqlite", create=False) as store:
+    with open_store(tmp_path / "s.sqlite", create=False) as store:
         results = store.results(store.resolve_run(None))
     fault_log.cells_lost += 1 - len(results)
     assert done.returncode == 1 and len(results) == 1
@@ -132,7 +132,7 @@ def test_a_runner_stopped_mid_sweep_leaves_nothing_running_and_resume_completes_
         process.kill()
     assert not left, [process.cmdline() for process in left]
 
-    with Store(tmp_path / "s.sqlite", create=False) as store:
+    with open_store(tmp_path / "s.sqlite", create=False) as store:
         run_id = store.resolve_run(None)
         before = store.results(run_id, with_artifacts=False)
         assert store.run_record(run_id)["status"] == ("abandoned" if stop == signal.SIGKILL else "interrupted")
@@ -143,7 +143,7 @@ def test_a_runner_stopped_mid_sweep_leaves_nothing_running_and_resume_completes_
     gate.touch()  # the sleepy cell goes through this time
     resumed = _aebench("run", *args, "--resume", cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr
-    with Store(tmp_path / "s.sqlite", create=False) as store:
+    with open_store(tmp_path / "s.sqlite", create=False) as store:
         after = store.results(run_id, with_artifacts=False)
         record = store.run_record(run_id)
     fault_log.cells_lost += sum(r not in after for r in before)
@@ -155,7 +155,7 @@ def test_a_runner_stopped_mid_sweep_leaves_nothing_running_and_resume_completes_
 
 
 def store_runs(path: Path) -> list[str]:
-    with Store(path, create=False) as store:
+    with open_store(path, create=False) as store:
         return list(store.runs_frame()["run_id"])
 
 
@@ -194,12 +194,12 @@ def test_a_store_that_fills_up_stops_the_sweep_keeping_every_stored_cell(
     fault_log.faults += 1
     assert "cannot be written (database or disk is full): the cells stored so far are kept" in err
     monkeypatch.setattr(Store, "add_result", real_add)  # room again
-    with Store(tmp_path / "s.sqlite", create=False) as store:
+    with open_store(tmp_path / "s.sqlite", create=False) as store:
         run_id = store.resolve_run(None)
         before = store.results(run_id)
         assert store.run_record(run_id)["status"] == "interrupted"
     assert main([*args, "--resume"]) == 0
-    with Store(tmp_path / "s.sqlite", create=False) as store:
+    with open_store(tmp_path / "s.sqlite", create=False) as store:
         after = store.results(run_id)
     fault_log.cells_lost += sum(r not in after for r in before)
     assert len(before) == 1 and [r.cell.noise for r in after] == [0.1, 0.2, 0.3] and after[0] == before[0]
@@ -219,7 +219,7 @@ def test_a_report_that_cannot_be_written_keeps_the_results(tmp_path: Path, tiny_
                    "--reports-dir", str(tmp_path / "reports")])
     err = capsys.readouterr().err
     fault_log.faults += 1
-    with Store(tmp_path / "s.sqlite", create=False) as store:
+    with open_store(tmp_path / "s.sqlite", create=False) as store:
         run_id = store.resolve_run(None)
         stored = store.results(run_id)
         fault_log.cells_lost += 1 - len(stored)
@@ -229,26 +229,30 @@ def test_a_report_that_cannot_be_written_keeps_the_results(tmp_path: Path, tiny_
     assert f"`aebench report {run_id}` writes it later" in err
 
 
-def test_two_writers_to_one_store_lose_and_duplicate_nothing(tmp_path: Path, fault_log: FaultLog) -> None:
+def test_many_writers_to_one_store_lose_and_duplicate_nothing(store_location: str | Path, fault_log: FaultLog) -> None:
+    """Two processes on SQLite (one machine), four on PostgreSQL (a fleet), each appending a 40-cell run at once."""
     writer = ("import sys\nfrom aebench.config import Matrix\nfrom aebench.results import CellResult\n"
-              "from aebench.store import Store\nfrom support import tiny_matrix_dict\n"
+              "from aebench.store import open_store\nfrom support import tiny_matrix_dict\n"
               "matrix = Matrix.from_dict(tiny_matrix_dict(variants=['conv'], noise=[i / 100 for i in range(40)]))\n"
-              "with Store(sys.argv[1]) as store:\n"
+              "with open_store(sys.argv[1]) as store:\n"
               "    run = store.begin_run(matrix, {}, [])\n"
               "    for cell in matrix.cells():\n"
               "        store.add_result(run, CellResult(cell=cell, status='ok', duration_s=1.0))\n"
               "    store.finish_run(run, 'complete', 1.0, {})\n")
-    Store(tmp_path / "s.sqlite").close()
+    count = 2 if isinstance(store_location, Path) else 4
+    open_store(store_location).close()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    writers = [subprocess.Popen([sys.executable, "-c", writer, str(tmp_path / "s.sqlite")], env=env,
-                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    writers = [subprocess.Popen([sys.executable, "-c", writer, str(store_location)], env=env,
+                                stderr=subprocess.PIPE, text=True) for _ in range(count)]
     statuses = [process.wait(timeout=120) for process in writers]
     fault_log.faults += 1
-    with sqlite3.connect(tmp_path / "s.sqlite") as db:
-        rows = db.execute("SELECT run_id, cell FROM cells").fetchall()
-    fault_log.cells_lost += 80 - len(set(rows))
-    assert statuses == [0, 0], [process.stderr.read() for process in writers]
-    assert len(rows) == len(set(rows)) == 80
+    with open_store(store_location, create=False) as store:
+        runs = store.runs_frame()
+        rows = [(run_id, result.cell.index) for run_id in runs["run_id"]
+                for result in store.results(run_id, with_artifacts=False)]
+    fault_log.cells_lost += 40 * count - len(set(rows))
+    assert statuses == [0] * count, [process.stderr.read() for process in writers]
+    assert len(rows) == len(set(rows)) == 40 * count and runs["status"].tolist() == ["complete"] * count
 
 
 # -- bad input: one line, exit 2, nothing written ----------------------------------------------------------------------
@@ -261,7 +265,7 @@ def test_bad_stores_folders_and_plugins_are_one_line_exit_2_with_nothing_written
     corrupt = tmp_path / "corrupt.sqlite"
     corrupt.write_bytes(b"SQLite format 3\x00" + os.urandom(2000))
     future = tmp_path / "future.sqlite"
-    Store(future).close()
+    open_store(future).close()
     with sqlite3.connect(future) as db:
         db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     a_file = tmp_path / "a-file"

@@ -14,7 +14,7 @@ from aebench.cli import main
 from aebench.config import Matrix
 from aebench.results import CellResult
 from aebench.scenarios import Latency, Samples
-from aebench.store import Store
+from aebench.store import Store, open_store
 from support import tiny_matrix_dict
 
 FASTER_B = {"conv": 2.0, "undercomplete": 1.5}
@@ -61,9 +61,9 @@ def _add_run(store: Store, run_id: str, environment: Mapping, *, faster: Mapping
 @pytest.fixture
 def single_runs(tmp_path: Path) -> tuple[Path, Path]:
     """One run per machine, one seed, in two store files; B's conv PSNR is 0.5 dB off, its dense PSNR identical."""
-    with Store(tmp_path / "a.sqlite") as store:
+    with open_store(tmp_path / "a.sqlite") as store:
         _add_run(store, RUN_A, MACHINE_A)
-    with Store(tmp_path / "b.sqlite") as store:
+    with open_store(tmp_path / "b.sqlite") as store:
         _add_run(store, RUN_B, {**MACHINE_B, "os": EVIL}, faster=FASTER_B, psnr_shift={"conv": 0.5})
     return tmp_path / "a.sqlite", tmp_path / "b.sqlite"
 
@@ -71,7 +71,7 @@ def single_runs(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.fixture
 def repeated_runs(tmp_path: Path) -> Path:
     """Three runs x two seeds per machine in one store; PSNR moves 1 dB from seed to seed, and B's conv is 0.5 off."""
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         for day, jitter in enumerate([1.0, 1.03, 0.97]):
             _add_run(store, f"2026010{day + 1}T000000-aaaaa{day}", MACHINE_A, jitter=jitter, seeds=2,
                      psnr_per_seed=1.0)
@@ -152,7 +152,7 @@ def test_divergence_beyond_the_margin_is_flagged_even_within_a_wider_seed_spread
 
 
 def test_divergence_beyond_a_seed_spread_narrower_than_the_margin(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         for day in range(2):  # seeds 0.02 dB apart: a spread of 0.014 dB, under the 0.1 dB margin
             _add_run(store, f"2026010{day + 1}T000000-aaaaa{day}", MACHINE_A, seeds=2, psnr_per_seed=0.02)
             _add_run(store, f"2026011{day + 1}T000000-bbbbb{day}", {**MACHINE_B, "git_commit": "d" * 40}, seeds=2,
@@ -200,7 +200,7 @@ def test_out_names_the_page(single_runs: tuple[Path, Path], tmp_path: Path) -> N
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, operands: list[str], message: str,
                                               capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         _add_run(store, RUN_A, MACHINE_A)
         _add_run(store, "20260103T000000-aaaaa2", MACHINE_A)
         _add_run(store, RUN_B, MACHINE_B)
@@ -223,7 +223,7 @@ def test_out_must_be_a_file(single_runs: tuple[Path, Path], tmp_path: Path, caps
 
 
 def test_cells_on_one_machine_only_are_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         _add_run(store, RUN_A, MACHINE_A)
         _add_run(store, RUN_B, MACHINE_B, faster=FASTER_B, threads=[1, 2])
     assert main(["hardware", RUN_A, RUN_B, "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "p.html")]) == 0
@@ -232,7 +232,7 @@ def test_cells_on_one_machine_only_are_named(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_force_compares_runs_whose_settings_differ(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         _add_run(store, RUN_A, MACHINE_A)
         _add_run(store, RUN_B, MACHINE_B, faster=FASTER_B, epochs=3)
     args = ["hardware", RUN_A, RUN_B, "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "p.html")]
@@ -256,3 +256,45 @@ def test_bootstrap_log_ratio_covers_the_true_ratio_and_needs_samples() -> None:
     assert gain == stats.bootstrap_log_ratio(base, candidate, hardware.SAMPLE_STATISTICS["speed.latency_b1_p50_ms"])
     with pytest.raises(ValueError, match="at least two"):
         stats.bootstrap_log_ratio([1.0], candidate, np.mean)
+
+
+def test_runs_pushed_from_two_machines_to_a_shared_postgres_store_read_as_from_files(
+        repeated_runs: Path, postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A fleet: one store file per machine, pushed to one PostgreSQL database, then every reading command on it."""
+    machine_a, machine_b = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    with open_store(repeated_runs, create=False) as both:
+        for run_id in both.runs_frame()["run_id"]:
+            with open_store(machine_a if "aaaa" in run_id else machine_b) as own:
+                own.receive_run(both.copy_of_run(run_id))
+    for local in (machine_a, machine_b):
+        assert main(["push", "all", "--to", postgres_url, "--store", str(local)]) == 0
+    assert capsys.readouterr().out.count("4 of 4 cells copied") == 6
+    assert main(["push", "all", "--to", postgres_url, "--store", str(machine_a)]) == 0
+    assert capsys.readouterr().out.count("already there, nothing copied") == 3
+
+    assert main(["list", "--store", postgres_url]) == 0
+    listed = capsys.readouterr().out
+    assert all(machine in listed for machine in ("aaaa", "bbbb")) and listed.count("complete") == 6
+    assert main(["export", "20260101T000000-aaaaa0", "--store", postgres_url]) == 0
+    exported = capsys.readouterr().out
+    assert main(["export", "20260101T000000-aaaaa0", "--store", str(machine_a)]) == 0
+    assert exported == capsys.readouterr().out  # the same table from either backend
+    shared = ["commit:cccc", "commit:dddd", "--store", postgres_url, "--out", str(tmp_path / "hw.html")]
+    assert main(["hardware", *shared]) == 0
+    from_pg = capsys.readouterr().out
+    assert main(["hardware", "commit:cccc", "commit:dddd", "--store", str(repeated_runs),
+                 "--out", str(tmp_path / "hw-file.html")]) == 0
+    from_file = capsys.readouterr().out
+    assert from_pg.replace(postgres_url, "STORE") == from_file.replace(str(repeated_runs), "STORE")
+    assert main(["compare", "20260101T000000-aaaaa0", "20260102T000000-aaaaa1", "--store", postgres_url]) == 0
+    assert "candidate: 20260102T000000-aaaaa1  commit cccccccccc  machine aaaa" in capsys.readouterr().out
+    with open_store(machine_a) as own:  # a fourth run, for a history of two segments of two
+        _add_run(own, "20260104T000000-aaaaa3", MACHINE_A, jitter=1.01, seeds=2, psnr_per_seed=1.0)
+    assert main(["push", "latest", "--to", postgres_url, "--store", str(machine_a)]) == 0
+    assert "20260104T000000-aaaaa3: 4 of 4 cells copied" in capsys.readouterr().out
+    history = ["history", "--machine", "aaaa", "--min-segment", "2", "--out", str(tmp_path / "h.html")]
+    assert main([*history, "--store", postgres_url]) == 0
+    from_pg = capsys.readouterr().out
+    assert main([*history, "--store", str(machine_a)]) == 0
+    assert from_pg.replace(postgres_url, "STORE") == capsys.readouterr().out.replace(str(machine_a), "STORE")
+    assert "history of machine aaaa, matrix tiny: 4 complete runs" in from_pg

@@ -18,7 +18,7 @@ from aebench.cli import main
 from aebench.config import Matrix
 from aebench.metrics import REGISTRY
 from aebench.results import CellResult
-from aebench.store import Store
+from aebench.store import Store, open_store
 from support import tiny_matrix_dict
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -67,7 +67,7 @@ def _store(path: Path, slow: Sequence[float] = (), psnr: Sequence[float] = (), s
     """One run per commit, one commit per day: the i-th run slowed by slow[i] and with conv PSNR psnr[i]."""
     rng = np.random.default_rng(seed)
     count = days or max(len(slow), len(psnr))
-    with Store(path) as store:
+    with open_store(path) as store:
         for day in range(count):
             _add_run(store, day, slow=slow[day] if slow else 1.0, psnr=psnr[day] if psnr else 20.0, rng=rng,
                      **kwargs)
@@ -75,7 +75,7 @@ def _store(path: Path, slow: Sequence[float] = (), psnr: Sequence[float] = (), s
 
 
 def _analyse(path: Path, **kwargs: object) -> history.Analysis:
-    with Store(path, create=False) as store:
+    with open_store(path, create=False) as store:
         return history.analyse(history.load_history(store, commit_date=lambda commit: None), **kwargs)
 
 
@@ -103,7 +103,7 @@ def test_a_slowed_commit_is_marked_there_and_nowhere_else(tmp_path: Path, capsys
 
 def test_contaminated_runs_speed_figures_are_left_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     rng = np.random.default_rng(0)
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         for day in range(9):  # the last five ran beside another benchmark and were 20% slower for it
             _add_run(store, day, slow=1.25 if day >= 4 else 1.0, rng=rng, contaminated=day >= 4)
     assert not _analyse(tmp_path / "s.sqlite").change_points
@@ -113,7 +113,7 @@ def test_contaminated_runs_speed_figures_are_left_out(tmp_path: Path, capsys: py
 def test_a_last_commit_that_undoes_the_regression_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "s.sqlite"
     rng = np.random.default_rng(1)
-    with Store(path) as store:
+    with open_store(path) as store:
         for day in range(8):
             _add_run(store, day, slow=1.25 if day >= 4 else 1.0, rng=rng)
         for run in range(4):  # the last commit, run four times, is as fast as before the regression
@@ -180,7 +180,7 @@ def test_runs_are_ordered_by_commit_date_then_start_time(tmp_path: Path) -> None
     """The environment's commit date first, then git's, then the start time; runs of one commit by start time."""
     path = tmp_path / "s.sqlite"
     rng = np.random.default_rng(0)
-    with Store(path) as store:
+    with open_store(path) as store:
         late = _add_run(store, 1, commit="a" * 40, commit_date=START + timedelta(days=9), rng=rng)
         early = _add_run(store, 2, commit="b" * 40, commit_date=START + timedelta(days=1), rng=rng)
         second = _add_run(store, 3, commit="b" * 40, commit_date=START + timedelta(days=1), rng=rng)
@@ -194,7 +194,7 @@ def test_runs_are_ordered_by_commit_date_then_start_time(tmp_path: Path) -> None
             db.execute("UPDATE runs SET environment_json = json_remove(environment_json, '$.git_commit_date') "
                        "WHERE run_id = ?", (run_id,))
     git_dates = {"c" * 40: START + timedelta(days=3)}
-    with Store(path, create=False) as store:
+    with open_store(path, create=False) as store:
         found = history.load_history(store, commit_date=git_dates.get)
     assert [run.run_id for run in found.runs] == [second, early, from_git, unknown, late]
     assert [run.source for run in found.runs] == ["environment", "environment", "git", "start time", "environment"]
@@ -234,10 +234,10 @@ def test_the_page_has_one_figure_per_headline_metric_and_the_commit(tmp_path: Pa
 def test_a_metric_no_run_recorded_is_said_not_drawn(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     rng = np.random.default_rng(0)
-    with Store(path) as store:
+    with open_store(path) as store:
         for day in range(6):
             _add_run(store, day, rng=rng, skip=["speed.latency_b1_p99_ms"])
-    with Store(path, create=False) as store:
+    with open_store(path, create=False) as store:
         found = history.load_history(store, margins={"speed.latency_b1_p99_ms": 10.0, "quality.ssim": 0.001},
                                      commit_date=lambda commit: None)
     analysis = history.analyse(found)
@@ -250,7 +250,7 @@ def test_otava_csv_has_a_time_column_attributes_and_one_row_per_run(tmp_path: Pa
                                                                     capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "s.sqlite"
     rng = np.random.default_rng(0)
-    with Store(path) as store:
+    with open_store(path) as store:
         for day in range(5):
             _add_run(store, day, rng=rng, skip=["speed.infer_ips"] if day == 2 else ())
     assert main(["history", "--store", str(path), "--format", "otava-csv", "--out", str(tmp_path / "h.html")]) == 0
@@ -305,12 +305,12 @@ def test_a_missing_store_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) 
 def test_the_newest_runs_machine_and_matrix_are_the_default(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     rng = np.random.default_rng(0)
-    with Store(path) as store:
+    with open_store(path) as store:
         for day in range(3):
             _add_run(store, day, rng=rng, machine="m1", matrix="tiny")
         for day in range(3, 6):
             _add_run(store, day, rng=rng, machine="m2", matrix="other")
-    with Store(path, create=False) as store:
+    with open_store(path, create=False) as store:
         newest = history.load_history(store, commit_date=lambda commit: None)
         chosen = history.load_history(store, matrix="tiny", commit_date=lambda commit: None)
     assert (newest.machine_id, newest.matrix_name, len(newest.runs)) == ("m2", "other", 3)

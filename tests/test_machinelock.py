@@ -14,7 +14,7 @@ from aebench import machinelock
 from aebench.cli import main
 from aebench.config import Matrix
 from aebench.results import CellResult
-from aebench.store import Store
+from aebench.store import Store, open_store
 from support import tiny_matrix_dict, write_matrix
 
 # A second process that takes the lock, names its run, says so and waits for its stdin to close (or to be killed).
@@ -104,7 +104,7 @@ def _add_run(store: Store, run_id: str, commit: str, speed: float, contaminated:
 @pytest.mark.parametrize("contaminated, status", [(False, 1), (True, 0)])
 def test_compare_leaves_contaminated_speed_figures_out(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                        contaminated: bool, status: int) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         for day, speed in enumerate([1000.0, 1010.0, 990.0]):
             _add_run(store, f"2026010{day + 1}T000000-aaaaa{day}", "a" * 40, speed, False)
         for day, speed in enumerate([700.0, 705.0, 695.0]):  # 30% slower, but taken beside another benchmark

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aebench.models import registry
-from aebench.store import Store
+from aebench.store import open_store
 from support import REPO, write_matrix
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -78,6 +78,6 @@ def test_models_lists_a_plugin_and_a_worker_runs_it(tmp_path: Path, tiny_dataset
     store = tmp_path / "s.sqlite"
     done = _aebench("run", str(matrix), "--data-dir", str(tiny_dataset_dir), "--store", str(store), "--no-report")
     assert done.returncode == 0, done.stderr
-    with Store(store, create=False) as opened:
+    with open_store(store, create=False) as opened:
         (result,) = opened.results(opened.resolve_run(None))
     assert result.status == "ok" and result.info["parameters"] == 7060 and result.metrics["quality.psnr_db"] > 0

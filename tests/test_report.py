@@ -25,7 +25,7 @@ from aebench.report.page import Run
 from aebench.report.results import RESULT_COLUMNS, results_table
 from aebench.report.table import NA, UNSTABLE_LEGEND, Column
 from aebench.results import CellResult
-from aebench.store import Store
+from aebench.store import Store, open_store
 from support import assert_matches_golden
 
 GOLDEN = Path(__file__).parent / "golden" / "results_table.html"
@@ -123,7 +123,7 @@ def full_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, s
     extra = dataclasses.replace(cells[0], index=len(cells), variant="sparse_l1")
     results.append(failed_result(extra))
     results.append(skipped_result(dataclasses.replace(extra, index=len(cells) + 1, device="gpu", threads=None)))
-    with Store(tmp / "s.sqlite") as store:
+    with open_store(tmp / "s.sqlite") as store:
         run_id = fill_run(store, results)
         path = report.write_report(store, run_id, tmp / "reports")
     return path, tmp / "reports", run_id
@@ -183,7 +183,7 @@ def test_report_content(full_report: tuple[Path, Path, str]) -> None:
 def test_latest_is_only_the_newest_run(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     cell = small_matrix().cells()[0]
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         older = fill_run(store, [ok_result(cell, rng)], run_id="20000101T000000-000000")
         newest = fill_run(store, [ok_result(cell, rng)], run_id="20990101T000000-ffffff")  # started after it
         assert store.resolve_run(None) == newest
@@ -195,7 +195,7 @@ def test_latest_is_only_the_newest_run(tmp_path: Path) -> None:
 
 def test_run_with_only_failed_cells_renders(tmp_path: Path) -> None:
     cells = small_matrix().cells()
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         run_id = fill_run(store, [failed_result(cells[0]), skipped_result(cells[1])])
         path = report.write_report(store, run_id, tmp_path / "reports")
     text = path.read_text(encoding="utf-8")
@@ -206,7 +206,7 @@ def test_run_with_only_failed_cells_renders(tmp_path: Path) -> None:
 
 
 def test_unfinished_empty_run_renders(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         run_id = fill_run(store, [], finish=False)
         text = report.write_report(store, run_id, tmp_path / "reports").read_text(encoding="utf-8")
     assert "recorded no cells" in text and "may be partial" in text
@@ -324,7 +324,7 @@ def test_several_seeds_show_confidence_intervals(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     cells = small_matrix(repeats=3, threads=[1]).cells()
     results = [ok_result(cell, rng) for cell in cells]
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         run_id = fill_run(store, results)
         text = report.write_report(store, run_id, tmp_path / "reports").read_text(encoding="utf-8")
     chosen = [r.metrics["quality.acc_denoised"] for r in results if r.cell.variant == "conv" and r.cell.noise == 0.5]
@@ -347,7 +347,7 @@ def test_every_string_from_the_user_or_the_store_renders_as_text(tmp_path: Path)
     results = [ok_result(cell, rng) for cell in cells]
     results.append(CellResult(cell=dataclasses.replace(cells[0], index=len(cells), noise=0.9), status="failed",
                               duration_s=1.0, exit_code=1, error=EVIL, stderr_tail=f"Traceback\n{EVIL}"))
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         run_id = store.begin_run(small_matrix(name=EVIL, description=EVIL), ENVIRONMENT, ["aebench", "run", EVIL])
         for result in results:
             store.add_result(run_id, result)
@@ -396,7 +396,7 @@ def test_the_overview_links_the_history_ab_and_hardware_pages_beside_it(tmp_path
     for name in ("20261101-a-b.html", "20261102-c-d.html"):
         (reports_dir / "ab" / name).write_text("ab")
     rng = np.random.default_rng(0)
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         run_id = fill_run(store, [ok_result(cell, rng) for cell in small_matrix().cells()])
         index = report.write_report(store, run_id, reports_dir)
     text, latest = index.read_text(encoding="utf-8"), (reports_dir / "latest.html").read_text(encoding="utf-8")

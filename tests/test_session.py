@@ -12,7 +12,7 @@ from aebench import session
 from aebench.config import Matrix
 from aebench.errors import UserError
 from aebench.results import CellResult
-from aebench.store import Store
+from aebench.store import open_store
 from aebench.summary import format_summary, summarize
 from support import tiny_matrix_dict
 
@@ -50,7 +50,7 @@ def test_format_summary_names_each_part_with_its_share() -> None:
 
 def _interrupted_run(path: Path, matrix: Matrix) -> str:
     """A run that stored its first cell and was stopped after 5 s."""
-    with Store(path) as store:
+    with open_store(path) as store:
         run_id = store.begin_run(matrix, ENV, ["aebench", "run", "tiny.toml"])
         store.add_result(run_id, CellResult(cell=matrix.cells()[0], status="ok", duration_s=1.0))
         store.finish_run(run_id, "interrupted", 5.0, {})
@@ -60,7 +60,7 @@ def _interrupted_run(path: Path, matrix: Matrix) -> str:
 def test_a_new_run_gets_every_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("aebench.machine.collect_environment", lambda: ENV)
     matrix = Matrix.from_dict(tiny_matrix_dict())
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         run = session.start(store, matrix, matrix.cells(), ["aebench", "run"], resume=None)
         assert store.resolve_run(None) == run.run_id
     assert run.cells == matrix.cells() and not run.resumed and run.prior_wall_s == 0.0
@@ -69,7 +69,7 @@ def test_a_new_run_gets_every_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_resume_runs_the_missing_cells_and_keeps_the_wall_time(tmp_path: Path) -> None:
     matrix = Matrix.from_dict(tiny_matrix_dict())
     run_id = _interrupted_run(tmp_path / "s.sqlite", matrix)
-    with Store(tmp_path / "s.sqlite", create=False) as store:
+    with open_store(tmp_path / "s.sqlite", create=False) as store:
         run = session.start(store, matrix, matrix.cells(), ["aebench", "run", "--resume"], resume="latest")
     assert run.run_id == run_id and run.resumed
     assert run.cells == matrix.cells()[1:] and run.stored_cells == 1 and run.prior_wall_s == 5.0
@@ -78,7 +78,7 @@ def test_resume_runs_the_missing_cells_and_keeps_the_wall_time(tmp_path: Path) -
 def test_resume_with_another_matrix_is_refused(tmp_path: Path) -> None:
     run_id = _interrupted_run(tmp_path / "s.sqlite", Matrix.from_dict(tiny_matrix_dict()))
     other = Matrix.from_dict(tiny_matrix_dict(epochs=3))
-    with Store(tmp_path / "s.sqlite", create=False) as store, \
+    with open_store(tmp_path / "s.sqlite", create=False) as store, \
             pytest.raises(UserError, match=f"run {run_id} was made with a different matrix .*tiny.toml"):
         session.start(store, other, other.cells(), [], resume=run_id[:12])
 
@@ -86,7 +86,7 @@ def test_resume_with_another_matrix_is_refused(tmp_path: Path) -> None:
 def test_resume_of_a_complete_run_is_refused(tmp_path: Path) -> None:
     matrix = Matrix.from_dict(tiny_matrix_dict())
     run_id = _interrupted_run(tmp_path / "s.sqlite", matrix)
-    with Store(tmp_path / "s.sqlite", create=False) as store:
+    with open_store(tmp_path / "s.sqlite", create=False) as store:
         session.finish(store, run_id, "complete", store.results(run_id, with_artifacts=False), 12.0, [])
         with pytest.raises(UserError, match=f"run {run_id} is complete: allowed --resume of a run that did not finish"):
             session.start(store, matrix, matrix.cells(), [], resume="latest")
@@ -96,7 +96,7 @@ def test_resume_of_a_complete_run_is_refused(tmp_path: Path) -> None:
 def test_retrying_a_complete_run_without_failures_is_refused(tmp_path: Path) -> None:
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"]))
     run_id = _interrupted_run(tmp_path / "s.sqlite", matrix)  # its only cell is ok
-    with Store(tmp_path / "s.sqlite", create=False) as store:
+    with open_store(tmp_path / "s.sqlite", create=False) as store:
         store.finish_run(run_id, "complete", 5.0, {})
         with pytest.raises(UserError, match="is complete and has no failed or timed-out cell: nothing to retry"):
             session.start(store, matrix, matrix.cells(), [], resume=run_id, retry_failed=True)
@@ -105,7 +105,7 @@ def test_retrying_a_complete_run_without_failures_is_refused(tmp_path: Path) -> 
 
 def test_a_live_run_is_not_resumed(tmp_path: Path) -> None:
     matrix = Matrix.from_dict(tiny_matrix_dict())
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         run_id = store.begin_run(matrix, ENV, ["aebench", "run"])  # its runner, this process, is alive
         with pytest.raises(UserError, match=f"run {run_id} is still running \\(pid {os.getpid()} on "):
             session.start(store, matrix, matrix.cells(), [], resume=run_id)
@@ -115,7 +115,7 @@ def test_an_abandoned_run_resumes_with_its_lost_wall_time_and_every_invocation(t
     """A runner killed with SIGKILL records nothing: the resumed run counts the dead invocation's wall time from its
     last sign of life, so the summary never credits cells without their time (a negative overhead)."""
     matrix = Matrix.from_dict(tiny_matrix_dict())
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(tmp_path / "s.sqlite") as store:
         run_id = store.begin_run(matrix, ENV, ["aebench", "run"])
         store.add_result(run_id, CellResult(cell=matrix.cells()[0], status="ok", duration_s=4.0,
                                             metrics={"timing.train_s": 3.0, "timing.speed_s": 0.5}))
@@ -136,7 +136,7 @@ def test_an_abandoned_run_resumes_with_its_lost_wall_time_and_every_invocation(t
 def test_finish_records_the_status_and_summary(tmp_path: Path) -> None:
     matrix = Matrix.from_dict(tiny_matrix_dict())
     run_id = _interrupted_run(tmp_path / "s.sqlite", matrix)
-    with Store(tmp_path / "s.sqlite", create=False) as store:
+    with open_store(tmp_path / "s.sqlite", create=False) as store:
         summary = session.finish(store, run_id, "complete", store.results(run_id, with_artifacts=False), 12.0, [])
         record = store.run_record(run_id)
     assert record["status"] == "complete" and record["wall_s"] == 12.0

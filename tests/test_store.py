@@ -1,3 +1,6 @@
+"""The result store, on both backends: the tests that take ``store_location`` run on a SQLite file and on a real
+PostgreSQL server on 127.0.0.1 (conftest.py); those that take ``tmp_path`` only check what is SQLite's own."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -9,7 +12,7 @@ import pytest
 from aebench.config import Matrix
 from aebench.errors import UserError
 from aebench.results import CellResult
-from aebench.store import Store, new_run_id
+from aebench.store import new_run_id, open_store
 from support import tiny_matrix_dict
 
 ENV = {"git_commit": "abc123", "git_dirty": False, "machine_id": "m1", "cpu_model": "Test CPU"}
@@ -18,7 +21,7 @@ ENV = {"git_commit": "abc123", "git_dirty": False, "machine_id": "m1", "cpu_mode
 def _results(matrix: Matrix) -> list[CellResult]:
     first, second = matrix.cells()
     return [
-        CellResult(cell=first, status="ok", duration_s=1.5,
+        CellResult(cell=first, status="ok", duration_s=1.2345678901,  # PostgreSQL REAL (float4) would keep 1.2345679
                    metrics={"quality.mse": 0.01, "speed.train_ips": 1000.0, "speed.latency_b1_p50_ms": 1.2},
                    info={"backend": "tensorflow"}, exit_code=0,
                    artifacts={"grid_clean": np.arange(4, dtype=np.uint8).reshape(2, 2), "latency_b1_s": np.array([1e-3, 2e-3])}),
@@ -26,14 +29,14 @@ def _results(matrix: Matrix) -> list[CellResult]:
     ]
 
 
-def test_round_trip(tmp_path: Path) -> None:
+def test_round_trip(store_location: str | Path) -> None:
     matrix = Matrix.from_dict(tiny_matrix_dict())
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(store_location) as store:
         run_id = store.begin_run(matrix, ENV, ["aebench", "run"])
         for result in _results(matrix):
             store.add_result(run_id, result)
         store.finish_run(run_id, "complete", 2.0, {"wall_s": 2.0})
-    with Store(tmp_path / "s.sqlite", create=False) as store:
+    with open_store(store_location, create=False) as store:
         assert store.resolve_run(None) == run_id
         assert store.resolve_run(run_id[:12]) == run_id
         back = store.results(run_id)
@@ -51,22 +54,24 @@ def test_round_trip(tmp_path: Path) -> None:
         assert list(frame["status"]) == ["ok", "failed"]
         runs = store.runs_frame()
         assert runs.loc[0, "ok"] == 1 and runs.loc[0, "failed"] == 1 and runs.loc[0, "status"] == "complete"
+        assert runs.loc[0, "wall_s"] == 2.0 and back[0].duration_s == 1.2345678901 and back[0].metrics["speed.latency_b1_p50_ms"] == 1.2
 
 
-def test_results_are_never_overwritten(tmp_path: Path) -> None:
+def test_results_are_never_overwritten(store_location: str | Path) -> None:
     matrix = Matrix.from_dict(tiny_matrix_dict())
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(store_location) as store:
         run_id = store.begin_run(matrix, ENV, [])
         result = _results(matrix)[0]
         store.add_result(run_id, result)
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(store.Error):
             store.add_result(run_id, result)
+        assert len(store.results(run_id)) == 1  # the refused write left nothing behind
         second = store.begin_run(matrix, ENV, [])
         assert second != run_id and len(store.runs_frame()) == 2
 
 
-def test_unknown_and_ambiguous_run_refs(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+def test_unknown_and_ambiguous_run_refs(store_location: str | Path) -> None:
+    with open_store(store_location) as store:
         with pytest.raises(UserError, match="holds no runs yet"):
             store.resolve_run(None)
         matrix = Matrix.from_dict(tiny_matrix_dict())
@@ -76,21 +81,23 @@ def test_unknown_and_ambiguous_run_refs(tmp_path: Path) -> None:
             store.resolve_run("2026")
         with pytest.raises(UserError, match="matches no run"):
             store.resolve_run("1999")
+        with pytest.raises(UserError, match="matches no run"):
+            store.resolve_run("2026%")  # LIKE's wildcards in a ref are taken literally
 
 
 def test_missing_store_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no result store"):
-        Store(tmp_path / "none.sqlite", create=False)
+        open_store(tmp_path / "none.sqlite", create=False)
     assert not (tmp_path / "none.sqlite").exists()
 
 
 def test_other_schema_version_gets_an_actionable_message(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
-    Store(path).close()
+    open_store(path).close()
     with sqlite3.connect(path) as db:
         db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(UserError, match="schema version 99; this aebench reads version 2: move the file aside"):
-        Store(path)
+        open_store(path)
 
 
 def test_foreign_database_is_refused(tmp_path: Path) -> None:
@@ -98,7 +105,7 @@ def test_foreign_database_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE t (x)")
     with pytest.raises(UserError, match="not an aebench result store"):
-        Store(path)
+        open_store(path)
 
 
 def test_run_ids_sort_by_time() -> None:
@@ -129,14 +136,14 @@ def test_result_validation() -> None:
 
 def test_a_version_1_store_is_upgraded_in_place_keeping_its_runs(tmp_path: Path) -> None:
     path = tmp_path / "v1.sqlite"
-    Store(path).close()
+    open_store(path).close()
     with sqlite3.connect(path) as db:  # as aebench wrote it before runners recorded host, pid and heartbeat
         for column in ("host", "pid", "heartbeat_at", "invocation_started_at"):
             db.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         db.execute("INSERT INTO runs VALUES ('20260101T000000-aaaaaa', '2026-01-01T00:00:00+00:00', NULL, 'running',"
                    " 'tiny', '{}', '[]', NULL, 0, 'm1', '{}', NULL, NULL)")
-    with Store(path, create=False) as store:
+    with open_store(path, create=False) as store:
         record = store.run_record("20260101T000000-aaaaaa")
         assert record["status"] == "running" and record["host"] is None  # nothing tells whether its runner lives
         assert store.runs_frame()["status"].tolist() == ["running"]
@@ -149,12 +156,12 @@ def test_two_processes_upgrading_one_old_store_at_once_both_succeed(tmp_path: Pa
     import sys
 
     path = tmp_path / "v1.sqlite"
-    Store(path).close()
+    open_store(path).close()
     with sqlite3.connect(path) as db:
         for column in ("host", "pid", "heartbeat_at", "invocation_started_at"):
             db.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    opener = f"from aebench.store import Store\nfor _ in range(20): Store({str(path)!r}, create=False).close()"
+    opener = f"from aebench.store import open_store\nfor _ in range(20): open_store({str(path)!r}, create=False).close()"
     openers = [subprocess.Popen([sys.executable, "-c", opener], stderr=subprocess.PIPE, text=True) for _ in range(3)]
     assert [process.wait(timeout=120) for process in openers] == [0, 0, 0], [p.stderr.read() for p in openers]
     with sqlite3.connect(path) as db:
@@ -162,17 +169,17 @@ def test_two_processes_upgrading_one_old_store_at_once_both_succeed(tmp_path: Pa
         assert "invocation_started_at" in [row[1] for row in db.execute("PRAGMA table_info(runs)")]
 
 
-def test_a_run_whose_runner_is_gone_is_abandoned(tmp_path: Path) -> None:
+def test_a_run_whose_runner_is_gone_is_abandoned(store_location: str | Path) -> None:
     import subprocess
     import sys
 
     matrix = Matrix.from_dict(tiny_matrix_dict())
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(store_location) as store:
         live = store.begin_run(matrix, {}, [])  # this process: alive
         dead = store.begin_run(matrix, {}, [])
         gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
         with store._transaction() as db:  # a runner that has exited since
-            db.execute("UPDATE runs SET pid = ? WHERE run_id = ?", (int(gone.stdout), dead))
+            db.execute(store._sql("UPDATE runs SET pid = ? WHERE run_id = ?"), (int(gone.stdout), dead))
         statuses = dict(zip(store.runs_frame()["run_id"], store.runs_frame()["status"]))
         assert statuses == {live: "running", dead: "abandoned"}
         assert store.run_record(dead)["status"] == "abandoned"
@@ -180,18 +187,18 @@ def test_a_run_whose_runner_is_gone_is_abandoned(tmp_path: Path) -> None:
         assert store.run_record(dead)["status"] == "interrupted"  # a recorded status is kept as it is
 
 
-def test_a_resumed_runs_live_runner_started_after_the_run_is_running(tmp_path: Path) -> None:
+def test_a_resumed_runs_live_runner_started_after_the_run_is_running(store_location: str | Path) -> None:
     import subprocess
     import sys
 
     matrix = Matrix.from_dict(tiny_matrix_dict())
     runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # started after the run
     try:
-        with Store(tmp_path / "s.sqlite") as store:
+        with open_store(store_location) as store:
             run_id = store.begin_run(matrix, {}, [])
             with store._transaction() as db:  # begun an hour ago; this invocation's runner started just now
-                db.execute("UPDATE runs SET started_at = '2026-01-01T00:00:00+00:00', pid = ?,"
-                           " invocation_started_at = ? WHERE run_id = ?",
+                db.execute(store._sql("UPDATE runs SET started_at = '2026-01-01T00:00:00+00:00', pid = ?,"
+                                      " invocation_started_at = ? WHERE run_id = ?"),
                            (runner.pid, store.run_record(run_id)["heartbeat_at"], run_id))
             assert store.run_record(run_id)["status"] == "running"
             assert store.runs_frame()["status"].tolist() == ["running"]
@@ -213,16 +220,115 @@ def test_another_hosts_run_is_abandoned_when_its_heartbeat_is_stale() -> None:
     assert run_status({**record, "heartbeat_at": stale}, now) == "abandoned"
 
 
-def test_the_heartbeat_stamps_the_run_while_it_runs(tmp_path: Path) -> None:
+def test_the_heartbeat_stamps_the_run_while_it_runs(store_location: str | Path) -> None:
     import time
 
     from aebench.session import Heartbeat
 
-    with Store(tmp_path / "s.sqlite") as store:
+    with open_store(store_location) as store:
         run_id = store.begin_run(Matrix.from_dict(tiny_matrix_dict()), {}, [])
         first = store.run_record(run_id)["heartbeat_at"]
-        with Heartbeat(store.path, run_id, interval_s=0.05):
+        with Heartbeat(store, run_id, interval_s=0.05):
             time.sleep(0.3)
         beaten = store.run_record(run_id)["heartbeat_at"]
         time.sleep(0.2)
         assert first < beaten == store.run_record(run_id)["heartbeat_at"]  # stamped while running, then stopped
+
+
+# -- PostgreSQL's own: a server's database, its schema check, many machines at once ---------------------------------
+
+def test_an_empty_postgres_database_is_no_store_to_read(postgres_url: str) -> None:
+    with pytest.raises(UserError, match="holds no aebench results yet: run 'aebench run --store"):
+        open_store(postgres_url, create=False)
+
+
+def test_a_postgres_database_of_another_schema_version_or_program_is_refused(postgres_url: str) -> None:
+    import psycopg
+
+    open_store(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(UserError, match="schema version 99; this aebench reads version 2"):
+        open_store(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("DROP TABLE meta")
+    with pytest.raises(UserError, match="is not an aebench result store"):
+        open_store(postgres_url)
+
+
+def test_an_unreachable_server_is_a_user_error_that_hides_the_password(postgres_server: str) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(UserError) as raised:
+        open_store(f"postgresql://someone:s3cret@127.0.0.1:{port}/db")
+    message = str(raised.value)
+    assert message.startswith(f"the store postgresql://someone:***@127.0.0.1:{port}/db cannot be opened")
+    assert "s3cret" not in message
+
+
+def test_machines_opening_an_empty_database_at_once_create_the_schema_once(postgres_url: str) -> None:
+    import subprocess
+    import sys
+
+    opener = f"from aebench.store import open_store\nfor _ in range(10): open_store({postgres_url!r}).close()"
+    openers = [subprocess.Popen([sys.executable, "-c", opener], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    assert [process.wait(timeout=120) for process in openers] == [0, 0, 0, 0], [p.stderr.read() for p in openers]
+    with open_store(postgres_url, create=False) as store:
+        assert store.runs_frame().empty
+
+
+# -- aebench push: a run copied into another store, idempotently ------------------------------------------------------
+
+def test_a_pushed_run_reads_back_the_same_and_a_second_push_copies_nothing(tmp_path: Path,
+                                                                           store_location: str | Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    with open_store(tmp_path / "local.sqlite") as local:
+        run_id = local.begin_run(matrix, ENV, ["aebench", "run"])
+        for result in _results(matrix):
+            local.add_result(run_id, result)
+        local.finish_run(run_id, "complete", 2.0, {"wall_s": 2.0})
+        copy = local.copy_of_run(run_id)
+        source_frame = local.frame([run_id])
+    with open_store(store_location) as shared:
+        assert shared.receive_run(copy) == 2
+        assert shared.receive_run(copy) == 0  # idempotent: pushed twice, stored once
+        assert shared.results(run_id) == _results(matrix)
+        assert np.array_equal(shared.artifacts(run_id)[0]["latency_b1_s"], [1e-3, 2e-3])
+        assert shared.frame([run_id]).equals(source_frame)
+        assert shared.run_record(run_id)["status"] == "complete" and len(shared.runs_frame()) == 1
+
+
+def test_a_run_pushed_before_its_resumed_part_gets_only_the_cells_it_lacks(tmp_path: Path,
+                                                                           store_location: str | Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    first, second = _results(matrix)
+    with open_store(tmp_path / "local.sqlite") as local, open_store(store_location) as shared:
+        run_id = local.begin_run(matrix, ENV, [])
+        local.add_result(run_id, first)
+        local.finish_run(run_id, "interrupted", 1.0, {})
+        assert shared.receive_run(local.copy_of_run(run_id)) == 1
+        local.add_result(run_id, second)  # the resumed part
+        local.finish_run(run_id, "complete", 2.0, {})
+        assert shared.receive_run(local.copy_of_run(run_id)) == 1
+        assert [r.status for r in shared.results(run_id)] == ["ok", "failed"]
+        assert shared.run_record(run_id)["status"] == "complete"
+
+
+def test_a_push_whose_cell_differs_from_the_stored_one_is_refused_whole(tmp_path: Path,
+                                                                        store_location: str | Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    first, second = _results(matrix)
+    with open_store(tmp_path / "a.sqlite") as a, open_store(store_location) as shared:
+        run_id = a.begin_run(matrix, ENV, [], run_id="20260101T000000-aaaaaa")
+        a.add_result(run_id, first)
+        shared.receive_run(a.copy_of_run(run_id))
+        with open_store(tmp_path / "b.sqlite") as b:  # another store whose run has the same id but other results
+            b.begin_run(matrix, ENV, [], run_id=run_id)
+            b.add_result(run_id, CellResult(cell=first.cell, status="failed", duration_s=1.0, error="x"))
+            b.add_result(run_id, second)
+            with pytest.raises(UserError, match="cell 0 differs"):
+                shared.receive_run(b.copy_of_run(run_id))
+        assert [r.status for r in shared.results(run_id)] == ["ok"]  # nothing of the refused push was kept

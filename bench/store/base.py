@@ -1,0 +1,449 @@
+"""The result store, whatever holds it: append-only, one row per run (an ``aebench run`` invocation), one per cell,
+and the cells' arrays (image grids, raw latency samples) as .npy blobs. Rows are never updated once a run is
+finished, and nothing is ever overwritten: a rerun is a new run.
+
+This module holds everything the backends share: the schema, and every query, written once in SQL that SQLite and
+PostgreSQL both read (with ``?`` placeholders, which a backend may rewrite). aebench.store.sqlite and
+aebench.store.postgres only connect, create or check the schema, and say what a transaction is.
+
+Metrics and info are stored as JSON objects of dot-keyed numbers and strings, read back with ``json.loads`` only
+(never eval or pickle), and flattened into one pandas row per cell.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import socket
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psutil
+
+from aebench.config import Cell, Matrix
+from aebench.errors import UserError
+from aebench.load import CONTAMINATED
+from aebench.metrics import REGISTRY, flag_is_set
+from aebench.results import CellResult
+
+SCHEMA_VERSION = 2
+DEFAULT_STORE = Path("reports") / "aebench.sqlite"
+
+# Written for SQLite; aebench.store.postgres maps its two types that PostgreSQL spells otherwise (REAL, BLOB).
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL,
+    matrix_name TEXT NOT NULL,
+    matrix_json TEXT NOT NULL,
+    argv TEXT NOT NULL,
+    git_commit TEXT,
+    git_dirty INTEGER,
+    machine_id TEXT,
+    environment_json TEXT NOT NULL,
+    wall_s REAL,
+    summary_json TEXT,
+    host TEXT,
+    pid INTEGER,
+    heartbeat_at TEXT,
+    invocation_started_at TEXT
+);
+CREATE TABLE IF NOT EXISTS cells (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    cell INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    cell_json TEXT NOT NULL,
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    error TEXT NOT NULL,
+    stderr_tail TEXT NOT NULL,
+    duration_s REAL NOT NULL,
+    metrics_json TEXT NOT NULL,
+    info_json TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, cell)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id TEXT NOT NULL,
+    cell INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    npy BLOB NOT NULL,
+    PRIMARY KEY (run_id, cell, name)
+);
+"""
+
+HEARTBEAT_S = 2.0  # how often a runner says it is alive (aebench.session.Heartbeat)
+STALE_AFTER_S = 60.0  # a run of another host whose heartbeat is older than this is abandoned
+
+RUN_COLUMNS = ("run_id", "started_at", "git_commit", "git_dirty", "machine_id", "matrix_name")  # in the flat table
+RUN_TABLE_COLUMNS = ("run_id", "started_at", "finished_at", "status", "matrix_name", "matrix_json", "argv", "git_commit",
+                     "git_dirty", "machine_id", "environment_json", "wall_s", "summary_json", "host", "pid",
+                     "heartbeat_at", "invocation_started_at")
+CELL_COLUMNS = ("run_id", "cell", "key", "cell_json", "status", "exit_code", "error", "stderr_tail", "duration_s",
+                "metrics_json", "info_json", "finished_at")
+
+
+def utc_now() -> str:
+    # Milliseconds: an abandoned invocation's wall is measured between these stamps (Store.abandoned_wall_s).
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable by time and unique across machines: 20261126T181502-3fa9c1."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def _to_npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _from_npy(blob: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(blob), allow_pickle=False)
+
+
+@dataclass(frozen=True)
+class RunCopy:
+    """One run as stored, every column of every row: what ``aebench push`` carries from one store to another."""
+
+    run: Mapping[str, Any]  # the runs row, by column
+    cells: Sequence[Mapping[str, Any]]  # the cells rows, by column, in cell order
+    artifacts: Sequence[tuple[int, str, bytes]]  # (cell, name, npy)
+
+
+class Store:
+    """A result store. Open one with ``aebench.store.open_store``: a file path gives SQLite, a ``postgresql://`` URL
+    PostgreSQL. Subclasses connect and prepare the schema; every query is here."""
+
+    #: The backend's database error: a write that fails (a full disk, a lost server) raises one of these.
+    Error: type[Exception] = Exception
+    #: Where this store is, for messages (a path, or a URL without its password).
+    location: str
+    _db: Any  # the backend's DB-API connection
+
+    # -- what a backend provides ---------------------------------------------------------------------------------------
+
+    @property
+    def local_folder(self) -> Path:
+        """The folder on this machine for what a run keeps beside its results (checkpoints, shared weights, the
+        classifier cache): beside a store file, or ``reports/`` for a server's store."""
+        return DEFAULT_STORE.parent.absolute()
+
+    def reopen(self) -> Store:
+        """A second connection to this store, for another thread (the run's heartbeat)."""
+        raise NotImplementedError
+
+    def _sql(self, query: str) -> str:
+        """``query`` in the backend's placeholder style (the queries here use ``?``)."""
+        return query
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A cursor inside one transaction: committed at the end, rolled back if anything raises."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading helpers -----------------------------------------------------------------------------------------------
+
+    def _rows(self, query: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._transaction() as cursor:
+            cursor.execute(self._sql(query), tuple(parameters))
+            return list(cursor.fetchall())
+
+    def _records(self, query: str, parameters: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._transaction() as cursor:
+            cursor.execute(self._sql(query), tuple(parameters))
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    # -- writing -------------------------------------------------------------------------------------------------------
+
+    def begin_run(self, matrix: Matrix, environment: Mapping[str, Any], argv: Sequence[str], run_id: str | None = None,
+                  started_at: str | None = None) -> str:
+        run_id = run_id or new_run_id()
+        now = started_at or utc_now()
+        with self._transaction() as cursor:
+            cursor.execute(self._sql(
+                "INSERT INTO runs (run_id, started_at, status, matrix_name, matrix_json, argv, git_commit, git_dirty,"
+                " machine_id, environment_json, host, pid, heartbeat_at, invocation_started_at)"
+                " VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                (run_id, now, matrix.name, json.dumps(matrix.to_dict()), json.dumps(list(argv)),
+                 environment.get("git_commit"), int(bool(environment.get("git_dirty"))), environment.get("machine_id"),
+                 json.dumps(dict(environment)), socket.gethostname(), os.getpid(), now, now),
+            )
+        return run_id
+
+    def claim_run(self, run_id: str) -> str:
+        """A resumed run's runner is this process now: its host, pid and heartbeat replace the earlier runner's, and
+        this invocation starts now. Returns that time."""
+        now = utc_now()
+        with self._transaction() as cursor:
+            cursor.execute(self._sql(
+                "UPDATE runs SET status = 'running', host = ?, pid = ?, heartbeat_at = ?, invocation_started_at = ?"
+                " WHERE run_id = ?"), (socket.gethostname(), os.getpid(), now, now, run_id))
+        return now
+
+    def abandoned_wall_s(self, record: Mapping[str, Any]) -> float:
+        """How long the last invocation of an abandoned run (its ``run_record``) ran before it died: from its start to
+        its last sign of life, the later of its last heartbeat and its last stored cell. A lower bound, so the run's
+        summary never counts cells without the time they took."""
+        run_id = record["run_id"]
+        began = record.get("invocation_started_at") or record["started_at"]
+        last_cell = self._rows("SELECT MAX(finished_at) FROM cells WHERE run_id = ? AND finished_at >= ?",
+                               (run_id, began))[0][0]
+        signs = [datetime.fromisoformat(t) for t in (record.get("heartbeat_at"), last_cell) if t]
+        return max([0.0] + [(t - datetime.fromisoformat(began)).total_seconds() for t in signs])
+
+    def beat(self, run_id: str) -> None:
+        """The runner is alive (see ``run_status``)."""
+        with self._transaction() as cursor:
+            cursor.execute(self._sql("UPDATE runs SET heartbeat_at = ? WHERE run_id = ?"), (utc_now(), run_id))
+
+    def add_result(self, run_id: str, result: CellResult) -> None:
+        with self._transaction() as cursor:
+            self._insert_result(cursor, run_id, result)
+
+    def replace_failed_result(self, run_id: str, result: CellResult) -> None:
+        """Store a retried cell's new result in place of its failed or timed-out one, keeping what the earlier
+        attempt was in ``info.earlier_attempt`` (status, exit code, error): a failure is replaced, never forgotten."""
+        rows = self._rows("SELECT status, exit_code, error FROM cells WHERE run_id = ? AND cell = ?",
+                          (run_id, result.cell.index))
+        if not rows or rows[0][0] not in ("failed", "timeout"):
+            raise ValueError(f"cell {result.cell.index} of run {run_id} has no failed result to replace")
+        status, exit_code, error = rows[0]
+        retried = replace(result, info={**result.info, "earlier_attempt": f"{status} (exit code {exit_code}): {error}"})
+        with self._transaction() as cursor:  # one transaction: a crash leaves the failure or its replacement
+            cursor.execute(self._sql("DELETE FROM artifacts WHERE run_id = ? AND cell = ?"), (run_id, result.cell.index))
+            cursor.execute(self._sql("DELETE FROM cells WHERE run_id = ? AND cell = ?"), (run_id, result.cell.index))
+            self._insert_result(cursor, run_id, retried)
+
+    def finish_run(self, run_id: str, status: str, wall_s: float, summary: Mapping[str, Any]) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(self._sql(
+                "UPDATE runs SET finished_at = ?, status = ?, wall_s = ?, summary_json = ? WHERE run_id = ?"),
+                (utc_now(), status, wall_s, json.dumps(dict(summary)), run_id),
+            )
+
+    def _insert_result(self, cursor: Any, run_id: str, result: CellResult) -> None:
+        cursor.execute(self._sql(
+            f"INSERT INTO cells ({', '.join(CELL_COLUMNS)}) VALUES ({', '.join('?' for _ in CELL_COLUMNS)})"),
+            (run_id, result.cell.index, result.cell.key, json.dumps(result.cell.to_dict()), result.status,
+             result.exit_code, result.error, result.stderr_tail, result.duration_s,
+             json.dumps(dict(result.metrics)), json.dumps(dict(result.info)), utc_now()),
+        )
+        rows = [(run_id, result.cell.index, name, _to_npy(array)) for name, array in result.artifacts.items()]
+        if rows:
+            cursor.executemany(self._sql("INSERT INTO artifacts (run_id, cell, name, npy) VALUES (?, ?, ?, ?)"), rows)
+
+    # -- copying between stores (aebench push) -------------------------------------------------------------------------
+
+    def copy_of_run(self, run_id: str) -> RunCopy:
+        """Every stored row of the run, as it is stored."""
+        runs = self._records("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        if not runs:
+            raise UserError(f"run {run_id!r} is not in {self.location}")
+        cells = self._records(f"SELECT {', '.join(CELL_COLUMNS)} FROM cells WHERE run_id = ? ORDER BY cell", (run_id,))
+        artifacts = [(cell, name, bytes(npy)) for cell, name, npy in
+                     self._rows("SELECT cell, name, npy FROM artifacts WHERE run_id = ? ORDER BY cell, name", (run_id,))]
+        return RunCopy({name: runs[0][name] for name in RUN_TABLE_COLUMNS}, cells, artifacts)
+
+    def receive_run(self, copy: RunCopy) -> int:
+        """Append a run copied from another store, in one transaction; returns how many cells were new here.
+
+        Idempotent: a run already here gets only the cells it lacks (it was pushed before a resumed part ran), and
+        its runs row the source's finish. A cell already here is never written again, and one that differs from
+        the copy's refuses the push: a store holds one truth per cell."""
+        run_id = copy.run["run_id"]
+        with self._transaction() as cursor:
+            self._lock_for_receive(cursor, run_id)
+            cursor.execute(self._sql("SELECT run_id FROM runs WHERE run_id = ?"), (run_id,))
+            if cursor.fetchone() is None:
+                cursor.execute(self._sql(
+                    f"INSERT INTO runs ({', '.join(RUN_TABLE_COLUMNS)}) VALUES ({', '.join('?' for _ in RUN_TABLE_COLUMNS)})"),
+                    tuple(copy.run[name] for name in RUN_TABLE_COLUMNS))
+            else:
+                cursor.execute(self._sql(
+                    "UPDATE runs SET finished_at = ?, status = ?, wall_s = ?, summary_json = ?, heartbeat_at = ?"
+                    " WHERE run_id = ?"), (copy.run["finished_at"], copy.run["status"], copy.run["wall_s"],
+                                          copy.run["summary_json"], copy.run["heartbeat_at"], run_id))
+            cursor.execute(self._sql("SELECT cell, key, status FROM cells WHERE run_id = ?"), (run_id,))
+            here = {cell: (key, status) for cell, key, status in cursor.fetchall()}
+            new = [row for row in copy.cells if row["cell"] not in here]
+            for row in copy.cells:
+                if row["cell"] in here and here[row["cell"]] != (row["key"], row["status"]):
+                    raise UserError(
+                        f"run {run_id} cell {row['cell']} differs in {self.location} ({here[row['cell']][1]} "
+                        f"{here[row['cell']][0]}) from the copy pushed ({row['status']} {row['key']}): allowed a push "
+                        "of the same run again; a store holds one result per cell")
+            for row in new:
+                cursor.execute(self._sql(
+                    f"INSERT INTO cells ({', '.join(CELL_COLUMNS)}) VALUES ({', '.join('?' for _ in CELL_COLUMNS)})"),
+                    tuple(row[name] for name in CELL_COLUMNS))
+            fresh = {row["cell"] for row in new}
+            artifacts = [(run_id, cell, name, npy) for cell, name, npy in copy.artifacts if cell in fresh]
+            if artifacts:
+                cursor.executemany(self._sql("INSERT INTO artifacts (run_id, cell, name, npy) VALUES (?, ?, ?, ?)"),
+                                   artifacts)
+        return len(new)
+
+    def _lock_for_receive(self, cursor: Any, run_id: str) -> None:
+        """Hold off another push of the same run until this transaction ends (a backend without row locks needs
+        nothing: SQLite writes one transaction at a time)."""
+
+    # -- reading -------------------------------------------------------------------------------------------------------
+
+    def resolve_run(self, ref: str | None = None, *, complete: bool = False) -> str:
+        """A run id, a unique prefix of one, or None / 'latest' for the newest run (the newest complete one with
+        ``complete``: a run still running, interrupted or dead is no side of a comparison unless named)."""
+        if ref in (None, "latest"):
+            where = "WHERE status = 'complete' " if complete else ""
+            rows = self._rows(f"SELECT run_id FROM runs {where}ORDER BY started_at DESC, run_id DESC LIMIT 1")
+            if not rows:
+                what = "no complete run" if complete else "no runs"
+                raise UserError(f"the store {self.location} holds {what} yet: run 'aebench run' first")
+            return rows[0][0]
+        rows = self._rows("SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\' ORDER BY run_id", (_like_prefix(ref),))
+        if len(rows) != 1:
+            what = "no run" if not rows else f"{len(rows)} runs ({', '.join(r[0] for r in rows[:5])})"
+            raise UserError(f"run {ref!r} matches {what} in {self.location}: 'aebench list' shows the run ids")
+        return rows[0][0]
+
+    def run_record(self, run_id: str) -> dict[str, Any]:
+        rows = self._records("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            raise UserError(f"run {run_id!r} is not in {self.location}")
+        record = rows[0]
+        record["status"] = run_status(record)
+        record["matrix"] = json.loads(record.pop("matrix_json"))
+        record["environment"] = json.loads(record.pop("environment_json"))
+        record["summary"] = json.loads(record.pop("summary_json") or "{}")
+        record["argv"] = json.loads(record["argv"])
+        return record
+
+    def runs_frame(self) -> pd.DataFrame:
+        """One row per run with its cell counts, newest last."""
+        # CASE, not SUM(c.status = 'ok'): PostgreSQL does not sum booleans. GROUP BY the key only: both backends
+        # know every other runs column follows from it.
+        query = """
+            SELECT r.run_id, r.started_at, r.status, r.matrix_name, r.git_commit, r.git_dirty, r.machine_id, r.wall_s,
+                   r.host, r.pid, r.heartbeat_at, r.invocation_started_at,
+                   SUM(CASE WHEN c.status = 'ok' THEN 1 ELSE 0 END) AS ok,
+                   SUM(CASE WHEN c.status IN ('failed', 'timeout') THEN 1 ELSE 0 END) AS failed,
+                   SUM(CASE WHEN c.status = 'skipped' THEN 1 ELSE 0 END) AS skipped, COUNT(c.cell) AS cells
+            FROM runs r LEFT JOIN cells c ON c.run_id = r.run_id
+            GROUP BY r.run_id ORDER BY r.started_at, r.run_id"""
+        frame = pd.DataFrame(self._records(query), columns=[
+            "run_id", "started_at", "status", "matrix_name", "git_commit", "git_dirty", "machine_id", "wall_s", "host",
+            "pid", "heartbeat_at", "invocation_started_at", "ok", "failed", "skipped", "cells"])
+        for column in ("ok", "failed", "skipped", "cells"):
+            frame[column] = pd.to_numeric(frame[column]).fillna(0).astype(int)
+        frame["git_dirty"] = pd.to_numeric(frame["git_dirty"]).astype("Int64")
+        frame["wall_s"] = pd.to_numeric(frame["wall_s"], errors="coerce").astype(float)  # NULL while running
+        frame["status"] = [run_status(row) for row in frame.to_dict(orient="records")]
+        return frame.drop(columns=["host", "pid", "heartbeat_at", "invocation_started_at"])
+
+    def results(self, run_id: str, *, with_artifacts: bool = True) -> list[CellResult]:
+        """The run's cells in order. ``with_artifacts=False`` skips the arrays (image grids, latency samples): what
+        only needs the figures should not read every blob."""
+        rows = self._rows(
+            "SELECT cell_json, status, exit_code, error, stderr_tail, duration_s, metrics_json, info_json, cell"
+            " FROM cells WHERE run_id = ? ORDER BY cell", (run_id,)
+        )
+        artifacts = self.artifacts(run_id) if with_artifacts else {}
+        return [
+            CellResult(cell=Cell.from_dict(json.loads(cell_json)), status=status, exit_code=exit_code, error=error,
+                       stderr_tail=stderr_tail, duration_s=duration, metrics=json.loads(metrics), info=json.loads(info),
+                       artifacts=artifacts.get(index, {}))
+            for cell_json, status, exit_code, error, stderr_tail, duration, metrics, info, index in rows
+        ]
+
+    def artifacts(self, run_id: str, names: Sequence[str] | None = None) -> dict[int, dict[str, np.ndarray]]:
+        """The run's arrays by cell index; ``names`` reads only those (an image grid is not decoded to get a latency)."""
+        query = "SELECT cell, name, npy FROM artifacts WHERE run_id = ?"
+        parameters: list[Any] = [run_id]
+        if names is not None:
+            query += f" AND name IN ({', '.join('?' for _ in names)})"
+            parameters += list(names)
+        found: dict[int, dict[str, np.ndarray]] = {}
+        for cell, name, blob in self._rows(query, parameters):
+            found.setdefault(cell, {})[name] = _from_npy(bytes(blob))
+        return found
+
+    def frame(self, run_ids: Sequence[str]) -> pd.DataFrame:
+        """The flat table: one row per cell of the given runs, with run columns first."""
+        return pd.concat([flat_frame(self.run_record(run_id), self.results(run_id, with_artifacts=False))
+                          for run_id in run_ids] or [pd.DataFrame()], ignore_index=True)
+
+
+def _like_prefix(ref: str) -> str:
+    """A LIKE pattern for the run ids that start with ``ref``, its own % and _ taken literally."""
+    return ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def run_status(record: Mapping[str, Any], now: datetime | None = None) -> str:
+    """The run's status as stored, except that a ``running`` run whose runner is gone is ``abandoned`` (killed with
+    SIGKILL, by the OOM killer or a power cut: nothing could record it). On the runner's own host the pid tells
+    (a pid reused by a process started after the run does not count); elsewhere, a heartbeat older than
+    ``STALE_AFTER_S``. A run from before runners recorded themselves stays ``running``: nothing tells."""
+    if record.get("status") != "running" or not record.get("host"):
+        return str(record.get("status"))
+    # The runner of the latest invocation: a resumed run's runner started after the run did.
+    started = datetime.fromisoformat(str(record.get("invocation_started_at") or record["started_at"]))
+    if record["host"] == socket.gethostname():
+        try:
+            alive = psutil.Process(int(record["pid"])).create_time() <= started.timestamp() + 1
+        except psutil.AccessDenied:
+            alive = True  # another user's process: it exists, and nothing more can be told
+        except (psutil.NoSuchProcess, TypeError, ValueError):
+            alive = False
+        return "running" if alive else "abandoned"
+    beat = datetime.fromisoformat(str(record.get("heartbeat_at") or record["started_at"]))
+    age = ((now or datetime.now(timezone.utc)) - beat).total_seconds()
+    return "running" if age <= STALE_AFTER_S else "abandoned"
+
+
+def flat_frame(record: Mapping[str, Any], results: Sequence[CellResult]) -> pd.DataFrame:
+    """One run's flat table from its record and results (already read): one row per cell, run columns first."""
+    prefix = {column: record.get(column) for column in RUN_COLUMNS}
+    frame = pd.DataFrame([{**prefix, **result.flat()} for result in results])
+    if not frame.empty:
+        frame["git_dirty"] = frame["git_dirty"].astype(bool)
+    return frame
+
+
+def without_contaminated_speed(frame: pd.DataFrame) -> pd.DataFrame:
+    """The flat table with every speed figure of a contaminated cell blanked (``speed.contaminated = 1``: it ran
+    beside another benchmark, ``--allow-concurrent``), so that no verdict, noise estimate or ratio uses it. Its
+    quality figures stay: the machine's load does not change them."""
+    if frame.empty or CONTAMINATED not in frame.columns:
+        return frame
+    dirty = frame[CONTAMINATED].map(flag_is_set).astype(bool)
+    if not dirty.any():
+        return frame
+    # The figures to compare go; the load measurements and the flag, the evidence, stay.
+    speed = [column for column in frame.columns if column.startswith("speed.")
+             and (metric := REGISTRY.find(column)) is not None and metric.better is not None]
+    frame = frame.copy()
+    frame.loc[dirty, speed] = np.nan
+    return frame
