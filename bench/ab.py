@@ -760,7 +760,7 @@ class HostExecutor:
         return start
 
     def run(self, side: Side, matrix: Matrix, cell: Cell, cpus: Sequence[int] | None = None) -> CellResult:
-        from aebench.runner import _run_one
+        from aebench.runner import run_one
 
         hosts = self._hosts.setdefault(side.label, {})
         self._runs += 1
@@ -771,7 +771,7 @@ class HostExecutor:
                 cell.backend, self._factory(side)(cell.backend, self._scratch / f"host-{side.slug}.log"))
             host.set_affinity(cpus)
         # The revision's own worker may write metrics this aebench does not know: keep them (only gated ones are read).
-        return self._mark(_run_one(matrix, cell, self._data_path, scratch, hosts, self._factory(side), time.monotonic,
+        return self._mark(run_one(matrix, cell, self._data_path, scratch, hosts, self._factory(side), time.monotonic,
                                    None, self._cache_dir, check_metrics=False))
 
     def new_round(self, sides: Sequence[Side], backends: Sequence[str]) -> None:
@@ -789,15 +789,14 @@ class HostExecutor:
     def prepare_classifiers(self, sides: Sequence[Side], keys: Sequence[str], progress: Any) -> None:
         """Each side's reference classifiers trained or found in the cache before any cell, as ``aebench run`` does,
         so no cell's time includes them (both sides share the cache: the same recipe gives the same file)."""
-        from aebench.runner import _prepare_classifiers
+        from aebench.runner import prepare_classifiers
 
         for side in sides:
             hosts = self._hosts.setdefault(side.label, {})
             scratch = self._scratch / f"classifiers-{side.slug}"
             scratch.mkdir(parents=True, exist_ok=True)
-            _prepare_classifiers(side.matrix, [side.cell(key) for key in keys], self._data_path, scratch, hosts,
-                                 self._factory(side),
-                                 self._cache_dir, progress, lambda info: None)
+            prepare_classifiers(side.matrix, [side.cell(key) for key in keys], self._data_path, scratch, hosts,
+                                self._factory(side), self._cache_dir, progress.note, lambda info: None)
 
     def close(self) -> None:
         for hosts in self._hosts.values():

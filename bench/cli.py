@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--wait-idle", type=float, default=None, metavar="SECONDS",
                      help="before each cell, wait up to SECONDS for its CPUs to be quiet (other load within the "
                           "limit of aebench.load)")
+    run.add_argument("--cluster", default=None, metavar="ADDRESS",
+                     help="run the cells on a Dask cluster, one task per cell: local:N (N workers on 127.0.0.1) or "
+                          "the scheduler's tcp://HOST:PORT; each node runs one cell at a time")
+    run.add_argument("--pack", action="store_true",
+                     help="with --cluster: let a node run several CPU cells at once, on disjoint cores")
     _add_allow_concurrent(run)
     _add_store(run)
 
@@ -283,6 +288,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"--wait-idle {args.wait_idle:g} is invalid: allowed seconds above 0 and up to 3600")
     if args.retry_failed and not args.resume:
         raise UserError("--retry-failed reruns the failed cells of a stored run: allowed only with --resume [RUN]")
+    if args.cluster is not None:
+        from aebench import cluster
+
+        cluster.parse_address(args.cluster)
+        if args.wait_idle is not None:
+            raise UserError("--wait-idle waits for this machine's CPUs: allowed without --cluster (a cluster's cells "
+                            "wait for their node's machine lock instead)")
+    elif args.pack:
+        raise UserError("--pack lets a cluster's node run several cells at once: allowed only with --cluster")
     matrix = config.load_matrix(args.matrix, args.overrides)
     cells = config.shard(matrix.cells(), args.shard)
     if args.dry_run:
@@ -290,6 +304,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{cell.index:4d}  {cell.key}")
         print(f"{len(cells)} cells")
         return 0
+    if args.cluster is not None:
+        return _sweep_cluster(args, matrix, cells)
     # The lock first: what follows reads the data and may start worker hosts (GPU probes), which would load the
     # CPUs another run is timing. Bad input after it still writes nothing of the user's.
     with machinelock.hold("run", allow_concurrent=args.allow_concurrent) as lock:
@@ -301,8 +317,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _sweep(args, matrix, cells, data_path, skip_check, lock)
 
 
-def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data_path: Path, skip_check: SkipCheck,
-           lock: MachineLock) -> int:
+def _sweep_cluster(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell]) -> int:
+    """``run --cluster``: the driver holds no machine lock (each node's cells hold theirs, aebench.cluster) and probes
+    no device here: the cluster's workers say what they have."""
+    from aebench import atomic, cluster, data, machinelock
+
+    data_path = data.find_dataset(matrix.dataset, args.data_dir)
+    data.check_dataset(data_path)
+    if not args.no_report:
+        atomic.check_writable_folder("--reports-dir", args.reports_dir, instead="--no-report")
+    with cluster.connect(args.cluster) as client:
+        return _sweep(args, matrix, cells, data_path, None, machinelock.MachineLock.held_by_nodes(), client)
+
+
+def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data_path: Path,
+           skip_check: SkipCheck | None, lock: MachineLock, client: Any = None) -> int:
     from aebench import runner, session
     from aebench.store import open_store
     from aebench.summary import format_summary
@@ -340,12 +369,20 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
     prepared: list[dict[str, Any]] = []
     stopped_by: BaseException | None = None
     try:
+        trained_before = session.stored_training(store, run_id) if run.resumed else None
         with session.Heartbeat(store, run_id):
-            runner.run_cells(matrix, run.cells, data_path=data_path, skip_check=skip_check, on_result=store_result,
-                             checkpoint_root=run_folder if matrix.checkpoint else None,
-                             cache_dir=store.local_folder / "cache", on_prepared=prepared.append,
-                             wait_idle_s=args.wait_idle, weights_root=run_folder / "weights",
-                             trained_before=session.stored_training(store, run_id) if run.resumed else None)
+            if client is not None:
+                from aebench import cluster
+
+                cluster.run_cells(matrix, run.cells, client=client, data_path=data_path, on_result=store_result,
+                                  weights_root=run_folder / "weights", cache_dir=store.local_folder / "cache",
+                                  trained_before=trained_before, pack=args.pack)
+            else:
+                runner.run_cells(matrix, run.cells, data_path=data_path, skip_check=skip_check, on_result=store_result,
+                                 checkpoint_root=run_folder if matrix.checkpoint else None,
+                                 cache_dir=store.local_folder / "cache", on_prepared=prepared.append,
+                                 wait_idle_s=args.wait_idle, weights_root=run_folder / "weights",
+                                 trained_before=trained_before)
         status = "complete"
     except BaseException as error:
         stopped_by = error

@@ -76,6 +76,11 @@ class MachineLock:
     _file: IO[str] | None = None
     _holder: Holder | None = None
 
+    @classmethod
+    def held_by_nodes(cls) -> MachineLock:
+        """A cluster run's driver: it times nothing itself, and each node's cells hold that node's lock."""
+        return cls(Path(os.devnull), exclusive=True)
+
     @property
     def contamination(self) -> str | None:
         if self.exclusive:
@@ -111,12 +116,13 @@ def _write_holder(file: IO[str] | None, holder: Holder) -> None:
 
 
 @contextmanager
-def hold(command: str, *, allow_concurrent: bool = False, directory: Path | None = None,
+def hold(command: str, *, allow_concurrent: bool = False, wait: bool = False, directory: Path | None = None,
          note: Callable[[str], None] = lambda text: print(f"aebench: {text}", file=sys.stderr)) -> Iterator[MachineLock]:
     """Hold the machine for ``command`` (``run``, ``ab``, ...) while the block runs.
 
     Raises :class:`MachineBusy` (exit status 2) when another process holds it, unless ``allow_concurrent``: then the
-    block runs anyway with a lock that is not exclusive and names the other holder."""
+    block runs anyway with a lock that is not exclusive and names the other holder. With ``wait`` it waits for the
+    holder to finish instead: a cluster's cell waits its turn on its node (aebench.cluster)."""
     from aebench.revisions import user_cache_dir
 
     folder = directory if directory is not None else user_cache_dir()
@@ -129,7 +135,7 @@ def hold(command: str, *, allow_concurrent: bool = False, directory: Path | None
     try:
         file.seek(0)
         try:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             busy = True
         except OSError as error:  # ENOLCK, EOPNOTSUPP: a cache folder on a filesystem without locks (NFS, FUSE)

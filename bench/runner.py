@@ -406,8 +406,8 @@ def run_cells(
             plan = plan_training(runnable, trained)
             needs_classifier = [cell for cell in runnable if plan.trains(cell)]
             if matrix.accuracy and needs_classifier:
-                _prepare_classifiers(matrix, needs_classifier, data_path, scratch, hosts, host_factory, cache_dir,
-                                     progress, on_prepared or (lambda info: None))
+                prepare_classifiers(matrix, needs_classifier, data_path, scratch, hosts, host_factory, cache_dir,
+                                    progress.note, on_prepared or (lambda info: None))
             shared = _SharedTraining(plan, trained)
             for cell in plan.order(cells):
                 reason = reasons[cell.index]
@@ -418,7 +418,7 @@ def run_cells(
                 else:
                     checkpoint = checkpoint_root / f"cell{cell.index:04d}" if checkpoint_root else None
                     waited = _wait_for_idle(cell, wait_idle_s, progress) if wait_idle_s else {}
-                    result = _run_one(matrix, cell, data_path, scratch, hosts, host_factory, clock, checkpoint,
+                    result = run_one(matrix, cell, data_path, scratch, hosts, host_factory, clock, checkpoint,
                                       cache_dir, trains=plan.trains(cell),
                                       weights_path=weights_file(weights, cell))
                     if waited:
@@ -439,9 +439,9 @@ def _wait_for_idle(cell: Cell, timeout_s: float, progress: Progress) -> dict[str
     return load.wait_for_idle(machine.cell_cpus(cell.threads), timeout_s, progress.note)
 
 
-def _prepare_classifiers(matrix: Matrix, cells: list[Cell], data_path: Path, scratch: Path, hosts: dict[str, WorkerHost],
-                         host_factory: Callable[[str, Path], WorkerHost], cache_dir: Path, progress: Progress,
-                         on_prepared: Callable[[dict[str, Any]], None]) -> None:
+def prepare_classifiers(matrix: Matrix, cells: list[Cell], data_path: Path, scratch: Path, hosts: dict[str, WorkerHost],
+                        host_factory: Callable[[str, Path], WorkerHost], cache_dir: Path, note: Callable[[str], None],
+                        on_prepared: Callable[[dict[str, Any]], None]) -> None:
     """Train or load each seed's reference classifier ahead of the sweep. A failure here is only reported: the
     cells then try themselves and record the error where it belongs, in their own rows."""
     backend = cells[0].backend
@@ -454,21 +454,21 @@ def _prepare_classifiers(matrix: Matrix, cells: list[Cell], data_path: Path, scr
             exit_code, timed_out = host.run(task, matrix.timeout_s)
         except HostDied as error:
             hosts.pop(backend, None)
-            progress.note(f"reference classifier (seed {seed}) not prepared: {error}")
+            note(f"reference classifier (seed {seed}) not prepared: {error}")
             continue
         result_path = Path(task["result_path"])
         if exit_code != 0 or timed_out or not result_path.exists():
             why = _last_error_line(tail(Path(task["log_path"]))) or ("timed out" if timed_out else f"exit {exit_code}")
-            progress.note(f"reference classifier (seed {seed}) not prepared: {why}")
+            note(f"reference classifier (seed {seed}) not prepared: {why}")
             continue
         info = json.loads(result_path.read_text(encoding="utf-8"))
         how = "loaded from the cache" if info["cached"] else "trained"
-        progress.note(f"reference classifier (seed {seed}) {how} in {info['seconds']:.1f} s, "
+        note(f"reference classifier (seed {seed}) {how} in {info['seconds']:.1f} s, "
                       f"clean test accuracy {info['test_accuracy']:.4f}")
         on_prepared(info)
 
 
-def _run_one(matrix: Matrix, cell: Cell, data_path: Path, scratch: Path, hosts: dict[str, WorkerHost],
+def run_one(matrix: Matrix, cell: Cell, data_path: Path, scratch: Path, hosts: dict[str, WorkerHost],
              host_factory: Callable[[str, Path], WorkerHost], clock: Clock, checkpoint_dir: Path | None,
              cache_dir: Path | None = None, check_metrics: bool = True, trains: bool = True,
              weights_path: Path | None = None) -> CellResult:

@@ -1,7 +1,7 @@
 """A stand-in worker host speaking aebench.worker's protocol, for runner tests without any ML framework.
 
-argv[1] is a comma-separated behaviour per cell index: ok, unknown (an ok exit whose metrics include two the registry
-lacks), crash, hang, segv. An ok cell that trains (the task's "trains") reports a quality figure and writes the
+argv[1] is a comma-separated behaviour per cell index: ok, slow (ok after 4 s: time to kill its worker), unknown (an
+ok exit whose metrics include two the registry lacks), crash, hang, segv. An ok cell that trains (the task's "trains") reports a quality figure and writes the
 weights file; one that only times reports its speed alone, as aebench.worker does.
 """
 
@@ -23,7 +23,9 @@ for line in sys.stdin:
         os.dup2(log, 2)
         behaviour = behaviours[index]
         print(f"cell {index} does {behaviour}", file=sys.stderr, flush=True)
-        if behaviour in ("ok", "unknown"):
+        if behaviour == "slow":
+            time.sleep(4)
+        if behaviour in ("ok", "slow", "unknown"):
             metrics = {"timing.speed_s": 0.5, "speed.infer_ips": 1000.0 * (task["cell"]["threads"] or 1)}
             trains = task.get("trains", True)
             if trains:

@@ -163,7 +163,7 @@ def test_another_revisions_metrics_are_kept_when_asked(tmp_path: Path) -> None:
     """aebench ab runs other revisions' workers, which may define metrics this registry lacks."""
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"]))
     hosts: dict = {}
-    result = runner._run_one(matrix, matrix.cells()[0], tmp_path / "unused.npz", tmp_path, hosts,
+    result = runner.run_one(matrix, matrix.cells()[0], tmp_path / "unused.npz", tmp_path, hosts,
                              _fake_factory("unknown"), time.monotonic, None, check_metrics=False)
     for host in hosts.values():
         host.close()

@@ -1,0 +1,223 @@
+"""aebench run --cluster: a real Dask cluster on 127.0.0.1, a scheduler and two workers with different resources,
+started as a user would (`dask scheduler`, `dask worker --resources ...`) and stopped by each test.
+
+The tests that place, retry and pack cells use the stand-in worker host (tests/fake_host.py); one runs a real tiny
+matrix on the cluster and checks it against a local run of the same matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from aebench import cluster
+from aebench.cli import main
+from aebench.config import Matrix
+from aebench.errors import UserError
+from aebench.results import CellResult
+from aebench.store import open_store
+from support import tiny_matrix_dict, write_matrix
+
+FAKE_HOST = Path(__file__).parent / "fake_host.py"
+DASK = Path(sys.executable).parent / "dask"
+ACCELERATED, PLAIN = "accelerated", "plain"
+WORKER_RESOURCES = {ACCELERATED: "TPU=1", PLAIN: "disk=1"}  # two workers that differ: one has a (pretend) TPU
+
+
+@dataclass
+class DaskCluster:
+    address: str
+    workers: dict[str, subprocess.Popen]  # worker name -> its process (no nanny: a kill is final)
+    addresses: dict[str, str]  # worker name -> its address
+
+
+@pytest.fixture
+def dask_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
+    """`dask scheduler` and two `dask worker`s on 127.0.0.1; every process is stopped at the end of the test."""
+    from distributed import Client
+
+    # As the README says to start a scheduler for aebench: a cell whose worker is lost comes back to aebench at once.
+    env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+    logs = tmp_path / "dask-logs"
+    logs.mkdir()
+    processes: list[subprocess.Popen] = []
+
+    def start(name: str, *args: str) -> subprocess.Popen:
+        log = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen([str(DASK), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        processes.append(process)
+        return process
+
+    scheduler_file = tmp_path / "scheduler.json"
+    try:
+        start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+              "--scheduler-file", str(scheduler_file))
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists():
+            assert time.monotonic() < deadline, (logs / "scheduler.log").read_text()
+            time.sleep(0.1)
+        address = json.loads(scheduler_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        workers = {name: start(name, "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--no-nanny",
+                               "--no-dashboard", "--name", name, "--resources", resources)
+                   for name, resources in WORKER_RESOURCES.items()}
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+            addresses = {info["name"]: address for address, info in client.scheduler_info()["workers"].items()}
+        yield DaskCluster(address, workers, addresses)
+    finally:
+        for process in reversed(processes):  # the workers first, each to its end, then the scheduler
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _sweep(dask_cluster: DaskCluster, tmp_path: Path, matrix: Matrix, behaviours: str, **options: object
+           ) -> list[CellResult]:
+    from distributed import Client
+
+    unread = tmp_path / "unread.npz"  # the stand-in host reads no data; the node only checks that the file is there
+    unread.touch()
+    with Client(dask_cluster.address, timeout=30) as client:
+        return cluster.run_cells(matrix, matrix.cells(), client=client, data_path=unread,
+                                 on_result=lambda result: None, weights_root=tmp_path / "weights",
+                                 cache_dir=tmp_path / "cache", host_command=[sys.executable, str(FAKE_HOST), behaviours],
+                                 **options)
+
+
+def test_cells_go_only_where_their_resources_are_and_the_rest_are_skipped_with_the_reason(
+        dask_cluster: DaskCluster, tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete"], device=["cpu", "gpu", "tpu"],
+                                               threads=[1, 512], accuracy=False))
+    results = {(r.cell.device, r.cell.threads): r for r in _sweep(dask_cluster, tmp_path, matrix, "ok,ok,ok,ok")}
+    assert results[("gpu", None)].status == "skipped"
+    assert results[("gpu", None)].error.startswith("no worker of the cluster advertises a GPU resource: start one on "
+                                                   "a GPU machine with `dask worker SCHEDULER --resources GPU=1`")
+    assert results[("cpu", 512)].status == "skipped"
+    assert results[("cpu", 512)].error.startswith("threads=512 needs 512 CPUs; the largest worker of the cluster")
+    tpu, cpu = results[("tpu", None)], results[("cpu", 1)]
+    assert tpu.status == cpu.status == "ok", (tpu.error, cpu.error)
+    assert tpu.info["cluster_worker"] == dask_cluster.addresses[ACCELERATED]  # the only worker with a TPU
+    assert cpu.info["cluster_worker"] in dask_cluster.addresses.values()
+    assert tpu.info["trained_by"] == tpu.cell.key
+
+
+def test_a_worker_killed_mid_cell_is_retried_once_on_the_other_worker(dask_cluster: DaskCluster, tmp_path: Path) -> None:
+    from distributed import Client
+
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete"], accuracy=False))
+    found: list[CellResult] = []
+    sweep = threading.Thread(target=lambda: found.extend(_sweep(dask_cluster, tmp_path, matrix, "slow")))
+    sweep.start()
+    victim = None
+    with Client(dask_cluster.address, timeout=30) as client:
+        deadline = time.monotonic() + 60
+        while victim is None:  # the cell's worker, as soon as the scheduler has given it the cell
+            assert time.monotonic() < deadline and sweep.is_alive()
+            busy = [address for address, keys in client.processing().items() if keys]
+            victim = next((name for name, address in dask_cluster.addresses.items() if address in busy), None)
+            time.sleep(0.05)
+        time.sleep(1.0)  # into the cell's 4 s: its host has forked it
+        dask_cluster.workers[victim].send_signal(signal.SIGKILL)
+    sweep.join(timeout=120)
+    (result,) = found
+    survivor = next(name for name in dask_cluster.addresses if name != victim)
+    assert result.status == "ok", result.error
+    assert result.info["cluster_worker"] == dask_cluster.addresses[survivor]
+    assert result.info["earlier_attempt"] == (f"try 1: its Dask worker {dask_cluster.addresses[victim]} was lost "
+                                              "mid-cell (KilledWorker)")
+
+
+def test_a_cell_whose_workers_are_all_lost_is_stored_as_failed_with_the_reason() -> None:
+    from distributed import KilledWorker
+
+    class Lost:
+        def result(self) -> None:
+            raise KilledWorker("aebench-cell0000", SimpleNamespace(address="tcp://127.0.0.1:1"), 0)
+
+    class Submitting:
+        def submit(self, *args: object, **kwargs: object) -> Lost:
+            return Lost()
+
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete"], accuracy=False))
+    (cell,) = matrix.cells()
+    sweep = cluster.ClusterSweep(Submitting(), matrix, cluster.Placement(()), Path("d"), Path("c"), Path("w"))
+    first = sweep.submit(cell, trains=True)
+    result, _, notes, retry = sweep.collect(first)
+    assert result is None and notes[0].endswith("trying it once more elsewhere")
+    result, _, _, again = sweep.collect(retry)
+    assert again is None and result.status == "failed"
+    assert result.error == ("its Dask worker tcp://127.0.0.1:1 was lost mid-cell (KilledWorker), on each of 2 tries: "
+                            "not tried again")
+    assert result.info["earlier_attempt"] == "try 1: its Dask worker tcp://127.0.0.1:1 was lost mid-cell (KilledWorker)"
+
+
+def test_packed_cells_share_a_node_on_disjoint_cores(dask_cluster: DaskCluster, tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete", "conv"], accuracy=False))
+    results = _sweep(dask_cluster, tmp_path, matrix, "slow,slow", pack=True)
+    assert [r.status for r in results] == ["ok", "ok"]
+    cores = [r.info["packed"].rsplit("on CPUs ", 1)[1] for r in results]
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert cores[0] != cores[1]  # they overlapped in time (4 s each), so each held its own core
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--cluster", "local:0"], "--cluster 'local:0' is invalid: allowed local:N"),
+    (["--cluster", "127.0.0.1:8786"], "--cluster '127.0.0.1:8786' is invalid: allowed local:N"),
+    (["--pack"], "--pack lets a cluster's node run several cells at once: allowed only with --cluster"),
+    (["--cluster", "local:2", "--wait-idle", "5"], "--wait-idle waits for this machine's CPUs: allowed without --cluster"),
+])
+def test_bad_cluster_options_are_one_line_exit_2_with_nothing_written(
+        options: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    matrix = write_matrix(tmp_path / "m.toml", variants=["undercomplete"])
+    assert main(["run", str(matrix), "--store", str(tmp_path / "s.sqlite"), *options]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_a_scheduler_that_does_not_answer_is_a_user_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(UserError, match=f"--cluster tcp://127.0.0.1:{port}: no Dask scheduler answers there"):
+        with cluster.connect(f"tcp://127.0.0.1:{port}", timeout_s=2):
+            pass
+
+
+@pytest.mark.slow
+def test_a_tiny_matrix_on_the_cluster_gives_the_local_runs_cells_and_bit_identical_quality(
+        dask_cluster: DaskCluster, tmp_path: Path, tiny_dataset_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    matrix = write_matrix(tmp_path / "tiny.toml", accuracy=False)
+    store = tmp_path / "s.sqlite"
+    common = ["run", str(matrix), "--store", str(store), "--data-dir", str(tiny_dataset_dir), "--no-report"]
+    assert main([*common, "--cluster", dask_cluster.address]) == 0
+    assert main(common) == 0
+    with open_store(store, create=False) as opened:
+        on_cluster, local = (opened.frame([run_id]) for run_id in opened.runs_frame()["run_id"])
+    capsys.readouterr()
+    assert main(["export", on_cluster["run_id"][0], "--store", str(store), "--format", "csv"]) == 0
+    exported = capsys.readouterr().out.splitlines()
+    assert "info.machine_id" in exported[0].split(",")
+    assert on_cluster["key"].tolist() == local["key"].tolist()
+    quality = [column for column in local.columns if column.startswith("quality.")]
+    assert len(quality) >= 5
+    assert on_cluster[quality].equals(local[quality])  # bit-identical: same seed, same thread count
+    assert set(on_cluster["info.cluster_worker"]) <= set(dask_cluster.addresses.values())
+    assert on_cluster["info.machine_id"].notna().all() and "info.cluster_worker" not in local.columns
