@@ -376,7 +376,7 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
 
                 cluster.run_cells(matrix, run.cells, client=client, data_path=data_path, on_result=store_result,
                                   weights_root=run_folder / "weights", cache_dir=store.local_folder / "cache",
-                                  trained_before=trained_before, pack=args.pack)
+                                  trained_before=trained_before, pack=args.pack, on_prepared=prepared.append)
             else:
                 runner.run_cells(matrix, run.cells, data_path=data_path, skip_check=skip_check, on_result=store_result,
                                  checkpoint_root=run_folder if matrix.checkpoint else None,

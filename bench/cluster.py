@@ -173,6 +173,7 @@ class NodeReply:
     result: Mapping[str, Any]
     weights: bytes | None = None
     notes: tuple[str, ...] = ()
+    prepared: tuple[Mapping[str, Any], ...] = ()  # the reference classifier this cell's node trained or loaded first
 
 
 _HOSTS: dict[tuple[Any, ...], dict[str, WorkerHost]] = {}  # this worker process's hosts, per task thread
@@ -191,6 +192,7 @@ def run_on_node(task: NodeTask) -> NodeReply:
 
     matrix, cell = Matrix.from_dict(task.matrix), Cell.from_dict(task.cell)
     notes: list[str] = []
+    prepared: list[Mapping[str, Any]] = []
     data_path = Path(task.data_path)
     if not data_path.is_file():  # another machine: its own AEBENCH_DATA or Keras cache
         data_path = data.find_dataset(matrix.dataset, download=None)
@@ -228,12 +230,12 @@ def run_on_node(task: NodeTask) -> NodeReply:
             weights.write_bytes(task.weights)
         if task.trains and matrix.accuracy:
             prepare_classifiers(matrix, [cell], data_path, scratch, hosts, _pinned(host_factory, affinity), cache_dir,
-                                notes.append, lambda prepared: None)
+                                notes.append, prepared.append)
         result = run_one(matrix, cell, data_path, scratch, hosts, _pinned(host_factory, affinity), time.monotonic,
                          None, cache_dir, trains=task.trains, weights_path=weights)
         trained = weights.read_bytes() if task.trains and result.status == "ok" and weights.exists() else None
     result = replace(result, info={**result.info, **info})
-    return NodeReply(_plain(result), trained, tuple(notes))
+    return NodeReply(_plain(result), trained, tuple(notes), tuple(prepared))
 
 
 def _pinned(factory: Callable[[str, Path], WorkerHost], cpus: Iterable[int]) -> Callable[[str, Path], WorkerHost]:
@@ -324,6 +326,7 @@ class ClusterSweep:
     weights_root: Path
     pack: bool = False
     host_command: tuple[str, ...] | None = None
+    on_prepared: Callable[[Mapping[str, Any]], None] = lambda info: None
     _attempts: dict[Any, _Attempt] = field(default_factory=dict)
     _token: str = field(default_factory=lambda: secrets.token_hex(3))
 
@@ -339,7 +342,7 @@ class ClusterSweep:
 
     def collect(self, future: Any) -> tuple[CellResult | None, bytes | None, tuple[str, ...], Any | None]:
         """A finished future's result, the weights it trained and its notes; or, when its worker was lost and it may
-        be tried again, no result and the new try's future."""
+        be tried again, no result and the new try's future. What its node prepared goes to ``on_prepared``."""
         from distributed import KilledWorker
 
         attempt = self._attempts.pop(future)
@@ -358,6 +361,8 @@ class ClusterSweep:
             result = CellResult(cell=cell, status="failed", duration_s=0.0,
                                 error=f"the cluster task failed: {type(error).__name__}: {error}"[:500])
             return self._with_earlier(result, attempt), None, (), None
+        for info in reply.prepared:
+            self.on_prepared(info)
         return self._with_earlier(_from_plain(reply.result), attempt), reply.weights, reply.notes, None
 
     @staticmethod
@@ -375,8 +380,12 @@ class ClusterSweep:
 def run_cells(matrix: Matrix, cells: Iterable[Cell], *, client: Any, data_path: Path,
               on_result: Callable[[CellResult], None], weights_root: Path, cache_dir: Path,
               progress: Progress | None = None, trained_before: Mapping[str, CellResult] | None = None,
-              pack: bool = False, host_command: Sequence[str] | None = None) -> list[CellResult]:
-    """``aebench.runner.run_cells`` across a Dask cluster: every cell, ``on_result`` as each finishes."""
+              pack: bool = False, host_command: Sequence[str] | None = None,
+              on_prepared: Callable[[Mapping[str, Any]], None] | None = None) -> list[CellResult]:
+    """``aebench.runner.run_cells`` across a Dask cluster: every cell, ``on_result`` as each finishes.
+
+    A training cell's node trains or loads the reference classifier first, outside the cell's time, as the local
+    runner does before the sweep; ``on_prepared`` hears how long that took."""
     from distributed import as_completed
 
     cells = list(cells)
@@ -385,7 +394,7 @@ def run_cells(matrix: Matrix, cells: Iterable[Cell], *, client: Any, data_path: 
     weights_root = Path(weights_root).resolve()
     weights_root.mkdir(parents=True, exist_ok=True)
     sweep = ClusterSweep(client, matrix, placement, Path(data_path).resolve(), Path(cache_dir).resolve(), weights_root,
-                         pack, tuple(host_command) if host_command else None)
+                         pack, tuple(host_command) if host_command else None, on_prepared or (lambda info: None))
     reasons = {cell.index: placement.reason(cell) for cell in cells}
     runnable = [cell for cell in cells if reasons[cell.index] is None]
     trained = {key: result for key, result in (trained_before or {}).items()

@@ -35,9 +35,12 @@ for line in sys.stdin:
                         handle.write("weights")
             if behaviour == "unknown":
                 metrics.update({"quality.made_up": 1.0, "speed.nonsense_ips": 2.0})
+            info = {"fake": True, "trains": trains, "weights_path": task.get("weights_path")}
+            if not trains and task.get("weights_path") and os.path.exists(task["weights_path"]):
+                with open(task["weights_path"]) as handle:
+                    info["weights_seen"] = handle.read()  # what the training cell left for this one to time
             with open(task["result_path"], "w") as handle:
-                json.dump({"metrics": metrics, "info": {"fake": True, "trains": trains,
-                                                        "weights_path": task.get("weights_path")}}, handle)
+                json.dump({"metrics": metrics, "info": info}, handle)
             os._exit(0)
         if behaviour == "crash":
             print("Traceback (most recent call last):\n  File x\nValueError: the model exploded", file=sys.stderr, flush=True)

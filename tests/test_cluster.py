@@ -87,14 +87,14 @@ def dask_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
                 process.wait()
 
 
-def _sweep(dask_cluster: DaskCluster, tmp_path: Path, matrix: Matrix, behaviours: str, **options: object
-           ) -> list[CellResult]:
+def _sweep(dask_cluster: DaskCluster, tmp_path: Path, matrix: Matrix, behaviours: str,
+           cells: list | None = None, **options: object) -> list[CellResult]:
     from distributed import Client
 
     unread = tmp_path / "unread.npz"  # the stand-in host reads no data; the node only checks that the file is there
     unread.touch()
     with Client(dask_cluster.address, timeout=30) as client:
-        return cluster.run_cells(matrix, matrix.cells(), client=client, data_path=unread,
+        return cluster.run_cells(matrix, matrix.cells() if cells is None else cells, client=client, data_path=unread,
                                  on_result=lambda result: None, weights_root=tmp_path / "weights",
                                  cache_dir=tmp_path / "cache", host_command=[sys.executable, str(FAKE_HOST), behaviours],
                                  **options)
@@ -167,13 +167,42 @@ def test_a_cell_whose_workers_are_all_lost_is_stored_as_failed_with_the_reason()
     assert result.info["earlier_attempt"] == "try 1: its Dask worker tcp://127.0.0.1:1 was lost mid-cell (KilledWorker)"
 
 
+def test_by_default_two_workers_on_one_machine_run_its_cells_one_after_the_other(dask_cluster: DaskCluster,
+                                                                                 tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete", "conv"], accuracy=False))
+    results = _sweep(dask_cluster, tmp_path, matrix, "slow,slow")
+    assert [r.status for r in results] == ["ok", "ok"]
+    assert {r.info["cluster_worker"] for r in results} == set(dask_cluster.addresses.values())  # one cell each
+    waits = sorted(r.info["cluster_wait_s"] for r in results)
+    assert waits[0] < 2.0 < waits[1]  # the second waited for the machine lock while the first ran its 4 s
+
+
 def test_packed_cells_share_a_node_on_disjoint_cores(dask_cluster: DaskCluster, tmp_path: Path) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("packing two 1-thread cells needs two usable CPUs")
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete", "conv"], accuracy=False))
     results = _sweep(dask_cluster, tmp_path, matrix, "slow,slow", pack=True)
     assert [r.status for r in results] == ["ok", "ok"]
+    assert max(r.info["cluster_wait_s"] for r in results) < 2.0  # side by side, not one after the other
     cores = [r.info["packed"].rsplit("on CPUs ", 1)[1] for r in results]
-    if len(os.sched_getaffinity(0)) >= 2:
-        assert cores[0] != cores[1]  # they overlapped in time (4 s each), so each held its own core
+    assert cores[0] != cores[1]
+
+
+def test_a_resumed_cluster_run_times_the_stored_training_cells_weights(dask_cluster: DaskCluster,
+                                                                       tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete"], threads=[1, 2], accuracy=False))
+    trainer, timer = sorted(matrix.cells(), key=lambda cell: -(cell.threads or 0))
+    stored = CellResult(cell=trainer, status="ok", duration_s=1.0, metrics={"quality.mse": 0.02},
+                        info={"trained_by": trainer.key})
+    (tmp_path / "weights").mkdir()
+    from aebench.runner import weights_file
+
+    weights_file(tmp_path / "weights", trainer).write_text("weights of the first invocation")
+    (result,) = _sweep(dask_cluster, tmp_path, matrix, "ok,ok", cells=[timer], trained_before={trainer.quality_key: stored})
+    assert result.status == "ok" and result.info["trained_by"] == trainer.key
+    assert result.metrics["quality.mse"] == 0.02  # the stored training's figure, shared
+    assert result.info["trains"] is False  # it only timed the weights it was sent:
+    assert result.info["weights_seen"] == "weights of the first invocation"
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -204,7 +233,7 @@ def test_a_scheduler_that_does_not_answer_is_a_user_error(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_a_tiny_matrix_on_the_cluster_gives_the_local_runs_cells_and_bit_identical_quality(
         dask_cluster: DaskCluster, tmp_path: Path, tiny_dataset_dir: Path, capsys: pytest.CaptureFixture) -> None:
-    matrix = write_matrix(tmp_path / "tiny.toml", accuracy=False)
+    matrix = write_matrix(tmp_path / "tiny.toml", threads=[1, 2], accuracy=False)  # 2 models, each timed twice
     store = tmp_path / "s.sqlite"
     common = ["run", str(matrix), "--store", str(store), "--data-dir", str(tiny_dataset_dir), "--no-report"]
     assert main([*common, "--cluster", dask_cluster.address]) == 0
@@ -221,3 +250,5 @@ def test_a_tiny_matrix_on_the_cluster_gives_the_local_runs_cells_and_bit_identic
     assert on_cluster[quality].equals(local[quality])  # bit-identical: same seed, same thread count
     assert set(on_cluster["info.cluster_worker"]) <= set(dask_cluster.addresses.values())
     assert on_cluster["info.machine_id"].notna().all() and "info.cluster_worker" not in local.columns
+    trained_by = dict(zip(on_cluster["key"], on_cluster["info.trained_by"]))
+    assert sum(key == trainer for key, trainer in trained_by.items()) == 2  # the 1-thread cells timed sent weights
