@@ -258,9 +258,14 @@ def _pin(cell: Cell) -> dict[str, Any]:
     backend.place(cell.device)
     info["backend"] = backend.name
     info["backend_device"] = backend.device_description(cell.device)
-    identity = machine.fingerprint()  # the machine that timed this cell, whichever ran the sweep
-    info |= {"machine_id": identity["machine_id"], "hostname": identity["hostname"], "cpu_model": identity["cpu_model"]}
+    # The machine that timed this cell, whichever ran the sweep (a cluster's node): a fleet's rows say it per cell.
+    identity = machine.fingerprint()
+    info |= {key: identity[key] for key in ("machine_id", "hostname", "cpu_model", "cpu_logical_cores", "ram_gb")}
     info["keras"] = keras.__version__
+    try:
+        info["backend_version"] = backend.version()
+    except (ImportError, AttributeError):
+        info["backend_version"] = "unknown"
     return info
 
 

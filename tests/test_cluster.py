@@ -250,5 +250,8 @@ def test_a_tiny_matrix_on_the_cluster_gives_the_local_runs_cells_and_bit_identic
     assert on_cluster[quality].equals(local[quality])  # bit-identical: same seed, same thread count
     assert set(on_cluster["info.cluster_worker"]) <= set(dask_cluster.addresses.values())
     assert on_cluster["info.machine_id"].notna().all() and "info.cluster_worker" not in local.columns
+    fingerprint = ["info.machine_id", "info.hostname", "info.cpu_model", "info.cpu_logical_cores", "info.ram_gb",
+                   "info.keras", "info.backend_version"]
+    assert on_cluster[fingerprint].notna().all().all()  # the node's machine, per cell
     trained_by = dict(zip(on_cluster["key"], on_cluster["info.trained_by"]))
     assert sum(key == trainer for key, trainer in trained_by.items()) == 2  # the 1-thread cells timed sent weights
