@@ -255,3 +255,12 @@ def test_a_tiny_matrix_on_the_cluster_gives_the_local_runs_cells_and_bit_identic
     assert on_cluster[fingerprint].notna().all().all()  # the node's machine, per cell
     trained_by = dict(zip(on_cluster["key"], on_cluster["info.trained_by"]))
     assert sum(key == trainer for key, trainer in trained_by.items()) == 2  # the 1-thread cells timed sent weights
+
+
+def test_a_local_cluster_is_on_127_0_0_1_and_leaves_each_lost_worker_to_aebench() -> None:
+    with cluster.connect("local:2") as client:
+        workers = client.scheduler_info()["workers"]
+        assert len(workers) == 2 and all(address.startswith("tcp://127.0.0.1:") for address in workers)
+        assert client.scheduler.address.startswith("tcp://127.0.0.1:")
+        assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures) == 0
+        assert {node.usable_cpus for node in cluster.survey(client)} == {len(os.sched_getaffinity(0))}
