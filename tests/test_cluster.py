@@ -264,3 +264,41 @@ def test_a_local_cluster_is_on_127_0_0_1_and_leaves_each_lost_worker_to_aebench(
         assert client.scheduler.address.startswith("tcp://127.0.0.1:")
         assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures) == 0
         assert {node.usable_cpus for node in cluster.survey(client)} == {len(os.sched_getaffinity(0))}
+
+
+@pytest.mark.slow
+def test_a_cluster_run_interrupted_after_its_training_cell_resumes_with_the_weights_it_kept(
+        dask_cluster: DaskCluster, tmp_path: Path, tiny_dataset_dir: Path) -> None:
+    matrix = write_matrix(tmp_path / "tiny.toml", variants=["undercomplete"], threads=[1, 2], accuracy=False)
+    store = tmp_path / "s.sqlite"
+    common = ["run", str(matrix), "--store", str(store), "--data-dir", str(tiny_dataset_dir), "--no-report",
+              "--cluster", dask_cluster.address]
+    driver = subprocess.Popen([sys.executable, "-m", "aebench.cli", *common], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    stored = 0
+    while stored == 0:  # the training cell (2 threads) comes back first; its 1-thread cell is then sent out
+        assert time.monotonic() < deadline and driver.poll() is None
+        time.sleep(0.1)
+        if store.exists():
+            with open_store(store, create=False) as opened:
+                if not opened.runs_frame().empty:  # the file comes first, then the run's row
+                    stored = len(opened.results(opened.resolve_run(None), with_artifacts=False))
+    driver.send_signal(signal.SIGINT)
+    assert driver.wait(timeout=120) == 130, driver.stderr.read()
+    with open_store(store, create=False) as opened:
+        run_id = opened.resolve_run(None)
+        assert opened.run_record(run_id)["status"] == "interrupted"
+        (trainer,) = opened.results(run_id, with_artifacts=False)
+    assert trainer.cell.threads == 2 and trainer.info["trained_by"] == trainer.cell.key
+
+    resumed = subprocess.run([sys.executable, "-m", "aebench.cli", *common, "--resume"], capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming run {run_id}: 1 cells stored, 1 to run" in resumed.stderr
+    with open_store(store, create=False) as opened:
+        assert opened.run_record(run_id)["status"] == "complete"
+        results = {result.cell.threads: result for result in opened.results(run_id, with_artifacts=False)}
+    timer = results[1]
+    assert timer.status == "ok" and results[2] == trainer
+    assert timer.info["trained_by"] == trainer.cell.key  # it timed the weights the first invocation trained
+    assert timer.metrics["quality.psnr_db"] == trainer.metrics["quality.psnr_db"]
