@@ -141,6 +141,8 @@ class Placement:
             return "mixed_float16 runs on GPUs only (CPUs have no fast float16 path)"
         if self.workers(cell):
             return None
+        if not self.nodes:
+            return "the cluster has no worker left"
         if cell.device in ACCELERATORS:
             name = cell.device.upper()
             if not any(node.resources.get(name, 0) >= 1 for node in self.nodes):
@@ -351,6 +353,11 @@ class ClusterSweep:
             reply: NodeReply = future.result()
         except KilledWorker as lost:
             why = f"its Dask worker {getattr(lost.last_worker, 'address', '?')} was lost mid-cell (KilledWorker)"
+            # The workers as they are now: a retry restricted to the lost one would wait for it forever.
+            self.placement = Placement(survey(self.client))
+            if (nowhere := self.placement.reason(cell)) is not None:
+                result = CellResult(cell=cell, status="failed", duration_s=0.0, error=f"{why}, and {nowhere}")
+                return self._with_earlier(result, attempt), None, (), None
             if attempt.number <= LOST_WORKER_RETRIES:
                 retry = self.submit(cell, attempt.trains, attempt.number + 1, why)
                 return None, None, (f"{cell.label}: {why}; trying it once more elsewhere",), retry

@@ -150,13 +150,25 @@ def test_a_cell_whose_workers_are_all_lost_is_stored_as_failed_with_the_reason()
         def result(self) -> None:
             raise KilledWorker("aebench-cell0000", SimpleNamespace(address="tcp://127.0.0.1:1"), 0)
 
-    class Submitting:
+    class Cluster:
+        """Two workers, one after the other lost mid-cell; then none."""
+
+        def __init__(self) -> None:
+            self.workers = {"tcp://127.0.0.1:1": {"resources": {}}, "tcp://127.0.0.1:2": {"resources": {}}}
+
         def submit(self, *args: object, **kwargs: object) -> Lost:
             return Lost()
 
+        def scheduler_info(self, n_workers: int) -> dict:
+            return {"workers": self.workers}
+
+        def run(self, function: object) -> dict:
+            return {address: {"host": "h", "usable_cpus": 2, "machine_id": "m"} for address in self.workers}
+
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete"], accuracy=False))
     (cell,) = matrix.cells()
-    sweep = cluster.ClusterSweep(Submitting(), matrix, cluster.Placement(()), Path("d"), Path("c"), Path("w"))
+    fake = Cluster()
+    sweep = cluster.ClusterSweep(fake, matrix, cluster.Placement(()), Path("d"), Path("c"), Path("w"))
     first = sweep.submit(cell, trains=True)
     result, _, notes, retry = sweep.collect(first)
     assert result is None and notes[0].endswith("trying it once more elsewhere")
@@ -165,6 +177,11 @@ def test_a_cell_whose_workers_are_all_lost_is_stored_as_failed_with_the_reason()
     assert result.error == ("its Dask worker tcp://127.0.0.1:1 was lost mid-cell (KilledWorker), on each of 2 tries: "
                             "not tried again")
     assert result.info["earlier_attempt"] == "try 1: its Dask worker tcp://127.0.0.1:1 was lost mid-cell (KilledWorker)"
+
+    fake.workers.clear()  # a retry with no worker left to take it fails at once instead of waiting for one
+    result, _, _, again = sweep.collect(sweep.submit(cell, trains=True))
+    assert again is None and result.error == ("its Dask worker tcp://127.0.0.1:1 was lost mid-cell (KilledWorker), "
+                                              "and the cluster has no worker left")
 
 
 def test_by_default_two_workers_on_one_machine_run_its_cells_one_after_the_other(dask_cluster: DaskCluster,
