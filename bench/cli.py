@@ -247,13 +247,11 @@ def stop_like_ctrl_c() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from aebench.quiet import LOG_LEVEL_VARIABLE, VERBOSE_LOG_LEVEL, quiet_by_default
+    from aebench.quiet import quiet_by_default
 
     parser = build_parser()
     args, passed_on = parser.parse_known_args(argv)
-    if args.verbose:
-        os.environ[LOG_LEVEL_VARIABLE] = VERBOSE_LOG_LEVEL  # before any command imports TensorFlow here
-    quiet_by_default()
+    quiet_by_default(args.verbose)  # before any command imports TensorFlow here
     if passed_on and args.command != "crosscheck":
         parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
     args.passed_on = passed_on
@@ -282,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from aebench import atomic, config, data, devices, machinelock
+    from aebench import config, devices, machinelock
 
     if args.wait_idle is not None and not (0 < args.wait_idle <= 3600):
         raise UserError(f"--wait-idle {args.wait_idle:g} is invalid: allowed seconds above 0 and up to 3600")
@@ -309,23 +307,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The lock first: what follows reads the data and may start worker hosts (GPU probes), which would load the
     # CPUs another run is timing. Bad input after it still writes nothing of the user's.
     with machinelock.hold("run", allow_concurrent=args.allow_concurrent) as lock:
-        data_path = data.find_dataset(matrix.dataset, args.data_dir)
-        data.check_dataset(data_path)  # a bad file stops the run here, before anything is written
-        if not args.no_report:
-            atomic.check_writable_folder("--reports-dir", args.reports_dir, instead="--no-report")
+        data_path = _checked_inputs(args, matrix)
         skip_check = devices.skip_check(matrix.backend, cells)
         return _sweep(args, matrix, cells, data_path, skip_check, lock)
 
 
-def _sweep_cluster(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell]) -> int:
-    """``run --cluster``: the driver holds no machine lock (each node's cells hold theirs, aebench.cluster) and probes
-    no device here: the cluster's workers say what they have."""
-    from aebench import atomic, cluster, data, machinelock
+def _checked_inputs(args: argparse.Namespace, matrix: Matrix) -> Path:
+    """The dataset file, read and checked, and the reports folder checked: a bad one stops the run here, before
+    anything is written."""
+    from aebench import atomic, data
 
     data_path = data.find_dataset(matrix.dataset, args.data_dir)
     data.check_dataset(data_path)
     if not args.no_report:
         atomic.check_writable_folder("--reports-dir", args.reports_dir, instead="--no-report")
+    return data_path
+
+
+def _sweep_cluster(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell]) -> int:
+    """``run --cluster``: the driver holds no machine lock (each node's cells hold theirs, aebench.cluster) and probes
+    no device here: the cluster's workers say what they have."""
+    from aebench import cluster, machinelock
+
+    data_path = _checked_inputs(args, matrix)
     with cluster.connect(args.cluster) as client:
         return _sweep(args, matrix, cells, data_path, None, machinelock.MachineLock.held_by_nodes(), client)
 
@@ -448,12 +452,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from aebench.store import open_store
+    from aebench.store import open_store, store_key
 
     source_location, target_location = _store_path(args), args.to
-    if not isinstance(target_location, str):
-        target_location = target_location.absolute()
-    if str(source_location) == str(target_location):
+    if store_key(source_location) == store_key(target_location):
         raise UserError(f"--to {target_location} is the store the runs are in: allowed another store, such as a "
                         "fleet's postgresql://USER@HOST/DB")
     with open_store(source_location, create=False) as source:
@@ -507,8 +509,8 @@ def cmd_figure(args: argparse.Namespace) -> int:
     from aebench.figures import write_figure
     from aebench.store import open_store
 
-    store = open_store(_store_path(args), create=False)
-    print(write_figure(store, args.run, args.kind, args.out, args.variant, args.noise))
+    with open_store(_store_path(args), create=False) as store:
+        print(write_figure(store, args.run, args.kind, args.out, args.variant, args.noise))
     return 0
 
 

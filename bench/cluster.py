@@ -19,7 +19,6 @@ store; the cell's own ``info.machine_id`` says which node timed it.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import secrets
 import socket
@@ -32,12 +31,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from aebench import machine
+from aebench import machine, machinelock
 from aebench.config import Cell, Matrix
 from aebench.errors import UserError
 from aebench.results import CellResult
-from aebench.runner import (Progress, WorkerHost, _SharedTraining, plan_training, prepare_classifiers, run_one,
-                            weights_file)
+from aebench.runner import Progress, SharedTraining, WorkerHost, prepare_classifiers, run_one, weights_file
 
 LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT_S = 30.0
@@ -156,12 +154,12 @@ class Placement:
 
 @dataclass(frozen=True)
 class NodeTask:
-    """What one cell's task carries to its node: plain data, as Dask pickles it."""
+    """What one cell's task carries to its node (Dask pickles it)."""
 
-    matrix: Mapping[str, Any]
-    cell: Mapping[str, Any]
-    data_path: str
-    cache_dir: str
+    matrix: Matrix
+    cell: Cell
+    data_path: Path
+    cache_dir: Path
     trains: bool
     weights: bytes | None = None
     pack: bool = False
@@ -170,9 +168,9 @@ class NodeTask:
 
 @dataclass(frozen=True)
 class NodeReply:
-    """What comes back: the result as plain data, the trained weights, and notes for the driver's log."""
+    """What comes back: the result, the trained weights, and notes for the driver's log."""
 
-    result: Mapping[str, Any]
+    result: CellResult
     weights: bytes | None = None
     notes: tuple[str, ...] = ()
     prepared: tuple[Mapping[str, Any], ...] = ()  # the reference classifier this cell's node trained or loaded first
@@ -192,13 +190,13 @@ def run_on_node(task: NodeTask) -> NodeReply:
     """The Dask task of one cell, on the worker node."""
     from aebench import data
 
-    matrix, cell = Matrix.from_dict(task.matrix), Cell.from_dict(task.cell)
+    matrix, cell = task.matrix, task.cell
     notes: list[str] = []
     prepared: list[Mapping[str, Any]] = []
-    data_path = Path(task.data_path)
+    data_path = task.data_path
     if not data_path.is_file():  # another machine: its own AEBENCH_DATA or Keras cache
         data_path = data.find_dataset(matrix.dataset, download=None)
-    cache_dir = Path(task.cache_dir)
+    cache_dir = task.cache_dir
     if not cache_dir.parent.is_dir():
         from aebench.revisions import user_cache_dir
 
@@ -213,18 +211,13 @@ def run_on_node(task: NodeTask) -> NodeReply:
         scratch = Path(scratch_text)
         info: dict[str, Any] = {"cluster_worker": _worker_address(), "cluster_host": socket.gethostname()}
         if task.pack and cell.device == "cpu":
-            cpus = stack.enter_context(_claim_cores(cell.threads or 1))
-            for host in hosts.values():
-                host.set_affinity(cpus)
-            info["packed"] = f"--pack: shared its node with other cells, on CPUs {','.join(map(str, cpus))}"
-            affinity = cpus
+            affinity = stack.enter_context(machinelock.claim_cores(cell.threads or 1))
+            info["packed"] = f"--pack: shared its node with other cells, on CPUs {','.join(map(str, affinity))}"
         else:
-            from aebench import machinelock
-
             stack.enter_context(machinelock.hold("cluster cell", wait=True, note=notes.append))
             affinity = machine.usable_cpus()
-            for host in hosts.values():
-                host.set_affinity(affinity)
+        for host in hosts.values():  # an earlier cell of this thread may have left them on a packed cell's cores
+            host.set_affinity(affinity)
         info["cluster_wait_s"] = round(time.monotonic() - waited_from, 3)
         weights = weights_file(scratch / "weights", cell)
         weights.parent.mkdir()
@@ -236,8 +229,7 @@ def run_on_node(task: NodeTask) -> NodeReply:
         result = run_one(matrix, cell, data_path, scratch, hosts, _pinned(host_factory, affinity), time.monotonic,
                          None, cache_dir, trains=task.trains, weights_path=weights)
         trained = weights.read_bytes() if task.trains and result.status == "ok" and weights.exists() else None
-    result = replace(result, info={**result.info, **info})
-    return NodeReply(_plain(result), trained, tuple(notes), tuple(prepared))
+    return NodeReply(replace(result, info={**result.info, **info}), trained, tuple(notes), tuple(prepared))
 
 
 def _pinned(factory: Callable[[str, Path], WorkerHost], cpus: Iterable[int]) -> Callable[[str, Path], WorkerHost]:
@@ -258,52 +250,6 @@ def _worker_address() -> str:
         return get_worker().address
     except ValueError:  # not in a Dask worker (a test calling run_on_node directly)
         return ""
-
-
-@contextmanager
-def _claim_cores(count: int, poll_s: float = 0.2) -> Iterator[list[int]]:
-    """``count`` CPUs of this node that no other packed cell holds, each by a lock file in the cache folder; waits
-    for them. The machine lock is held shared meanwhile, so no exclusive ``aebench run`` times beside packed cells."""
-    from aebench.revisions import user_cache_dir
-
-    folder = user_cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    machine_lock = open(folder / "machine.lock", "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
-    fcntl.flock(machine_lock.fileno(), fcntl.LOCK_SH)
-    held: list[tuple[int, Any]] = []
-    try:
-        while True:
-            for cpu in machine.usable_cpus():
-                if len(held) == count:
-                    break
-                handle = open(folder / f"cpu{cpu}.lock", "a+", encoding="utf-8")  # noqa: SIM115
-                try:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    handle.close()
-                else:
-                    held.append((cpu, handle))
-            if len(held) == count:
-                break
-            for _, handle in held:  # not enough free: give them back, so two cells never hold half each
-                handle.close()
-            held.clear()
-            time.sleep(poll_s)
-        yield [cpu for cpu, _ in held]
-    finally:
-        for _, handle in held:
-            handle.close()
-        machine_lock.close()
-
-
-def _plain(result: CellResult) -> dict[str, Any]:
-    return {"cell": result.cell.to_dict(), "status": result.status, "duration_s": result.duration_s,
-            "metrics": dict(result.metrics), "info": dict(result.info), "exit_code": result.exit_code,
-            "error": result.error, "stderr_tail": result.stderr_tail, "artifacts": dict(result.artifacts)}
-
-
-def _from_plain(plain: Mapping[str, Any]) -> CellResult:
-    return CellResult(**{**plain, "cell": Cell.from_dict(plain["cell"])})
 
 
 # -- on the driver -----------------------------------------------------------------------------------------------------
@@ -334,8 +280,7 @@ class ClusterSweep:
 
     def submit(self, cell: Cell, trains: bool, number: int = 1, earlier: str | None = None) -> Any:
         weights = None if trains else weights_file(self.weights_root, cell).read_bytes()
-        task = NodeTask(self.matrix.to_dict(), cell.to_dict(), str(self.data_path), str(self.cache_dir), trains,
-                        weights, self.pack, self.host_command)
+        task = NodeTask(self.matrix, cell, self.data_path, self.cache_dir, trains, weights, self.pack, self.host_command)
         future = self.client.submit(run_on_node, task, key=f"aebench-cell{cell.index:04d}-{self._token}-try{number}",
                                     pure=False, workers=self.placement.workers(cell), allow_other_workers=False,
                                     resources=self.placement.resources(cell))
@@ -370,7 +315,7 @@ class ClusterSweep:
             return self._with_earlier(result, attempt), None, (), None
         for info in reply.prepared:
             self.on_prepared(info)
-        return self._with_earlier(_from_plain(reply.result), attempt), reply.weights, reply.notes, None
+        return self._with_earlier(reply.result, attempt), reply.weights, reply.notes, None
 
     @staticmethod
     def _with_earlier(result: CellResult, attempt: _Attempt) -> CellResult:
@@ -403,11 +348,8 @@ def run_cells(matrix: Matrix, cells: Iterable[Cell], *, client: Any, data_path: 
     sweep = ClusterSweep(client, matrix, placement, Path(data_path).resolve(), Path(cache_dir).resolve(), weights_root,
                          pack, tuple(host_command) if host_command else None, on_prepared or (lambda info: None))
     reasons = {cell.index: placement.reason(cell) for cell in cells}
-    runnable = [cell for cell in cells if reasons[cell.index] is None]
-    trained = {key: result for key, result in (trained_before or {}).items()
-               if weights_file(weights_root, result.cell).exists()}
-    plan = plan_training(runnable, trained)
-    shared = _SharedTraining(plan, trained)
+    shared = SharedTraining.start([cell for cell in cells if reasons[cell.index] is None], trained_before, weights_root)
+    plan = shared.plan
     waiting: dict[str, list[Cell]] = {}  # quality key -> its timing cells, until its training cell has finished
     results: list[CellResult] = []
     running = as_completed()
@@ -434,7 +376,7 @@ def run_cells(matrix: Matrix, cells: Iterable[Cell], *, client: Any, data_path: 
             for cell in plan.order(cells):
                 if reasons[cell.index] is not None:
                     settle(CellResult(cell=cell, status="skipped", duration_s=0.0, error=reasons[cell.index]))
-                elif plan.trains(cell) or cell.quality_key in trained:
+                elif plan.trains(cell) or shared.trained(cell):
                     running.add(sweep.submit(cell, trains=plan.trains(cell)))
                 else:
                     waiting.setdefault(cell.quality_key, []).append(cell)

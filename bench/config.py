@@ -170,15 +170,8 @@ class Matrix:
         """The matrix as a worker's task carries it: the required keys and those that differ from their defaults.
         A worker of another revision (``aebench ab``) fills in its own defaults, so a key added since it was
         written reaches it only when the matrix sets it."""
-        defaults: dict[str, Any] = {}
-        for item in dataclasses.fields(self):
-            if item.default is not dataclasses.MISSING:
-                defaults[item.name] = item.default
-            elif item.default_factory is not dataclasses.MISSING:
-                value = item.default_factory()
-                defaults[item.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
-        return {key: value for key, value in self.to_dict().items()
-                if key in REQUIRED or key not in defaults or value != _plain(defaults[key])}
+        defaults = Matrix(**{key: getattr(self, key) for key in REQUIRED}).to_dict()
+        return {key: value for key, value in self.to_dict().items() if key in REQUIRED or value != defaults[key]}
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -207,11 +200,6 @@ class Matrix:
                     )
                 )
         return cells
-
-
-def _plain(value: Any) -> Any:
-    """A default as ``to_dict`` writes it: tuples as they are, mappings as plain dicts."""
-    return dict(value) if isinstance(value, Mapping) else value
 
 
 # ----------------------------------------------------------------------------------------------------------------------

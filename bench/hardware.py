@@ -43,7 +43,7 @@ from aebench.metrics import REGISTRY, flag_is_set
 from aebench.scenarios import Latency
 from aebench.report.page import Section, render, render_document
 from aebench.report.table import key_value_table, styled_table, text, times
-from aebench.store import Store, is_server_url, open_store
+from aebench.store import Store, open_store, store_key
 
 REPORTS_DIR = Path("reports") / "hardware"
 _STORE_OPERAND = re.compile(r"^(?P<path>.+?\.sqlite):(?P<run>.*)$")
@@ -224,7 +224,7 @@ def load_machines(operands: Sequence[str], default_store: str | Path) -> tuple[M
         stores: dict[str, Store] = {}
         machines = []
         for operand, (location, run) in zip(operands, parsed):
-            where = location if is_server_url(location) else str(Path(location).resolve())
+            where = store_key(location)
             if where not in stores:
                 stores[where] = stack.enter_context(open_store(location, create=False))
             machines.append(_load(operand, stores[where], run))

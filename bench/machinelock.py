@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -166,3 +167,39 @@ def hold(command: str, *, allow_concurrent: bool = False, wait: bool = False, di
             fcntl.flock(file.fileno(), fcntl.LOCK_UN)
     finally:
         file.close()
+
+
+@contextmanager
+def claim_cores(count: int, directory: Path | None = None, poll_s: float = 0.2) -> Iterator[list[int]]:
+    """``count`` of this machine's usable CPUs that no other packed cell holds (``aebench run --cluster --pack``),
+    each held by a lock file ``cpuN.lock`` beside the machine lock; waits for them. The machine lock is held shared
+    meanwhile: packed cells run side by side, and an exclusive benchmark neither starts nor is waited past."""
+    from aebench import machine
+    from aebench.revisions import user_cache_dir
+
+    folder = directory if directory is not None else user_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "a+", encoding="utf-8") as machine_lock:
+        fcntl.flock(machine_lock.fileno(), fcntl.LOCK_SH)
+        held: list[tuple[int, IO[str]]] = []
+        try:
+            while len(held) < count:
+                for cpu in machine.usable_cpus():
+                    if len(held) == count:
+                        break
+                    handle = open(folder / f"cpu{cpu}.lock", "a+", encoding="utf-8")  # noqa: SIM115 - held
+                    try:
+                        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        handle.close()
+                    else:
+                        held.append((cpu, handle))
+                if len(held) < count:  # not enough free: give them back, so two cells never hold half each
+                    for _, handle in held:
+                        handle.close()
+                    held.clear()
+                    time.sleep(poll_s)
+            yield [cpu for cpu, _ in held]
+        finally:
+            for _, handle in held:
+                handle.close()

@@ -14,6 +14,7 @@ import base64
 import html
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -124,27 +125,32 @@ def quality_figure(psnr: pd.DataFrame, noisy_psnr: pd.Series | None, accuracy: p
     return figure
 
 
+def _panel_grid(count: int, legend_entries: int, sharey: bool = False) -> tuple[Figure, list[Any], int]:
+    """A figure of ``count`` panels, up to three a row, with room below for a legend of ``legend_entries``: the figure,
+    the panels' axes in order (the grid's spare cells hidden) and the number of columns."""
+    columns = min(count, 3)
+    rows = -(-count // columns)
+    figure = new_figure(4.2 * columns + 0.6, 3.4 * rows + _legend_height(legend_entries))
+    grid = list(figure.subplots(rows, columns, squeeze=False, sharey=sharey).ravel())
+    for spare in grid[count:]:
+        spare.set_visible(False)
+    return figure, grid[:count], columns
+
+
 def robustness_figure(panels: Sequence[tuple[str, pd.DataFrame]], noisy_psnr: pd.Series | None,
                       noise_label: str = "test noise level") -> Figure:
     """PSNR vs test noise level: one panel per (title, frame with index = level, one column per series), the noisy
     input's PSNR dashed in each. The series keep their colours across panels (same column order)."""
-    columns = min(len(panels), 3)
-    rows = -(-len(panels) // columns)
     entries = max((len(frame.columns) for _, frame in panels), default=0) + (noisy_psnr is not None)
-    figure = new_figure(4.2 * columns + 0.6, 3.4 * rows + _legend_height(entries))
-    grid = figure.subplots(rows, columns, squeeze=False, sharey=True)
-    for index, axes in enumerate(grid.ravel()):
-        if index >= len(panels):
-            axes.set_visible(False)
-            continue
-        title, frame = panels[index]
+    figure, panel_axes, columns = _panel_grid(len(panels), entries, sharey=True)
+    for index, (axes, (title, frame)) in enumerate(zip(panel_axes, panels)):
         # one legend for the figure (below) when several panels repeat the same series
         _line_panel(axes, frame, noisy_psnr, "noisy input", "PSNR (dB)" if index % columns == 0 else "",
                     legend=len(panels) == 1)
         axes.set_title(title, fontsize="medium")
         axes.set_xlabel(noise_label)
     if len(panels) > 1:
-        _legend(grid.ravel()[0], outside=True)
+        _legend(panel_axes[0], outside=True)
     return figure
 
 
@@ -274,16 +280,9 @@ def training_curve_figure(panels: Sequence[tuple[str, Sequence[tuple[str, np.nda
                           ) -> Figure:
     """Validation PSNR against training images seen: one panel per (title, [(series, images, PSNR)], target PSNR),
     the target dotted. The series keep their colours across panels (same order)."""
-    columns = min(len(panels), 3)
-    rows = -(-len(panels) // columns)
     entries = max((len(curves) for _, curves, _ in panels), default=0) + 1
-    figure = new_figure(4.2 * columns + 0.6, 3.4 * rows + _legend_height(entries))
-    grid = figure.subplots(rows, columns, squeeze=False)
-    for index, axes in enumerate(grid.ravel()):
-        if index >= len(panels):
-            axes.set_visible(False)
-            continue
-        title, curves, target = panels[index]
+    figure, panel_axes, columns = _panel_grid(len(panels), entries)
+    for index, (axes, (title, curves, target)) in enumerate(zip(panel_axes, panels)):
         for position, (label, images, psnr) in enumerate(curves):
             style = {**_series_style(position), "markersize": 2}
             axes.plot(np.asarray(images, dtype=np.float64), np.asarray(psnr, dtype=np.float64), label=label, **style)
@@ -297,7 +296,7 @@ def training_curve_figure(panels: Sequence[tuple[str, Sequence[tuple[str, np.nda
         if len(panels) == 1:
             _legend(axes, outside=entries > LEGEND_INSIDE_MAX)
     if len(panels) > 1:
-        _legend(grid.ravel()[0], outside=True)
+        _legend(panel_axes[0], outside=True)
     return figure
 
 
@@ -322,16 +321,9 @@ def pareto_figure(panels: Sequence[tuple[str, pd.DataFrame]], series_order: Sequ
     """Quality against speed: one panel per (title, frame with columns series, x, y), one point per row. The front
     (``pareto_front`` of x as a cost, y as a quality) is drawn as a step line through its points, coloured by series;
     dominated points are grey. The series keep their colours across panels."""
-    columns = min(len(panels), 3)
-    rows = -(-len(panels) // columns)
-    figure = new_figure(4.2 * columns + 0.6, 3.4 * rows + _legend_height(len(series_order)))
-    grid = figure.subplots(rows, columns, squeeze=False)
+    figure, panel_axes, columns = _panel_grid(len(panels), len(series_order))
     colour = {series: f"C{index % 10}" for index, series in enumerate(series_order)}
-    for index, axes in enumerate(grid.ravel()):
-        if index >= len(panels):
-            axes.set_visible(False)
-            continue
-        title, frame = panels[index]
+    for index, (axes, (title, frame)) in enumerate(zip(panel_axes, panels)):
         front = np.asarray(pareto_front(frame["x"], frame["y"]), dtype=bool)
         dominated = frame[~front]
         axes.scatter(dominated["x"], dominated["y"], color="0.75", s=18, zorder=2)

@@ -26,8 +26,11 @@ CHATTER = re.compile(
 )
 
 
-def quiet_by_default() -> None:
-    """Ask TensorFlow for errors only, unless the caller's environment says otherwise; call before it is imported."""
+def quiet_by_default(verbose: bool = False) -> None:
+    """Ask TensorFlow for errors only, unless the caller's environment says otherwise, or for everything when
+    ``verbose`` (aebench -v); call before it is imported."""
+    if verbose:
+        os.environ[LOG_LEVEL_VARIABLE] = VERBOSE_LOG_LEVEL
     os.environ.setdefault(LOG_LEVEL_VARIABLE, QUIET_LOG_LEVEL)
 
 

@@ -57,6 +57,12 @@ class CellResult:
         object.__setattr__(self, "info", _freeze(self.info))
         object.__setattr__(self, "artifacts", _freeze(self.artifacts))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Its mappings are read-only proxies, which pickle cannot copy: a result crosses processes (a Dask cluster's
+        # node to its driver) as plain dicts and is validated again on arrival.
+        return (CellResult, (self.cell, self.status, self.duration_s, dict(self.metrics), dict(self.info),
+                             self.exit_code, self.error, self.stderr_tail, dict(self.artifacts)))
+
     @property
     def trained_its_model(self) -> bool:
         """An ok cell that trained the weights it and its model's other thread counts timed (aebench.runner)."""

@@ -239,10 +239,10 @@ def _last_error_line(stderr_tail: str) -> str:
 class TrainingPlan:
     """Which cell trains each quality key's model in this invocation; the others load its weights.
 
-    ``trainers`` maps a quality key to the cell that trains it here, or None when a stored result of an earlier
-    invocation (a resumed run) trained it and its weights are still on disk."""
+    ``trainers`` maps a quality key to the cell that trains it here; a key that a stored result of an earlier
+    invocation (a resumed run) trained, its weights still on disk, has none."""
 
-    trainers: Mapping[str, Cell | None]
+    trainers: Mapping[str, Cell]
 
     def trains(self, cell: Cell) -> bool:
         return self.trainers.get(cell.quality_key) == cell
@@ -261,12 +261,12 @@ def plan_training(runnable: Iterable[Cell], trained_before: Mapping[str, CellRes
     """Per quality key, the cell that trains it: the one asking for the most threads (the fastest training run);
     none when ``trained_before`` holds that key's training result. ``runnable`` holds the cells this machine can
     run, so a thread count it must skip never trains."""
-    trainers: dict[str, Cell | None] = {}
+    trainers: dict[str, Cell] = {}
     for cell in runnable:
         key = cell.quality_key
         if key in (trained_before or {}):
-            trainers[key] = None
-        elif key not in trainers or (cell.threads or 0) > (trainers[key].threads or 0):
+            continue
+        if key not in trainers or (cell.threads or 0) > (trainers[key].threads or 0):
             trainers[key] = cell
     return TrainingPlan(trainers)
 
@@ -292,18 +292,31 @@ def share_training(result: CellResult, source: CellResult) -> CellResult:
 SHARED_INFO = ("classifier_cached", "classifier_test_acc")
 
 
-class _SharedTraining:
+class SharedTraining:
     """Each model's training as the sweep goes: the result its other thread counts share, or the failure that keeps
-    them from running."""
+    them from running. ``start`` makes one for a sweep (the local runner's or aebench.cluster's)."""
 
     def __init__(self, plan: TrainingPlan, trained: Mapping[str, CellResult]) -> None:
-        self._plan = plan
+        self.plan = plan
         self._trained = dict(trained)  # quality key -> its training cell's ok result
         self._failed: dict[str, CellResult] = {}  # quality key -> its training cell's failure
 
+    @classmethod
+    def start(cls, runnable: Iterable[Cell], trained_before: Mapping[str, CellResult] | None,
+              weights_root: Path) -> SharedTraining:
+        """The sweep's plan (``plan_training``) over the ``runnable`` cells, counting as trained the stored training
+        results (a resumed run) whose weights are still under ``weights_root``."""
+        trained = {key: result for key, result in (trained_before or {}).items()
+                   if weights_file(weights_root, result.cell).exists()}
+        return cls(plan_training(runnable, trained), trained)
+
+    def trained(self, cell: Cell) -> bool:
+        """Whether the weights ``cell`` times exist already (its model's training cell ran, ok)."""
+        return cell.quality_key in self._trained
+
     def blocked(self, cell: Cell) -> CellResult | None:
         """The failed result of a cell whose training cell failed (it has nothing to time); None when it may run."""
-        if self._plan.trains(cell) or cell.quality_key in self._trained:
+        if self.plan.trains(cell) or self.trained(cell):
             return None
         failure = self._failed[cell.quality_key]
         return CellResult(cell=cell, status="failed", duration_s=0.0, error=(
@@ -313,7 +326,7 @@ class _SharedTraining:
     def settle(self, result: CellResult) -> CellResult:
         """A training cell's result names itself and is kept for the others; theirs gets its shared figures."""
         key = result.cell.quality_key
-        if self._plan.trains(result.cell):
+        if self.plan.trains(result.cell):
             if result.status != "ok":
                 self._failed[key] = result
                 return result
@@ -401,14 +414,12 @@ def run_cells(
             runnable = [cell for cell in cells if reasons[cell.index] is None]
             weights = Path(weights_root).resolve() if weights_root else scratch / "weights"
             weights.mkdir(parents=True, exist_ok=True)
-            trained = {key: result for key, result in (trained_before or {}).items()
-                       if weights_file(weights, result.cell).exists()}
-            plan = plan_training(runnable, trained)
+            shared = SharedTraining.start(runnable, trained_before, weights)
+            plan = shared.plan
             needs_classifier = [cell for cell in runnable if plan.trains(cell)]
             if matrix.accuracy and needs_classifier:
                 prepare_classifiers(matrix, needs_classifier, data_path, scratch, hosts, host_factory, cache_dir,
                                     progress.note, on_prepared or (lambda info: None))
-            shared = _SharedTraining(plan, trained)
             for cell in plan.order(cells):
                 reason = reasons[cell.index]
                 if reason is not None:

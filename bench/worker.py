@@ -259,13 +259,9 @@ def _pin(cell: Cell) -> dict[str, Any]:
     info["backend"] = backend.name
     info["backend_device"] = backend.device_description(cell.device)
     # The machine that timed this cell, whichever ran the sweep (a cluster's node): a fleet's rows say it per cell.
-    identity = machine.fingerprint()
-    info |= {key: identity[key] for key in ("machine_id", "hostname", "cpu_model", "cpu_logical_cores", "ram_gb")}
+    info |= machine.fingerprint()
     info["keras"] = keras.__version__
-    try:
-        info["backend_version"] = backend.version()
-    except (ImportError, AttributeError):
-        info["backend_version"] = "unknown"
+    info["backend_version"] = backend.version()
     return info
 
 
@@ -411,11 +407,7 @@ def probe_devices() -> dict[str, Any]:
     import keras
 
     backend = backends.current()
-    found: dict[str, Any] = {"backend": backend.name, "keras": keras.__version__}
-    try:
-        found["version"] = backend.version()
-    except (ImportError, AttributeError):
-        found["version"] = "unknown"
+    found: dict[str, Any] = {"backend": backend.name, "keras": keras.__version__, "version": backend.version()}
     for kind in ("gpu", "tpu"):
         try:
             names, reason = backend.find_accelerators(kind)

@@ -33,7 +33,7 @@ def why_unavailable() -> str | None:
     """Why no server can be started here, or None."""
     if binaries() is None:
         return "no PostgreSQL installed (initdb, pg_ctl): install Debian's postgresql, as .ci/run does"
-    if os.geteuid() == 0 and (shutil.which("runuser") is None or _user_exists("postgres") is False):
+    if os.geteuid() == 0 and (shutil.which("runuser") is None or not _user_exists("postgres")):
         return "running as root without a 'postgres' user to run the server as (Debian's postgresql creates it)"
     return None
 

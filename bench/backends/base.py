@@ -85,7 +85,11 @@ class Backend(abc.ABC):
     # -- what the process runs on ------------------------------------------------------------------------------------
 
     def version(self) -> str:
-        return __import__(self.name).__version__
+        """The framework's version, or "unknown" when it cannot be read (not installed, no __version__)."""
+        try:
+            return __import__(self.name).__version__
+        except (ImportError, AttributeError):
+            return "unknown"
 
     @abc.abstractmethod
     def find_accelerators(self, kind: str) -> tuple[list[str], str | None]:

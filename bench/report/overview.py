@@ -18,6 +18,7 @@ from aebench import plots
 from aebench.load import CONTAMINATED
 from aebench.metrics import REGISTRY
 from aebench.report.page import Run, render
+from aebench.results import STATUSES
 from aebench.report.table import (NA, first_seen, flags, numeric, ok_cells, ordered, series_labels, styled_table,
                                   threads_text)
 from aebench.store import without_contaminated_speed
@@ -43,7 +44,7 @@ def environment_line(record: Mapping[str, Any]) -> str:
 
 def cell_counts(frame: pd.DataFrame) -> dict[str, int]:
     status = frame["status"] if "status" in frame.columns else pd.Series(dtype=object)
-    counts = {name: int((status == name).sum()) for name in ("ok", "failed", "timeout", "skipped")}
+    counts = {name: int((status == name).sum()) for name in STATUSES}
     counts["contaminated"] = int(flags(frame, CONTAMINATED).sum())
     return counts
 
@@ -69,7 +70,7 @@ def variant_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
                                          f"{float(best['noise']):g}"
             winners_by.setdefault("best PSNR gain (dB)", []).append((variant, float(best["quality.gain_db"])))
             accuracy = pd.to_numeric(best.get("quality.acc_denoised"), errors="coerce")
-            row["accuracy on denoised"] = NA if pd.isna(accuracy) else f"{accuracy:.4f}"
+            row["accuracy on denoised"] = NA if pd.isna(accuracy) else REGISTRY.format("quality.acc_denoised", accuracy)
             if not pd.isna(accuracy):
                 winners_by.setdefault("accuracy on denoised", []).append((variant, float(accuracy)))
             row["time to target (s)"] = to_target_text("speed.time_to_target_s", best.get("speed.time_to_target_s"),
@@ -81,8 +82,7 @@ def variant_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
                 row[heading] = NA
                 continue
             threads = fastest.get("threads")
-            where = f" ({threads_text(threads)})" if pd.notna(threads) else f" ({fastest.get('device')})"
-            row[heading] = REGISTRY.format(metric, fastest[metric]) + where
+            row[heading] = f"{REGISTRY.format(metric, fastest[metric])} ({threads_text(threads, fastest.get('device'))})"
             winners_by.setdefault(heading, []).append((variant, float(fastest[metric]) * (1 if better == "higher"
                                                                                             else -1)))
         rows.append(row)

@@ -260,7 +260,9 @@ def key_value_table(items: Mapping[str, Any], table_id: str) -> Markup:
     return styled_table(display, {}, table_id, css_class="kv", header=False)
 
 
-def threads_text(threads: Any) -> str:
-    """"1 thread", "2 threads"."""
+def threads_text(threads: Any, device: Any = None) -> str:
+    """"1 thread", "2 threads"; the ``device`` of an accelerator cell, which has no thread count."""
+    if pd.isna(threads):
+        return str(device)
     count = int(threads)
     return f"{count} thread" + ("" if count == 1 else "s")

@@ -26,7 +26,7 @@ def training_cells(run: Run) -> pd.DataFrame:
 def ttq_table(trained: pd.DataFrame) -> Markup:
     display = pd.DataFrame({"variant": trained["variant"].astype(str).to_numpy(),
                             "noise": [f"{float(noise):g}" for noise in trained["noise"]],
-                            "trained on": [threads_text(threads) if pd.notna(threads) else str(device)
+                            "trained on": [threads_text(threads, device)
                                            for threads, device in zip(trained["threads"], trained["device"])]})
     reached = numeric(trained, "quality.target_reached")
     for metric in TABLE_METRICS:
@@ -40,7 +40,7 @@ def section(run: Run) -> Markup:
     with_curves = trained[[all(name in run.artifacts.get(int(cell), {}) for name in CURVE_ARTIFACTS)
                            for cell in trained["cell"]]] if not trained.empty else trained
     if with_curves.empty:
-        return render("sections/timetoquality.html", figure=None, table=None, every_steps=None)
+        return render("sections/timetoquality.html", figure=None)
     with_curves = with_series(with_curves)
     series_order = first_seen(with_curves["series"])
     panels = []
@@ -53,7 +53,7 @@ def section(run: Run) -> Markup:
                 stored = run.artifacts[int(row["cell"])]
                 label = series if len(mine) == 1 else f"{series} seed {int(row['seed'])}"
                 curves.append((label, stored["curve_images"], stored["curve_val_psnr_db"]))
-        targets = pd.to_numeric(rows.get("quality.target_psnr_db"), errors="coerce").dropna()
+        targets = numeric(rows, "quality.target_psnr_db").dropna()
         target = float(targets.mean()) if not targets.empty else None
         panels.append((f"noise {float(noise):g}", curves, target))
     figure = plots.training_curve_figure(panels)

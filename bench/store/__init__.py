@@ -12,7 +12,7 @@ from aebench.store.base import (DEFAULT_STORE, HEARTBEAT_S, RUN_COLUMNS, SCHEMA_
                                 Store, flat_frame, new_run_id, run_status, utc_now, without_contaminated_speed)
 
 __all__ = ["DEFAULT_STORE", "HEARTBEAT_S", "RUN_COLUMNS", "SCHEMA_VERSION", "STALE_AFTER_S", "RunCopy", "Store",
-           "flat_frame", "is_server_url", "new_run_id", "open_store", "run_status", "utc_now",
+           "flat_frame", "is_server_url", "new_run_id", "open_store", "run_status", "store_key", "utc_now",
            "without_contaminated_speed"]
 
 
@@ -20,6 +20,11 @@ def is_server_url(location: str | Path) -> bool:
     """Whether ``location`` names a PostgreSQL server (``postgresql://`` or ``postgres://``), not a file."""
     return isinstance(location, str) and location.split("://", 1)[0].lower() in ("postgresql", "postgres") \
         and "://" in location
+
+
+def store_key(location: str | Path) -> str:
+    """One spelling per store, to tell whether two locations are the same store: a URL as given, a path resolved."""
+    return str(location) if is_server_url(location) else str(Path(location).resolve())
 
 
 def open_store(location: str | Path, *, create: bool = True) -> Store:

@@ -171,7 +171,14 @@ class Store:
             cursor.execute(self._sql(query), tuple(parameters))
             return list(cursor.fetchall())
 
+    def _frame(self, query: str, parameters: Sequence[Any] = ()) -> pd.DataFrame:
+        """The rows as a table, its columns named by the query (an empty table keeps them too)."""
+        with self._transaction() as cursor:
+            cursor.execute(self._sql(query), tuple(parameters))
+            return pd.DataFrame(cursor.fetchall(), columns=[column[0] for column in cursor.description])
+
     def _records(self, query: str, parameters: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """The rows as dicts, their values as stored (a NULL stays None, where a table would make it NaN)."""
         with self._transaction() as cursor:
             cursor.execute(self._sql(query), tuple(parameters))
             names = [column[0] for column in cursor.description]
@@ -353,9 +360,7 @@ class Store:
                    SUM(CASE WHEN c.status = 'skipped' THEN 1 ELSE 0 END) AS skipped, COUNT(c.cell) AS cells
             FROM runs r LEFT JOIN cells c ON c.run_id = r.run_id
             GROUP BY r.run_id ORDER BY r.started_at, r.run_id"""
-        frame = pd.DataFrame(self._records(query), columns=[
-            "run_id", "started_at", "status", "matrix_name", "git_commit", "git_dirty", "machine_id", "wall_s", "host",
-            "pid", "heartbeat_at", "invocation_started_at", "ok", "failed", "skipped", "cells"])
+        frame = self._frame(query)
         for column in ("ok", "failed", "skipped", "cells"):
             frame[column] = pd.to_numeric(frame[column]).fillna(0).astype(int)
         frame["git_dirty"] = pd.to_numeric(frame["git_dirty"]).astype("Int64")
