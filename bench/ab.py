@@ -9,16 +9,19 @@ the other half), each in a fresh worker process, and the verdict comes from the 
 - **Quality** needs no rounds: with the same seed, identical code gives bit-identical figures. A quality pass runs
   every cell once per side with the matrix as given; its figures are compared exactly, with the trained weights'
   hash beside them, so "bit-identical" is visible.
-- **Speed rounds** run each cell with a 2-epoch training on ``speed_train_size`` images (the weights they time) and
-  without the accuracy extras, so that many rounds fit in minutes. The training steps over those images are timed
-  after a warm-up repeat, as always; the number of timed repeats is sized per cell from the quality pass's training
-  speed so that they last about ``speed_train_s`` seconds (a dense AE's 2,048 images take a tenth of a second: too
-  short to time well). Both sides run the same settings, so their ratio is what a round measures.
+- **Speed rounds** time the weights the quality pass trained (each model once per side, in its most-threads cell,
+  as ``aebench run`` does), loaded in a fresh worker without training and without the accuracy extras, so that many
+  rounds fit in minutes. Without a quality pass (``--no-quality``), or on a revision older than train-once, each
+  run trains its own 2-epoch run on ``speed_train_size`` images first. The training steps over those images are
+  timed after a warm-up repeat, as always; the number of timed repeats is sized per cell from the quality pass's
+  training speed so that they last about ``speed_train_s`` seconds (a dense AE's 2,048 images take a tenth of a
+  second: too short to time well). Both sides run the same settings, so their ratio is what a round measures.
 - **Duet** (``--duet``): both sides run at the same time, each on its own core with one thread, swapping cores from
   round to round, so both see the same machine state (Bulej et al., "Duet benchmarking", 2020).
 - **Calibration** (``--calibrate``): extra candidate sides run the same revision with a known amount of busy work
   added to the compiled call and the training step; with an A/A side beside them this measures the false-alarm and
-  detection rates this machine gives (aebench.ab.calibration_summary).
+  detection rates this machine gives (aebench.ab.calibration_summary). Every side times the weights the base
+  trained once (one revision, one seed: the same weights).
 
 A shipped matrix (``quick``) is part of each revision and is read from that revision's own files, so a commit that
 changes a profile is compared as such, and the difference is printed; a matrix file given by path is the same for
@@ -34,7 +37,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set as AbstractSet
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -95,6 +98,13 @@ class Side:
             return True
         return '"train_timing"' in config.read_text(encoding="utf-8")
 
+    @property
+    def shares_weights(self) -> bool:
+        """Whether this revision's worker can time weights trained by another run instead of training (``trains`` and
+        ``weights_path`` came with the steps above, in one commit): then speed rounds time the quality pass's
+        weights, the model as it is used, and skip training altogether."""
+        return self.times_training_steps
+
     @cached_property
     def _cells(self) -> dict[str, Cell]:
         return {cell.key: cell for cell in self.matrix.cells()}
@@ -134,8 +144,9 @@ class Settings:
 
 def speed_matrix(matrix: Matrix, train_size: int, train_ips: float | None = None,
                  train_s: float = SPEED_TRAIN_S, noise: float | None = None, in_steps: bool = True) -> Matrix:
-    """The matrix a speed round runs for one cell: a 2-epoch training run on at most ``train_size`` images (the
-    weights it times; their quality is not judged here), then training steps over those images timed in enough
+    """The matrix a speed round runs for one cell: where it trains at all (no weights kept for it), a 2-epoch training
+    run on at most ``train_size`` images (the weights it times; their quality is not judged here); then training
+    steps over those images timed in enough
     repeats to take about ``train_s`` seconds at ``train_ips`` (one timed repeat when the speed is unknown). Nothing
     a round does not time: no reference classifier, latent probe or framework path, a robustness sweep of the cell's
     own ``noise`` level only, and no more test images than the Offline batch needs.
@@ -175,7 +186,11 @@ def speed_matrices(sides: Sequence[Side], keys: Sequence[str], settings: Setting
 class Executor(Protocol):
     """Runs one cell on one side and returns its result (a fresh worker process per call)."""
 
-    def run(self, side: Side, matrix: Matrix, cell: Cell, cpus: Sequence[int] | None = None) -> CellResult: ...
+    def run(self, side: Side, matrix: Matrix, cell: Cell, cpus: Sequence[int] | None = None,
+            trains: bool = True) -> CellResult:
+        """Run one cell. A cell that ``trains`` keeps its weights for its revision's other runs of that model (when
+        ``side.shares_weights``); one that does not times the weights kept."""
+        ...
 
     def new_round(self, sides: Sequence[Side], backends: Sequence[str]) -> None:
         """Called before each round: a chance to start every side afresh."""
@@ -253,11 +268,22 @@ def compare_sides(rounds: Rounds, base: str, candidate: str, margins: Mapping[st
     return stats.decide(comparisons)
 
 
+Trained = AbstractSet[tuple[str, str]]  # (commit, quality key) of every model whose weights a pass kept
+
+
+def _trains(side: Side, cell: Cell, trained: Trained) -> bool:
+    """Whether a speed round's run of ``cell`` trains its own short run's weights: only when its revision trained
+    none for this model in the passes before the rounds (or cannot time another run's)."""
+    return not (side.shares_weights and (side.revision.commit, cell.quality_key) in trained)
+
+
 def play_rounds(executor: Executor, sides: Sequence[Side], matrices: Mapping[tuple[str, str], Matrix],
-                keys: Sequence[str], settings: Settings, *, clock: Clock = time.monotonic,
+                keys: Sequence[str], settings: Settings, *, trained: Trained = frozenset(),
+                clock: Clock = time.monotonic,
                 note: Callable[[str], None] = lambda text: None) -> tuple[Rounds, str]:
     """Run rounds until every candidate's verdicts settle (from ``min_rounds`` on), ``max_rounds`` are done, or the
-    next round would not fit in the time left of ``budget_s``. Returns the figures and why it stopped."""
+    next round would not fit in the time left of ``budget_s``. Returns the figures and why it stopped. A model in
+    ``trained`` is timed from the weights kept for it, without training."""
     rng = random.Random(settings.seed)
     metrics = speed_metrics()
     rounds = Rounds(figures={side.label: {} for side in sides})
@@ -275,7 +301,7 @@ def play_rounds(executor: Executor, sides: Sequence[Side], matrices: Mapping[tup
         executor.new_round(sides, backends)
         for key in keys:
             order = [sides[i] for i in orders[key][rounds.count]]
-            for side, result in zip(order, _run_pair(executor, order, matrices, key, settings)):
+            for side, result in zip(order, _run_pair(executor, order, matrices, key, settings, trained)):
                 rounds.add(side.label, result, metrics)
         rounds.count += 1
         rounds.durations_s.append(clock() - round_start)
@@ -292,28 +318,51 @@ def play_rounds(executor: Executor, sides: Sequence[Side], matrices: Mapping[tup
 
 
 def _run_pair(executor: Executor, order: Sequence[Side], matrices: Mapping[tuple[str, str], Matrix], key: str,
-              settings: Settings) -> list[CellResult]:
+              settings: Settings, trained: Trained) -> list[CellResult]:
     if not settings.duet:
-        return [executor.run(side, matrices[side.label, key], side.cell(key)) for side in order]
+        return [executor.run(side, matrices[side.label, key], side.cell(key), trains=_trains(side, side.cell(key),
+                                                                                             trained))
+                for side in order]
     # Duet: both at once, each on its own core; the order decides which side gets the first core this round.
     from aebench import machine
 
     cores = machine.usable_cpus()[:2]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [pool.submit(executor.run, side, matrices[side.label, key], side.cell(key), [core])
+        futures = [pool.submit(executor.run, side, matrices[side.label, key], side.cell(key), [core],
+                               _trains(side, side.cell(key), trained))
                    for side, core in zip(order, cores)]
         return [future.result() for future in futures]
 
 
 def quality_pass(executor: Executor, sides: Sequence[Side], keys: Sequence[str],
                  seed: int) -> dict[str, dict[str, CellResult]]:
-    """Each cell once per side with its matrix as given, in random side order: side label -> cell key -> result."""
+    """Each cell once per side with its matrix as given, in random side order: side label -> cell key -> result.
+
+    As in ``aebench run``, each model trains once per side, in the cell asking for the most threads, and its other
+    thread counts time those weights and share its quality figures (``info.trained_by``), where the side's revision
+    can (``Side.shares_weights``); an older one trains every cell."""
+    from aebench.runner import SharedTraining, plan_training
+
     rng = random.Random(seed + 1)
     results: dict[str, dict[str, CellResult]] = {side.label: {} for side in sides}
-    for key in keys:
+    training = {side.label: SharedTraining(plan_training([side.cell(key) for key in keys]), {}) for side in sides}
+    order = [cell.key for cell in training[sides[0].label].plan.order(sides[0].cell(key) for key in keys)]
+    for key in order:
         for side in rng.sample(list(sides), len(sides)):
-            results[side.label][key] = executor.run(side, side.matrix, side.cell(key))
+            cell, shared = side.cell(key), training[side.label]
+            if not side.shares_weights:
+                results[side.label][key] = executor.run(side, side.matrix, cell)
+                continue
+            blocked = shared.blocked(cell)
+            results[side.label][key] = blocked or shared.settle(
+                executor.run(side, side.matrix, cell, trains=shared.plan.trains(cell)))
     return results
+
+
+def kept_weights(sides: Sequence[Side], results: Mapping[str, Mapping[str, CellResult]]) -> set[tuple[str, str]]:
+    """(commit, quality key) of every model a pass trained ok, whose weights the speed rounds then time."""
+    return {(side.revision.commit, result.cell.quality_key) for side in sides
+            for result in results.get(side.label, {}).values() if side.shares_weights and result.trained_its_model}
 
 
 def compare_quality(results: Mapping[str, Mapping[str, CellResult]], base: str, candidate: str,
@@ -698,27 +747,46 @@ def calibration_comparisons(outcomes: Sequence[Outcome]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def calibration_summary(outcomes: Sequence[Outcome], by: Sequence[str] = ("spike_pct", "where")) -> pd.DataFrame:
+UNITS = ("comparison", "cell", "run")  # what one count of a calibration rate is: see calibration_summary
+
+
+def calibration_summary(outcomes: Sequence[Outcome] | pd.DataFrame, by: Sequence[str] = ("spike_pct", "where"),
+                        unit: str = "comparison") -> pd.DataFrame:
     """False alarms of the A/A side and detections of each spike side, over every experiment, by thread count (and
-    by metric, with ``by`` naming it: a p99 that cannot be called hides behind a rate over all metrics)."""
-    frame = calibration_comparisons(outcomes)
+    by metric, with ``by`` naming it: a p99 that cannot be called hides behind a rate over all metrics).
+
+    ``unit`` says what is counted. A ``comparison`` is one cell's metric. A ``cell`` counts once when any of its
+    speed figures is a regression (and as unknown when none is but one is unknown): what a reader of the table sees.
+    A ``run`` is one side of one experiment, a regression when anything in it is: the exit status a CI gate gets, so
+    its A/A rate is the share of unchanged commits a gate would fail. Also takes the comparisons frame itself (the
+    JSON's ``comparisons``), so calibrations made apart pool the same way once their experiments are numbered apart."""
+    frame = outcomes if isinstance(outcomes, pd.DataFrame) else calibration_comparisons(outcomes)
+    if unit not in UNITS:
+        raise ValueError(f"unit {unit!r}: allowed {', '.join(UNITS)}")
     if frame.empty:
         return frame
+    if unit != "comparison":
+        group = ["experiment", "side", "spike_pct"] + (["where", "key"] if unit == "cell" else [])
+        frame = frame.groupby(group).agg(regression=("regression", "any"), unknown=("unknown", "any")).reset_index()
+        frame["unknown"] &= ~frame["regression"]
+        by = [column for column in by if column in frame.columns]
     table = frame.groupby(list(by)).agg(comparisons=("regression", "size"), regressions=("regression", "sum"),
                                         unknown=("unknown", "sum")).reset_index()
     table["rate"] = table["regressions"] / table["comparisons"]
     return table
 
 
-def format_calibration(table: pd.DataFrame) -> str:
+def format_calibration(table: pd.DataFrame, unit: str = "comparison") -> str:
     if table.empty:
         return "no comparison was made"
+    counted = {"comparison": "comparisons", "cell": "cells", "run": "runs (exit status 1)"}[unit]
     lines = []
     for spike, group in table.groupby("spike_pct"):
         for _, row in group.iterrows():
             what = "false alarms (A/A)" if spike == 0 else f"detections of a {spike}% spike-in"
-            lines.append(f"{what} on {row['where']}: {int(row['regressions'])} of {int(row['comparisons'])} "
-                         f"comparisons ({row['rate']:.1%}), {int(row['unknown'])} unknown")
+            where = f" on {row['where']}" if "where" in row else ""
+            lines.append(f"{what}{where}: {int(row['regressions'])} of {int(row['comparisons'])} {counted} "
+                         f"({row['rate']:.1%}), {int(row['unknown'])} unknown")
     return "\n".join(lines)
 
 
@@ -759,8 +827,9 @@ class HostExecutor:
 
         return start
 
-    def run(self, side: Side, matrix: Matrix, cell: Cell, cpus: Sequence[int] | None = None) -> CellResult:
-        from aebench.runner import run_one
+    def run(self, side: Side, matrix: Matrix, cell: Cell, cpus: Sequence[int] | None = None,
+            trains: bool = True) -> CellResult:
+        from aebench.runner import run_one, weights_file
 
         hosts = self._hosts.setdefault(side.label, {})
         self._runs += 1
@@ -771,8 +840,12 @@ class HostExecutor:
                 cell.backend, self._factory(side)(cell.backend, self._scratch / f"host-{side.slug}.log"))
             host.set_affinity(cpus)
         # The revision's own worker may write metrics this aebench does not know: keep them (only gated ones are read).
+        # One revision's weights of a model serve every side of that revision: the same code and seed train the same.
+        weights = weights_file(self._scratch / "weights" / side.revision.commit, cell) if side.shares_weights else None
+        if weights is not None:
+            weights.parent.mkdir(parents=True, exist_ok=True)
         return self._mark(run_one(matrix, cell, self._data_path, scratch, hosts, self._factory(side), time.monotonic,
-                                   None, self._cache_dir, check_metrics=False))
+                                   None, self._cache_dir, check_metrics=False, trains=trains, weights_path=weights))
 
     def new_round(self, sides: Sequence[Side], backends: Sequence[str]) -> None:
         """Close every host and start each side's afresh, all at once (their start-up is not measured)."""
@@ -805,20 +878,31 @@ class HostExecutor:
 
 
 def run_ab(sides: Sequence[Side], keys: Sequence[str], settings: Settings, executor: Executor, *,
-           quality: bool = True, clock: Clock = time.monotonic,
+           quality: bool = True, train_on_base: bool = False, clock: Clock = time.monotonic,
            note: Callable[[str], None] = lambda text: None) -> Outcome:
     """The whole comparison of ``sides`` (the base first) on the cells ``keys``: the quality pass (unless ``quality``
-    is False), then speed rounds."""
+    is False), then speed rounds, which time the weights the pass trained.
+
+    Without a quality pass, ``train_on_base`` still trains each model once, on the base with its matrix as given, and
+    every side of the base's revision times those weights (calibration, whose sides are all one revision); otherwise
+    each round's runs train a short run of their own."""
     started = clock()
     quality_results: dict[str, dict[str, CellResult]] = {side.label: {} for side in sides}
+    base = sides[0]
     if quality:
         note(f"quality pass: {len(keys)} cells x {len(sides)} sides with their matrices as given")
         quality_results = quality_pass(executor, sides, keys, settings.seed)
+        passed = quality_results
+    elif train_on_base:
+        note(f"training pass: {len(keys)} cells on the base with its matrix as given; every side times these weights")
+        passed = quality_pass(executor, [base], keys, settings.seed)
+    else:
+        passed = {}
+    trained = kept_weights(sides, passed)
     note(f"speed rounds: {len(keys)} cells x {len(sides)} sides per round, at least {settings.min_rounds}, "
-         f"at most {settings.max_rounds}")
-    base = sides[0]
-    sizing = quality_results.get(base.label) or {}
-    if not sizing:  # no quality pass to learn each cell's training speed from: one short run per cell on the base
+         f"at most {settings.max_rounds}" + (", timing the trained weights" if trained else ""))
+    sizing = passed.get(base.label) or {}
+    if not sizing:  # no pass to learn each cell's training speed from: one short run per cell on the base
         unsized = speed_matrices([base], keys, settings)
         sizing = {key: executor.run(base, unsized[base.label, key], base.cell(key)) for key in keys}
     matrices = speed_matrices(sides, keys, settings, sizing)
@@ -829,7 +913,7 @@ def run_ab(sides: Sequence[Side], keys: Sequence[str], settings: Settings, execu
     note(f"{len(keys) * len(speed_metrics())} speed comparisons per candidate: no call is possible before round "
          f"{needed}")
     remaining = replace(settings, budget_s=max(1.0, settings.budget_s - (clock() - started)))
-    rounds, why = play_rounds(executor, sides, matrices, keys, remaining, clock=clock, note=note)
+    rounds, why = play_rounds(executor, sides, matrices, keys, remaining, trained=trained, clock=clock, note=note)
     speed = {side.label: compare_sides(rounds, base.label, side.label, settings.margins, speed_metrics())
              for side in sides[1:]}
     quality_verdicts = {side.label: compare_quality(quality_results, base.label, side.label, settings.margins)
@@ -949,7 +1033,7 @@ def _measure(args: Any, matrix_name: str, settings: Settings, spikes: Sequence[f
                 for experiment in range(args.experiments):
                     note(f"calibration experiment {experiment + 1} of {args.experiments}")
                     outcome = run_ab(sides, keys, replace(settings, seed=settings.seed + experiment), executor,
-                                     quality=False, note=note)
+                                     quality=False, train_on_base=True, note=note)
                     outcomes.append(replace(outcome, contamination=lock.contamination))
                 return _report_calibration(outcomes, args)
             sides = [Side("base", base, base_matrix), Side("candidate", candidate, candidate_matrix)]
@@ -1034,6 +1118,11 @@ def _report_calibration(outcomes: Sequence[Outcome], args: Any) -> int:
     for index, outcome in enumerate(outcomes, 1):
         print(f"experiment {index}: {outcome.rounds.count} rounds ({outcome.stop_reason}), {outcome.elapsed_s:.0f} s")
     print(format_calibration(table))
+    levels = {unit: calibration_summary(outcomes, unit=unit) for unit in UNITS[1:]}
+    print("per cell (one count per cell: a regression when any of its speed figures is one):")
+    print(format_calibration(levels["cell"], "cell"))
+    print("per run (what a CI gate gets: exit status 1 when anything in the run is a regression):")
+    print(format_calibration(levels["run"], "run"))
     by_metric = calibration_summary(outcomes, by=("spike_pct", "where", "metric"))
     if not by_metric.empty:
         print("by metric:")
@@ -1050,6 +1139,7 @@ def _report_calibration(outcomes: Sequence[Outcome], args: Any) -> int:
 
             document = {"experiments": len(outcomes), "contaminated": outcomes[0].contamination,
                         "rows": records(table), "by_metric": records(by_metric),
+                        "by_cell": records(levels["cell"]), "by_run": records(levels["run"]),
                         "comparisons": records(calibration_comparisons(outcomes))}
             atomic.write_text(Path(args.json), json.dumps(document, indent=1) + "\n")
     return 0

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from aebench import ab
@@ -43,6 +44,7 @@ class FakeExecutor:
         self.seconds_per_run = seconds_per_run
         self.quality_change = quality_change or {}
         self.calls: list[tuple[str, str, int, int]] = []  # side, cell, epochs trained, timed repeats of the steps
+        self.trains: list[bool] = []  # per call: whether it trained, or timed weights a pass kept
         self.sides = sides
         self.drift = 1.0
         self.rounds_started = 0
@@ -56,9 +58,11 @@ class FakeExecutor:
     def new_round(self, sides: Sequence[ab.Side], backends: Sequence[str]) -> None:
         self.rounds_started += 1
 
-    def run(self, side: ab.Side, matrix: Matrix, cell: Cell, cpus: Sequence[int] | None = None) -> CellResult:
+    def run(self, side: ab.Side, matrix: Matrix, cell: Cell, cpus: Sequence[int] | None = None,
+            trains: bool = True) -> CellResult:
         self.now += self.seconds_per_run
         self.calls.append((side.label, cell.key, matrix.epochs, matrix.train_timing.repeats))
+        self.trains.append(trains)
         self.cores.append((side.label, None if cpus is None else tuple(cpus)))
         if (side.label, cell.variant) in self.crashes:
             return CellResult(cell=cell, status="failed", duration_s=1.0, exit_code=1, error="ValueError: boom")
@@ -188,6 +192,53 @@ def test_speed_rounds_are_sized_by_the_quality_pass_or_a_sizing_run() -> None:
     assert executor.calls[0] == ("base", matrix.cells()[0].key, 2, 1) and executor.calls[1][3] in (4, 5)
 
 
+def test_each_model_trains_once_per_side_and_the_rounds_time_its_weights() -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], threads=[1, 2]))
+    one_thread, two_threads = (next(c.key for c in matrix.cells() if c.threads == n) for n in (1, 2))
+    executor = FakeExecutor({})
+    outcome = ab.run_ab([_side("base", matrix=matrix), _side("cand", matrix=matrix)], [one_thread, two_threads],
+                        ab.Settings(margins=MARGINS, min_rounds=2, max_rounds=2), executor, clock=executor.clock)
+    quality_pass = list(zip(executor.calls[:4], executor.trains[:4]))
+    # The model trains first, in its most-threads cell, once per side; its 1-thread cell times those weights.
+    assert {(label, key) for (label, key, _, _), trains in quality_pass if trains} == {("base", two_threads),
+                                                                                      ("cand", two_threads)}
+    assert [key for (_, key, _, _), _ in quality_pass] == [two_threads] * 2 + [one_thread] * 2
+    for label in ("base", "cand"):
+        assert outcome.quality_results[label][one_thread].info["trained_by"] == two_threads
+    assert len(executor.trains) == 4 + 2 * 4 and not any(executor.trains[4:])  # rounds: the kept weights only
+
+
+def test_rounds_train_their_own_weights_without_a_pass_or_on_an_older_revision(tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], threads=[1]))
+    keys = [cell.key for cell in matrix.cells()]
+    settings = ab.Settings(margins=MARGINS, min_rounds=2, max_rounds=2)
+    executor = FakeExecutor({})
+    ab.run_ab([_side("base", matrix=matrix), _side("cand", matrix=matrix)], keys, settings, executor, quality=False,
+              clock=executor.clock)
+    assert all(executor.trains)  # --no-quality: no weights kept, each run trains its short run
+    (tmp_path / "aebench").mkdir()
+    (tmp_path / "aebench" / "config.py").write_text("# a worker from before [train_timing]\n")
+    old = ab.Side("old", Revision("old", "o" * 40, "old", "2026-01-01T00:00:00+00:00", tmp_path), matrix)
+    assert not old.shares_weights
+    executor = FakeExecutor({})
+    ab.run_ab([old, _side("cand", matrix=matrix)], keys, settings, executor, clock=executor.clock)
+    assert [trains for (label, *_), trains in zip(executor.calls, executor.trains) if label == "old"] == [True] * 3
+
+
+def test_calibration_trains_on_the_base_once_and_every_side_of_its_revision_times_those_weights() -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], threads=[1]))
+    revision = _side("base").revision
+    sides = [ab.Side("base", revision, matrix), ab.Side("A/A", revision, matrix),
+             ab.Side("spike 20%", revision, matrix, 0.2)]
+    executor = FakeExecutor({}, sides=3)
+    outcome = ab.run_ab(sides, [cell.key for cell in matrix.cells()],
+                        ab.Settings(margins=MARGINS, min_rounds=2, max_rounds=2), executor, quality=False,
+                        train_on_base=True, clock=executor.clock)
+    assert executor.calls[0][0] == "base" and executor.calls[0][2] == matrix.epochs and executor.trains[0]
+    assert len(executor.calls) == 1 + 2 * 3 and not any(executor.trains[1:])
+    assert outcome.quality == {} and outcome.quality_results["base"] == {}  # a training pass judges no quality
+
+
 def test_orders_are_balanced_in_every_prefix() -> None:
     orders = ab.balanced_orders(20, 2, random.Random(1))
     # Rounds stop early (settled, budget): whatever prefix ran, AB and BA are within one round of each other.
@@ -274,6 +325,29 @@ def test_calibration_counts_false_alarms_and_detections() -> None:
     assert len(by_metric) == 8 and set(by_metric.loc[20, "regressions"]) == {1}  # each metric on the conv cell
     comparisons = ab.calibration_comparisons([outcome])
     assert len(comparisons) == 16 and set(comparisons["experiment"]) == {1}
+    cells = ab.calibration_summary([outcome], unit="cell").set_index("spike_pct")
+    assert cells.loc[0, "comparisons"] == 2 and cells.loc[0, "regressions"] == 0
+    assert cells.loc[20, "comparisons"] == 2 and cells.loc[20, "regressions"] == 1  # the conv cell, once
+    runs = ab.calibration_summary([outcome], unit="run").set_index("spike_pct")
+    assert list(runs["comparisons"]) == [1, 1] and list(runs["regressions"]) == [0, 1]
+    assert "0 of 1 runs (exit status 1)" in ab.format_calibration(runs.reset_index(), "run")
+
+
+def test_calibration_counts_a_cell_or_a_run_once_whatever_its_figures() -> None:
+    rows = [{"experiment": experiment, "side": side, "spike_pct": spike, "where": "cpu1", "key": key, "metric": metric,
+             "verdict": verdict, "regression": verdict == "regression", "unknown": verdict == "unknown"}
+            for experiment in (1, 2) for side, spike, verdicts in (("A/A", 0, ["same", "unknown"]),
+                                                                   ("spike 20%", 20, ["regression", "regression"]))
+            for key in ("a", "b") for metric, verdict in zip(("m1", "m2"), verdicts)]
+    frame = pd.DataFrame(rows)
+    frame.loc[(frame["experiment"] == 2) & (frame["side"] == "spike 20%") & (frame["key"] == "b"), "regression"] = False
+    cells = ab.calibration_summary(frame, unit="cell").set_index("spike_pct")
+    assert cells.loc[0, "comparisons"] == 4 and cells.loc[0, "regressions"] == 0 and cells.loc[0, "unknown"] == 4
+    assert cells.loc[20, "comparisons"] == 4 and cells.loc[20, "regressions"] == 3 and cells.loc[20, "unknown"] == 0
+    runs = ab.calibration_summary(frame, unit="run").set_index("spike_pct")
+    assert runs.loc[20, "comparisons"] == 2 and runs.loc[20, "regressions"] == 2  # one cell of a run is enough
+    with pytest.raises(ValueError, match="unit"):
+        ab.calibration_summary(frame, unit="figure")
 
 
 def test_calibration_json_has_rates_by_metric_and_every_comparison(tmp_path: Path,
@@ -288,6 +362,7 @@ def test_calibration_json_has_rates_by_metric_and_every_comparison(tmp_path: Pat
     assert ab._report_calibration([outcome], SimpleNamespace(json=tmp_path / "calibration.json")) == 0
     document = json.loads((tmp_path / "calibration.json").read_text())
     assert document["experiments"] == 1 and len(document["by_metric"]) == 8 and len(document["comparisons"]) == 16
+    assert len(document["by_cell"]) == 2 and [row["regressions"] for row in document["by_run"]] == [0, 1]
     assert "by metric:" in capsys.readouterr().out
 
 

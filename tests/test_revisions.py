@@ -137,6 +137,7 @@ def test_ab_end_to_end_on_real_workers(clone: Path, tmp_path: Path, tiny_dataset
     # The two commits differ only in a text file: the same seed gives bit-identical figures and weights.
     assert quality and all(row["difference"] == 0 and row["weights_identical"] for row in quality)
     assert "every quality figure is bit-identical" in captured.out
+    assert "timing the trained weights" in captured.err  # the rounds loaded the quality pass's weights, not trained
     assert (out / "ab" / "latest.html").is_file() and "| cell" in (tmp_path / "ab.md").read_text()
 
 
