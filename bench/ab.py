@@ -146,10 +146,10 @@ def speed_matrix(matrix: Matrix, train_size: int, train_ips: float | None = None
                  train_s: float = SPEED_TRAIN_S, noise: float | None = None, in_steps: bool = True) -> Matrix:
     """The matrix a speed round runs for one cell: where it trains at all (no weights kept for it), a 2-epoch training
     run on at most ``train_size`` images (the weights it times; their quality is not judged here); then training
-    steps over those images timed in enough
-    repeats to take about ``train_s`` seconds at ``train_ips`` (one timed repeat when the speed is unknown). Nothing
-    a round does not time: no reference classifier, latent probe or framework path, a robustness sweep of the cell's
-    own ``noise`` level only, and no more test images than the Offline batch needs.
+    steps over those images, timed in enough repeats to take about ``train_s`` seconds at ``train_ips`` (one timed
+    repeat when the speed is unknown). Nothing a round does not time: no reference classifier, latent probe or
+    framework path, a robustness sweep of the cell's own ``noise`` level only, and no more test images than the
+    Offline batch needs.
 
     ``in_steps=False`` asks an older worker, which times the steady epochs of its training run, for the same timed
     work as epochs: one warm-up epoch and as many steady ones as there would be repeats."""
@@ -779,7 +779,7 @@ def calibration_summary(outcomes: Sequence[Outcome] | pd.DataFrame, by: Sequence
 def format_calibration(table: pd.DataFrame, unit: str = "comparison") -> str:
     if table.empty:
         return "no comparison was made"
-    counted = {"comparison": "comparisons", "cell": "cells", "run": "runs (exit status 1)"}[unit]
+    counted = {"comparison": "comparisons", "cell": "cells", "run": "runs"}[unit]
     lines = []
     for spike, group in table.groupby("spike_pct"):
         for _, row in group.iterrows():

@@ -330,7 +330,7 @@ def test_calibration_counts_false_alarms_and_detections() -> None:
     assert cells.loc[20, "comparisons"] == 2 and cells.loc[20, "regressions"] == 1  # the conv cell, once
     runs = ab.calibration_summary([outcome], unit="run").set_index("spike_pct")
     assert list(runs["comparisons"]) == [1, 1] and list(runs["regressions"]) == [0, 1]
-    assert "0 of 1 runs (exit status 1)" in ab.format_calibration(runs.reset_index(), "run")
+    assert "false alarms (A/A): 0 of 1 runs (0.0%)" in ab.format_calibration(runs.reset_index(), "run")
 
 
 def test_calibration_counts_a_cell_or_a_run_once_whatever_its_figures() -> None:
