@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,17 @@ from pathlib import Path
 import pytest
 
 from support import write_tiny_dataset
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ctrl_c_as_a_terminal_sends_it() -> Iterator[None]:
+    """A test session started in the background by a non-interactive shell (``make test &``, some CI launchers)
+    inherits SIGINT ignored (POSIX), and so does every process it starts: the tests that stop a runner with Ctrl-C
+    would then wait on a runner that never hears it. Python's own Ctrl-C handler here gives the session, and through
+    exec every child, the SIGINT a terminal gives."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
 
 
 @pytest.fixture(autouse=True)
