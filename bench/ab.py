@@ -210,6 +210,8 @@ class Rounds:
     failed: dict[str, set[str]] = field(default_factory=dict)  # side label -> keys of the cells that failed there
     # side label -> cell key -> rounds whose figures a load check found contaminated (left out, as NaN)
     contaminated: dict[str, dict[str, int]] = field(default_factory=dict)
+    # cell key -> the side labels in the order they ran, one list per round
+    orders: dict[str, list[list[str]]] = field(default_factory=dict)
 
     def add(self, side: str, result: CellResult, metrics: Sequence[str]) -> None:
         per_metric = self.figures.setdefault(side, {}).setdefault(result.cell.key, {})
@@ -301,6 +303,7 @@ def play_rounds(executor: Executor, sides: Sequence[Side], matrices: Mapping[tup
         executor.new_round(sides, backends)
         for key in keys:
             order = [sides[i] for i in orders[key][rounds.count]]
+            rounds.orders.setdefault(key, []).append([side.label for side in order])
             for side, result in zip(order, _run_pair(executor, order, matrices, key, settings, trained)):
                 rounds.add(side.label, result, metrics)
         rounds.count += 1
@@ -508,7 +511,11 @@ def speed_rows(outcome: Outcome, label: str | None = None) -> list[dict[str, Any
                      "change_pct": c.change_pct, "ci_low_pct": c.ci_low_pct, "ci_high_pct": c.ci_high_pct,
                      "margin_pct": c.margin_pct, "rounds": c.rounds, "p_regression_holm": c.p_regression_holm,
                      "detectable_pct": c.detectable_pct(outcome.family_size(label)),
-                     "spread_pct": outcome.spread_pct(label, c.key, c.metric)})
+                     "spread_pct": outcome.spread_pct(label, c.key, c.metric),
+                     # The raw per-round figures the verdict came from (null: failed or left out), so that anyone can
+                     # recompute it or look for an order effect with ``round_orders``.
+                     "base_rounds": outcome.rounds.figures[outcome.base.label][c.key][c.metric],
+                     "candidate_rounds": outcome.rounds.figures[label][c.key][c.metric]})
     return rows
 
 
@@ -552,11 +559,18 @@ def json_document(outcome: Outcome) -> dict[str, Any]:
         "quality_changes": [_jsonable({"key": q.key, "metric": q.metric, "base": q.base, "candidate": q.candidate,
                                        "difference": q.difference}) for q in outcome.changed_quality()],
         "lost_speed_figures": [{"key": key, "metric": metric} for key, metric in outcome.lost_speed()],
+        "round_orders": outcome.rounds.orders,  # cell key -> which side ran first in each round
     }
 
 
 def _jsonable(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: (None if isinstance(value, float) and not math.isfinite(value) else value) for key, value in row.items()}
+    """``row`` with every non-finite number, in it or in its lists, as null (JSON has no NaN)."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    return {key: clean(value) for key, value in row.items()}
 
 
 def detectable_by_metric(outcome: Outcome, label: str | None = None) -> dict[str, float]:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aebench import ab
+from aebench import ab, stats
 from aebench.config import Cell, Matrix
 from aebench.errors import UserError
 from aebench.metrics import parse_margin
@@ -283,6 +283,18 @@ def test_json_rows_carry_what_a_ci_reads(tmp_path: Path) -> None:
     speed = [row for row in document["rows"] if row["kind"] == "speed"]
     assert all(row["ci_low_pct"] <= row["change_pct"] <= row["ci_high_pct"] for row in speed)
     assert "| cell" in ab.format_markdown(outcome)
+    # The raw rounds travel with each verdict, with the order the sides ran in, so the verdict can be recomputed.
+    for row in speed:
+        assert len(row["base_rounds"]) == len(row["candidate_rounds"]) == row["rounds"] == outcome.rounds.count
+        recomputed = stats.compare_rounds(row["key"], row["metric"], row["base_rounds"], row["candidate_rounds"],
+                                          higher_is_better=row["metric"].endswith("_ips"),
+                                          margin_pct=row["margin_pct"])
+        assert recomputed.change_pct == pytest.approx(row["change_pct"])
+    orders = document["round_orders"]
+    assert set(orders) == {row["key"] for row in speed}
+    for per_key in orders.values():
+        assert len(per_key) == outcome.rounds.count and all(sorted(order) == ["base", "cand"] for order in per_key)
+    assert {tuple(order) for order in orders[speed[0]["key"]]} == {("base", "cand"), ("cand", "base")}
 
 
 @pytest.mark.parametrize(("text", "expected"), [
