@@ -29,7 +29,7 @@ import numpy as np
 
 from aebench import atomic, backends
 from aebench.data import Dataset, add_noise, subset
-from aebench.metrics import NEAR_ZERO
+from aebench.metrics import MIN_ACCURACY_DROP, NEAR_ZERO
 from aebench.quality import psnr_db
 
 # Bump when the classifier's architecture or training recipe changes: the number is part of the cache file name, so
@@ -40,9 +40,6 @@ CLASSIFIER_BATCH_SIZE = 128
 # Adam from 3e-3 with a cosine decay to 0 over the run: a constant 1e-3 ends two epochs at ~98.0% on MNIST, right at
 # the 98% bar; the decayed schedule settles at ~98.7% in the same time.
 CLASSIFIER_LEARNING_RATE = 3e-3
-# Below this drop in accuracy (clean - noisy) the noise hardly hurts the classifier, and the recovered fraction would
-# divide by almost nothing: it is left undefined (None) rather than reported as a huge, meaningless ratio.
-MIN_ACCURACY_DROP = 0.05
 # The probe fits on the codes of (at most) this many of the cell's training images: the quick profile's whole subset.
 # The paper profile's 60,000 would multiply the fitting time (lbfgs over the conv AE's 392-wide code) for little.
 PROBE_MAX_TRAIN = 10000

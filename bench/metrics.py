@@ -29,6 +29,9 @@ _PREFIX_GROUP = {**{group: group for group in GROUPS}, "robust": "quality"}
 # zoo (linear, relu or sigmoid) are of order 0.1 to 10 when active; 1e-2 is well below that yet above float noise,
 # and the same for every variant so they compare.
 NEAR_ZERO = 1e-2
+# Below this drop in accuracy (clean - noisy) the noise hardly hurts the classifier, and the recovered fraction would
+# divide by almost nothing: it is left undefined (None) rather than reported as a huge, meaningless ratio.
+MIN_ACCURACY_DROP = 0.05
 
 
 # -- display formats -------------------------------------------------------------------------------------------------
@@ -204,7 +207,8 @@ _ALL: tuple[Metric, ...] = (
            "reference classifier accuracy on the autoencoder's outputs", fixed(4), margin=0.005),
     Metric("quality.acc_recovered", "recovered", "", "higher",
            "(acc denoised - acc noisy) / (acc clean - acc noisy), clipped to ±100%: the share of the accuracy lost to "
-           "noise that denoising wins back; only where noise costs at least 5 points (else see acc gained)", percent),
+           f"noise that denoising wins back; only where noise costs at least {MIN_ACCURACY_DROP * 100:g} points (else "
+           "see acc gained)", percent),
     Metric("quality.acc_gain_points", "acc gained", "points", "higher",
            "classifier accuracy on denoised minus on noisy test images, in points (percent of the images)", signed(1)),
     Metric("quality.probe_acc", "probe acc", "", "higher",

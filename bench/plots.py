@@ -173,23 +173,26 @@ def throughput_figure(train_ips: pd.DataFrame) -> Figure:
     return figure
 
 
-def latency_cdf_figure(curves: Sequence[tuple[str, np.ndarray]]) -> Figure:
-    """Empirical CDF of batch-1 latency samples (seconds in, milliseconds on a log x axis), p50 and p99 marked."""
+def latency_cdf_figure(curves: Sequence[tuple[str, np.ndarray, float, float]]) -> Figure:
+    """Empirical CDF of batch-1 latency samples (seconds in, milliseconds on a log x axis), with each curve's p50 and
+    p99 marked: the figures the cell stored (milliseconds), so the figure and the table beside it agree."""
     entries = min(len(curves), MAX_LEGEND_ENTRIES)
-    legend_rows = -(-entries // _legend_columns([label + " " * 30 for label, _ in curves]))
+    legend_rows = -(-entries // _legend_columns([curve[0] + " " * 30 for curve in curves]))
     figure = new_figure(8.0, 4.0 + 0.2 * legend_rows)
     axes = figure.subplots()
-    for position, (label, seconds) in enumerate(curves):
+    for position, (label, seconds, p50, p99) in enumerate(curves):
         ms = np.sort(np.asarray(seconds, dtype=np.float64).ravel() * 1e3)
-        ms = ms[np.isfinite(ms) & (ms > 0)]
+        ms = ms[np.isfinite(ms) & (ms > 0)]  # a log axis shows no zero; the stored percentiles counted every sample
         if ms.size == 0:
             continue
         fraction = np.arange(1, ms.size + 1) / ms.size
         color = f"C{position % 10}"
-        p50, p99 = np.percentile(ms, 50), np.percentile(ms, 99)
-        axes.step(ms, fraction, where="post", color=color, label=f"{label}: p50 {p50:.3g}, p99 {p99:.3g} ms")
-        axes.plot([p50], [0.50], marker="o", color=color, linestyle="none")
-        axes.plot([p99], [0.99], marker="^", color=color, linestyle="none")
+        marks = [(value, level, marker) for value, level, marker in ((p50, 0.50, "o"), (p99, 0.99, "^"))
+                 if np.isfinite(value) and value > 0]
+        stated = ", ".join(f"p{round(level * 100)} {value:.3g}" for value, level, _ in marks)
+        axes.step(ms, fraction, where="post", color=color, label=f"{label}: {stated} ms" if stated else label)
+        for value, level, marker in marks:
+            axes.plot([value], [level], marker=marker, color=color, linestyle="none")
     axes.set_xscale("log")
     axes.xaxis.set_major_formatter(_PLAIN)
     axes.xaxis.set_minor_formatter(_PLAIN)

@@ -56,3 +56,16 @@ def test_aebench_models_prints_no_tensorflow_log_line_unless_asked_with_v() -> N
                           env=env, timeout=300)
     assert loud.returncode == 0 and loud.stdout == quiet.stdout
     assert any(CHATTER_PATTERN.match(line) for line in loud.stderr.splitlines()), loud.stderr[-500:]
+
+
+def test_the_commands_that_only_read_results_import_no_ml_framework() -> None:
+    """Reports, comparisons, history and hardware tables run where no framework may be installed, start in a second,
+    and print no framework chatter: none of what they import may pull one in."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, aebench.cli, aebench.report, aebench.ab, aebench.compare, aebench.history, aebench.hardware; "
+             "print(sorted(m for m in ('tensorflow', 'keras', 'torch', 'jax') if m in sys.modules))")
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "[]"

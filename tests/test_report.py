@@ -262,6 +262,54 @@ def test_contaminated_speed_figures_are_marked_and_explained() -> None:
     assert "contaminated: taken" not in results.section(Run(golden_frame()))
 
 
+def test_contaminated_speed_figures_stay_out_of_every_figure_mean_and_ranking() -> None:
+    from aebench.report import devices, overview
+
+    rng = np.random.default_rng(0)
+    cells = [c for c in small_matrix(backend=["tensorflow", "torch"]).cells() if c.noise == 0.5]
+    frame = pd.DataFrame([{"cell": c.index, "variant": c.variant, "noise": c.noise, "threads": c.threads,
+                           "device": c.device, "backend": c.backend, "precision": c.precision, "seed": c.seed,
+                           "status": "ok", **ok_result(c, rng).metrics} for c in cells])
+    # One undercomplete cell ran beside other work and "trained" 100 times faster: no figure may show that.
+    dirty = (frame["variant"] == "undercomplete") & (frame["threads"] == 2) & (frame["backend"] == "torch")
+    clean_mean = frame.loc[(frame["variant"] == "undercomplete") & (frame["threads"] == 2), "speed.train_ips"].mean()
+    frame.loc[dirty, "speed.train_ips"] *= 100
+    frame["speed.contaminated"] = dirty.astype(float)
+    table = devices.device_table(frame)
+    assert f"{clean_mean:,.0f}" in table and f"{clean_mean * 100:,.0f}" not in table
+    winners = overview.variant_table(overview.measured_cells(frame))[0]
+    assert f"{clean_mean * 100:,.0f}" not in " ".join(winners["train (img/s)"])
+    artifacts = {int(cell): {"latency_b1_s": np.full(5, 1e-3)} for cell in frame["cell"]}
+    assert set(latency_cells(frame, artifacts)["cell"]) == set(frame.loc[~dirty, "cell"])
+
+
+def test_a_device_group_takes_the_colour_of_its_worst_cell() -> None:
+    from aebench.report.devices import group_status
+
+    errors = pd.Series(["", "", "", "boom"])
+    assert group_status(pd.Series(["skipped", "skipped", "skipped", "failed"]), errors) == (
+        "3 skipped, 1 failed", "failed")
+    assert group_status(pd.Series(["skipped", "skipped", "skipped", "ok"]), errors)[1] == "skipped"
+    assert group_status(pd.Series(["ok", "ok"]), errors[:2]) == ("ok", "ok")
+    assert group_status(pd.Series(["failed"]), pd.Series(["boom"])) == ("failed: boom", "failed")
+
+
+def test_the_overview_ranks_latency_lowest_first_and_accuracy_only_at_one_noise_level() -> None:
+    from aebench.report import overview
+
+    def row(variant: str, noise: float, gain: float, p99: float, accuracy: float) -> dict[str, object]:
+        return {"variant": variant, "noise": noise, "threads": 1, "device": "cpu", "quality.gain_db": gain,
+                "speed.latency_b1_p99_ms": p99, "quality.acc_denoised": accuracy}
+
+    same_noise = pd.DataFrame([row("conv", 0.5, 5.0, 2.0, 0.90), row("dense", 0.5, 4.0, 0.5, 0.95)])
+    table, winners = overview.variant_table(same_noise)
+    assert winners["batch-1 p99 (ms)"] == "dense" and winners["accuracy on denoised"] == "dense"
+    assert winners["best PSNR gain (dB)"] == "conv"
+    # dense's best gain came at noise 0.1, where accuracy is easy: its accuracy is not comparable with conv's.
+    mixed = pd.DataFrame([row("conv", 0.5, 5.0, 2.0, 0.90), row("dense", 0.1, 6.0, 0.5, 0.99)])
+    assert "accuracy on denoised" not in overview.variant_table(mixed)[1]
+
+
 def test_results_table_survives_missing_columns() -> None:
     frame = pd.DataFrame([{"cell": 0, "variant": "conv", "noise": 0.1, "device": "gpu", "threads": None,
                            "backend": "jax", "precision": "float32", "seed": 0, "status": "ok"}])

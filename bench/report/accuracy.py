@@ -9,7 +9,7 @@ from markupsafe import Markup
 
 from aebench import plots
 from aebench.aggregate import aggregate_over_seeds
-from aebench.metrics import NEAR_ZERO
+from aebench.metrics import MIN_ACCURACY_DROP, NEAR_ZERO
 from aebench.report.page import Run, render
 from aebench.report.quality import UNBOUNDED_PSNR_DB, noise_axis_label
 from aebench.report.table import (
@@ -145,7 +145,7 @@ def section(run: Run) -> Markup:
         return render("sections/accuracy.html", ok=False)
     classified = numeric(ok, "quality.acc_denoised").notna().any() or numeric(ok, "quality.probe_acc").notna().any()
     return render(
-        "sections/accuracy.html", ok=True,
+        "sections/accuracy.html", ok=True, min_drop_points=f"{MIN_ACCURACY_DROP * 100:g}",
         accuracy_table=accuracy_table(frame) if classified else None,
         classifier_accuracy=_classifier_accuracy(ok) if classified else "",
         ci_note=CI_NOTE if several_seeds(frame) else "",

@@ -14,8 +14,8 @@ from aebench.report.page import Run, render
 from aebench.report.table import (
     Column,
     first_seen,
+    measured_cells,
     numeric,
-    ok_cells,
     ordered,
     strings,
     styled_table,
@@ -36,14 +36,20 @@ TRAIN = DEVICE_COLUMNS[0]
 VERSUS_FIRST = "train vs first row"
 
 
-def _group_status(statuses: pd.Series, errors: pd.Series) -> str:
-    """'ok' when every cell of the group ran, the reason when none did, else the counts."""
+# A group's colour is that of its worst cell: one failure in a group of ok cells must not show green.
+WORST_FIRST = ("failed", "timeout", "skipped", "ok")
+
+
+def group_status(statuses: pd.Series, errors: pd.Series) -> tuple[str, str]:
+    """The status text of a group of cells ('ok' when every cell ran, the reason when none did, else the counts) and
+    the status that colours it: its worst cell's."""
     counts = statuses.value_counts()
+    worst = next(status for status in (*WORST_FIRST, *counts.index) if status in counts.index)
     if list(counts.index) == ["ok"]:
-        return "ok"
+        return "ok", worst
     if len(counts) == 1:
-        return f"{counts.index[0]}: {first_seen(errors)[0]}"
-    return ", ".join(f"{count} {status}" for status, count in counts.items())
+        return f"{counts.index[0]}: {first_seen(errors)[0]}", worst
+    return ", ".join(f"{count} {status}" for status, count in counts.items()), worst
 
 
 def device_table(frame: pd.DataFrame) -> Markup:
@@ -51,13 +57,14 @@ def device_table(frame: pd.DataFrame) -> Markup:
     frame = ordered(frame).reset_index(drop=True)
     keys = pd.Series(list(zip(*(strings(frame, c).astype(str) for c in DEVICE_KEY))), index=frame.index)
     rows = []
+    worst: dict[int, str] = {}  # row -> the status that colours it
     for key in first_seen(keys):
         group = frame[keys == key]
-        ok = ok_cells(group)
+        ok = measured_cells(group)
         row: dict[str, Any] = dict(zip(DEVICE_KEY, key))
         # an accelerator cell is not pinned to CPU threads
         row["threads"] = float(row["threads"]) if row["threads"] else None
-        row["status"] = _group_status(group["status"], strings(group, "error"))
+        row["status"], worst[len(rows)] = group_status(group["status"], strings(group, "error"))
         row["ran on"] = ", ".join(first_seen(text(v) for v in strings(ok, "info.backend_device") if v)) or None
         for column in DEVICE_COLUMNS:
             row[column.heading] = numeric(ok, column.metric).mean() if not ok.empty else np.nan
@@ -70,7 +77,7 @@ def device_table(frame: pd.DataFrame) -> Markup:
     formats: dict[str, Formatter] = {column.heading: column.format for column in DEVICE_COLUMNS}
     formats.update({"threads": integer, VERSUS_FIRST: times})
     classes = pd.DataFrame("", index=display.index, columns=display.columns)
-    classes["status"] = ["status-" + str(status).split(":")[0].split()[-1] for status in display["status"]]
+    classes["status"] = [f"status-{worst[row]}" for row in range(len(display))]
     return styled_table(display, formats, "devices", classes, css_class="data failures")
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from aebench import plots
+from aebench.load import CONTAMINATED
 from aebench.metrics import Formatter
 from aebench.report.page import Run, render
 from aebench.scenarios import Latency
@@ -42,6 +43,7 @@ PREDICT_COLUMN = Column("speed.predict_b1_p50_ms", "predict() p50", aside="frame
 def latency_cells(frame: pd.DataFrame, artifacts: Mapping[int, Mapping[str, np.ndarray]]) -> pd.DataFrame:
     """The ok cells with raw latency samples: all of them if few, else the conv variant's (or the first variant's)."""
     ok = ordered(ok_cells(frame))
+    ok = ok[~flags(ok, CONTAMINATED)]  # samples taken beside other work say nothing about the model
     if ok.empty:
         return ok
     have = ok[[int(cell) in artifacts and SAMPLES in artifacts[int(cell)] for cell in ok["cell"]]]
@@ -72,7 +74,8 @@ def section(run: Run) -> Markup:
     unstable = flags(cells, PERCENTILE_COLUMNS[0].unstable).to_numpy()
     labels = [label + (f" {UNSTABLE_MARK}" if flag else "") for label, flag in zip(labels, unstable)]
     samples = [run.artifacts[int(cell)][SAMPLES] for cell in cells["cell"]]
-    figure = plots.latency_cdf_figure(list(zip(labels, samples)))
+    stored = [numeric(cells, column.metric).to_numpy() for column in (PERCENTILE_COLUMNS[0], PERCENTILE_COLUMNS[2])]
+    figure = plots.latency_cdf_figure(list(zip(labels, samples, *stored)))
     display = pd.DataFrame({"cell": labels})
     formats: dict[str, Formatter] = {}
     for column in PERCENTILE_COLUMNS:
@@ -83,4 +86,5 @@ def section(run: Run) -> Markup:
     formats[PREDICT_COLUMN.heading] = PREDICT_COLUMN.format
     return render("sections/latency.html", figure=Markup(plots.img_tag(figure, "batch-1 latency CDF")),
                   shown=_selection_text(cells, ok_cells(run.frame)), unstable_legend=UNSTABLE_LEGEND,
+                  contaminated=int(flags(ok_cells(run.frame), CONTAMINATED).sum()),
                   table=styled_table(display, formats, "latency"))

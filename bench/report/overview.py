@@ -19,9 +19,8 @@ from aebench.load import CONTAMINATED
 from aebench.metrics import REGISTRY
 from aebench.report.page import Run, render
 from aebench.results import STATUSES
-from aebench.report.table import (NA, first_seen, flags, numeric, ok_cells, ordered, series_labels, styled_table,
+from aebench.report.table import (NA, first_seen, flags, measured_cells, numeric, ordered, series_labels, styled_table,
                                   threads_text)
-from aebench.store import without_contaminated_speed
 from aebench.timetoquality import to_target_text
 
 WINNER = "★"
@@ -61,6 +60,7 @@ def variant_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     with contaminated speed figures already blanked (``store.without_contaminated_speed``)."""
     rows: list[dict[str, str]] = []
     winners_by: dict[str, list[tuple[str, float]]] = {}
+    accuracy_noise: set[float] = set()  # the noise levels the accuracies were taken at
     for variant in first_seen(ok["variant"]):
         mine = ok[ok["variant"] == variant]
         row: dict[str, str] = {"variant": str(variant)}
@@ -73,6 +73,7 @@ def variant_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
             row["accuracy on denoised"] = NA if pd.isna(accuracy) else REGISTRY.format("quality.acc_denoised", accuracy)
             if not pd.isna(accuracy):
                 winners_by.setdefault("accuracy on denoised", []).append((variant, float(accuracy)))
+                accuracy_noise.add(float(best["noise"]))
             row["time to target (s)"] = to_target_text("speed.time_to_target_s", best.get("speed.time_to_target_s"),
                                                        best.get("quality.target_reached"), NA)
         for metric in SPEED_COLUMNS:
@@ -87,6 +88,8 @@ def variant_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
                                                                                             else -1)))
         rows.append(row)
     table = pd.DataFrame(rows).fillna(NA)
+    if len(accuracy_noise) > 1:  # accuracies at different noise levels: no variant wins by them
+        winners_by.pop("accuracy on denoised", None)
     winners = {heading: max(entries, key=lambda entry: entry[1])[0] for heading, entries in winners_by.items()}
     for heading, variant in winners.items():
         table.loc[table["variant"] == str(variant), heading] += f" {WINNER}"
@@ -104,7 +107,7 @@ def pareto_panels(ok: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 def section(run: Run) -> Markup:
     frame = run.frame
-    ok = without_contaminated_speed(ordered(ok_cells(frame)))  # no contaminated speed figure ranks or plots
+    ok = ordered(measured_cells(frame))
     counts = cell_counts(frame) if not frame.empty else {}
     table, winners = variant_table(ok) if not ok.empty else (pd.DataFrame(), {})
     panels = pareto_panels(ok) if not ok.empty else []

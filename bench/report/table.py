@@ -97,6 +97,14 @@ def ok_cells(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["status"] == "ok"]
 
 
+def measured_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """The ok cells with the speed figures of contaminated ones blanked: what a figure, a mean or a ranking may use.
+    Only the results table shows a contaminated figure, with its mark."""
+    from aebench.store import without_contaminated_speed
+
+    return without_contaminated_speed(ok_cells(frame))
+
+
 def ordered(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("cell", kind="stable") if "cell" in frame.columns else frame
 

@@ -15,8 +15,8 @@ from aebench.report.table import (
     first_seen,
     flags,
     marked,
+    measured_cells,
     numeric,
-    ok_cells,
     pivot,
     series_labels,
     strings,
@@ -50,7 +50,7 @@ def _speedup_table(table: pd.DataFrame, unstable: pd.Series, index: int) -> Mark
 
 
 def section(run: Run) -> Markup:
-    ok = ok_cells(run.frame)
+    ok = measured_cells(run.frame)
     if ok.empty:
         return render("sections/throughput.html", figure=None, reason="No ok cells: nothing to plot.")
     measured = numeric(ok, "threads").notna() & numeric(ok, TRAIN.metric).notna()
