@@ -843,16 +843,15 @@ class HostExecutor:
 
     def run(self, side: Side, matrix: Matrix, cell: Cell, cpus: Sequence[int] | None = None,
             trains: bool = True) -> CellResult:
-        from aebench.runner import run_one, weights_file
+        from aebench.runner import host_for, run_one, weights_file
 
         hosts = self._hosts.setdefault(side.label, {})
         self._runs += 1
         scratch = self._scratch / f"{self._runs:05d}-{side.slug}"
         scratch.mkdir(parents=True)
         if cpus is not None:
-            host = hosts.get(cell.backend) or hosts.setdefault(
-                cell.backend, self._factory(side)(cell.backend, self._scratch / f"host-{side.slug}.log"))
-            host.set_affinity(cpus)
+            log = self._scratch / f"host-{side.slug}.log"
+            host_for(hosts, cell.backend, self._factory(side), log).set_affinity(cpus)
         # The revision's own worker may write metrics this aebench does not know: keep them (only gated ones are read).
         # One revision's weights of a model serve every side of that revision: the same code and seed train the same.
         weights = weights_file(self._scratch / "weights" / side.revision.commit, cell) if side.shares_weights else None

@@ -31,17 +31,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from aebench import machine, machinelock
+from aebench import atomic, machine, machinelock
 from aebench.config import Cell, Matrix
+from aebench.devices import ACCELERATORS  # a cell on one needs a worker advertising its name, upper case
 from aebench.errors import UserError
 from aebench.results import CellResult
-from aebench.runner import Progress, SharedTraining, WorkerHost, prepare_classifiers, run_one, weights_file
+from aebench.runner import (Progress, SharedTraining, WorkerHost, precision_problem, prepare_classifiers, run_one,
+                            weights_file)
 
 LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT_S = 30.0
 WORKERS_TIMEOUT_S = 120.0  # a cluster started by hand may have no worker yet: wait this long for the first
-ACCELERATORS = ("gpu", "tpu")  # a cell on one of these needs a worker advertising the resource of that name, upper case
 LOST_WORKER_RETRIES = 1
+# How often the driver, waiting, checks that each queued cell still has a worker it may run on: Dask keeps a task
+# whose allowed workers have all left waiting forever.
+STRANDED_CHECK_S = 30.0
 
 
 def parse_address(text: str) -> tuple[str, int | None]:
@@ -114,9 +118,10 @@ def node_facts() -> dict[str, Any]:
 def survey(client: Any) -> tuple[Node, ...]:
     """Every worker of the cluster with its resources and machine."""
     workers = client.scheduler_info(n_workers=-1)["workers"]
-    facts = client.run(node_facts)
+    facts = client.run(node_facts, on_error="return")  # a worker dying meanwhile is one fewer, not an error
     return tuple(Node(address, dict(workers[address].get("resources") or {}), found["host"], found["usable_cpus"],
-                      found["machine_id"]) for address, found in sorted(facts.items()) if address in workers)
+                      found["machine_id"]) for address, found in sorted(facts.items())
+                 if address in workers and isinstance(found, dict))
 
 
 @dataclass(frozen=True)
@@ -135,8 +140,8 @@ class Placement:
         return {cell.device.upper(): 1} if cell.device in ACCELERATORS else None
 
     def reason(self, cell: Cell) -> str | None:
-        if cell.device == "cpu" and cell.precision == "mixed_float16":
-            return "mixed_float16 runs on GPUs only (CPUs have no fast float16 path)"
+        if (problem := precision_problem(cell)) is not None:
+            return problem
         if self.workers(cell):
             return None
         if not self.nodes:
@@ -164,6 +169,7 @@ class NodeTask:
     weights: bytes | None = None
     pack: bool = False
     host_command: tuple[str, ...] | None = None  # tests: a stand-in worker host
+    sweep: str = ""  # the driver's sweep: what stop_sweep names to kill its cells
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,34 @@ class NodeReply:
 
 _HOSTS: dict[tuple[Any, ...], dict[str, WorkerHost]] = {}  # this worker process's hosts, per task thread
 _HOSTS_LOCK = threading.Lock()
+_RUNNING: dict[str, set[int]] = {}  # sweep -> the task threads running one of its cells on this worker
+
+
+@contextmanager
+def _running(sweep: str) -> Iterator[None]:
+    thread = threading.get_ident()
+    with _HOSTS_LOCK:
+        _RUNNING.setdefault(sweep, set()).add(thread)
+    try:
+        yield
+    finally:
+        with _HOSTS_LOCK:
+            _RUNNING[sweep].discard(thread)
+            if not _RUNNING[sweep]:
+                del _RUNNING[sweep]
+
+
+def stop_sweep(sweep: str) -> int:
+    """Run on every worker when a driver stops (Ctrl-C, SIGTERM, an error): kill the cells of its sweep still
+    running there, and their hosts. Dask cannot cancel a task that has started; without this the cell would go on
+    timing, unsupervised, on its node and hold the node's machine lock. The task then ends as a failed cell that
+    nobody collects. Returns how many hosts it killed."""
+    with _HOSTS_LOCK:
+        threads = _RUNNING.get(sweep, set())
+        doomed = [host for (thread, _), hosts in _HOSTS.items() if thread in threads for host in hosts.values()]
+    for host in doomed:
+        host.kill()
+    return len(doomed)
 
 
 def _hosts_of_this_thread(command: tuple[str, ...] | None) -> dict[str, WorkerHost]:
@@ -190,18 +224,23 @@ def run_on_node(task: NodeTask) -> NodeReply:
     """The Dask task of one cell, on the worker node."""
     from aebench import data
 
-    matrix, cell = task.matrix, task.cell
-    notes: list[str] = []
-    prepared: list[Mapping[str, Any]] = []
     data_path = task.data_path
     if not data_path.is_file():  # another machine: its own AEBENCH_DATA or Keras cache
-        data_path = data.find_dataset(matrix.dataset, download=None)
+        data_path = data.find_dataset(task.matrix.dataset, download=None)
     cache_dir = task.cache_dir
     if not cache_dir.parent.is_dir():
         from aebench.revisions import user_cache_dir
 
         cache_dir = user_cache_dir() / "classifiers"
     hosts = _hosts_of_this_thread(task.host_command)
+    with _running(task.sweep):
+        return _run_cell_on_node(task, data_path, cache_dir, hosts)
+
+
+def _run_cell_on_node(task: NodeTask, data_path: Path, cache_dir: Path, hosts: dict[str, WorkerHost]) -> NodeReply:
+    matrix, cell = task.matrix, task.cell
+    notes: list[str] = []
+    prepared: list[Mapping[str, Any]] = []
 
     def host_factory(backend: str, log: Path) -> WorkerHost:
         return WorkerHost(backend, log, command=list(task.host_command) if task.host_command else None)
@@ -260,6 +299,7 @@ class _Attempt:
     trains: bool
     number: int
     earlier: str | None = None  # why the try before this one failed
+    workers: tuple[str, ...] = ()  # the workers it may run on
 
 
 @dataclass
@@ -280,12 +320,32 @@ class ClusterSweep:
 
     def submit(self, cell: Cell, trains: bool, number: int = 1, earlier: str | None = None) -> Any:
         weights = None if trains else weights_file(self.weights_root, cell).read_bytes()
-        task = NodeTask(self.matrix, cell, self.data_path, self.cache_dir, trains, weights, self.pack, self.host_command)
+        task = NodeTask(self.matrix, cell, self.data_path, self.cache_dir, trains, weights, self.pack, self.host_command,
+                        self._token)
+        workers = self.placement.workers(cell)
         future = self.client.submit(run_on_node, task, key=f"aebench-cell{cell.index:04d}-{self._token}-try{number}",
-                                    pure=False, workers=self.placement.workers(cell), allow_other_workers=False,
+                                    pure=False, workers=workers, allow_other_workers=False,
                                     resources=self.placement.resources(cell))
-        self._attempts[future] = _Attempt(cell, trains, number, earlier)
+        self._attempts[future] = _Attempt(cell, trains, number, earlier, tuple(workers))
         return future
+
+    def stranded(self, pending: Iterable[Any]) -> list[tuple[Any, CellResult | None, Any | None]]:
+        """The pending cells whose workers have all left the cluster, each placed again on the workers there are now
+        (a new future) or, with none left that may run it, failed with the reason: (old future, result, new future).
+        A cell placed again keeps its try number: it never started."""
+        self.placement = Placement(survey(self.client))
+        alive = {node.address for node in self.placement.nodes}
+        moved = []
+        for future in [f for f in pending if not set(self._attempts[f].workers) & alive]:
+            attempt = self._attempts.pop(future)
+            self.client.cancel([future])
+            why = f"its workers ({', '.join(attempt.workers)}) left the cluster before it ran"
+            if (nowhere := self.placement.reason(attempt.cell)) is not None:
+                result = CellResult(cell=attempt.cell, status="failed", duration_s=0.0, error=f"{why}, and {nowhere}")
+                moved.append((future, self._with_earlier(result, attempt), None))
+            else:
+                moved.append((future, None, self.submit(attempt.cell, attempt.trains, attempt.number, attempt.earlier)))
+        return moved
 
     def collect(self, future: Any) -> tuple[CellResult | None, bytes | None, tuple[str, ...], Any | None]:
         """A finished future's result, the weights it trained and its notes; or, when its worker was lost and it may
@@ -317,6 +377,9 @@ class ClusterSweep:
             self.on_prepared(info)
         return self._with_earlier(reply.result, attempt), reply.weights, reply.notes, None
 
+    def cell_of(self, future: Any) -> Cell:
+        return self._attempts[future].cell
+
     @staticmethod
     def _with_earlier(result: CellResult, attempt: _Attempt) -> CellResult:
         if attempt.earlier is None:
@@ -324,9 +387,14 @@ class ClusterSweep:
         return replace(result, info={**result.info, "earlier_attempt": f"try {attempt.number - 1}: {attempt.earlier}"})
 
     def cancel(self) -> None:
+        """Stop every cell not collected: queued ones are cancelled, running ones killed on their nodes."""
         if self._attempts:
             self.client.cancel(list(self._attempts))
             self._attempts.clear()
+            try:
+                self.client.run(stop_sweep, self._token, on_error="ignore")
+            except Exception as error:  # the scheduler gone too: nothing left to reach
+                logging.getLogger(__name__).warning("could not stop the cells left on the cluster: %s", error)
 
 
 def run_cells(matrix: Matrix, cells: Iterable[Cell], *, client: Any, data_path: Path,
@@ -338,7 +406,7 @@ def run_cells(matrix: Matrix, cells: Iterable[Cell], *, client: Any, data_path: 
 
     A training cell's node trains or loads the reference classifier first, outside the cell's time, as the local
     runner does before the sweep; ``on_prepared`` hears how long that took."""
-    from distributed import as_completed
+    from distributed import wait
 
     cells = list(cells)
     progress = progress or Progress(len(cells))
@@ -352,7 +420,7 @@ def run_cells(matrix: Matrix, cells: Iterable[Cell], *, client: Any, data_path: 
     plan = shared.plan
     waiting: dict[str, list[Cell]] = {}  # quality key -> its timing cells, until its training cell has finished
     results: list[CellResult] = []
-    running = as_completed()
+    running: set[Any] = set()
     machines = sorted({node.machine_id for node in placement.nodes})
     progress.note(f"cluster: {len(placement.nodes)} workers on {len(machines)} machines "
                   f"({', '.join(node.address for node in placement.nodes)}); "
@@ -380,16 +448,31 @@ def run_cells(matrix: Matrix, cells: Iterable[Cell], *, client: Any, data_path: 
                     running.add(sweep.submit(cell, trains=plan.trains(cell)))
                 else:
                     waiting.setdefault(cell.quality_key, []).append(cell)
-            for future in running:
-                result, weights, notes, retry = sweep.collect(future)
-                for note in notes:
-                    progress.note(note)
-                if result is None:
-                    running.add(retry)
+            while running:
+                try:
+                    done = wait(running, timeout=STRANDED_CHECK_S, return_when="FIRST_COMPLETED").done
+                except TimeoutError:
+                    for old, result, new in sweep.stranded(running):
+                        running.discard(old)
+                        if new is not None:
+                            progress.note(f"{sweep.cell_of(new).label}: the workers it was sent to left the cluster "
+                                          "before it ran; sent to those there are now")
+                            running.add(new)
+                        else:
+                            settle(result)
                     continue
-                if weights is not None:
-                    weights_file(weights_root, result.cell).write_bytes(weights)
-                settle(result)
+                for future in done:
+                    running.discard(future)
+                    result, weights, notes, retry = sweep.collect(future)
+                    for note in notes:
+                        progress.note(note)
+                    if result is None:
+                        running.add(retry)
+                        continue
+                    if weights is not None:  # whole or absent: a resume trusts any weights file it finds
+                        with atomic.replacing(weights_file(weights_root, result.cell)) as partial:
+                            partial.write_bytes(weights)
+                    settle(result)
         finally:
             sweep.cancel()
     return results

@@ -78,6 +78,7 @@ class WorkerHost:
     def __init__(self, backend: str, log_path: Path, command: list[str] | None = None,
                  env: Mapping[str, str] | None = None, start_timeout_s: float = 300.0) -> None:
         self.backend = backend
+        self.log_path = log_path  # its stderr: the tail a failed cell reports when the host dies under it
         self._command = command or [sys.executable, "-m", "aebench.worker", "serve"]
         self._log = open(log_path, "ab")
         # A process group of its own, which the cells it forks join: close() kills the group, so no cell of any
@@ -90,13 +91,18 @@ class WorkerHost:
         self.running_cell_pid: int | None = None  # the forked cell while one runs: killed if the runner stops
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._process.stdout, selectors.EVENT_READ)
-        event = self._next_event(time.monotonic() + start_timeout_s)
+        try:
+            event = self._next_event(time.monotonic() + start_timeout_s)
+        except BaseException:  # it died, or Ctrl-C: nothing of it may outlive this call
+            self.close()
+            raise
         if event is None or event.get("event") != "ready":
             self.close()
             raise HostDied(f"the {backend} worker host did not start (see {log_path})")
 
     def _next_event(self, deadline: float) -> dict[str, Any] | None:
-        """The next JSON line from the host, or None at the deadline. Raises HostDied if the host exits."""
+        """The next JSON line from the host, or None at the deadline. Raises HostDied if the host exits or says
+        something that is not the protocol (a line a plugin printed to stdout, say)."""
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -108,7 +114,13 @@ class WorkerHost:
                 raise HostDied(f"the {self.backend} worker host exited with status {self._process.wait()}")
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            raise HostDied(f"the {self.backend} worker host broke the protocol with {line[:200]!r}")
+        return event
 
     def run(self, task: Mapping[str, Any], timeout_s: float) -> tuple[int | None, bool]:
         """Run one task; returns (exit code, timed out). A child past its timeout is killed (SIGKILL)."""
@@ -132,6 +144,16 @@ class WorkerHost:
         self.running_cell_pid = None
         return (exited["exit_code"] if exited else None), timed_out
 
+    def kill(self) -> None:
+        """Kill the running cell and the host, from any thread: the thread waiting on the host sees it exit
+        (HostDied) and closes it. What a stopped driver does to the cells it left on a cluster's nodes."""
+        if self.running_cell_pid is not None:
+            _kill(self.running_cell_pid)
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
     def set_affinity(self, cpus: Iterable[int]) -> None:
         """Move the host to these CPUs; every cell it forks from now on inherits them (aebench ab's duet mode)."""
         os.sched_setaffinity(self._process.pid, set(cpus))
@@ -154,6 +176,7 @@ class WorkerHost:
         except (ProcessLookupError, PermissionError):
             pass
         self._selector.close()
+        self._process.stdout.close()
         self._log.close()
 
 
@@ -336,6 +359,15 @@ class SharedTraining:
         return share_training(result, self._trained[key]) if result.status == "ok" else result
 
 
+def precision_problem(cell: Cell) -> str | None:
+    """Why the cell's device cannot run its precision, wherever it runs (here or on a cluster's node)."""
+    if cell.precision == "mixed_float16" and cell.device == "cpu":
+        return "mixed_float16 runs on GPUs only (CPUs have no fast float16 path)"
+    if cell.precision == "mixed_float16" and cell.device == "tpu":
+        return "mixed_float16 is not supported on TPUs (use mixed_bfloat16)"
+    return None
+
+
 @dataclass(frozen=True)
 class SkipCheck:
     """Decides, before any process starts, whether a cell can run here; returns the reason if not."""
@@ -352,15 +384,11 @@ class SkipCheck:
         if cell.device == "cpu":
             if cell.threads is not None and cell.threads > self.usable_cpus:
                 return f"threads={cell.threads} needs {cell.threads} CPUs; this machine lets aebench use {self.usable_cpus}"
-            if cell.precision == "mixed_float16":
-                return "mixed_float16 runs on GPUs only (CPUs have no fast float16 path)"
-            return None
+            return precision_problem(cell)
         if self.accelerators.get((cell.backend, cell.device), 0) == 0:
             why = self.accelerator_reasons.get((cell.backend, cell.device))
             return f"no {cell.device.upper()} visible to {cell.backend} on this machine" + (f": {why}" if why else "")
-        if cell.device == "tpu" and cell.precision == "mixed_float16":
-            return "mixed_float16 is not supported on TPUs (use mixed_bfloat16)"
-        return None
+        return precision_problem(cell)
 
 
 def run_cells(
@@ -450,6 +478,26 @@ def _wait_for_idle(cell: Cell, timeout_s: float, progress: Progress) -> dict[str
     return load.wait_for_idle(machine.cell_cpus(cell.threads), timeout_s, progress.note)
 
 
+def host_for(hosts: dict[str, WorkerHost], backend: str, host_factory: Callable[[str, Path], WorkerHost],
+             log_path: Path) -> WorkerHost:
+    """The backend's running host, or a new one logging to ``log_path``."""
+    host = hosts.get(backend)
+    if host is None:
+        host = hosts[backend] = host_factory(backend, log_path)
+    return host
+
+
+def drop_host(hosts: dict[str, WorkerHost], backend: str) -> str:
+    """Stop the backend's host after it died or stopped answering, so the next task starts a new one, and return
+    the tail of its log. One that stopped answering may still fork the task: it and its child go, not run beside the
+    next."""
+    dead = hosts.pop(backend, None)
+    if dead is None:
+        return ""
+    dead.close()
+    return tail(dead.log_path)
+
+
 def prepare_classifiers(matrix: Matrix, cells: list[Cell], data_path: Path, scratch: Path, hosts: dict[str, WorkerHost],
                         host_factory: Callable[[str, Path], WorkerHost], cache_dir: Path, note: Callable[[str], None],
                         on_prepared: Callable[[dict[str, Any]], None]) -> None:
@@ -461,10 +509,10 @@ def prepare_classifiers(matrix: Matrix, cells: list[Cell], data_path: Path, scra
                 "cache_dir": str(cache_dir), "result_path": str(scratch / f"classifier-{seed}.json"),
                 "log_path": str(scratch / f"classifier-{seed}.log")}
         try:
-            host = hosts.get(backend) or hosts.setdefault(backend, host_factory(backend, scratch / f"host-{backend}.log"))
+            host = host_for(hosts, backend, host_factory, scratch / f"host-{backend}.log")
             exit_code, timed_out = host.run(task, matrix.timeout_s)
         except HostDied as error:
-            hosts.pop(backend, None)
+            drop_host(hosts, backend)
             note(f"reference classifier (seed {seed}) not prepared: {error}")
             continue
         result_path = Path(task["result_path"])
@@ -505,16 +553,12 @@ def run_one(matrix: Matrix, cell: Cell, data_path: Path, scratch: Path, hosts: d
         "weights_path": str(weights_path) if weights_path else None,
     }
     started = clock()
+    log_path = scratch / f"host-{cell.backend}.log"  # where a host started for this cell logs
     try:
-        host = hosts.get(cell.backend)
-        if host is None:
-            host = hosts[cell.backend] = host_factory(cell.backend, scratch / f"host-{cell.backend}.log")
-        exit_code, timed_out = host.run(task, matrix.timeout_s)
+        exit_code, timed_out = host_for(hosts, cell.backend, host_factory, log_path).run(task, matrix.timeout_s)
     except HostDied as error:
-        dead = hosts.pop(cell.backend, None)  # the next cell of this backend starts a new host
-        if dead is not None:
-            dead.close()  # one that stopped answering may still fork the cell: it and its cell go, not run beside
-        log_tail = tail(scratch / f"host-{cell.backend}.log")
+        # The tail of the log of the host that died: it may have been started for an earlier cell, elsewhere.
+        log_tail = drop_host(hosts, cell.backend) or tail(log_path)
         return CellResult(cell=cell, status="failed", duration_s=clock() - started, error=str(error), stderr_tail=log_tail)
     duration = clock() - started
     stderr_tail = tail(Path(task["log_path"]))
@@ -528,20 +572,22 @@ def run_one(matrix: Matrix, cell: Cell, data_path: Path, scratch: Path, hosts: d
             why = f"killed by signal {-exit_code}: {why}"
         return CellResult(cell=cell, status="failed", duration_s=duration, exit_code=exit_code,
                           error=why, stderr_tail=stderr_tail)
-    payload = json.loads(result_path.read_text(encoding="utf-8"))
     try:
+        payload = json.loads(result_path.read_text(encoding="utf-8"))
         if check_metrics:
             REGISTRY.check_known(payload["metrics"])
-    except ValueError as error:
-        # An undocumented column is a defect of the worker: fail the cell visibly and let the sweep go on.
-        return CellResult(cell=cell, status="failed", duration_s=duration, exit_code=exit_code, error=str(error),
+        artifacts: dict[str, np.ndarray] = {}
+        if Path(task["artifacts_path"]).exists():
+            with np.load(task["artifacts_path"], allow_pickle=False) as archive:
+                artifacts = {name: archive[name] for name in archive.files}
+        return CellResult(cell=cell, status="ok", duration_s=duration, metrics=payload["metrics"],
+                          info=payload["info"], exit_code=0, stderr_tail=stderr_tail, artifacts=artifacts)
+    except (KeyError, TypeError, ValueError) as error:
+        # An undocumented column or a malformed result (an older or newer revision's worker, under aebench ab) is a
+        # defect of the worker: fail the cell visibly and let the sweep go on.
+        why = str(error) if isinstance(error, ValueError) else f"unusable result: {type(error).__name__}: {error}"
+        return CellResult(cell=cell, status="failed", duration_s=duration, exit_code=exit_code, error=why,
                           stderr_tail=stderr_tail)
-    artifacts: dict[str, np.ndarray] = {}
-    if Path(task["artifacts_path"]).exists():
-        with np.load(task["artifacts_path"], allow_pickle=False) as archive:
-            artifacts = {name: archive[name] for name in archive.files}
-    return CellResult(cell=cell, status="ok", duration_s=duration, metrics=payload["metrics"], info=payload["info"],
-                      exit_code=0, stderr_tail=stderr_tail, artifacts=artifacts)
 
 
 def probe_backends(backends: Iterable[str], scratch: Path,

@@ -1,7 +1,8 @@
 """A stand-in worker host speaking aebench.worker's protocol, for runner tests without any ML framework.
 
 argv[1] is a comma-separated behaviour per cell index: ok, slow (ok after 4 s: time to kill its worker), unknown (an
-ok exit whose metrics include two the registry lacks), crash, hang, segv. An ok cell that trains (the task's "trains") reports a quality figure and writes the
+ok exit whose metrics include two the registry lacks), malformed (an ok exit whose result has no metrics), chatter
+(the host prints a line that is not the protocol, as a plugin printing to stdout would, then dies), crash, hang, segv. An ok cell that trains (the task's "trains") reports a quality figure and writes the
 weights file; one that only times reports its speed alone, as aebench.worker does.
 """
 
@@ -16,6 +17,10 @@ print(json.dumps({"event": "ready", "pid": os.getpid()}), flush=True)
 for line in sys.stdin:
     task = json.loads(line)
     index = task["cell"]["index"]
+    if behaviours[index] == "chatter":
+        print("hello from a plugin", flush=True)
+        print("the host's own last words", file=sys.stderr, flush=True)
+        sys.exit(1)
     pid = os.fork()
     if pid == 0:
         log = os.open(task["log_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
@@ -41,6 +46,10 @@ for line in sys.stdin:
                     info["weights_seen"] = handle.read()  # what the training cell left for this one to time
             with open(task["result_path"], "w") as handle:
                 json.dump({"metrics": metrics, "info": info}, handle)
+            os._exit(0)
+        if behaviour == "malformed":
+            with open(task["result_path"], "w") as handle:
+                json.dump({"info": {}}, handle)
             os._exit(0)
         if behaviour == "crash":
             print("Traceback (most recent call last):\n  File x\nValueError: the model exploded", file=sys.stderr, flush=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 
 from aebench import cluster
@@ -117,6 +118,91 @@ def test_cells_go_only_where_their_resources_are_and_the_rest_are_skipped_with_t
     assert tpu.info["trained_by"] == tpu.cell.key
 
 
+class _QueueingCluster:
+    """A scheduler whose tasks wait: what a cell sees when the workers it may run on leave before it starts."""
+
+    def __init__(self, workers: list[str]) -> None:
+        self.workers = {address: {"resources": {}} for address in workers}
+        self.submitted: list[dict] = []
+        self.cancelled: list[object] = []
+
+    def submit(self, *args: object, **options: object) -> object:
+        self.submitted.append(options)
+        return object()
+
+    def cancel(self, futures: list) -> None:
+        self.cancelled += futures
+
+    def scheduler_info(self, n_workers: int) -> dict:
+        return {"workers": self.workers}
+
+    def run(self, function: object, *args: object, **options: object) -> dict:
+        return {address: {"host": "h", "usable_cpus": 2, "machine_id": "m"} for address in self.workers}
+
+
+def test_a_queued_cell_whose_workers_all_left_is_sent_elsewhere_or_failed_not_left_waiting() -> None:
+    fake = _QueueingCluster(["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"])
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete"], accuracy=False))
+    (cell,) = matrix.cells()
+    sweep = cluster.ClusterSweep(fake, matrix, cluster.Placement(cluster.survey(fake)), Path("d"), Path("c"),
+                                 Path("w"))
+    queued = sweep.submit(cell, trains=True)
+    assert sweep.stranded([queued]) == []  # its workers are still there
+    fake.workers = {"tcp://127.0.0.1:3": {"resources": {}}}  # both left; a new one joined
+    ((old, result, moved),) = sweep.stranded([queued])
+    assert old is queued and result is None and fake.cancelled == [queued]
+    assert fake.submitted[-1]["workers"] == ["tcp://127.0.0.1:3"] and fake.submitted[-1]["key"].endswith("try1")
+    fake.workers = {}
+    ((old, result, moved),) = sweep.stranded([moved])
+    assert moved is None and result.status == "failed"
+    assert result.error == ("its workers (tcp://127.0.0.1:3) left the cluster before it ran, and the cluster has no "
+                            "worker left")
+
+
+def test_a_stopped_driver_kills_the_cells_its_sweep_left_running_on_a_node(tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete"], threads=[1], accuracy=False))
+    unread = tmp_path / "unread.npz"
+    unread.touch()
+    (cell,) = matrix.cells()
+    task = cluster.NodeTask(matrix, cell, unread, tmp_path / "cache", True, sweep="s1",
+                            host_command=(sys.executable, str(FAKE_HOST), "hang"))
+    replies: list[cluster.NodeReply] = []
+    node = threading.Thread(target=lambda: replies.append(cluster.run_on_node(task)))
+    node.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any(host.running_cell_pid for hosts in cluster._HOSTS.values() for host in hosts.values()):
+            assert time.monotonic() < deadline and node.is_alive()
+            time.sleep(0.05)
+        (cell_pid,) = [host.running_cell_pid for hosts in cluster._HOSTS.values() for host in hosts.values()
+                       if host.running_cell_pid]
+        assert cluster.stop_sweep("another sweep") == 0  # a sweep names only its own cells
+        assert cluster.stop_sweep("s1") == 1
+        node.join(timeout=30)
+        assert not node.is_alive()
+    finally:
+        if node.is_alive():  # the hanging cell was not stopped: stop it so that the test can fail, not hang
+            cluster.stop_sweep("s1")
+            node.join(timeout=30)
+    (reply,) = replies
+    assert reply.result.status == "failed" and "worker host exited" in reply.result.error
+    assert not psutil.pid_exists(cell_pid) or psutil.Process(cell_pid).status() == psutil.STATUS_ZOMBIE
+    assert cluster._RUNNING == {}
+
+
+def test_the_cluster_skips_what_a_local_run_skips_for_its_precision() -> None:
+    from aebench.runner import SkipCheck
+
+    node = cluster.Node("tcp://127.0.0.1:1", {"TPU": 1, "GPU": 1}, "h", 2, "m")
+    local = SkipCheck(usable_cpus=2, accelerators={("tensorflow", "gpu"): 1, ("tensorflow", "tpu"): 1},
+                      backend_problems={})
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete"], device=["cpu", "gpu", "tpu"], threads=[1],
+                                               precision=["float32", "mixed_float16"]))
+    reasons = {cell.label: cluster.Placement((node,)).reason(cell) for cell in matrix.cells()}
+    assert reasons == {cell.label: local.reason(cell) for cell in matrix.cells()}
+    assert sum(reason is not None for reason in reasons.values()) == 2  # mixed_float16 on the CPU and on the TPU
+
+
 def test_a_worker_killed_mid_cell_is_retried_once_on_the_other_worker(dask_cluster: DaskCluster, tmp_path: Path) -> None:
     from distributed import Client
 
@@ -162,7 +248,7 @@ def test_a_cell_whose_workers_are_all_lost_is_stored_as_failed_with_the_reason()
         def scheduler_info(self, n_workers: int) -> dict:
             return {"workers": self.workers}
 
-        def run(self, function: object) -> dict:
+        def run(self, function: object, *args: object, **options: object) -> dict:
             return {address: {"host": "h", "usable_cpus": 2, "machine_id": "m"} for address in self.workers}
 
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete"], accuracy=False))
@@ -290,18 +376,27 @@ def test_a_cluster_run_interrupted_after_its_training_cell_resumes_with_the_weig
     store = tmp_path / "s.sqlite"
     common = ["run", str(matrix), "--store", str(store), "--data-dir", str(tiny_dataset_dir), "--no-report",
               "--cluster", dask_cluster.address]
-    driver = subprocess.Popen([sys.executable, "-m", "aebench.cli", *common], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 180
-    stored = 0
-    while stored == 0:  # the training cell (2 threads) comes back first; its 1-thread cell is then sent out
-        assert time.monotonic() < deadline and driver.poll() is None
-        time.sleep(0.1)
-        if store.exists():
-            with open_store(store, create=False) as opened:
-                if not opened.runs_frame().empty:  # the file comes first, then the run's row
-                    stored = len(opened.results(opened.resolve_run(None), with_artifacts=False))
-    driver.send_signal(signal.SIGINT)
-    assert driver.wait(timeout=120) == 130, driver.stderr.read()
+    log = tmp_path / "driver.log"
+    with open(log, "w") as stderr:
+        driver = subprocess.Popen([sys.executable, "-m", "aebench.cli", *common], stderr=stderr)
+    try:
+        deadline = time.monotonic() + 180
+        stored = 0
+        while stored == 0:  # the training cell (2 threads) comes back first; its 1-thread cell is then sent out
+            assert time.monotonic() < deadline and driver.poll() is None, log.read_text()
+            time.sleep(0.1)
+            try:  # the file comes first, then its schema, then the run's row
+                with open_store(store, create=False) as opened:
+                    if not opened.runs_frame().empty:
+                        stored = len(opened.results(opened.resolve_run(None), with_artifacts=False))
+            except UserError:
+                continue
+        driver.send_signal(signal.SIGINT)
+        assert driver.wait(timeout=120) == 130, log.read_text()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
     with open_store(store, create=False) as opened:
         run_id = opened.resolve_run(None)
         assert opened.run_record(run_id)["status"] == "interrupted"

@@ -187,6 +187,36 @@ def test_a_dead_host_fails_the_cell_and_is_restarted(tmp_path: Path) -> None:
     assert "worker host" in results[0].error and len(starts) == 2
 
 
+def test_a_host_that_breaks_the_protocol_or_a_malformed_result_fails_the_cell_not_the_sweep(tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], noise=[0.0, 0.1, 0.2]))
+    logs: list[Path] = []
+
+    def factory(backend: str, log: Path) -> runner.WorkerHost:
+        logs.append(log)
+        return _fake_factory("chatter,malformed,ok")(backend, log)
+
+    results = runner.run_cells(matrix, matrix.cells(), data_path=tmp_path / "x", skip_check=NO_SKIPS,
+                               on_result=lambda r: None, work_dir=tmp_path, host_factory=factory,
+                               progress=runner.Progress(3, stream=io.StringIO()))
+    chatter, malformed, ok = results
+    assert chatter.status == "failed" and "broke the protocol with b'hello from a plugin'" in chatter.error
+    # The tail comes from the log of the host that died, wherever it was started.
+    assert "the host's own last words" in chatter.stderr_tail
+    assert malformed.status == "failed" and malformed.error == "unusable result: KeyError: 'metrics'"
+    assert ok.status == "ok" and len(logs) == 2  # a new host after the one that broke
+
+
+def test_a_host_that_dies_before_it_is_ready_leaves_nothing_open(tmp_path: Path) -> None:
+    import psutil
+
+    before = psutil.Process().num_fds()
+    for _ in range(3):
+        with pytest.raises(runner.HostDied):
+            runner.WorkerHost("tensorflow", tmp_path / "host.log", command=[sys.executable, "-c", "raise SystemExit(3)"],
+                              env={"PATH": "/usr/bin:/bin"})
+    assert psutil.Process().num_fds() == before and not psutil.Process().children()
+
+
 def test_skipped_cells_never_start_a_process(tmp_path: Path) -> None:
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], device=["cpu", "gpu"], threads=[1, 4]))
     check = runner.SkipCheck(usable_cpus=2, accelerators={("tensorflow", "gpu"): 0}, backend_problems={})
