@@ -367,7 +367,7 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
         """The run's record over every invocation, this one's wall time counted up to now."""
         this_wall_s = time.monotonic() - wall_start
         return session.finish(store, run_id, status, stored, run.prior_wall_s + this_wall_s, prepared,
-                              run.invocations(this_wall_s, status))
+                              run.invocations(this_wall_s, status), side_by_side=client is not None)
 
     status = "interrupted"
     prepared: list[dict[str, Any]] = []
@@ -392,9 +392,9 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
         stopped_by = error
         raise
     finally:
-        stored = store.results(run_id, with_artifacts=False)  # every cell of the run, those of a resumed part too
         try:
             with _store_writes(store, run_id):
+                stored = store.results(run_id, with_artifacts=False)  # every cell of the run, a resumed part's too
                 summary = finish(status)
         except CannotWrite:
             if stopped_by is None:
@@ -469,7 +469,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         with open_store(target_location) as target:  # opened only once every run is known to be pushable
             for run_id in wanted:
                 copy = source.copy_of_run(run_id)
-                copied = target.receive_run(copy)
+                with _store_writes(target):  # each run whole or not at all: pushing again completes the rest
+                    copied = target.receive_run(copy)
                 what = f"{copied} of {len(copy.cells)} cells copied" if copied else "already there, nothing copied"
                 print(f"{run_id}: {what} -> {target.location}")
     return 0
@@ -599,15 +600,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_CELLS_FAILED if result.regressions() else 0
 
 
+def _check_page_path(path: Path) -> Path:
+    """Bad input before anything is read: a page path that is a folder, or in a folder that cannot be written."""
+    from aebench import atomic
+
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder: allowed the path of the HTML page to write")
+    atomic.check_writable_folder("--out", path.parent)
+    return path
+
+
 def cmd_hardware(args: argparse.Namespace) -> int:
     from aebench import hardware
 
-    if args.out is not None and args.out.is_dir():
-        raise UserError(f"--out {args.out} is a folder: allowed the path of the HTML page to write")
+    if args.out is not None:
+        _check_page_path(args.out)
     machines = hardware.load_machines(args.operands, _store_path(args))
+    page = _check_page_path(args.out or hardware.default_page_path(machines))
     comparison = hardware.compare_machines(machines, force=args.force)
     print(hardware.format_text(comparison))
-    path = hardware.write_page(comparison, args.out or hardware.default_page_path(machines))
+    path = hardware.write_page(comparison, page)
     print(f"aebench: hardware page {path}", file=sys.stderr)
     return 0  # information, not a gate
 
@@ -621,8 +633,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     from aebench.store import open_store
 
     margins = history.resolve_margins(args.metrics, args.margins)
-    if args.out is not None and args.out.is_dir():
-        raise UserError(f"--out {args.out} is a folder: allowed the path of the HTML page to write")
+    page = _check_page_path(args.out or history.DEFAULT_OUT) if args.format != "otava-csv" else None
     with open_store(_store_path(args), create=False) as store:
         found = history.load_history(store, machine=args.machine, matrix=args.matrix, margins=margins)
     if args.format == "otava-csv":
@@ -635,7 +646,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     min_segment = history.MIN_SEGMENT if args.min_segment is None else args.min_segment
     analysis = history.analyse(found, min_segment)
     print(history.format_text(analysis))
-    print(f"report: {history.write_page(analysis, args.out or history.DEFAULT_OUT)}")
+    print(f"report: {history.write_page(analysis, page)}")
     return EXIT_CELLS_FAILED if analysis.newest_regressions() else 0
 
 

@@ -61,7 +61,7 @@ def start(store: Store, matrix: Matrix, cells: Sequence[Cell], argv: Sequence[st
         prior.append({"started_at": record.get("invocation_started_at") or record["started_at"],
                       "wall_s": round(lost, 2), "status": "abandoned"})
         prior_wall_s += lost
-    started_at = store.claim_run(run_id)
+    started_at = store.claim_run(record)
     return RunStart(run_id, remaining, resumed=True, stored_cells=len(cells) - len(remaining),
                     prior_wall_s=prior_wall_s, retried=retried, started_at=started_at,
                     prior_invocations=tuple(prior))
@@ -91,10 +91,12 @@ def check_resumable(record: Mapping[str, Any], matrix: Matrix, retry_failed: boo
 
 
 def finish(store: Store, run_id: str, status: str, results: Sequence[CellResult], wall_s: float,
-           prepared: Sequence[Mapping[str, Any]], invocations: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+           prepared: Sequence[Mapping[str, Any]], invocations: Sequence[Mapping[str, Any]] = (),
+           side_by_side: bool = False) -> dict[str, Any]:
     """Record the run's status and the summary of ``results`` (every cell it stored) over ``wall_s`` (every
-    invocation's); returns the summary, which lists the invocations with their own wall times."""
-    summary = summarize(results, wall_s, prepared)
+    invocation's); returns the summary, which lists the invocations with their own wall times. ``side_by_side``:
+    the cells ran at the same time, on a cluster's nodes (aebench.summary.summarize)."""
+    summary = summarize(results, wall_s, prepared, side_by_side)
     if invocations:
         summary["invocations"] = [dict(invocation) for invocation in invocations]
     store.finish_run(run_id, status, summary["wall_s"], summary)

@@ -9,7 +9,8 @@ from typing import Any
 from aebench.results import STATUSES
 
 
-def summarize(results: Sequence[Any], wall_s: float, prepared: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def summarize(results: Sequence[Any], wall_s: float, prepared: Sequence[Mapping[str, Any]],
+              side_by_side: bool = False) -> dict[str, Any]:
     """The run's cell counts and its wall time in four parts that add up to the wall:
 
     - measured speed: the training runs (once per model, their evaluations excluded), the timed training steps and
@@ -23,6 +24,9 @@ def summarize(results: Sequence[Any], wall_s: float, prepared: Sequence[Mapping[
       quality evaluation, for readers who count every second that is not a speed figure.
 
     ``prepared`` holds one record per reference classifier, with the ``seconds`` it took.
+
+    ``side_by_side``: the cells ran at the same time (on the nodes of a cluster), so the parts are seconds summed over
+    cells, which can exceed the wall: no overhead is derived from them (``overhead_s`` and its shares are None).
     """
     ok = [r for r in results if r.status == "ok"]
 
@@ -33,10 +37,12 @@ def summarize(results: Sequence[Any], wall_s: float, prepared: Sequence[Mapping[
     measured = total("timing.train_s") - validation + total("timing.train_timing_s") + total("timing.speed_s")
     classifier = sum(info["seconds"] for info in prepared)
     quality = validation + total("timing.eval_s") + total("timing.accuracy_s")
-    overhead = wall_s - measured - quality - classifier
+    overhead = None if side_by_side else wall_s - measured - quality - classifier
     counts = {status: sum(r.status == status for r in results) for status in STATUSES}
 
-    def share(seconds: float) -> float:
+    def share(seconds: float | None) -> float | None:
+        if seconds is None:
+            return None
         return round(100 * seconds / wall_s, 1) if wall_s > 0 else 0.0
 
     return {
@@ -44,9 +50,10 @@ def summarize(results: Sequence[Any], wall_s: float, prepared: Sequence[Mapping[
         "measured_s": round(measured, 2),
         "quality_eval_s": round(quality, 2),
         "classifier_s": round(classifier, 2),
-        "overhead_s": round(overhead, 2),
+        "overhead_s": None if overhead is None else round(overhead, 2),
         "overhead_pct": share(overhead),
-        "overhead_with_quality_pct": share(overhead + quality),
+        "overhead_with_quality_pct": share(None if overhead is None else overhead + quality),
+        "side_by_side": side_by_side,
         **{f"cells_{status}": count for status, count in counts.items()},
     }
 
@@ -55,17 +62,21 @@ def format_summary(run_id: str, summary: Mapping[str, Any], report_path: Path | 
     """The closing lines of ``aebench run``: cell counts, the wall-time split and where the report is."""
     wall = summary["wall_s"]
 
-    def part(seconds: float) -> str:
-        return f"{seconds:.1f} s ({100 * seconds / wall:.1f}%)" if wall > 0 else f"{seconds:.1f} s"
+    shares = wall > 0 and summary.get("overhead_s") is not None  # cells that ran side by side share no wall
 
-    text = (
-        f"aebench: run {run_id}: {summary['cells_ok']} ok, {summary['cells_failed']} failed, "
-        f"{summary['cells_timeout']} timed out, {summary['cells_skipped']} skipped in {wall:.1f} s\n"
-        f"aebench: wall time: measured speed (training runs, timed steps and loops) {part(summary['measured_s'])}, "
-        f"quality evaluation (validation, scoring, classifier, probe, robustness) {part(summary['quality_eval_s'])}, "
-        f"reference classifier (one-time, cached) {part(summary['classifier_s'])}, "
-        f"harness overhead (process start, imports, data, model build, store, report) {part(summary['overhead_s'])}"
-    )
+    def part(seconds: float) -> str:
+        return f"{seconds:.1f} s ({100 * seconds / wall:.1f}%)" if shares else f"{seconds:.1f} s"
+
+    parts = (f"measured speed (training runs, timed steps and loops) {part(summary['measured_s'])}, "
+             f"quality evaluation (validation, scoring, classifier, probe, robustness) {part(summary['quality_eval_s'])}, "
+             f"reference classifier (one-time, cached) {part(summary['classifier_s'])}")
+    counts = (f"aebench: run {run_id}: {summary['cells_ok']} ok, {summary['cells_failed']} failed, "
+              f"{summary['cells_timeout']} timed out, {summary['cells_skipped']} skipped in {wall:.1f} s\n")
+    if summary.get("overhead_s") is None:  # cells ran side by side: their seconds add up past the wall
+        text = counts + f"aebench: cell time, summed over cells that ran side by side (not shares of the wall): {parts}"
+    else:
+        text = counts + (f"aebench: wall time: {parts}, harness overhead (process start, imports, data, model build, "
+                         f"store, report) {part(summary['overhead_s'])}")
     if report_path is not None:
         text += f"\naebench: report {report_path}"
     return text

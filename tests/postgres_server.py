@@ -70,9 +70,9 @@ def temporary_server() -> Iterator[str]:
                         "--encoding=UTF8", "--no-sync"], check=True, capture_output=True, text=True)
         port = _free_port()
         options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='' -c fsync=off"
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"),
-                        "-o", options, "-w", "-t", "60", "start"], check=True, capture_output=True, text=True)
-        try:
+        try:  # a start that fails or times out may still leave a postmaster running: it is stopped all the same
+            subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"),
+                            "-o", options, "-w", "-t", "60", "start"], check=True, capture_output=True, text=True)
             yield f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres"
         finally:
             subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],

@@ -108,12 +108,14 @@ def test_a_runner_stopped_mid_sweep_leaves_nothing_running_and_resume_completes_
     env = _env(AEBENCH_FAULT_GATE=str(gate))
     matrix = write_matrix(tmp_path / "m.toml", variants=["undercomplete", "sleepy"], **QUICK)
     args = [str(matrix), "--data-dir", str(tiny_dataset_dir), "--store", str(tmp_path / "s.sqlite"), "--no-report"]
-    runner_process = subprocess.Popen([sys.executable, "-m", "aebench.cli", "run", *args], cwd=tmp_path, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "runner.log"  # a file, not a pipe: reading a pipe would wait for a runner that never ends
+    with open(log, "w") as stderr:
+        runner_process = subprocess.Popen([sys.executable, "-m", "aebench.cli", "run", *args], cwd=tmp_path, env=env,
+                                          stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         deadline = time.monotonic() + 300
         while not Path(f"{gate}.started").exists():  # the second cell runs, the first is stored
-            assert runner_process.poll() is None and time.monotonic() < deadline, runner_process.stderr.read()
+            assert runner_process.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         runner_process.send_signal(stop)
         status = runner_process.wait(timeout=60)

@@ -109,7 +109,7 @@ def test_repeats_give_welch_intervals_and_verdicts(repeated_runs: Path) -> None:
     for variant, factor in FASTER_B.items():
         for metric in ("speed.train_ips", "speed.latency_b1_p50_ms"):
             ratio = _ratio(comparison, variant, metric)
-            assert ratio.method == hardware.WELCH and ratio.counts == (6, 6)
+            assert ratio.method == hardware.WELCH and ratio.counts == (3, 3)  # runs: two seeds of one run are one
             assert ratio.ratio == pytest.approx(factor, rel=1e-9)
             assert ratio.low < factor < ratio.high and ratio.verdict == "faster"
 
@@ -220,6 +220,11 @@ def test_out_must_be_a_file(single_runs: tuple[Path, Path], tmp_path: Path, caps
     a, b = single_runs
     assert main(["hardware", RUN_A, f"{b}:{RUN_B}", "--store", str(a), "--out", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err and not list(tmp_path.glob("*.html"))
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "h.html"
+    assert main(["hardware", RUN_A, f"{b}:{RUN_B}", "--store", str(a), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "cannot be written" in err and len(err.strip().splitlines()) == 1
 
 
 def test_cells_on_one_machine_only_are_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -295,6 +295,10 @@ def test_an_out_path_that_is_a_folder_exits_2(tmp_path: Path, capsys: pytest.Cap
     path = _store(tmp_path / "s.sqlite", days=6)
     assert main(["history", "--store", str(path), "--out", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main(["history", "--store", str(path), "--out", str(tmp_path / "a-file" / "history.html")]) == 2
+    err = capsys.readouterr().err  # not a traceback and exit 1, which history's gate would read as a regression
+    assert "cannot be written" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_missing_store_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -48,6 +48,16 @@ def test_format_summary_names_each_part_with_its_share() -> None:
     assert len(format_summary("r1", summary, None).splitlines()) == 2
 
 
+def test_cells_that_ran_side_by_side_give_cell_seconds_and_no_overhead() -> None:
+    # Two nodes of a cluster, 60 s of measured work each, in 70 s of wall: the parts exceed the wall.
+    results = [_timed("ok", train_s=50.0, speed_s=10.0), _timed("ok", train_s=50.0, speed_s=10.0)]
+    assert summarize(results, 70.0, [])["overhead_s"] == -50.0  # what the sequential arithmetic would claim
+    summary = summarize(results, 70.0, [], side_by_side=True)
+    assert summary["measured_s"] == 120.0 and summary["overhead_s"] is None and summary["overhead_pct"] is None
+    text = format_summary("r1", summary, None)
+    assert "summed over cells that ran side by side" in text and "%" not in text and "overhead" not in text
+
+
 def _interrupted_run(path: Path, matrix: Matrix) -> str:
     """A run that stored its first cell and was stopped after 5 s."""
     with open_store(path) as store:

@@ -3,6 +3,7 @@ PostgreSQL server on 127.0.0.1 (conftest.py); those that take ``tmp_path`` only 
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -89,6 +90,14 @@ def test_missing_store_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no result store"):
         open_store(tmp_path / "none.sqlite", create=False)
     assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_an_empty_file_opened_to_read_is_refused_and_left_empty(tmp_path: Path) -> None:
+    path = tmp_path / "empty.sqlite"
+    path.touch()
+    with pytest.raises(UserError, match="holds no aebench results yet"):
+        open_store(path, create=False)
+    assert path.stat().st_size == 0 and not path.with_name("empty.sqlite-wal").exists()
 
 
 def test_other_schema_version_gets_an_actionable_message(tmp_path: Path) -> None:
@@ -301,6 +310,55 @@ def test_a_pushed_run_reads_back_the_same_and_a_second_push_copies_nothing(tmp_p
         assert shared.run_record(run_id)["status"] == "complete" and len(shared.runs_frame()) == 1
 
 
+def test_two_runners_resuming_one_run_at_once_cannot_both_claim_it(store_location: str | Path) -> None:
+    with open_store(store_location) as store:
+        run_id = store.begin_run(Matrix.from_dict(tiny_matrix_dict()), {}, [])
+        store.finish_run(run_id, "interrupted", 1.0, {})
+        first, second = store.run_record(run_id), store.run_record(run_id)  # both read it before either claims
+        store.claim_run(first)
+        with pytest.raises(UserError, match="resumed by another runner meanwhile"):
+            store.claim_run(second)
+        assert store.run_record(run_id)["status"] == "running"
+
+
+def test_an_older_copy_pushed_again_undoes_nothing_and_another_run_with_the_id_is_refused(
+        tmp_path: Path, store_location: str | Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    first, _ = _results(matrix)
+    with open_store(tmp_path / "local.sqlite") as local, open_store(store_location) as shared:
+        run_id = local.begin_run(matrix, ENV, [])
+        local.add_result(run_id, first)
+        local.finish_run(run_id, "interrupted", 1.0, {})
+        old_copy = local.copy_of_run(run_id)
+        local.finish_run(run_id, "complete", 2.0, {"wall_s": 2.0})
+        shared.receive_run(local.copy_of_run(run_id))
+        assert shared.receive_run(old_copy) == 0  # a backup taken before the finish
+        assert shared.run_record(run_id)["status"] == "complete" and shared.run_record(run_id)["wall_s"] == 2.0
+        stranger = {**old_copy.run, "started_at": "2020-01-01T00:00:00.000+00:00"}
+        with pytest.raises(UserError, match="is another run than the one pushed"):
+            shared.receive_run(dataclasses.replace(old_copy, run=stranger))
+
+
+def test_a_cell_retried_after_its_run_was_pushed_replaces_its_failure_there(tmp_path: Path,
+                                                                              store_location: str | Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    first, failed = _results(matrix)
+    with open_store(tmp_path / "local.sqlite") as local, open_store(store_location) as shared:
+        run_id = local.begin_run(matrix, ENV, [])
+        local.add_result(run_id, first)
+        local.add_result(run_id, failed)
+        local.finish_run(run_id, "complete", 1.0, {})
+        shared.receive_run(local.copy_of_run(run_id))
+        retried = dataclasses.replace(first, cell=failed.cell)
+        local.replace_failed_result(run_id, retried)  # aebench run --resume RUN --retry-failed
+        local.finish_run(run_id, "complete", 2.0, {})
+        assert shared.receive_run(local.copy_of_run(run_id)) == 1
+        assert shared.receive_run(local.copy_of_run(run_id)) == 0
+        second = shared.results(run_id)[1]
+        assert second.status == "ok" and second.info["earlier_attempt"].startswith("failed (exit code -9)")
+        assert shared.results(run_id) == local.results(run_id)
+
+
 def test_a_run_pushed_before_its_resumed_part_gets_only_the_cells_it_lacks(tmp_path: Path,
                                                                            store_location: str | Path) -> None:
     matrix = Matrix.from_dict(tiny_matrix_dict())
@@ -326,7 +384,7 @@ def test_a_push_whose_cell_differs_from_the_stored_one_is_refused_whole(tmp_path
         a.add_result(run_id, first)
         shared.receive_run(a.copy_of_run(run_id))
         with open_store(tmp_path / "b.sqlite") as b:  # another store whose run has the same id but other results
-            b.begin_run(matrix, ENV, [], run_id=run_id)
+            b.begin_run(matrix, ENV, [], run_id=run_id, started_at=a.run_record(run_id)["started_at"])
             b.add_result(run_id, CellResult(cell=first.cell, status="failed", duration_s=1.0, error="x"))
             b.add_result(run_id, second)
             with pytest.raises(UserError, match="cell 0 differs"):

@@ -201,14 +201,27 @@ class Store:
             )
         return run_id
 
-    def claim_run(self, run_id: str) -> str:
+    def claim_run(self, record: Mapping[str, Any]) -> str:
         """A resumed run's runner is this process now: its host, pid and heartbeat replace the earlier runner's, and
-        this invocation starts now. Returns that time."""
+        this invocation starts now. Returns that time.
+
+        ``record`` is the run as this process read it to decide to resume: the claim holds only if no other runner
+        claimed the run (or beat its heart) since, so two ``--resume`` of one run (from two machines of a fleet, on
+        a shared store) cannot both run its cells."""
         now = utc_now()
+        seen = {"run_id": record["run_id"], "status": record.get("stored_status", record["status"]),
+                "host": record.get("host"), "pid": record.get("pid"), "heartbeat_at": record.get("heartbeat_at")}
+        unchanged = " AND ".join(f"{column} IS NULL" if value is None else f"{column} = ?"
+                                 for column, value in seen.items())
         with self._transaction() as cursor:
             cursor.execute(self._sql(
                 "UPDATE runs SET status = 'running', host = ?, pid = ?, heartbeat_at = ?, invocation_started_at = ?"
-                " WHERE run_id = ?"), (socket.gethostname(), os.getpid(), now, now, run_id))
+                f" WHERE {unchanged}"), (socket.gethostname(), os.getpid(), now, now,
+                                         *(value for value in seen.values() if value is not None)))
+            claimed = cursor.rowcount == 1
+        if not claimed:
+            raise UserError(f"run {record['run_id']} was resumed by another runner meanwhile: allowed one --resume "
+                            "of a run at a time ('aebench list' shows who runs it)")
         return now
 
     def abandoned_wall_s(self, record: Mapping[str, Any]) -> float:
@@ -234,13 +247,16 @@ class Store:
     def replace_failed_result(self, run_id: str, result: CellResult) -> None:
         """Store a retried cell's new result in place of its failed or timed-out one, keeping what the earlier
         attempt was in ``info.earlier_attempt`` (status, exit code, error): a failure is replaced, never forgotten."""
-        rows = self._rows("SELECT status, exit_code, error FROM cells WHERE run_id = ? AND cell = ?",
-                          (run_id, result.cell.index))
-        if not rows or rows[0][0] not in ("failed", "timeout"):
-            raise ValueError(f"cell {result.cell.index} of run {run_id} has no failed result to replace")
-        status, exit_code, error = rows[0]
-        retried = replace(result, info={**result.info, "earlier_attempt": f"{status} (exit code {exit_code}): {error}"})
         with self._transaction() as cursor:  # one transaction: a crash leaves the failure or its replacement
+            self._lock_for_receive(cursor, run_id)
+            cursor.execute(self._sql("SELECT status, exit_code, error FROM cells WHERE run_id = ? AND cell = ?"),
+                           (run_id, result.cell.index))
+            row = cursor.fetchone()
+            if row is None or row[0] not in ("failed", "timeout"):
+                raise ValueError(f"cell {result.cell.index} of run {run_id} has no failed result to replace")
+            status, exit_code, error = row
+            retried = replace(result, info={**result.info,
+                                            "earlier_attempt": f"{status} (exit code {exit_code}): {error}"})
             cursor.execute(self._sql("DELETE FROM artifacts WHERE run_id = ? AND cell = ?"), (run_id, result.cell.index))
             cursor.execute(self._sql("DELETE FROM cells WHERE run_id = ? AND cell = ?"), (run_id, result.cell.index))
             self._insert_result(cursor, run_id, retried)
@@ -279,30 +295,45 @@ class Store:
         """Append a run copied from another store, in one transaction; returns how many cells were new here.
 
         Idempotent: a run already here gets only the cells it lacks (it was pushed before a resumed part ran), and
-        its runs row the source's finish. A cell already here is never written again, and one that differs from
-        the copy's refuses the push: a store holds one truth per cell."""
+        its runs row the source's later finish (never an earlier one: pushing an old copy undoes nothing). A cell
+        already here is never written again, except a failed or timed-out one that ``--retry-failed`` replaced in
+        the source (its new result names it in ``info.earlier_attempt``); any other difference, in a cell or in
+        what the run is (its start or matrix), refuses the push: a store holds one truth per cell."""
         run_id = copy.run["run_id"]
         with self._transaction() as cursor:
             self._lock_for_receive(cursor, run_id)
-            cursor.execute(self._sql("SELECT run_id FROM runs WHERE run_id = ?"), (run_id,))
-            if cursor.fetchone() is None:
+            cursor.execute(self._sql("SELECT started_at, matrix_json, finished_at FROM runs WHERE run_id = ?"),
+                           (run_id,))
+            stored = cursor.fetchone()
+            if stored is None:
                 cursor.execute(self._sql(
                     f"INSERT INTO runs ({', '.join(RUN_TABLE_COLUMNS)}) VALUES ({', '.join('?' for _ in RUN_TABLE_COLUMNS)})"),
                     tuple(copy.run[name] for name in RUN_TABLE_COLUMNS))
             else:
-                cursor.execute(self._sql(
-                    "UPDATE runs SET finished_at = ?, status = ?, wall_s = ?, summary_json = ?, heartbeat_at = ?"
-                    " WHERE run_id = ?"), (copy.run["finished_at"], copy.run["status"], copy.run["wall_s"],
-                                          copy.run["summary_json"], copy.run["heartbeat_at"], run_id))
-            cursor.execute(self._sql("SELECT cell, key, status FROM cells WHERE run_id = ?"), (run_id,))
-            here = {cell: (key, status) for cell, key, status in cursor.fetchall()}
-            new = [row for row in copy.cells if row["cell"] not in here]
+                started_at, matrix_json, finished_at = stored
+                if (started_at, matrix_json) != (copy.run["started_at"], copy.run["matrix_json"]):
+                    raise UserError(f"run {run_id} in {self.location} is another run than the one pushed (it started "
+                                    f"at {started_at}, the copy at {copy.run['started_at']}, or their matrices "
+                                    "differ): allowed a push of the same run again")
+                if copy.run["finished_at"] and (finished_at is None or copy.run["finished_at"] > finished_at):
+                    changing = ("finished_at", "status", "wall_s", "summary_json", "heartbeat_at", "host", "pid",
+                                "invocation_started_at")
+                    cursor.execute(self._sql(f"UPDATE runs SET {', '.join(f'{name} = ?' for name in changing)}"
+                                             " WHERE run_id = ?"), (*(copy.run[name] for name in changing), run_id))
+            cursor.execute(self._sql("SELECT cell, key, status, info_json FROM cells WHERE run_id = ?"), (run_id,))
+            here = {cell: (key, status, info) for cell, key, status, info in cursor.fetchall()}
+            retried = {row["cell"] for row in copy.cells if row["cell"] in here and _retries(here[row["cell"]], row)}
             for row in copy.cells:
-                if row["cell"] in here and here[row["cell"]] != (row["key"], row["status"]):
+                if row["cell"] in here and row["cell"] not in retried and \
+                        here[row["cell"]][:2] != (row["key"], row["status"]):
                     raise UserError(
                         f"run {run_id} cell {row['cell']} differs in {self.location} ({here[row['cell']][1]} "
                         f"{here[row['cell']][0]}) from the copy pushed ({row['status']} {row['key']}): allowed a push "
                         "of the same run again; a store holds one result per cell")
+            for cell in retried:  # the failure is not forgotten: the new result names it
+                cursor.execute(self._sql("DELETE FROM artifacts WHERE run_id = ? AND cell = ?"), (run_id, cell))
+                cursor.execute(self._sql("DELETE FROM cells WHERE run_id = ? AND cell = ?"), (run_id, cell))
+            new = [row for row in copy.cells if row["cell"] not in here or row["cell"] in retried]
             for row in new:
                 cursor.execute(self._sql(
                     f"INSERT INTO cells ({', '.join(CELL_COLUMNS)}) VALUES ({', '.join('?' for _ in CELL_COLUMNS)})"),
@@ -341,6 +372,7 @@ class Store:
         if not rows:
             raise UserError(f"run {run_id!r} is not in {self.location}")
         record = rows[0]
+        record["stored_status"] = record["status"]  # what a compare-and-set on the row (claim_run) must match
         record["status"] = run_status(record)
         record["matrix"] = json.loads(record.pop("matrix_json"))
         record["environment"] = json.loads(record.pop("environment_json"))
@@ -404,6 +436,15 @@ class Store:
 def _like_prefix(ref: str) -> str:
     """A LIKE pattern for the run ids that start with ``ref``, its own % and _ taken literally."""
     return ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _retries(here: tuple[str, str, str | None], row: Mapping[str, Any]) -> bool:
+    """Whether a pushed cell row is a ``--retry-failed`` rerun of the (key, status, info) stored here: the same
+    cell, here failed or timed out, there a new result that names the earlier attempt (and is not already here)."""
+    key, status, info = here
+    if key != row["key"] or status not in ("failed", "timeout") or info == row["info_json"]:
+        return False
+    return "earlier_attempt" in json.loads(row["info_json"] or "{}")
 
 
 def run_status(record: Mapping[str, Any], now: datetime | None = None) -> str:

@@ -36,7 +36,7 @@ class SqliteStore(Store):
         try:
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
             self._db.execute("PRAGMA foreign_keys = ON")
-            self._prepare_schema()
+            self._prepare_schema(create)
         except sqlite3.OperationalError as error:  # locked past the timeout, unreadable, a read-only file, a full disk
             raise UserError(f"the store {self.path} cannot be opened ({error}): allowed a store file this user can "
                             "read and write, not in use by an older aebench") from None
@@ -59,12 +59,20 @@ class SqliteStore(Store):
             finally:
                 cursor.close()
 
-    def _prepare_schema(self) -> None:
-        """Create the schema in an empty file, upgrade an older one in place (every row kept), refuse a newer one.
-        Both under one write lock, re-read inside it: two processes opening one old store at once upgrade it once."""
+    def _lock_for_receive(self, cursor: sqlite3.Cursor, run_id: str) -> None:
+        # Take the write lock before the transaction's first read: two pushes of one run must not both see it absent.
+        cursor.execute("BEGIN IMMEDIATE")
+
+    def _prepare_schema(self, create: bool) -> None:
+        """Create the schema in an empty file (only with ``create``: a reader writes nothing), upgrade an older one in
+        place through every migration after it (every row kept), refuse a newer one. Both under one write lock,
+        re-read inside it: two processes opening one old store at once upgrade it once."""
         version = self._schema_version()
         if version == SCHEMA_VERSION:
             return
+        if version is None and not create:
+            raise UserError(f"the store {self.path} holds no aebench results yet: run 'aebench run --store "
+                            f"{self.path}' first")
         if version is not None and version not in MIGRATIONS:
             raise UserError(
                 f"{self.path} has store schema version {version}; this aebench reads version {SCHEMA_VERSION}: "
@@ -76,8 +84,8 @@ class SqliteStore(Store):
         self._db.execute("BEGIN IMMEDIATE")
         try:
             version = self._schema_version()
-            statements = {None: SCHEMA, SCHEMA_VERSION: ""}.get(version, MIGRATIONS.get(version or 0, ""))
-            for statement in filter(str.strip, statements.split(";")):
+            steps = [SCHEMA] if version is None else [MIGRATIONS[v] for v in range(version, SCHEMA_VERSION)]
+            for statement in filter(str.strip, ";".join(steps).split(";")):
                 self._db.execute(statement)  # SQLite's DDL is transactional: a crash leaves the old version whole
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             self._db.commit()
@@ -92,4 +100,6 @@ class SqliteStore(Store):
         if "meta" not in tables:
             raise sqlite3.DatabaseError("it has tables but no aebench meta table")
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        return int(row[0]) if row else None
+        if row is None:
+            raise sqlite3.DatabaseError("its meta table names no schema version")
+        return int(row[0])
