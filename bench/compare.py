@@ -21,14 +21,14 @@ failed (pytest-benchmark's ``--benchmark-compare-fail`` style).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from aebench import stats
+from aebench.config import Cell
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY
 from aebench.store import Store, flat_frame, without_contaminated_speed
@@ -36,7 +36,6 @@ from aebench.store import Store, flat_frame, without_contaminated_speed
 # Matrix settings that change what a figure means: runs that differ in one of them measure different things.
 SETTINGS = ("dataset", "epochs", "batch_size", "learning_rate", "train_size", "test_size", "noise_type", "hparams",
             "jit_compile", "latency", "throughput", "accuracy", "eval_noise")
-_SEED = re.compile(r"/seed\d+$")
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,7 @@ class Side:
     run_ids: tuple[str, ...]
     records: tuple[dict, ...]
     frame: pd.DataFrame
+    failed: frozenset[str] = frozenset()  # cells (seed included) that failed or timed out in every run of the side
 
     @property
     def label(self) -> str:
@@ -75,7 +75,9 @@ def load_side(store: Store, ref: str) -> Side:
     frame = pd.concat([flat_frame(record, store.results(run_id, with_artifacts=False))
                        for run_id, record in zip(run_ids, records)] or [pd.DataFrame()], ignore_index=True)
     ok = frame[frame["status"] == "ok"] if "status" in frame.columns else frame
-    return Side(store, tuple(run_ids), records, without_contaminated_speed(ok).reset_index(drop=True))
+    failed = frame[frame["status"].isin(["failed", "timeout"])] if "status" in frame.columns else frame.iloc[0:0]
+    return Side(store, tuple(run_ids), records, without_contaminated_speed(ok).reset_index(drop=True),
+                frozenset(set(failed["key"]) - set(ok["key"])) if not failed.empty else frozenset())
 
 
 def settings_differences(base: Sequence[Mapping], candidate: Sequence[Mapping]) -> list[str]:
@@ -101,7 +103,7 @@ def _values(frame: pd.DataFrame, metric: str) -> dict[str, list[float]]:
     return groups
 
 
-def _run_figures(frame: pd.DataFrame, metric: str) -> dict[str, list[float]]:
+def run_figures(frame: pd.DataFrame, metric: str) -> dict[str, list[float]]:
     """Cell group (seed left out) -> one figure per run, in the frame's order: the geometric mean of the run's seeds.
     Seeds run in the same minutes of the machine as each other, so only runs sample the noise between runs."""
     if frame.empty or metric not in frame.columns:
@@ -136,11 +138,12 @@ def compare_speed(base: pd.DataFrame, candidate: pd.DataFrame,
                   margins: Mapping[str, float]) -> tuple[list[stats.SpeedComparison], list[dict]]:
     """Run-level verdicts where both sides have at least two runs of a cell, else a plain row of the two figures with
     no verdict (one run against one run, whatever its seeds). Returns (judged comparisons, unjudged rows)."""
-    base = base.assign(group=[_SEED.sub("", key) for key in base["key"]]) if not base.empty else base
-    candidate = candidate.assign(group=[_SEED.sub("", key) for key in candidate["key"]]) if not candidate.empty else candidate
+    base = base.assign(group=[Cell.group_key(key) for key in base["key"]]) if not base.empty else base
+    candidate = (candidate.assign(group=[Cell.group_key(key) for key in candidate["key"]]) if not candidate.empty
+                 else candidate)
     judged, plain = [], []
     for metric in (name for name in margins if REGISTRY[name].group == "speed"):
-        a, b = _run_figures(base, metric), _run_figures(candidate, metric)
+        a, b = run_figures(base, metric), run_figures(candidate, metric)
         for group in [g for g in b if g in a]:
             entry = REGISTRY[metric]
             if len(a[group]) >= 2 and len(b[group]) >= 2:
@@ -163,10 +166,10 @@ def history_noise(store: Store, machine_id: str | None, matrix_name: str | None,
         return {}
     frame = without_contaminated_speed(store.frame(list(runs["run_id"])))
     frame = frame[frame["status"] == "ok"].sort_values(["started_at", "cell"], kind="stable")
-    frame = frame.assign(group=[_SEED.sub("", key) for key in frame["key"]])
+    frame = frame.assign(group=[Cell.group_key(key) for key in frame["key"]])
     noise = {}
     for metric in metrics:
-        for group, values in _run_figures(frame, metric).items():
+        for group, values in run_figures(frame, metric).items():
             sd = stats.successive_difference_sd(values)
             if sd is not None:
                 noise[(group, metric)] = (sd, len(values))
@@ -183,9 +186,12 @@ class Comparison:
     noise: dict[tuple[str, str], tuple[float, int]]
     unmatched: list[str]
     differences: list[str]
+    broken: list[str] = field(default_factory=list)  # ok in the baseline, failed or timed out in the candidate
 
     def regressions(self) -> int:
-        return sum(c.verdict == "regression" for c in self.quality) + sum(c.verdict == "regression" for c in self.speed)
+        """Regression verdicts, and cells the candidate broke: a cell that stops running lost every figure."""
+        return (sum(c.verdict == "regression" for c in self.quality) + sum(c.verdict == "regression" for c in self.speed)
+                + len(self.broken))
 
 
 def compare_sides(base: Side, candidate: Side, margins: Mapping[str, float], *, force: bool = False) -> Comparison:
@@ -201,7 +207,9 @@ def compare_sides(base: Side, candidate: Side, margins: Mapping[str, float], *, 
         noise = history_noise(base.store, first.get("machine_id"), first.get("matrix_name"),
                               sorted({row["metric"] for row in unjudged}))
     keys = [set(side.frame["key"]) if not side.frame.empty else set() for side in (base, candidate)]
-    return Comparison(base, candidate, quality, speed, unjudged, noise, sorted(keys[0] ^ keys[1]), differences)
+    broken = keys[0] & candidate.failed
+    return Comparison(base, candidate, quality, speed, unjudged, noise, sorted((keys[0] ^ keys[1]) - broken),
+                      differences, sorted(broken))
 
 
 def _pct(value: float) -> str:
@@ -277,6 +285,10 @@ def format_comparison(comparison: Comparison) -> str:
                          "hides a change is unknown; to judge speed, run `aebench ab` or compare several runs per side")
     if not (quality or comparison.speed or comparison.unjudged):
         lines.append("no ok cell is in both sides: nothing to compare")
+    if comparison.broken:
+        lines.append("")
+        lines.append("cells that ran in the baseline and failed or timed out in the candidate (each a regression): "
+                     + ", ".join(comparison.broken))
     lines.append("")
     lines.append(f"{comparison.regressions()} regressions")
     if comparison.unmatched:

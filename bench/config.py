@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ LR_SCHEDULES = ("constant", "cosine")
 MATRICES_DIR = Path(__file__).parent / "matrices"
 TRAINING_IMAGES = 60000  # both datasets' training sets: the training subset and the held-out slice come from them
 
+
+_SEED_SUFFIX = re.compile(r"/seed\d+$")  # the last part of a cell key (Cell._key)
 
 @dataclass(frozen=True)
 class LatencySettings:
@@ -86,6 +89,11 @@ class Cell:
 
     def _key(self, where: str) -> str:
         return f"{self.variant}/{self.noise_type}{self.noise:g}/{where}/{self.backend}/{self.precision}/seed{self.seed}"
+
+    @staticmethod
+    def group_key(key: str) -> str:
+        """A stored cell key without its seed: the cells whose figures are repeats of one another across runs."""
+        return _SEED_SUFFIX.sub("", key)
 
     @property
     def key(self) -> str:

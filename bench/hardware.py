@@ -8,8 +8,9 @@ machines, and the runs' settings must agree (``--force`` overrides the last, as 
 
 - **Speed**: per cell group (the cell without its seed) and gated speed metric, "X is N times as fast": X's throughput
   over the reference's, or the reference's latency over X's, so above 1 always means faster (the ratio of geometric
-  means over each machine's figures). With repeats on both machines (runs x seeds), the interval is Welch's on log
-  figures (``aebench.stats.compare_runs``) and the verdict is Holm-corrected against the metric's margin. With one
+  means over each machine's figures). With two or more runs on both machines, the interval is Welch's on the runs'
+  log figures, one per run (its seeds' geometric mean: seeds share their run's minutes, so they are not repeats;
+  ``aebench.stats.compare_runs``), and the verdict is Holm-corrected against the metric's margin. With one
   figure per machine, a latency gets a bootstrap interval from the two runs' raw batch-1 samples, which sees only
   the noise within a run and so understates the noise between runs; a throughput, one number per run, gets none.
 - **Geometric means** of the ratios per variant and overall (SPEC, MLPerf), with the number of cells in each.
@@ -37,6 +38,7 @@ from markupsafe import Markup
 from scipy.stats import gmean
 
 from aebench import atomic, compare, stats
+from aebench.config import Cell
 from aebench.errors import UserError
 from aebench.load import CONTAMINATED
 from aebench.metrics import REGISTRY, flag_is_set
@@ -127,7 +129,7 @@ class SpeedRatio:
     metric: str
     reference: float  # geometric mean of the reference's figures, in the metric's unit
     other: float
-    counts: tuple[int, int]  # figures (runs x seeds) on the reference and on the machine
+    counts: tuple[int, int]  # runs on the reference and on the machine (seeds of one run are not repeats)
     ratio: float  # > 1: the machine is faster
     low: float = math.nan
     high: float = math.nan
@@ -191,7 +193,7 @@ def parse_operand(operand: str, default_store: str | Path) -> tuple[str | Path, 
 
 
 def _group(key: str) -> str:
-    return compare._SEED.sub("", key)
+    return Cell.group_key(key)
 
 
 def _load(operand: str, store: Store, run: str) -> Machine:
@@ -261,14 +263,20 @@ def speed_ratios(reference: Machine, machine: Machine) -> list[SpeedRatio]:
     for metric in REGISTRY.gated("speed"):
         higher = metric.better == "higher"
         ours, theirs = _figures(reference.frame, metric.name), _figures(machine.frame, metric.name)
+        # One figure per run (its seeds' geometric mean): seeds share their run's minutes of the machine, so only
+        # runs sample the noise between runs (as aebench compare judges).
+        our_runs, their_runs = compare.run_figures(reference.frame, metric.name), \
+            compare.run_figures(machine.frame, metric.name)
         for group in (g for g in ours if g in theirs):
             a, b = [f[0] for f in ours[group]], [f[0] for f in theirs[group]]
+            runs_a, runs_b = our_runs[group], their_runs[group]
             log_ratio = math.log(gmean(b) / gmean(a)) * (1 if higher else -1)
             row = dict(machine=machine.machine_id, group=group, variant=str(variants[group]), metric=metric.name,
-                       reference=float(gmean(a)), other=float(gmean(b)), counts=(len(a), len(b)),
+                       reference=float(gmean(a)), other=float(gmean(b)), counts=(len(runs_a), len(runs_b)),
                        ratio=math.exp(log_ratio))
-            if len(a) >= 2 and len(b) >= 2:
-                judged.append((len(ratios), stats.compare_runs(group, metric.name, a, b, higher_is_better=higher,
+            if len(runs_a) >= 2 and len(runs_b) >= 2:
+                judged.append((len(ratios), stats.compare_runs(group, metric.name, runs_a, runs_b,
+                                                               higher_is_better=higher,
                                                                margin_pct=metric.margin or 0.0)))
             elif len(a) == 1 and len(b) == 1 and metric.name in SAMPLE_STATISTICS:
                 pair = [m.samples.get(f[0][1:]) for m, f in ((reference, ours[group]), (machine, theirs[group]))]
@@ -378,11 +386,13 @@ def _metric_heading(metric: str) -> str:
 
 def _interval_source(ratio: SpeedRatio) -> str:
     if ratio.method == WELCH:
-        return f"Welch, {ratio.counts[0]}+{ratio.counts[1]} runs x seeds"
+        return f"Welch, {ratio.counts[0]}+{ratio.counts[1]} runs"
     if ratio.method == WITHIN_RUN:
         return "within-run samples only: understates run-to-run noise"
     if ratio.metric in SAMPLE_STATISTICS:
-        return "none: repeats on one machine only" if max(ratio.counts) > 1 else "none: no raw samples stored"
+        if max(ratio.counts) > 1:
+            return "none: repeats on one machine only"
+        return "none: one run per machine, of several seeds or without raw samples"
     return "none: one figure per run (throughput)" if max(ratio.counts) == 1 else "none: repeats on one machine only"
 
 

@@ -50,6 +50,7 @@ import ruptures
 from markupsafe import Markup
 
 from aebench import atomic, plots, stats
+from aebench.config import Cell
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY, parse_margin
 from aebench.store import Store, without_contaminated_speed
@@ -465,7 +466,7 @@ def _plot_lines(table: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
         return table, heading
     ratio = judged_by_ratio(metric)
     relative = table / table.median() * 100 if ratio else table - table.median()
-    groups = [key.rsplit("/", 1)[0] for key in table.columns]  # the key without its seed
+    groups = [Cell.group_key(key) for key in table.columns]
     if len(set(groups)) > MAX_PLOT_LINES:
         groups = [key.split("/", 1)[0] for key in table.columns]  # the variant
     lines = relative.T.groupby(groups, sort=False).median().T

@@ -156,3 +156,21 @@ def test_a_quality_figure_the_candidate_lost_is_a_regression(tmp_path: Path, cap
         _add_run(store, "20260102T000000-bbbbbb", "b" * 40, speed=1000.0, psnr=float("nan"))  # stored as None
     assert main(["compare", "20260101", "20260102", "--store", str(tmp_path / "s.sqlite")]) == 1
     assert "1 regressions" in capsys.readouterr().out
+
+
+def test_a_cell_that_fails_only_in_the_candidate_is_a_regression(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with open_store(tmp_path / "s.sqlite") as store:
+        _add_run(store, "20260101T000000-aaaaaa", "a" * 40, speed=1000.0, psnr=20.0)
+        matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"]))
+        crashed = "20260102T000000-bbbbbb"
+        store.begin_run(matrix, {"git_commit": "b" * 40, "machine_id": "m1"}, [], run_id=crashed)
+        for cell in matrix.cells():
+            store.add_result(crashed, CellResult(cell=cell, status="failed", duration_s=1.0, exit_code=1,
+                                                 error="ValueError: boom"))
+        store.finish_run(crashed, "complete", 1.0, {})
+    assert main(["compare", "20260101", "20260102", "--store", str(tmp_path / "s.sqlite")]) == 1
+    out = capsys.readouterr().out
+    assert "failed or timed out in the candidate (each a regression): " + matrix.cells()[0].key in out
+    assert f"{len(matrix.cells())} regressions" in out and "cells in only one side" not in out
+    # The other way round the baseline's failures are the candidate's fix, not a regression.
+    assert main(["compare", "20260102", "20260101", "--store", str(tmp_path / "s.sqlite")]) == 0
