@@ -10,6 +10,10 @@ every cell's speed figures contaminated (``speed.contaminated = 1``, the reason 
 
 A holder that exits normally clears the file. A file that still names a holder when the lock is free was left by one
 that died (SIGKILL, the OOM killer, a power cut): the new holder takes it over and says so.
+
+A run let in by ``--allow-concurrent`` holds ``concurrent.lock`` shared while it runs, so that it stays visible after
+the holder it ran beside has gone: a later command finds the machine lock free but the machine still busy, and is
+refused (or, with ``--allow-concurrent``, marked) in the same way.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from aebench.results import CellResult
 from aebench.store import utc_now
 
 LOCK_FILE = "machine.lock"
+CONCURRENT_FILE = "concurrent.lock"  # held shared by every --allow-concurrent run while it runs
 
 
 @dataclass(frozen=True)
@@ -59,9 +64,13 @@ class Holder:
             return None
 
 
+BESIDE = "another aebench run started with --allow-concurrent"
+
+
 class MachineBusy(UserError):
-    def __init__(self, holder: Holder | None) -> None:
-        who = f"another aebench run ({holder.describe()})" if holder else "another aebench process"
+    def __init__(self, holder: Holder | None, beside: bool = False) -> None:
+        who = (f"another aebench run ({holder.describe()})" if holder
+               else BESIDE if beside else "another aebench process")
         super().__init__(f"{who} holds this machine: speed figures would be contaminated; wait for it or pass "
                          "--allow-concurrent")
 
@@ -76,6 +85,7 @@ class MachineLock:
     other: Holder | None = None
     _file: IO[str] | None = None
     _holder: Holder | None = None
+    beside_concurrent: bool = False  # the run it is beside was itself let in by --allow-concurrent
 
     @classmethod
     def held_by_nodes(cls) -> MachineLock:
@@ -86,7 +96,8 @@ class MachineLock:
     def contamination(self) -> str | None:
         if self.exclusive:
             return None
-        who = f"another aebench run ({self.other.describe()})" if self.other else "another aebench process"
+        who = (f"another aebench run ({self.other.describe()})" if self.other
+               else BESIDE if self.beside_concurrent else "another aebench process")
         return f"--allow-concurrent: {who} held this machine"
 
     def mark(self, result: CellResult) -> CellResult:
@@ -130,10 +141,13 @@ def hold(command: str, *, allow_concurrent: bool = False, wait: bool = False, di
     try:
         folder.mkdir(parents=True, exist_ok=True)
         file = open(folder / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the block
+        beside = open(folder / CONCURRENT_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the block
     except OSError as error:
         raise UserError(f"the machine lock {folder / LOCK_FILE} cannot be opened ({error.strerror}): allowed a "
                         "writable cache folder (set AEBENCH_CACHE)") from error
     try:
+        if allow_concurrent:  # announced before looking: an exclusive taker that comes meanwhile sees this run
+            fcntl.flock(beside.fileno(), fcntl.LOCK_SH)
         file.seek(0)
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -144,6 +158,21 @@ def hold(command: str, *, allow_concurrent: bool = False, wait: bool = False, di
                             "allowed a cache folder on a local filesystem (set AEBENCH_CACHE)") from None
         else:
             busy = False
+        if not busy:
+            if allow_concurrent:
+                fcntl.flock(beside.fileno(), fcntl.LOCK_UN)  # alone after all, unless a concurrent run is found
+            try:  # a run let in by --allow-concurrent beside a holder that has gone since: the machine is still busy
+                fcntl.flock(beside.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                fcntl.flock(beside.fileno(), fcntl.LOCK_UN)
+            except BlockingIOError:
+                fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+                if not allow_concurrent:
+                    raise MachineBusy(None, beside=True) from None
+                fcntl.flock(beside.fileno(), fcntl.LOCK_SH)
+                lock = MachineLock(folder / LOCK_FILE, exclusive=False, beside_concurrent=True)
+                note(f"warning: {lock.contamination}; every cell's speed figures are marked contaminated")
+                yield lock
+                return
         if busy:
             other = Holder.parse(file.read())
             if not allow_concurrent:
@@ -167,6 +196,7 @@ def hold(command: str, *, allow_concurrent: bool = False, wait: bool = False, di
             fcntl.flock(file.fileno(), fcntl.LOCK_UN)
     finally:
         file.close()
+        beside.close()
 
 
 @contextmanager

@@ -58,6 +58,21 @@ def test_allow_concurrent_runs_and_marks_every_cell(other_holder: subprocess.Pop
     assert f"pid {other_holder.pid}" in str(marked.info["contaminated"]) and "--allow-concurrent" in notes[0]
 
 
+def test_a_run_let_in_beside_a_holder_keeps_the_machine_busy_after_that_holder_leaves(
+        other_holder: subprocess.Popen) -> None:
+    with machinelock.hold("run", allow_concurrent=True, note=lambda text: None) as beside:
+        assert not beside.exclusive
+        other_holder.stdin.close()  # the first holder finishes; the concurrent run goes on
+        other_holder.wait(timeout=30)
+        with pytest.raises(machinelock.MachineBusy, match="another aebench run started with --allow-concurrent holds"):
+            with machinelock.hold("run"):
+                pass
+        with machinelock.hold("run", allow_concurrent=True, note=lambda text: None) as third:
+            assert not third.exclusive and "started with --allow-concurrent" in str(third.contamination)
+    with machinelock.hold("run") as alone:  # every concurrent run has gone
+        assert alone.exclusive
+
+
 def test_the_lock_is_released_and_cleared_on_exit(own_cache_dir: Path) -> None:
     with machinelock.hold("run") as lock:
         assert lock.exclusive
