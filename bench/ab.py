@@ -979,13 +979,11 @@ def check_duet(cells: Sequence[Cell], usable_cpus: int) -> None:
 def main(args: Any) -> int:
     """``aebench ab`` from parsed command-line options (see aebench.cli)."""
     from aebench import atomic, config, data, revisions
-    from aebench.metrics import parse_margin
+    from aebench.metrics import with_margin_options
 
     base_ref, candidate_ref, matrix_name = operands(args.operands, args.calibrate)
     matrix = config.load_matrix(matrix_name, args.overrides)  # validated here first: bad input stops before any build
-    margins = REGISTRY.margins()
-    for text in args.margins:
-        margins.update(parse_margin(text, margins))
+    margins = with_margin_options(args.margins)
     given = {"min_rounds": args.min_rounds, "max_rounds": args.max_rounds, "budget_s": args.budget_s,
              "speed_train_size": args.speed_train_size, "speed_train_s": args.speed_train_s, "seed": args.seed}
     settings = Settings(duet=args.duet, margins=margins, **{k: v for k, v in given.items() if v is not None})

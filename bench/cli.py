@@ -592,12 +592,10 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from aebench import compare
-    from aebench.metrics import REGISTRY, parse_margin
+    from aebench.metrics import with_margin_options
     from aebench.store import open_store
 
-    margins = REGISTRY.margins()
-    for text in args.margins:
-        margins.update(parse_margin(text, margins))
+    margins = with_margin_options(args.margins)
     with open_store(_store_path(args), create=False) as candidate_store, \
             open_store(args.baseline_store or _store_path(args), create=False) as baseline_store:
         result = compare.compare_sides(compare.load_side(baseline_store, args.baseline),

@@ -194,11 +194,16 @@ class Comparison:
                 + len(self.broken))
 
 
-def compare_sides(base: Side, candidate: Side, margins: Mapping[str, float], *, force: bool = False) -> Comparison:
-    differences = settings_differences(base.records, candidate.records)
+def refuse_different_settings(differences: Sequence[str], force: bool) -> None:
+    """Bad input unless ``--force``: runs whose settings differ measure different things."""
     if differences and not force:
         raise UserError("the runs' settings differ, so their figures measure different things ("
                         + "; ".join(differences) + "): compare runs of one matrix, or pass --force")
+
+
+def compare_sides(base: Side, candidate: Side, margins: Mapping[str, float], *, force: bool = False) -> Comparison:
+    differences = settings_differences(base.records, candidate.records)
+    refuse_different_settings(differences, force)
     quality = compare_quality(base.frame, candidate.frame, margins)
     speed, unjudged = compare_speed(base.frame, candidate.frame, margins)
     noise: dict[tuple[str, str], tuple[float, int]] = {}

@@ -365,9 +365,7 @@ def compare_machines(machines: Sequence[Machine], *, force: bool = False) -> Har
     reference, others = machines[0], machines[1:]
     differences = [f"{machine.machine_id}: {line}" for machine in others
                    for line in compare.settings_differences(reference.records, machine.records)]
-    if differences and not force:
-        raise UserError("the runs' settings differ, so their figures measure different things ("
-                        + "; ".join(differences) + "): compare runs of one matrix, or pass --force")
+    compare.refuse_different_settings(differences, force)
     ratios = [ratio for machine in others for ratio in speed_ratios(reference, machine)]
     environment, same = environment_diff(machines)
     quality = [check for machine in others for check in quality_checks(reference, machine)]

@@ -52,7 +52,7 @@ from markupsafe import Markup
 from aebench import atomic, plots, stats
 from aebench.config import Cell
 from aebench.errors import UserError
-from aebench.metrics import REGISTRY, parse_margin
+from aebench.metrics import REGISTRY, with_margin_options
 from aebench.store import Store, without_contaminated_speed
 
 MIN_SEGMENT = 3  # runs: the fewest on each side of a change point
@@ -159,9 +159,7 @@ def resolve_margins(metrics: Sequence[str] | None, margin_options: Sequence[str]
             directed = ", ".join(metric.name for metric in REGISTRY if metric.better and not metric.is_family)
             raise UserError(f"--metric {name!r} is not a metric with a better direction: allowed {directed} "
                             "(`aebench metrics` describes them)")
-    margins = {name: defaults.get(name, 0.0) for name in chosen}
-    for text in margin_options:
-        margins.update(parse_margin(text, margins))
+    margins = with_margin_options(margin_options, {name: defaults.get(name, 0.0) for name in chosen})
     return {name: margins[name] for name in REGISTRY.sort_columns(margins)}
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
@@ -418,3 +418,11 @@ def parse_margin(text: str, margins: Mapping[str, float]) -> dict[str, float]:
         raise UserError(f"--margin {text!r} is invalid: quality margins are amounts in the metric's unit "
                         "(quality.acc_denoised:0.005 is half a point of accuracy), not percentages")
     return {metric: amount for metric in targets}
+
+
+def with_margin_options(options: Sequence[str], margins: Mapping[str, float] | None = None) -> dict[str, float]:
+    """``margins`` (by default the registry's) with each ``--margin NAME:VALUE`` option applied in order."""
+    result = dict(REGISTRY.margins() if margins is None else margins)
+    for text in options:
+        result.update(parse_margin(text, result))
+    return result

@@ -37,14 +37,15 @@ def other_holder(own_cache_dir: Path):
         process.wait(timeout=30)
 
 
-def test_a_second_benchmark_is_refused_with_the_holder_named(other_holder: subprocess.Popen) -> None:
+def test_a_second_benchmark_is_refused_with_the_holder_named(other_holder: subprocess.Popen,
+                                                             own_cache_dir: Path) -> None:
+    started = json.loads((own_cache_dir / machinelock.LOCK_FILE).read_text())["started_at"]
     with pytest.raises(machinelock.MachineBusy) as refused:
         with machinelock.hold("run"):
             pass
-    message = str(refused.value)
-    assert message == (f"another aebench run (pid {other_holder.pid}, run 20261127T120000-abcdef, started "
-                       f"{message.split('started ')[1].split(')')[0]}) holds this machine: speed figures would be "
-                       "contaminated; wait for it or pass --allow-concurrent")
+    assert str(refused.value) == (f"another aebench run (pid {other_holder.pid}, run 20261127T120000-abcdef, started "
+                                  f"{started}) holds this machine: speed figures would be contaminated; wait for it "
+                                  "or pass --allow-concurrent")
     assert refused.value.exit_status == 2
 
 

@@ -269,27 +269,38 @@ class Store:
             )
 
     def _insert_result(self, cursor: Any, run_id: str, result: CellResult) -> None:
-        cursor.execute(self._sql(
-            f"INSERT INTO cells ({', '.join(CELL_COLUMNS)}) VALUES ({', '.join('?' for _ in CELL_COLUMNS)})"),
+        self._insert_cell_rows(cursor, [
             (run_id, result.cell.index, result.cell.key, json.dumps(result.cell.to_dict()), result.status,
              result.exit_code, result.error, result.stderr_tail, result.duration_s,
-             json.dumps(dict(result.metrics)), json.dumps(dict(result.info)), utc_now()),
-        )
-        rows = [(run_id, result.cell.index, name, _to_npy(array)) for name, array in result.artifacts.items()]
-        if rows:
-            cursor.executemany(self._sql("INSERT INTO artifacts (run_id, cell, name, npy) VALUES (?, ?, ?, ?)"), rows)
+             json.dumps(dict(result.metrics)), json.dumps(dict(result.info)), utc_now())],
+            [(run_id, result.cell.index, name, _to_npy(array)) for name, array in result.artifacts.items()])
+
+    def _insert_cell_rows(self, cursor: Any, cells: Sequence[Sequence[Any]],
+                          artifacts: Sequence[tuple[str, int, str, bytes]]) -> None:
+        """Cells rows (values in CELL_COLUMNS order) and their artifacts rows (run_id, cell, name, npy)."""
+        for row in cells:
+            cursor.execute(self._sql(
+                f"INSERT INTO cells ({', '.join(CELL_COLUMNS)}) VALUES ({', '.join('?' for _ in CELL_COLUMNS)})"), row)
+        if artifacts:
+            cursor.executemany(self._sql("INSERT INTO artifacts (run_id, cell, name, npy) VALUES (?, ?, ?, ?)"),
+                               artifacts)
+
+    def _run_row(self, run_id: str) -> dict[str, Any]:
+        """The run's row as stored, by column; a run not here is bad input."""
+        rows = self._records("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            raise UserError(f"run {run_id!r} is not in {self.location}")
+        return rows[0]
 
     # -- copying between stores (aebench push) -------------------------------------------------------------------------
 
     def copy_of_run(self, run_id: str) -> RunCopy:
         """Every stored row of the run, as it is stored."""
-        runs = self._records("SELECT * FROM runs WHERE run_id = ?", (run_id,))
-        if not runs:
-            raise UserError(f"run {run_id!r} is not in {self.location}")
+        run = self._run_row(run_id)
         cells = self._records(f"SELECT {', '.join(CELL_COLUMNS)} FROM cells WHERE run_id = ? ORDER BY cell", (run_id,))
         artifacts = [(cell, name, bytes(npy)) for cell, name, npy in
                      self._rows("SELECT cell, name, npy FROM artifacts WHERE run_id = ? ORDER BY cell, name", (run_id,))]
-        return RunCopy({name: runs[0][name] for name in RUN_TABLE_COLUMNS}, cells, artifacts)
+        return RunCopy({name: run[name] for name in RUN_TABLE_COLUMNS}, cells, artifacts)
 
     def receive_run(self, copy: RunCopy) -> int:
         """Append a run copied from another store, in one transaction; returns how many cells were new here.
@@ -334,15 +345,9 @@ class Store:
                 cursor.execute(self._sql("DELETE FROM artifacts WHERE run_id = ? AND cell = ?"), (run_id, cell))
                 cursor.execute(self._sql("DELETE FROM cells WHERE run_id = ? AND cell = ?"), (run_id, cell))
             new = [row for row in copy.cells if row["cell"] not in here or row["cell"] in retried]
-            for row in new:
-                cursor.execute(self._sql(
-                    f"INSERT INTO cells ({', '.join(CELL_COLUMNS)}) VALUES ({', '.join('?' for _ in CELL_COLUMNS)})"),
-                    tuple(row[name] for name in CELL_COLUMNS))
             fresh = {row["cell"] for row in new}
-            artifacts = [(run_id, cell, name, npy) for cell, name, npy in copy.artifacts if cell in fresh]
-            if artifacts:
-                cursor.executemany(self._sql("INSERT INTO artifacts (run_id, cell, name, npy) VALUES (?, ?, ?, ?)"),
-                                   artifacts)
+            self._insert_cell_rows(cursor, [tuple(row[name] for name in CELL_COLUMNS) for row in new],
+                                   [(run_id, cell, name, npy) for cell, name, npy in copy.artifacts if cell in fresh])
         return len(new)
 
     def _lock_for_receive(self, cursor: Any, run_id: str) -> None:
@@ -368,10 +373,7 @@ class Store:
         return rows[0][0]
 
     def run_record(self, run_id: str) -> dict[str, Any]:
-        rows = self._records("SELECT * FROM runs WHERE run_id = ?", (run_id,))
-        if not rows:
-            raise UserError(f"run {run_id!r} is not in {self.location}")
-        record = rows[0]
+        record = self._run_row(run_id)
         record["stored_status"] = record["status"]  # what a compare-and-set on the row (claim_run) must match
         record["status"] = run_status(record)
         record["matrix"] = json.loads(record.pop("matrix_json"))
