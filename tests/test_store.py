@@ -13,7 +13,7 @@ import pytest
 from aebench.config import Matrix
 from aebench.errors import UserError
 from aebench.results import CellResult
-from aebench.store import new_run_id, open_store
+from aebench.store import Store, new_run_id, open_store
 from support import tiny_matrix_dict
 
 ENV = {"git_commit": "abc123", "git_dirty": False, "machine_id": "m1", "cpu_model": "Test CPU"}
@@ -310,6 +310,15 @@ def test_a_pushed_run_reads_back_the_same_and_a_second_push_copies_nothing(tmp_p
         assert shared.run_record(run_id)["status"] == "complete" and len(shared.runs_frame()) == 1
 
 
+def _stored_run(store: Store, matrix: Matrix, results: list[CellResult], status: str) -> str:
+    """A run of ``results`` in ``store``, finished with ``status``."""
+    run_id = store.begin_run(matrix, ENV, [])
+    for result in results:
+        store.add_result(run_id, result)
+    store.finish_run(run_id, status, 1.0, {})
+    return run_id
+
+
 def test_two_runners_resuming_one_run_at_once_cannot_both_claim_it(store_location: str | Path) -> None:
     with open_store(store_location) as store:
         run_id = store.begin_run(Matrix.from_dict(tiny_matrix_dict()), {}, [])
@@ -326,9 +335,7 @@ def test_an_older_copy_pushed_again_undoes_nothing_and_another_run_with_the_id_i
     matrix = Matrix.from_dict(tiny_matrix_dict())
     first, _ = _results(matrix)
     with open_store(tmp_path / "local.sqlite") as local, open_store(store_location) as shared:
-        run_id = local.begin_run(matrix, ENV, [])
-        local.add_result(run_id, first)
-        local.finish_run(run_id, "interrupted", 1.0, {})
+        run_id = _stored_run(local, matrix, [first], "interrupted")
         old_copy = local.copy_of_run(run_id)
         local.finish_run(run_id, "complete", 2.0, {"wall_s": 2.0})
         shared.receive_run(local.copy_of_run(run_id))
@@ -344,10 +351,7 @@ def test_a_cell_retried_after_its_run_was_pushed_replaces_its_failure_there(tmp_
     matrix = Matrix.from_dict(tiny_matrix_dict())
     first, failed = _results(matrix)
     with open_store(tmp_path / "local.sqlite") as local, open_store(store_location) as shared:
-        run_id = local.begin_run(matrix, ENV, [])
-        local.add_result(run_id, first)
-        local.add_result(run_id, failed)
-        local.finish_run(run_id, "complete", 1.0, {})
+        run_id = _stored_run(local, matrix, [first, failed], "complete")
         shared.receive_run(local.copy_of_run(run_id))
         retried = dataclasses.replace(first, cell=failed.cell)
         local.replace_failed_result(run_id, retried)  # aebench run --resume RUN --retry-failed
@@ -364,9 +368,7 @@ def test_a_run_pushed_before_its_resumed_part_gets_only_the_cells_it_lacks(tmp_p
     matrix = Matrix.from_dict(tiny_matrix_dict())
     first, second = _results(matrix)
     with open_store(tmp_path / "local.sqlite") as local, open_store(store_location) as shared:
-        run_id = local.begin_run(matrix, ENV, [])
-        local.add_result(run_id, first)
-        local.finish_run(run_id, "interrupted", 1.0, {})
+        run_id = _stored_run(local, matrix, [first], "interrupted")
         assert shared.receive_run(local.copy_of_run(run_id)) == 1
         local.add_result(run_id, second)  # the resumed part
         local.finish_run(run_id, "complete", 2.0, {})
