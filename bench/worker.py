@@ -362,15 +362,16 @@ def _classifier_accuracy(matrix: Matrix, cell: Cell, dataset: Dataset, trained: 
 
 
 def _diagnostics(matrix: Matrix, cell: Cell, trained: TrainedCell, encoder: Any) -> dict[str, float]:
-    """Latent activation statistics, per-digit error and, for the contractive variant, its Jacobian check."""
-    from aebench import accuracy
+    """Latent activation statistics, per-digit error and, for a variant whose loss penalises its Jacobian in closed
+    form (the contractive AE), the check of that form against autodiff."""
+    from aebench import accuracy, models
 
     data = trained.data
     # Activation statistics on the codes of the cell's own (noisy) test inputs: the ones behind its outputs.
     codes = accuracy.predict_batches(encoder, data.noisy_test, matrix.throughput.batch_size)
     metrics = accuracy.latent_activation_stats(codes)
     metrics.update(accuracy.per_digit_mse(data.x_test, trained.output, data.y_test))
-    if cell.variant == "contractive":
+    if models.REGISTRY[cell.variant].jacobian_penalty:
         metrics.update(accuracy.contractive_jacobian_check(trained.model, data.noisy_test[: accuracy.JACOBIAN_SAMPLE]))
     return metrics
 

@@ -62,6 +62,9 @@ class VariantSpec:
     corrupts_input: bool
     description: str
     exclusive: frozenset[str] = field(default_factory=frozenset)
+    # Its loss penalises the encoder's Jacobian in closed form (a single sigmoid layer named "latent"): the worker
+    # checks that form against the backend's autodiff on every cell (diag.jacobian_fro_sq_*).
+    jacobian_penalty: bool = False
 
 
 _SHAPE_DEFAULTS = {"latent_dim": 32, "hidden_units": 128}
@@ -79,6 +82,7 @@ def _spec(
     dense: bool = True,
     corrupts_input: bool = False,
     exclusive: frozenset[str] = frozenset(),
+    jacobian_penalty: bool = False,
 ) -> VariantSpec:
     defaults = {**(_SHAPE_DEFAULTS if dense else {}), **extra_defaults}
     bounds = {**(_SHAPE_BOUNDS if dense else {}), **extra_bounds}
@@ -90,6 +94,7 @@ def _spec(
         corrupts_input=corrupts_input,
         description=description,
         exclusive=exclusive,
+        jacobian_penalty=jacobian_penalty,
     )
 
 
@@ -133,6 +138,7 @@ REGISTRY: dict[str, VariantSpec] = {
         {"contractive_lambda": (0.0, 1.0), "center_input": (0, 1)},
         "784-32-128-784 with one sigmoid encoder layer on centred pixels (center_input), the squared Frobenius norm "
         "of its Jacobian as penalty",
+        jacobian_penalty=True,
     ),
     "conv": _spec(
         "conv",

@@ -233,6 +233,13 @@ def test_the_centred_contractive_encoders_jacobian_is_the_closed_form(images) ->
                                                                       rel=1e-4)
 
 
+def test_every_variant_flagged_with_a_jacobian_penalty_has_the_layer_its_check_reads() -> None:
+    flagged = [name for name, spec in models.REGISTRY.items() if spec.jacobian_penalty]
+    assert flagged == ["contractive"]  # the worker checks its closed form against autodiff on every cell
+    for name in flagged:
+        assert build_autoencoder(name).get_layer("latent").activation.__name__ == "sigmoid"
+
+
 def test_closed_form_rejects_non_sigmoid(built, images) -> None:
     with pytest.raises(ValueError, match="sigmoid"):
         jacobian_frobenius_sq_closed_form(
