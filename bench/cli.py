@@ -338,7 +338,7 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
            skip_check: SkipCheck | None, lock: MachineLock, client: Any = None) -> int:
     from aebench import runner, session
     from aebench.store import open_store
-    from aebench.summary import format_summary
+    from aebench.summary import cells_overlapped, format_summary
 
     wall_start = time.monotonic()
     store = open_store(_store_path(args), create=not args.resume)
@@ -363,17 +363,12 @@ def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data
               file=sys.stderr)
     print(f"aebench: run {run_id}: {len(run.cells)} cells of matrix {matrix.name!r} -> {store.location}", file=sys.stderr)
 
-    def side_by_side(results: Sequence[CellResult]) -> bool:
-        """Whether cells ran at the same time: packed on a node, or on the nodes of several machines (one machine's
-        nodes take turns on its machine lock)."""
-        machines = {r.info["machine_id"] for r in results if r.info.get("machine_id")}
-        return client is not None and (args.pack or len(machines) > 1)
 
     def finish(status: str) -> dict[str, Any]:
         """The run's record over every invocation, this one's wall time counted up to now."""
         this_wall_s = time.monotonic() - wall_start
         return session.finish(store, run_id, status, stored, run.prior_wall_s + this_wall_s, prepared,
-                              run.invocations(this_wall_s, status), side_by_side=side_by_side(stored))
+                              run.invocations(this_wall_s, status), side_by_side=cells_overlapped(stored))
 
     status = "interrupted"
     prepared: list[dict[str, Any]] = []

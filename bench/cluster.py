@@ -20,6 +20,7 @@ store; the cell's own ``info.machine_id`` says which node timed it.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import socket
 import tempfile
@@ -36,8 +37,8 @@ from aebench.config import Cell, Matrix
 from aebench.devices import ACCELERATORS  # a cell on one needs a worker advertising its name, upper case
 from aebench.errors import UserError
 from aebench.results import CellResult
-from aebench.runner import (Progress, SharedTraining, WorkerHost, precision_problem, prepare_classifiers, run_one,
-                            weights_file)
+from aebench.runner import (HostDied, Progress, SharedTraining, WorkerHost, drop_host, precision_problem,
+                            prepare_classifiers, run_one, weights_file)
 
 LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT_S = 30.0
@@ -185,6 +186,7 @@ class NodeReply:
 _HOSTS: dict[tuple[Any, ...], dict[str, WorkerHost]] = {}  # this worker process's hosts, per task thread
 _HOSTS_LOCK = threading.Lock()
 _RUNNING: dict[str, set[int]] = {}  # sweep -> the task threads running one of its cells on this worker
+_STOPPED: set[str] = set()  # sweeps whose driver has stopped: their cells start nothing more on this worker
 
 
 @contextmanager
@@ -207,11 +209,24 @@ def stop_sweep(sweep: str) -> int:
     timing, unsupervised, on its node and hold the node's machine lock. The task then ends as a failed cell that
     nobody collects. Returns how many hosts it killed."""
     with _HOSTS_LOCK:
+        _STOPPED.add(sweep)  # a cell of it waiting for the machine lock, or between hosts, then runs nothing
         threads = _RUNNING.get(sweep, set())
-        doomed = [host for (thread, _), hosts in _HOSTS.items() if thread in threads for host in hosts.values()]
+        doomed = []
+        for (thread, _), hosts in _HOSTS.items():
+            if thread in threads:
+                doomed += hosts.values()
+                hosts.clear()  # the next cell of that thread starts afresh
     for host in doomed:
         host.kill()
     return len(doomed)
+
+
+def _host_logs() -> Path:
+    """Where this task thread's hosts log: a folder that outlives each cell's scratch, as the hosts do, so that a host
+    that dies under a later cell still has the log its stderr tail comes from."""
+    folder = Path(tempfile.gettempdir()) / f"aebench-node-{os.getpid()}-{threading.get_ident()}"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 def _hosts_of_this_thread(command: tuple[str, ...] | None) -> dict[str, WorkerHost]:
@@ -243,7 +258,10 @@ def _run_cell_on_node(task: NodeTask, data_path: Path, cache_dir: Path, hosts: d
     prepared: list[Mapping[str, Any]] = []
 
     def host_factory(backend: str, log: Path) -> WorkerHost:
-        return WorkerHost(backend, log, command=list(task.host_command) if task.host_command else None)
+        if task.sweep in _STOPPED:
+            raise HostDied("not run: its driver stopped the sweep")
+        return WorkerHost(backend, _host_logs() / log.name,
+                          command=list(task.host_command) if task.host_command else None)
 
     waited_from = time.monotonic()
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="aebench-node-") as scratch_text:
@@ -255,8 +273,11 @@ def _run_cell_on_node(task: NodeTask, data_path: Path, cache_dir: Path, hosts: d
         else:
             stack.enter_context(machinelock.hold("cluster cell", wait=True, note=notes.append))
             affinity = machine.usable_cpus()
-        for host in hosts.values():  # an earlier cell of this thread may have left them on a packed cell's cores
-            host.set_affinity(affinity)
+        for backend, host in list(hosts.items()):  # an earlier cell may have left them on a packed cell's cores
+            if host.alive:
+                host.set_affinity(affinity)
+            else:
+                drop_host(hosts, backend)
         info["cluster_wait_s"] = round(time.monotonic() - waited_from, 3)
         weights = weights_file(scratch / "weights", cell)
         weights.parent.mkdir()
@@ -317,13 +338,18 @@ class ClusterSweep:
     on_prepared: Callable[[Mapping[str, Any]], None] = lambda info: None
     _attempts: dict[Any, _Attempt] = field(default_factory=dict)
     _token: str = field(default_factory=lambda: secrets.token_hex(3))
+    _submitted: int = 0
 
     def submit(self, cell: Cell, trains: bool, number: int = 1, earlier: str | None = None) -> Any:
         weights = None if trains else weights_file(self.weights_root, cell).read_bytes()
         task = NodeTask(self.matrix, cell, self.data_path, self.cache_dir, trains, weights, self.pack, self.host_command,
                         self._token)
         workers = self.placement.workers(cell)
-        future = self.client.submit(run_on_node, task, key=f"aebench-cell{cell.index:04d}-{self._token}-try{number}",
+        # A key of its own per submission: a cancelled key's late 'cancelled-keys' message would cancel a resubmission
+        # that reused it.
+        self._submitted += 1
+        key = f"aebench-cell{cell.index:04d}-{self._token}-try{number}-{self._submitted}"
+        future = self.client.submit(run_on_node, task, key=key,
                                     pure=False, workers=workers, allow_other_workers=False,
                                     resources=self.placement.resources(cell))
         self._attempts[future] = _Attempt(cell, trains, number, earlier, tuple(workers))
@@ -333,10 +359,13 @@ class ClusterSweep:
         """The pending cells whose workers have all left the cluster, each placed again on the workers there are now
         (a new future) or, with none left that may run it, failed with the reason: (old future, result, new future).
         A cell placed again keeps its try number: it never started."""
+        alive = set(self.client.scheduler_info(n_workers=-1)["workers"])  # the scheduler's word, not who answered
+        lost = [f for f in pending if not f.done() and not set(self._attempts[f].workers) & alive]
+        if not lost:
+            return []
         self.placement = Placement(survey(self.client))
-        alive = {node.address for node in self.placement.nodes}
         moved = []
-        for future in [f for f in pending if not set(self._attempts[f].workers) & alive]:
+        for future in lost:
             attempt = self._attempts.pop(future)
             self.client.cancel([future])
             why = f"its workers ({', '.join(attempt.workers)}) left the cluster before it ran"
@@ -450,7 +479,8 @@ def run_cells(matrix: Matrix, cells: Iterable[Cell], *, client: Any, data_path: 
                     waiting.setdefault(cell.quality_key, []).append(cell)
             while running:
                 try:
-                    done = wait(running, timeout=STRANDED_CHECK_S, return_when="FIRST_COMPLETED").done
+                    with client.as_current():  # wait() goes through the current client: make it this one
+                        done = wait(running, timeout=STRANDED_CHECK_S, return_when="FIRST_COMPLETED").done
                 except TimeoutError:
                     for old, result, new in sweep.stranded(running):
                         running.discard(old)

@@ -127,6 +127,18 @@ def _write_holder(file: IO[str] | None, holder: Holder) -> None:
     os.fsync(file.fileno())
 
 
+def _flock(file: IO[str], operation: int) -> None:
+    """``flock``; a filesystem without locks (ENOLCK, EOPNOTSUPP: NFS, FUSE) is bad input, said in one line.
+    BlockingIOError (held by another, with LOCK_NB) passes through."""
+    try:
+        fcntl.flock(file.fileno(), operation)
+    except BlockingIOError:
+        raise
+    except OSError as error:
+        raise UserError(f"the machine lock {file.name} cannot be taken ({error.strerror or error}): allowed a cache "
+                        "folder on a local filesystem (set AEBENCH_CACHE)") from None
+
+
 @contextmanager
 def hold(command: str, *, allow_concurrent: bool = False, wait: bool = False, directory: Path | None = None,
          note: Callable[[str], None] = lambda text: print(f"aebench: {text}", file=sys.stderr)) -> Iterator[MachineLock]:
@@ -143,32 +155,29 @@ def hold(command: str, *, allow_concurrent: bool = False, wait: bool = False, di
         file = open(folder / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the block
         beside = open(folder / CONCURRENT_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the block
     except OSError as error:
-        raise UserError(f"the machine lock {folder / LOCK_FILE} cannot be opened ({error.strerror}): allowed a "
-                        "writable cache folder (set AEBENCH_CACHE)") from error
+        raise UserError(f"the machine lock {error.filename or folder / LOCK_FILE} cannot be opened "
+                        f"({error.strerror}): allowed a writable cache folder (set AEBENCH_CACHE)") from error
     try:
         if allow_concurrent:  # announced before looking: an exclusive taker that comes meanwhile sees this run
-            fcntl.flock(beside.fileno(), fcntl.LOCK_SH)
+            _flock(beside, fcntl.LOCK_SH)
         file.seek(0)
         try:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            _flock(file, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             busy = True
-        except OSError as error:  # ENOLCK, EOPNOTSUPP: a cache folder on a filesystem without locks (NFS, FUSE)
-            raise UserError(f"the machine lock {folder / LOCK_FILE} cannot be taken ({error.strerror or error}): "
-                            "allowed a cache folder on a local filesystem (set AEBENCH_CACHE)") from None
         else:
             busy = False
         if not busy:
             if allow_concurrent:
-                fcntl.flock(beside.fileno(), fcntl.LOCK_UN)  # alone after all, unless a concurrent run is found
+                _flock(beside, fcntl.LOCK_UN)  # alone after all, unless a concurrent run is found
             try:  # a run let in by --allow-concurrent beside a holder that has gone since: the machine is still busy
-                fcntl.flock(beside.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-                fcntl.flock(beside.fileno(), fcntl.LOCK_UN)
+                _flock(beside, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                _flock(beside, fcntl.LOCK_UN)
             except BlockingIOError:
-                fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+                _flock(file, fcntl.LOCK_UN)
                 if not allow_concurrent:
                     raise MachineBusy(None, beside=True) from None
-                fcntl.flock(beside.fileno(), fcntl.LOCK_SH)
+                _flock(beside, fcntl.LOCK_SH)
                 lock = MachineLock(folder / LOCK_FILE, exclusive=False, beside_concurrent=True)
                 note(f"warning: {lock.contamination}; every cell's speed figures are marked contaminated")
                 yield lock

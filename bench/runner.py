@@ -144,6 +144,10 @@ class WorkerHost:
         self.running_cell_pid = None
         return (exited["exit_code"] if exited else None), timed_out
 
+    @property
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
     def kill(self) -> None:
         """Kill the running cell and the host, from any thread: the thread waiting on the host sees it exit
         (HostDied) and closes it. What a stopped driver does to the cells it left on a cluster's nodes."""
@@ -480,8 +484,11 @@ def _wait_for_idle(cell: Cell, timeout_s: float, progress: Progress) -> dict[str
 
 def host_for(hosts: dict[str, WorkerHost], backend: str, host_factory: Callable[[str, Path], WorkerHost],
              log_path: Path) -> WorkerHost:
-    """The backend's running host, or a new one logging to ``log_path``."""
+    """The backend's running host, or a new one logging to ``log_path`` (in place of one that has exited)."""
     host = hosts.get(backend)
+    if host is not None and not host.alive:
+        drop_host(hosts, backend)
+        host = None
     if host is None:
         host = hosts[backend] = host_factory(backend, log_path)
     return host

@@ -58,6 +58,15 @@ def summarize(results: Sequence[Any], wall_s: float, prepared: Sequence[Mapping[
     }
 
 
+def cells_overlapped(results: Sequence[Any]) -> bool:
+    """Whether some of the run's cells ran at the same time, from what they stored: one packed on a cluster node
+    beside others (``info.packed``), or cluster cells on several machines (one machine's nodes take turns on its
+    machine lock). Every invocation's cells count: a run resumed locally after a cluster part still overlapped."""
+    clustered = [r for r in results if r.info.get("cluster_worker") is not None]
+    machines = {r.info.get("machine_id") for r in clustered if r.info.get("machine_id")}
+    return any(r.info.get("packed") for r in clustered) or len(machines) > 1
+
+
 def format_summary(run_id: str, summary: Mapping[str, Any], report_path: Path | None) -> str:
     """The closing lines of ``aebench run``: cell counts, the wall-time split and where the report is."""
     wall = summary["wall_s"]

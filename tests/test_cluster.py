@@ -118,6 +118,13 @@ def test_cells_go_only_where_their_resources_are_and_the_rest_are_skipped_with_t
     assert tpu.info["trained_by"] == tpu.cell.key
 
 
+class _Queued:
+    """A future whose task has not started."""
+
+    def done(self) -> bool:
+        return False
+
+
 class _QueueingCluster:
     """A scheduler whose tasks wait: what a cell sees when the workers it may run on leave before it starts."""
 
@@ -128,7 +135,7 @@ class _QueueingCluster:
 
     def submit(self, *args: object, **options: object) -> object:
         self.submitted.append(options)
-        return object()
+        return _Queued()
 
     def cancel(self, futures: list) -> None:
         self.cancelled += futures
@@ -151,7 +158,8 @@ def test_a_queued_cell_whose_workers_all_left_is_sent_elsewhere_or_failed_not_le
     fake.workers = {"tcp://127.0.0.1:3": {"resources": {}}}  # both left; a new one joined
     ((old, result, moved),) = sweep.stranded([queued])
     assert old is queued and result is None and fake.cancelled == [queued]
-    assert fake.submitted[-1]["workers"] == ["tcp://127.0.0.1:3"] and fake.submitted[-1]["key"].endswith("try1")
+    assert fake.submitted[-1]["workers"] == ["tcp://127.0.0.1:3"] and "-try1-" in fake.submitted[-1]["key"]
+    assert fake.submitted[-1]["key"] != fake.submitted[0]["key"]  # a key of its own: the old one's cancel is on its way
     fake.workers = {}
     ((old, result, moved),) = sweep.stranded([moved])
     assert moved is None and result.status == "failed"
@@ -180,6 +188,10 @@ def test_a_stopped_driver_kills_the_cells_its_sweep_left_running_on_a_node(tmp_p
         assert cluster.stop_sweep("s1") == 1
         node.join(timeout=30)
         assert not node.is_alive()
+        # A cell of the stopped sweep that comes to the node afterwards (it was waiting for the machine lock) starts
+        # nothing.
+        late = cluster.run_on_node(task)
+        assert late.result.status == "failed" and "its driver stopped the sweep" in late.result.error
     finally:
         if node.is_alive():  # the hanging cell was not stopped: stop it so that the test can fail, not hang
             cluster.stop_sweep("s1")

@@ -209,12 +209,24 @@ def test_a_host_that_breaks_the_protocol_or_a_malformed_result_fails_the_cell_no
 def test_a_host_that_dies_before_it_is_ready_leaves_nothing_open(tmp_path: Path) -> None:
     import psutil
 
-    before = psutil.Process().num_fds()
+    this = psutil.Process()
+    before = (this.num_fds(), {child.pid for child in this.children()})  # the session's servers are children too
     for _ in range(3):
         with pytest.raises(runner.HostDied):
             runner.WorkerHost("tensorflow", tmp_path / "host.log", command=[sys.executable, "-c", "raise SystemExit(3)"],
                               env={"PATH": "/usr/bin:/bin"})
-    assert psutil.Process().num_fds() == before and not psutil.Process().children()
+    assert (this.num_fds(), {child.pid for child in this.children()}) == before
+
+
+def test_a_host_that_has_exited_is_replaced_not_handed_out(tmp_path: Path) -> None:
+    hosts: dict[str, runner.WorkerHost] = {}
+    first = runner.host_for(hosts, "tensorflow", _fake_factory("ok"), tmp_path / "a.log")
+    assert runner.host_for(hosts, "tensorflow", _fake_factory("ok"), tmp_path / "b.log") is first
+    first.kill()  # as a stopped cluster driver does to the hosts of its cells
+    first._process.wait(timeout=30)
+    second = runner.host_for(hosts, "tensorflow", _fake_factory("ok"), tmp_path / "c.log")
+    assert second is not first and second.alive and hosts == {"tensorflow": second}
+    second.close()
 
 
 def test_skipped_cells_never_start_a_process(tmp_path: Path) -> None:

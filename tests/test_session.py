@@ -58,6 +58,19 @@ def test_cells_that_ran_side_by_side_give_cell_seconds_and_no_overhead() -> None
     assert "summed over cells that ran side by side" in text and "%" not in text and "overhead" not in text
 
 
+def test_cells_overlapped_only_when_packed_or_on_several_machines() -> None:
+    from aebench.summary import cells_overlapped
+
+    def cell(**info: object) -> SimpleNamespace:
+        return SimpleNamespace(status="ok", metrics={}, info=info)
+
+    one_machine = [cell(cluster_worker="tcp://a", machine_id="m1"), cell(cluster_worker="tcp://b", machine_id="m1")]
+    assert not cells_overlapped(one_machine)  # its nodes take turns on the machine lock
+    assert cells_overlapped([*one_machine, cell(cluster_worker="tcp://c", machine_id="m2")])
+    assert cells_overlapped([cell(cluster_worker="tcp://a", machine_id="m1", packed="--pack: ...")])
+    assert not cells_overlapped([cell(machine_id="m1"), cell(machine_id="m2")])  # local cells ran one at a time
+
+
 def _interrupted_run(path: Path, matrix: Matrix) -> str:
     """A run that stored its first cell and was stopped after 5 s."""
     with open_store(path) as store:

@@ -352,12 +352,14 @@ def test_a_cell_retried_after_its_run_was_pushed_replaces_its_failure_there(tmp_
     first, failed = _results(matrix)
     with open_store(tmp_path / "local.sqlite") as local, open_store(store_location) as shared:
         run_id = _stored_run(local, matrix, [first, failed], "complete")
-        shared.receive_run(local.copy_of_run(run_id))
+        before_retry = local.copy_of_run(run_id)
+        shared.receive_run(before_retry)
         retried = dataclasses.replace(first, cell=failed.cell)
         local.replace_failed_result(run_id, retried)  # aebench run --resume RUN --retry-failed
         local.finish_run(run_id, "complete", 2.0, {})
         assert shared.receive_run(local.copy_of_run(run_id)) == 1
         assert shared.receive_run(local.copy_of_run(run_id)) == 0
+        assert shared.receive_run(before_retry) == 0  # the failure it replaced comes back in an old copy: no change
         second = shared.results(run_id)[1]
         assert second.status == "ok" and second.info["earlier_attempt"].startswith("failed (exit code -9)")
         assert shared.results(run_id) == local.results(run_id)

@@ -334,8 +334,13 @@ class Store:
             cursor.execute(self._sql("SELECT cell, key, status, info_json FROM cells WHERE run_id = ?"), (run_id,))
             here = {cell: (key, status, info) for cell, key, status, info in cursor.fetchall()}
             retried = {row["cell"] for row in copy.cells if row["cell"] in here and _retries(here[row["cell"]], row)}
+            # An older copy's failure of a cell retried here since: already replaced, nothing to refuse or to copy.
+            superseded = {row["cell"] for row in copy.cells if row["cell"] in here and _retries(
+                (row["key"], row["status"], row["info_json"]), {"key": here[row["cell"]][0],
+                                                                "status": here[row["cell"]][1],
+                                                                "info_json": here[row["cell"]][2]})}
             for row in copy.cells:
-                if row["cell"] in here and row["cell"] not in retried and \
+                if row["cell"] in here and row["cell"] not in retried | superseded and \
                         here[row["cell"]][:2] != (row["key"], row["status"]):
                     raise UserError(
                         f"run {run_id} cell {row['cell']} differs in {self.location} ({here[row['cell']][1]} "
