@@ -241,6 +241,69 @@ def test_a_worker_killed_mid_cell_is_retried_once_on_the_other_worker(dask_clust
                                               "mid-cell (KilledWorker)")
 
 
+@pytest.mark.slow
+def test_the_cells_of_a_lost_worker_run_on_the_worker_that_joined(dask_cluster: DaskCluster, tmp_path: Path) -> None:
+    """The one TPU worker is lost with a cell running and one queued behind it: Dask hands both back (KilledWorker)
+    and both run again on a TPU worker that joined meanwhile."""
+    from distributed import Client
+
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete", "conv"], device=["tpu"], accuracy=False))
+    found: list[CellResult] = []
+    sweep = threading.Thread(target=lambda: found.extend(_sweep(dask_cluster, tmp_path, matrix, "slow,ok")))
+    sweep.start()
+    log = open(tmp_path / "joiner.log", "wb")  # noqa: SIM115 - closed below
+    joiner = subprocess.Popen([str(DASK), "worker", dask_cluster.address, "--host", "127.0.0.1", "--nthreads", "1",
+                               "--no-nanny", "--no-dashboard", "--name", "joiner", "--resources", "TPU=1"],
+                              stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        with Client(dask_cluster.address, timeout=30) as client:
+            client.wait_for_workers(3, timeout=60)
+            deadline = time.monotonic() + 60
+            while not client.processing().get(dask_cluster.addresses[ACCELERATED]):  # the first cell has started
+                assert time.monotonic() < deadline and sweep.is_alive()
+                time.sleep(0.05)
+            time.sleep(1.0)  # into its 4 s; the second waits behind it for the same worker
+            dask_cluster.workers[ACCELERATED].send_signal(signal.SIGKILL)
+            joined = next(address for address, info in client.scheduler_info()["workers"].items()
+                          if info["name"] == "joiner")
+        sweep.join(timeout=120)
+        assert not sweep.is_alive()
+    finally:
+        joiner.terminate()
+        joiner.wait(timeout=30)
+    slow, queued = sorted(found, key=lambda result: result.cell.index)
+    assert slow.status == queued.status == "ok", (slow.error, queued.error)
+    assert slow.info["earlier_attempt"].startswith("try 1: its Dask worker")
+    assert slow.info["cluster_worker"] == queued.info["cluster_worker"] == joined
+
+
+def test_a_cell_sent_to_a_worker_that_has_left_is_sent_again_and_runs(dask_cluster: DaskCluster, tmp_path: Path) -> None:
+    """Through a real scheduler, which keeps a task waiting for its workers forever: a cell placed on a worker that
+    left (a placement surveyed before it did) is sent to those there are now, under a key of its own (a reused key
+    would be cancelled by its predecessor's cancel), and runs."""
+    from distributed import Client, wait
+
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete"], threads=[1], accuracy=False))
+    (cell,) = matrix.cells()
+    unread = tmp_path / "unread.npz"
+    unread.touch()
+    with Client(dask_cluster.address, timeout=30) as client:
+        gone = cluster.Node("tcp://127.0.0.1:9", {}, "h", 2, "m")  # no worker listens there
+        sweep = cluster.ClusterSweep(client, matrix, cluster.Placement((gone,)), unread, tmp_path / "cache",
+                                     tmp_path / "weights", host_command=(sys.executable, str(FAKE_HOST), "ok"))
+        stuck = sweep.submit(cell, trains=True)
+        with pytest.raises(TimeoutError):
+            wait([stuck], timeout=2)
+        ((old, result, moved),) = sweep.stranded([stuck])
+        assert old is stuck and result is None
+        wait([moved], timeout=60)
+        time.sleep(0.5)  # time for a stray cancel of the old key to arrive, were the key shared
+        assert moved.status == "finished"
+        reply, weights, notes, retry = sweep.collect(moved)
+    assert reply.status == "ok" and reply.info["cluster_worker"] in dask_cluster.addresses.values()
+
+
 def test_a_cell_whose_workers_are_all_lost_is_stored_as_failed_with_the_reason() -> None:
     from distributed import KilledWorker
 

@@ -25,6 +25,11 @@ from aebench.timetoquality import to_target_text
 
 WINNER = "★"
 SPEED_COLUMNS = ("speed.train_ips", "speed.infer_ips", "speed.latency_b1_p99_ms")
+GAIN, ACCURACY, TO_TARGET = REGISTRY["quality.gain_db"], REGISTRY["quality.acc_denoised"], \
+    REGISTRY["speed.time_to_target_s"]
+GAIN_HEADING = GAIN.heading("best PSNR gain")
+ACCURACY_HEADING = ACCURACY.heading("accuracy on denoised")
+TO_TARGET_HEADING = TO_TARGET.heading()
 
 
 def environment_line(record: Mapping[str, Any]) -> str:
@@ -55,6 +60,11 @@ def _best(rows: pd.DataFrame, metric: str, better: str) -> pd.Series | None:
     return rows.loc[values.idxmax() if better == "higher" else values.idxmin()]
 
 
+def _oriented(metric: str, value: Any) -> float:
+    """The value with the sign that makes larger better, so one max() picks every column's winner."""
+    return float(value) * (1 if REGISTRY[metric].better == "higher" else -1)
+
+
 def variant_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     """One row per variant (display strings) and, per column, the variant that wins it. ``ok`` holds the ok cells
     with contaminated speed figures already blanked (``store.without_contaminated_speed``)."""
@@ -64,18 +74,17 @@ def variant_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     for variant in first_seen(ok["variant"]):
         mine = ok[ok["variant"] == variant]
         row: dict[str, str] = {"variant": str(variant)}
-        best = _best(mine, "quality.gain_db", "higher")
+        best = _best(mine, GAIN.name, GAIN.better)
         if best is not None:
-            row["best PSNR gain (dB)"] = f"{REGISTRY.format('quality.gain_db', best['quality.gain_db'])} at noise " \
-                                         f"{float(best['noise']):g}"
-            winners_by.setdefault("best PSNR gain (dB)", []).append((variant, float(best["quality.gain_db"])))
-            accuracy = pd.to_numeric(best.get("quality.acc_denoised"), errors="coerce")
-            row["accuracy on denoised"] = NA if pd.isna(accuracy) else REGISTRY.format("quality.acc_denoised", accuracy)
+            row[GAIN_HEADING] = f"{REGISTRY.format(GAIN.name, best[GAIN.name])} at noise {float(best['noise']):g}"
+            winners_by.setdefault(GAIN_HEADING, []).append((variant, _oriented(GAIN.name, best[GAIN.name])))
+            accuracy = pd.to_numeric(best.get(ACCURACY.name), errors="coerce")
+            row[ACCURACY_HEADING] = NA if pd.isna(accuracy) else REGISTRY.format(ACCURACY.name, accuracy)
             if not pd.isna(accuracy):
-                winners_by.setdefault("accuracy on denoised", []).append((variant, float(accuracy)))
+                winners_by.setdefault(ACCURACY_HEADING, []).append((variant, _oriented(ACCURACY.name, accuracy)))
                 accuracy_noise.add(float(best["noise"]))
-            row["time to target (s)"] = to_target_text("speed.time_to_target_s", best.get("speed.time_to_target_s"),
-                                                       best.get("quality.target_reached"), NA)
+            row[TO_TARGET_HEADING] = to_target_text(TO_TARGET.name, best.get(TO_TARGET.name),
+                                                    best.get("quality.target_reached"), NA)
         for metric in SPEED_COLUMNS:
             heading, better = REGISTRY[metric].heading(), REGISTRY[metric].better
             fastest = _best(mine, metric, better)
@@ -84,12 +93,11 @@ def variant_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
                 continue
             threads = fastest.get("threads")
             row[heading] = f"{REGISTRY.format(metric, fastest[metric])} ({threads_text(threads, fastest.get('device'))})"
-            winners_by.setdefault(heading, []).append((variant, float(fastest[metric]) * (1 if better == "higher"
-                                                                                            else -1)))
+            winners_by.setdefault(heading, []).append((variant, _oriented(metric, fastest[metric])))
         rows.append(row)
     table = pd.DataFrame(rows).fillna(NA)
     if len(accuracy_noise) > 1:  # accuracies at different noise levels: no variant wins by them
-        winners_by.pop("accuracy on denoised", None)
+        winners_by.pop(ACCURACY_HEADING, None)
     winners = {heading: max(entries, key=lambda entry: entry[1])[0] for heading, entries in winners_by.items()}
     for heading, variant in winners.items():
         table.loc[table["variant"] == str(variant), heading] += f" {WINNER}"
