@@ -5,25 +5,20 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import shutil
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aebench.errors import CannotWrite, UserError
+from aebench.errors import UserError
 from aebench.store import DEFAULT_STORE, is_server_url
 
 if TYPE_CHECKING:
     from aebench.config import Cell, Matrix
     from aebench.machinelock import MachineLock
-    from aebench.results import CellResult
-    from aebench.runner import SkipCheck
-    from aebench.store import Store
 
 EXIT_CELLS_FAILED = 1
 
@@ -309,7 +304,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with machinelock.hold("run", allow_concurrent=args.allow_concurrent) as lock:
         data_path = _checked_inputs(args, matrix)
         skip_check = devices.skip_check(matrix.backend, cells)
-        return _sweep(args, matrix, cells, data_path, skip_check, lock)
+        return _sweep(args, matrix, cells, data_path, lock, skip_check=skip_check)
 
 
 def _checked_inputs(args: argparse.Namespace, matrix: Matrix) -> Path:
@@ -324,6 +319,16 @@ def _checked_inputs(args: argparse.Namespace, matrix: Matrix) -> Path:
     return data_path
 
 
+def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data_path: Path, lock: MachineLock,
+           **where: Any) -> int:
+    from aebench.sweep import SweepOptions, run_sweep
+
+    options = SweepOptions(store=_store_path(args), argv=args.argv, resume=args.resume, retry_failed=args.retry_failed,
+                           reports_dir=None if args.no_report else args.reports_dir, wait_idle_s=args.wait_idle,
+                           pack=args.pack)
+    return EXIT_CELLS_FAILED if run_sweep(options, matrix, cells, data_path, lock, **where) else 0
+
+
 def _sweep_cluster(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell]) -> int:
     """``run --cluster``: the driver holds no machine lock (each node's cells hold theirs, aebench.cluster) and probes
     no device here: the cluster's workers say what they have."""
@@ -331,107 +336,7 @@ def _sweep_cluster(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cel
 
     data_path = _checked_inputs(args, matrix)
     with cluster.connect(args.cluster) as client:
-        return _sweep(args, matrix, cells, data_path, None, machinelock.MachineLock.held_by_nodes(), client)
-
-
-def _sweep(args: argparse.Namespace, matrix: Matrix, cells: Sequence[Cell], data_path: Path,
-           skip_check: SkipCheck | None, lock: MachineLock, client: Any = None) -> int:
-    from aebench import runner, session
-    from aebench.store import open_store
-    from aebench.summary import cells_overlapped, format_summary
-
-    wall_start = time.monotonic()
-    store = open_store(_store_path(args), create=not args.resume)
-    with _store_writes(store):
-        run = session.start(store, matrix, cells, args.argv, args.resume, args.retry_failed)
-    run_id = run.run_id
-    run_folder = store.local_folder / "checkpoints" / run_id  # its checkpoints and each model's shared weights
-    lock.name_run(run_id)
-    retried = set(run.retried)
-
-    def store_result(result: CellResult) -> None:
-        result = lock.mark(result)
-        with _store_writes(store, run_id):
-            if result.cell.key in retried:
-                store.replace_failed_result(run_id, result)
-            else:
-                store.add_result(run_id, result)
-
-    if run.resumed:
-        again = f" ({len(run.retried)} failed, again)" if run.retried else ""
-        print(f"aebench: resuming run {run_id}: {run.stored_cells} cells stored, {len(run.cells)} to run{again}",
-              file=sys.stderr)
-    print(f"aebench: run {run_id}: {len(run.cells)} cells of matrix {matrix.name!r} -> {store.location}", file=sys.stderr)
-
-
-    def finish(status: str) -> dict[str, Any]:
-        """The run's record over every invocation, this one's wall time counted up to now."""
-        this_wall_s = time.monotonic() - wall_start
-        return session.finish(store, run_id, status, stored, run.prior_wall_s + this_wall_s, prepared,
-                              run.invocations(this_wall_s, status), side_by_side=cells_overlapped(stored))
-
-    status = "interrupted"
-    prepared: list[dict[str, Any]] = []
-    stopped_by: BaseException | None = None
-    try:
-        trained_before = session.stored_training(store, run_id) if run.resumed else None
-        with session.Heartbeat(store, run_id):
-            if client is not None:
-                from aebench import cluster
-
-                cluster.run_cells(matrix, run.cells, client=client, data_path=data_path, on_result=store_result,
-                                  weights_root=run_folder / "weights", cache_dir=store.local_folder / "cache",
-                                  trained_before=trained_before, pack=args.pack, on_prepared=prepared.append)
-            else:
-                runner.run_cells(matrix, run.cells, data_path=data_path, skip_check=skip_check, on_result=store_result,
-                                 checkpoint_root=run_folder if matrix.checkpoint else None,
-                                 cache_dir=store.local_folder / "cache", on_prepared=prepared.append,
-                                 wait_idle_s=args.wait_idle, weights_root=run_folder / "weights",
-                                 trained_before=trained_before)
-        status = "complete"
-    except BaseException as error:
-        stopped_by = error
-        raise
-    finally:
-        try:
-            with _store_writes(store, run_id):
-                stored = store.results(run_id, with_artifacts=False)  # every cell of the run, a resumed part's too
-                summary = finish(status)
-        except CannotWrite:
-            if stopped_by is None:
-                raise
-            # The store refuses the run's status too: the error already on its way says what happened.
-    report_path = None
-    if not args.no_report:
-        from aebench.report import write_report
-
-        try:
-            report_path = write_report(store, run_id, args.reports_dir)
-        except OSError as error:
-            raise CannotWrite(f"the report cannot be written in {args.reports_dir} ({error.strerror or error}): the "
-                              f"results are stored; `aebench report {run_id}` writes it later") from error
-        with _store_writes(store, run_id):
-            summary = finish(status)  # the report's time too
-    print(format_summary(run_id, summary, report_path), file=sys.stderr)
-    store.close()
-    failed = sum(r.status in ("failed", "timeout") for r in stored)  # every cell of the run, a resumed one's too
-    if status == "complete" and not failed:
-        # Nothing left to resume or retry: the trained weights the thread counts shared have served.
-        shutil.rmtree(run_folder / "weights", ignore_errors=True)
-        with suppress(OSError):
-            run_folder.rmdir()  # when nothing else (a checkpoint) is left in it
-    return EXIT_CELLS_FAILED if failed else 0
-
-
-@contextmanager
-def _store_writes(store: Store, run_id: str | None = None) -> Iterator[None]:
-    """A store write that fails (a full disk, an I/O error) stops the sweep with one line saying what is kept."""
-    try:
-        yield
-    except store.Error as error:
-        kept = f"the cells stored so far are kept; make room and continue with --resume {run_id}" if run_id else \
-            "nothing was run"
-        raise CannotWrite(f"the store {store.location} cannot be written ({error}): {kept}") from error
+        return _sweep(args, matrix, cells, data_path, machinelock.MachineLock.held_by_nodes(), client=client)
 
 
 # -- store queries -------------------------------------------------------------------------------------------------
@@ -470,7 +375,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         with open_store(target_location) as target:  # opened only once every run is known to be pushable
             for run_id in wanted:
                 copy = source.copy_of_run(run_id)
-                with _store_writes(target):  # each run whole or not at all: pushing again completes the rest
+                # Each run whole or not at all, in one transaction: pushing again completes the rest.
+                with target.writing(kept=f"run {run_id} was not copied; push it again"):
                     copied = target.receive_run(copy)
                 what = f"{copied} of {len(copy.cells)} cells copied" if copied else "already there, nothing copied"
                 print(f"{run_id}: {what} -> {target.location}")

@@ -29,7 +29,7 @@ import pandas as pd
 import psutil
 
 from aebench.config import Cell, Matrix
-from aebench.errors import UserError
+from aebench.errors import CannotWrite, UserError
 from aebench.load import CONTAMINATED
 from aebench.metrics import REGISTRY, flag_is_set
 from aebench.results import CellResult
@@ -157,6 +157,18 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    @contextmanager
+    def writing(self, run_id: str | None = None, kept: str | None = None) -> Iterator[None]:
+        """A write that fails (a full disk, an I/O error, a server gone) stops with one line saying what is kept
+        (CannotWrite, exit 3): ``kept``, or for the run ``run_id`` under way its stored cells."""
+        try:
+            yield
+        except self.Error as error:
+            if kept is None:
+                kept = (f"the cells stored so far are kept; make room and continue with --resume {run_id}" if run_id
+                        else "nothing was run")
+            raise CannotWrite(f"the store {self.location} cannot be written ({error}): {kept}") from error
 
     def __enter__(self) -> Store:
         return self
