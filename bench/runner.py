@@ -562,7 +562,9 @@ def run_one(matrix: Matrix, cell: Cell, data_path: Path, scratch: Path, hosts: d
     started = clock()
     log_path = scratch / f"host-{cell.backend}.log"  # where a host started for this cell logs
     try:
-        exit_code, timed_out = host_for(hosts, cell.backend, host_factory, log_path).run(task, matrix.timeout_s)
+        host = host_for(hosts, cell.backend, host_factory, log_path)
+        started = clock()  # the cell's time, without a host's start (its framework import) before it
+        exit_code, timed_out = host.run(task, matrix.timeout_s)
     except HostDied as error:
         # The tail of the log of the host that died: it may have been started for an earlier cell, elsewhere.
         log_tail = drop_host(hosts, cell.backend) or tail(log_path)

@@ -229,6 +229,20 @@ def test_a_host_that_has_exited_is_replaced_not_handed_out(tmp_path: Path) -> No
     second.close()
 
 
+def test_a_cells_duration_leaves_out_the_start_of_the_host_it_runs_on(tmp_path: Path) -> None:
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], noise=[0.0]))
+    now = [0.0]
+
+    def slow_start(backend: str, log: Path) -> runner.WorkerHost:
+        now[0] += 100.0  # the framework import of a new host, on the fake clock
+        return _fake_factory("ok")(backend, log)
+
+    (result,) = runner.run_cells(matrix, matrix.cells(), data_path=tmp_path / "x", skip_check=NO_SKIPS,
+                                 on_result=lambda r: None, work_dir=tmp_path, host_factory=slow_start,
+                                 clock=lambda: now[0], progress=runner.Progress(1, stream=io.StringIO()))
+    assert result.status == "ok" and result.duration_s == 0.0
+
+
 def test_skipped_cells_never_start_a_process(tmp_path: Path) -> None:
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], device=["cpu", "gpu"], threads=[1, 4]))
     check = runner.SkipCheck(usable_cpus=2, accelerators={("tensorflow", "gpu"): 0}, backend_problems={})
