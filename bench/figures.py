@@ -13,7 +13,6 @@ import math
 from pathlib import Path
 
 from aebench import atomic, plots
-from aebench.report import images
 from aebench.timetoquality import CURVE_ARTIFACTS
 from aebench.errors import UserError
 from aebench.results import CellResult
@@ -38,15 +37,15 @@ def build_figure(kind: str, result: CellResult):
     """The matplotlib figure of ``kind`` for one training cell's stored result."""
     cell, stored = result.cell, result.artifacts
     if kind == "grid":
-        missing = [name for name in images.GRID_NAMES if name not in stored]
+        missing = [name for name in plots.GRID_NAMES if name not in stored]
         if missing:
             raise UserError(f"{cell.label} stored no image grid ({', '.join(missing)} missing)")
-        title = images.grid_title(cell.variant, cell.noise_type, cell.noise, result.metrics.get("quality.psnr_db"))
-        return images.grid_figure(stored, title)
+        title = plots.grid_title(cell.variant, cell.noise_type, cell.noise, result.metrics.get("quality.psnr_db"))
+        return plots.grid_figure(stored, title)
     if not all(name in stored for name in CURVE_ARTIFACTS):
         raise UserError(f"{cell.label} stored no training curve (a run made before time to quality)")
     curves = [(cell.variant, stored["curve_images"], stored["curve_val_psnr_db"])]
-    title = images.grid_title(cell.variant, cell.noise_type, cell.noise, None)
+    title = plots.grid_title(cell.variant, cell.noise_type, cell.noise, None)
     return plots.training_curve_figure([(title, curves, result.metrics.get("quality.target_psnr_db"))])
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -350,3 +350,26 @@ def pareto_figure(panels: Sequence[tuple[str, pd.DataFrame]], series_order: Sequ
     figure.legend(handles=handles, fontsize="small", loc="outside lower center", ncols=min(4, len(handles)),
                   frameon=False)
     return figure
+
+
+# -- the paper's figure: clean, noisy and denoised digits of one cell --------------------------------------------------
+
+GRID_NAMES = ("grid_clean", "grid_noisy", "grid_denoised")  # the artifacts a cell stores its grid in
+
+
+def _as_images(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype != np.uint8:  # grids are stored as uint8; tolerate floats in [0, 1] all the same
+        array = np.round(np.clip(array.astype(np.float64), 0, 1) * 255).astype(np.uint8)
+    return array.reshape(array.shape[0], array.shape[1], -1) if array.ndim == 4 else array
+
+
+def grid_title(variant: str, noise_type: str, noise: float, psnr: float | None) -> str:
+    title = f"{variant}, {noise_type} noise {float(noise):g}"
+    return title if psnr is None or not np.isfinite(psnr) else f"{title} (output PSNR {psnr:.2f} dB)"
+
+
+def grid_figure(stored: Mapping[str, np.ndarray], title: str) -> Figure:
+    """The clean, noisy and denoised rows of one cell's stored grid (``aebench figure grid`` draws the same)."""
+    rows = [(name.removeprefix("grid_"), _as_images(stored[name])) for name in GRID_NAMES]
+    return image_grid_figure(rows, title)
