@@ -298,7 +298,7 @@ def play_rounds(executor: Executor, sides: Sequence[Side], matrices: Mapping[tup
         elapsed = clock() - started
         typical = sorted(rounds.durations_s)[len(rounds.durations_s) // 2] if rounds.durations_s else 0.0
         if rounds.count and elapsed + typical > settings.budget_s:
-            return rounds, f"time budget ({settings.budget_s:g} s)"
+            return rounds, f"time budget ({settings.budget_s:.0f} s for the rounds)"
         round_start = clock()
         executor.new_round(sides, backends)
         for key in keys:

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from aebench.config import Matrix, parse_override
@@ -46,7 +45,7 @@ def tune(matrix: Matrix, dataset: Dataset, variant: str, key: str, values: Seque
     """One row per (value, noise): the validation figures of a training run with that hyperparameter."""
     import keras
 
-    from aebench import models, worker
+    from aebench import accuracy, models, worker
 
     threads = max(matrix.threads)
     rows: list[dict[str, Any]] = []
@@ -66,7 +65,9 @@ def tune(matrix: Matrix, dataset: Dataset, variant: str, key: str, values: Seque
                          "time to target (s)": to_target_text("speed.time_to_target_s",
                                                               metrics["speed.time_to_target_s"],
                                                               metrics["quality.target_reached"]),
-                         "mean code activation": float(np.mean(codes)), "train loss": training.final_loss})
+                         # mean |h|, as the cells' diag.mean_activation: a saturated sigmoid code sits near 1
+                         "mean code activation": accuracy.latent_activation_stats(codes)["diag.mean_activation"],
+                         "train loss": training.final_loss})
     return pd.DataFrame(rows)
 
 

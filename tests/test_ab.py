@@ -149,7 +149,7 @@ def test_the_time_budget_stops_before_a_round_that_would_not_fit() -> None:
     executor = FakeExecutor({}, noise=0.3, seconds_per_run=10.0)  # 2 cells x 2 sides: 40 s per round
     outcome = _run(executor, budget_s=200.0, max_rounds=50)
     quality_pass_s = 40.0
-    assert outcome.stop_reason == "time budget (160 s)"  # what the quality pass left of 200 s
+    assert outcome.stop_reason == "time budget (160 s for the rounds)"  # what the quality pass left of 200 s
     assert outcome.rounds.count == 4 and executor.now == quality_pass_s + 4 * 40.0
 
 
