@@ -85,7 +85,7 @@ class TrainedCell:
 
 
 class _Phases:
-    """Wall time of the cell's phases, reported as ``timing.<name>``."""
+    """Wall time of the cell's phases, reported as ``timing.<name>``; a phase timed in several parts adds them up."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -94,7 +94,7 @@ class _Phases:
     def timed(self, name: str) -> Iterator[None]:
         started = time.perf_counter()
         yield
-        self.seconds[name] = time.perf_counter() - started
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
     def metrics(self) -> dict[str, float]:
         return {f"timing.{name}": value for name, value in self.seconds.items()}
@@ -115,6 +115,11 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, *, trains: bool =
         monitor = load.LoadMonitor([int(cpu) for cpu in info["cpus"].split(",")])  # was the machine ours alone?
         data = cell_data(matrix, cell, dataset)
     model, build_s, model_info = build_model(matrix, cell)
+    # The cold start first, before training or loading weights: every thread count's first call is then the same
+    # event (after a training run the framework is warm, and the training cell's would look faster). The weights do
+    # not change how long a call takes.
+    with phases.timed("speed_s"):
+        cold = _cold_start(model, data, build_s)
     if trains:
         monitor.mark("the setup before training")
         metrics, artifacts = _train(matrix, cell, data, model, weights_path, checkpoint_dir, phases)
@@ -126,9 +131,9 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, *, trains: bool =
     # The trained weights' digest: identical code and seed give identical weights; `aebench ab` shows it, and every
     # thread count of a model shows the same one.
     model_info["weights_sha256"] = weights_digest(model)
-    timed = _time_model(matrix, cell, data, model, build_s, monitor, phases)
+    timed = _time_model(matrix, cell, data, model, monitor, phases)
     model_info |= timed.info
-    metrics |= timed.metrics | monitor.metrics()
+    metrics |= cold.metrics() | timed.metrics | monitor.metrics()
     if monitor.reason():
         info["contaminated"] = monitor.reason()
     metrics.update(_compute(cell, model, metrics))
@@ -165,33 +170,47 @@ class TimedModel:
     info: dict[str, Any]
 
 
-def _time_model(matrix: Matrix, cell: Cell, data: CellData, model: Any, build_s: float, monitor: load.LoadMonitor,
+def _compiled_forward(model: Any) -> tuple[Forward, float]:
+    """The model's compiled call, with the calibration spike-in when ``aebench ab --calibrate`` asks for one (known
+    extra work on every timed call), and that spike's share (0 without)."""
+    share = spike.fraction()
+    forward = backends.current().compiled_forward(model)
+    return (spike.spiked_forward(forward, share), share) if share else (forward, 0.0)
+
+
+def _cold_start(model: Any, data: CellData, build_s: float) -> scenarios.ColdStart:
+    """The first call (trace and compile) of a compiled call made for it alone, with the model's build time."""
+    forward, _ = _compiled_forward(model)
+    return scenarios.cold_start(forward, data.noisy_test[:1], build_s)
+
+
+def _time_model(matrix: Matrix, cell: Cell, data: CellData, model: Any, monitor: load.LoadMonitor,
                 phases: _Phases) -> TimedModel:
-    """Inference on the compiled call (cold start, SingleStream, Offline, the framework path), then the timed
-    training steps, whose weights are put back afterwards: every thread count times the same trained model."""
-    share = spike.fraction()  # calibration only (aebench ab --calibrate): known extra work on every timed call
+    """Inference on the compiled call (SingleStream, whose warm-up takes its first trace, Offline, the framework
+    path), then the timed training steps from a fresh compile (the same step and optimizer state in every thread
+    count's cell, the training cell's included), whose weights are put back afterwards: every thread count times the
+    same trained model the same way."""
     info: dict[str, Any] = {}
     trained_weights = model.get_weights()
     with phases.timed("speed_s"):
-        # Its first call (trace + compile) is timed apart as the cold start.
-        forward = backends.current().compiled_forward(model)
+        forward, share = _compiled_forward(model)
         if share:
-            forward = spike.spiked_forward(forward, share)
             info["spike_fraction"] = share
         first = data.noisy_test[:1]
-        cold = scenarios.cold_start(forward, first, build_s)
         single = scenarios.single_stream(forward, first, matrix.latency)
         offline = scenarios.offline(forward, data.noisy_test, matrix.throughput)
         framework = scenarios.framework_path(model, first, matrix.latency.max_duration_s) if matrix.predict_path \
             else None
     monitor.mark("inference")
     with phases.timed("train_timing_s"):
+        # A new train function and optimizer: after fit() the training cell's would be traced and built already.
+        scenarios.compile_autoencoder(model, matrix.learning_rate, matrix.jit_compile, matrix.decay_steps)
         steps = scenarios.training_steps(model, data.train_inputs, data.x_train, matrix.train_timing,
                                          batch_size=matrix.batch_size, seed=cell.seed,
                                          callbacks=[spike.training_callback(share)] if share else ())
         model.set_weights(trained_weights)
     monitor.mark("the timed training steps", last=True)
-    metrics = {key: value for record in (steps, cold, single, offline, framework) if record is not None
+    metrics = {key: value for record in (steps, single, offline, framework) if record is not None
                for key, value in record.metrics().items()}
     info |= {"train_input": steps.feed, "inference_path": forward.path}
     return TimedModel(forward, metrics, single.samples.seconds.astype(np.float64), info)
@@ -265,6 +284,11 @@ def _pin(cell: Cell) -> dict[str, Any]:
     return info
 
 
+# The noise draw of each part of a cell's data: seed + these. The robustness sweep draws the test noise again at its
+# levels with TEST_NOISE, so that at the cell's own level it reproduces the test images' noise exactly.
+TRAIN_NOISE, TEST_NOISE, VALIDATION_NOISE = 0, 1, 2
+
+
 def training_data(matrix: Matrix, cell: Cell, dataset: Dataset) -> TrainingData:
     """The cell's training subset and validation slice; fresh noise draws for train (seed) and validation
     (seed + 2)."""
@@ -272,11 +296,11 @@ def training_data(matrix: Matrix, cell: Cell, dataset: Dataset) -> TrainingData:
 
     x_train, y_train, x_validation = training_split(dataset.x_train, dataset.y_train, matrix.train_size,
                                                     matrix.validation_size, cell.seed)
-    noisy_validation = add_noise(x_validation, cell.noise_type, cell.noise, seed=cell.seed + 2)
+    noisy_validation = add_noise(x_validation, cell.noise_type, cell.noise, seed=cell.seed + VALIDATION_NOISE)
     # The denoising AE corrupts its own clean input afresh each step (see build_model); the others train on noisy
     # copies.
     train_inputs = x_train if models.REGISTRY[cell.variant].corrupts_input else \
-        add_noise(x_train, cell.noise_type, cell.noise, seed=cell.seed)
+        add_noise(x_train, cell.noise_type, cell.noise, seed=cell.seed + TRAIN_NOISE)
     return TrainingData(x_train, y_train, train_inputs, x_validation, noisy_validation)
 
 
@@ -284,7 +308,7 @@ def cell_data(matrix: Matrix, cell: Cell, dataset: Dataset) -> CellData:
     """The training data, and the same test images for every cell with a fresh noise draw (seed + 1)."""
     train = training_data(matrix, cell, dataset)
     x_test, y_test = dataset.x_test[: matrix.test_size], dataset.y_test[: matrix.test_size]
-    noisy_test = add_noise(x_test, cell.noise_type, cell.noise, seed=cell.seed + 1)
+    noisy_test = add_noise(x_test, cell.noise_type, cell.noise, seed=cell.seed + TEST_NOISE)
     return CellData(**vars(train), x_test=x_test, y_test=y_test, noisy_test=noisy_test)
 
 
@@ -382,9 +406,9 @@ def _robustness(matrix: Matrix, cell: Cell, trained: TrainedCell) -> tuple[dict[
 
     levels = matrix.eval_noise or accuracy.DEFAULT_ROBUST_LEVELS
     batch_size = matrix.throughput.batch_size
-    # Seed + 1, as for the cell's test noise: the cell's own level then reproduces its quality.psnr_db.
+    # The test noise's seed: the cell's own level then reproduces its quality.psnr_db.
     return accuracy.robustness_curve(lambda images: trained.forward.predict(images, batch_size), trained.data.x_test,
-                                     cell.noise_type, levels, seed=cell.seed + 1,
+                                     cell.noise_type, levels, seed=cell.seed + TEST_NOISE,
                                      known={cell.noise: (trained.data.noisy_test, trained.output)})
 
 
