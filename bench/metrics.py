@@ -155,8 +155,9 @@ def _latency_family(prefix: str, short: str, path: str, margins: Mapping[str, fl
     margins = margins or {}
     unstable = f"{prefix}_unstable"
     stats = [
-        ("p50", "p50", "median"), ("p90", "p90", "90th percentile"), ("p99", "p99", "99th percentile"),
-        ("p999", "p99.9", "99.9th percentile"), ("mean", "mean", "mean"),
+        ("p50", "p50", "median"), ("p90", "p90", "90th percentile"),
+        ("p99", "p99", "99th percentile (from 100 calls on; none with fewer)"),
+        ("p999", "p99.9", "99.9th percentile (from 1,000 calls on; none with fewer)"), ("mean", "mean", "mean"),
     ]
     metrics = [Metric(f"{prefix}_{key}_ms", f"{short} {label}", "ms", "lower",
                       f"{description} of batch-1 latency through {path}", milliseconds, unstable, margins.get(key))
@@ -169,6 +170,8 @@ def _latency_family(prefix: str, short: str, path: str, margins: Mapping[str, fl
                fixed(2)),
         Metric(unstable, f"{short} unstable", "", None,
                f"1 when the stdev of batch-1 latency through {path} exceeds 10% of its mean", flag),
+        Metric(f"{prefix}_hit_cap", f"{short} capped", "", None,
+               f"1 when the batch-1 loop through {path} stopped at its time cap before its minimum call count", flag),
     ]
     return metrics
 
@@ -182,7 +185,8 @@ _ALL: tuple[Metric, ...] = (
            margin=0.1),
     Metric("quality.noisy_psnr_db", "noisy PSNR", "dB", None, "PSNR of the noisy input itself", fixed(2)),
     Metric("quality.gain_db", "gain", "dB", "higher", "PSNR of the output minus PSNR of the noisy input", signed(2)),
-    Metric("quality.ssim", "SSIM", "", "higher", "SSIM of the output (Gaussian window 11, sigma 1.5)", fixed(4),
+    Metric("quality.ssim", "SSIM", "", "higher", "SSIM of the output (Gaussian window 11, sigma 1.5), averaged "
+           "over every pixel, the border a denoiser must also clean included", fixed(4),
            margin=0.001),
     Metric("quality.noisy_ssim", "noisy SSIM", "", None, "SSIM of the noisy input itself", fixed(4)),
     Metric("quality.train_loss", "train loss", "", "lower", "the last epoch's training loss (penalties included)",

@@ -119,14 +119,20 @@ class Latency:
     PREFIX: ClassVar[str] = "speed.latency_b1"
     ARTIFACT: ClassVar[str] = "latency_b1_s"  # the stored array of the raw samples (the report's CDFs, hardware)
 
-    def percentile_ms(self, q: float) -> float:
+    # A tail percentile is stated only from enough samples to have one: with fewer than 1 / (1 - q) samples beyond
+    # it (p99 from 50 calls, p99.9 from 200), it is an interpolated maximum, and would be compared as if it were not.
+    MIN_TAIL_SAMPLES: ClassVar[dict[float, int]] = {99: 100, 99.9: 1000}
+
+    def percentile_ms(self, q: float) -> float | None:
+        if self.samples.count < self.MIN_TAIL_SAMPLES.get(q, 1):
+            return None
         return float(np.percentile(self.samples.seconds * 1e3, q))
 
     @property
     def p50_ms(self) -> float:
-        return self.percentile_ms(50)
+        return float(np.percentile(self.samples.seconds * 1e3, 50))
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self) -> dict[str, float | None]:
         """Percentiles in milliseconds plus mean, stdev and the stability flag (1.0 = stdev > 10% of mean)."""
         prefix = self.PREFIX
         mean, stdev, unstable = _spread(self.samples.seconds * 1e3)
@@ -140,6 +146,7 @@ class Latency:
             f"{prefix}_count": float(self.samples.count),
             f"{prefix}_duration_s": self.samples.duration_s,
             f"{prefix}_unstable": unstable,
+            f"{prefix}_hit_cap": float(self.samples.hit_cap),  # stopped by max_duration_s before min_count
         }
 
 
@@ -152,7 +159,7 @@ class FrameworkLatency(Latency):
     PREFIX: ClassVar[str] = "speed.predict_b1"
 
     def metrics(self) -> dict[str, float]:
-        kept = ("_p50_ms", "_p90_ms", "_p99_ms", "_p999_ms", "_count", "_unstable")
+        kept = ("_p50_ms", "_p90_ms", "_p99_ms", "_p999_ms", "_count", "_unstable", "_hit_cap")
         return {key: value for key, value in super().metrics().items() if key.endswith(kept)}
 
 

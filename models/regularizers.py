@@ -50,8 +50,8 @@ class L1SparseDense(layers.Dense):
 
     def call(self, inputs, training=None):
         h = super().call(inputs, training=training)
-        h32 = ops.cast(h, "float32")
-        self.add_loss(self.l1 * ops.mean(ops.sum(ops.abs(h32), axis=-1)))
+        if training is not False:  # inference computes no penalty: a timed call does only the model's work
+            self.add_loss(self.l1 * ops.mean(ops.sum(ops.abs(ops.cast(h, "float32")), axis=-1)))
         return h
 
     def get_config(self) -> dict[str, Any]:
@@ -75,7 +75,8 @@ class KLSparseDense(layers.Dense):
 
     def call(self, inputs, training=None):
         h = super().call(inputs, training=training)
-        self.add_loss(self.beta * kl_sparsity(ops.cast(h, "float32"), self.rho))
+        if training is not False:  # inference computes no penalty: a timed call does only the model's work
+            self.add_loss(self.beta * kl_sparsity(ops.cast(h, "float32"), self.rho))
         return h
 
     def get_config(self) -> dict[str, Any]:
@@ -110,12 +111,13 @@ class ContractiveDense(layers.Dense):
 
     def call(self, inputs, training=None):
         h = super().call(inputs, training=training)
-        # self.kernel is the live variable: the penalty must pull on the
-        # weights being trained, not on a snapshot of them.
-        penalty = _sigmoid_jacobian_frobenius_sq(
-            ops.cast(h, "float32"), ops.cast(self.kernel, "float32")
-        )
-        self.add_loss(self.contractive_lambda * ops.mean(penalty))
+        if training is not False:  # inference computes no penalty: a timed call does only the model's work
+            # self.kernel is the live variable: the penalty must pull on the
+            # weights being trained, not on a snapshot of them.
+            penalty = _sigmoid_jacobian_frobenius_sq(
+                ops.cast(h, "float32"), ops.cast(self.kernel, "float32")
+            )
+            self.add_loss(self.contractive_lambda * ops.mean(penalty))
         return h
 
     def get_config(self) -> dict[str, Any]:

@@ -157,8 +157,21 @@ def test_scenarios_time_the_compiled_call_and_flatten_to_registered_names() -> N
         unknown = [name for name in record.metrics() if REGISTRY.find(name) is None]
         assert not unknown, (type(record).__name__, unknown)
     assert set(framework.metrics()) == {f"speed.predict_b1_{key}" for key in ("p50_ms", "p90_ms", "p99_ms",
-                                                                              "p999_ms", "count", "unstable")}
+                                                                              "p999_ms", "count", "unstable",
+                                                                              "hit_cap")}
     assert framework.metrics()["speed.predict_b1_unstable"] == 1.0  # the report reads it to mark the figure
+
+
+def test_a_tail_percentile_is_stated_only_from_enough_calls() -> None:
+    def latency(count: int, capped: bool = False) -> dict[str, float | None]:
+        return Latency(Samples(np.linspace(1e-3, 2e-3, count), 1.0, capped)).metrics()
+
+    few, hundred, thousand = latency(99, capped=True), latency(100), latency(1000)
+    assert few["speed.latency_b1_p99_ms"] is None and few["speed.latency_b1_p999_ms"] is None
+    assert few["speed.latency_b1_p90_ms"] is not None and few["speed.latency_b1_hit_cap"] == 1.0
+    assert hundred["speed.latency_b1_p99_ms"] == pytest.approx(1.99) and hundred["speed.latency_b1_p999_ms"] is None
+    assert thousand["speed.latency_b1_p999_ms"] == pytest.approx(1.999, abs=1e-3)
+    assert thousand["speed.latency_b1_hit_cap"] == 0.0
 
 
 def test_compile_with_decay_steps_gives_adam_a_cosine_schedule() -> None:
