@@ -1005,7 +1005,8 @@ def main(args: Any) -> int:
         revisions.check_clean(repo)
     with machinelock.hold("ab", allow_concurrent=args.allow_concurrent) as lock:
         data_path = data.find_dataset(matrix.dataset, args.data_dir)
-        data.check_dataset(data_path)  # a bad file stops here, before anything is built or written
+        # A bad file stops here, before anything is built or written.
+        data.check_dataset(data_path, needs=(matrix.train_size + matrix.validation_size, matrix.test_size))
         # Where the results go must take them: known now, not after minutes of rounds.
         atomic.check_writable_folder("--reports-dir", args.reports_dir)
         for option, path in (("--json", args.json), ("--markdown", args.markdown)):

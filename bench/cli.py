@@ -313,7 +313,7 @@ def _checked_inputs(args: argparse.Namespace, matrix: Matrix) -> Path:
     from aebench import atomic, data
 
     data_path = data.find_dataset(matrix.dataset, args.data_dir)
-    data.check_dataset(data_path)
+    data.check_dataset(data_path, needs=(matrix.train_size + matrix.validation_size, matrix.test_size))
     if not args.no_report:
         atomic.check_writable_folder("--reports-dir", args.reports_dir, instead="--no-report")
     return data_path

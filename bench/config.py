@@ -362,12 +362,23 @@ def _build_matrix(raw: Mapping[str, Any]) -> Matrix:
     matrix = Matrix(**values)
     if matrix.noise_type != "gaussian" and max(matrix.noise + matrix.eval_noise, default=0) > 1:
         raise _fail("noise", list(matrix.noise), f"fractions from 0 to 1 for noise_type {matrix.noise_type!r}")
+    corrupting = [v for v in matrix.variants if registry.REGISTRY[v].corrupts_input]
+    if corrupting and matrix.noise_type != "gaussian":
+        # Such a variant corrupts its clean input with Gaussian noise at the cell's level (models.regularizers):
+        # trained on one noise and scored on another, its figures would say nothing about either.
+        raise _fail("noise_type", matrix.noise_type, f"'gaussian' with {', '.join(corrupting)}, which corrupts its "
+                    "own input with Gaussian noise in training")
     if matrix.train_size + matrix.validation_size > TRAINING_IMAGES:
         raise _fail("train_size", matrix.train_size, f"<= {TRAINING_IMAGES - matrix.validation_size}: the "
                     f"{matrix.validation_size} images of validation_size are held out of the {TRAINING_IMAGES:,} "
                     "training images")
     if matrix.throughput.batch_size > matrix.test_size:
         raise _fail("throughput.batch_size", matrix.throughput.batch_size, f"<= test_size ({matrix.test_size})")
+    keys = [cell.key for cell in matrix.cells()]
+    if len(set(keys)) != len(keys):  # e.g. noise 0.2 and 0.2000001: one key, and their figures would be merged
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        raise _fail("noise", list(matrix.noise), f"levels that differ in a cell key (these cells would share one: "
+                    f"{', '.join(twice[:3])})")
     return matrix
 
 
@@ -418,8 +429,11 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
         if dotted not in allowed:
             raise UserError(f"--set: unknown key {dotted!r}: allowed {', '.join(allowed)}")
         target = result
-        for part in path[:-1]:
-            target[part] = dict(target.get(part, {}))
+        for depth, part in enumerate(path[:-1]):
+            table = target.get(part, {})
+            if not isinstance(table, Mapping):
+                raise _fail(".".join(path[:depth + 1]), table, f"a table, for --set {dotted}")
+            target[part] = dict(table)
             target = target[part]
         target[path[-1]] = value
     return result

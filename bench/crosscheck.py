@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import statistics
 import sys
@@ -37,6 +36,7 @@ from aebench import backends, scenarios
 from aebench.backends import Forward
 from aebench.backends.tensorflow import TensorFlowBackend, data_options_without_autotune
 from aebench.config import LatencySettings
+from aebench.errors import UserError
 from aebench.models import build_autoencoder
 
 # Gates from the measurement issue: what "the harness adds nothing" means, in numbers.
@@ -103,7 +103,9 @@ def load_images(train_size: int, offline_batch: int, data_dir: str | None) -> Im
         dataset = data.load_dataset("mnist", data.find_dataset("mnist", data_dir, download=None))
         source = f"mnist ({dataset.path})"
         clean, clean_test = dataset.x_train[:train_size], dataset.x_test[:offline_batch]
-    except Exception as error:  # noqa: BLE001 - the timing check works on any images
+    except UserError as error:
+        if data_dir is not None:  # a folder given by hand that lacks the file is a mistake, not a reason to go on
+            raise
         source = f"random images ({error})"
         rng = np.random.default_rng(0)
         clean = rng.random((train_size, 28, 28, 1), dtype=np.float32)
@@ -391,14 +393,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-concurrent", action="store_true",
                         help="run although another aebench run holds this machine (the result says so)")
     args = parser.parse_args(argv)
-    from aebench import machinelock
+    from aebench import atomic, machine, machinelock
+
+    usable = len(machine.usable_cpus())
+    if not 1 <= args.threads <= usable:
+        raise UserError(f"--threads {args.threads} is invalid: allowed 1 to {usable} (the CPUs aebench may use here)")
+    for option in ("rounds", "latency_count", "offline_batch", "offline_count", "train_size", "epochs",
+                   "train_rounds"):
+        if getattr(args, option) < 1:
+            raise UserError(f"--{option.replace('_', '-')} {getattr(args, option)} is invalid: allowed integers >= 1")
+    if args.data_dir is not None:
+        from aebench import data
+
+        data.check_dataset(data.find_dataset("mnist", args.data_dir, download=None))
+    if args.json is not None:  # known now, not after minutes of timing
+        if args.json.is_dir():
+            raise UserError(f"--json {args.json} is a folder: allowed the path of a file to write")
+        atomic.check_writable_folder("--json", args.json.parent)
 
     with machinelock.hold("crosscheck", allow_concurrent=args.allow_concurrent) as lock:
         result = measure(args.threads, args.rounds, args.latency_count, args.offline_batch, args.offline_count,
                          args.train_size, args.epochs, args.data_dir, args.train_rounds)
     result["contaminated"] = lock.contamination  # None when it held the machine alone
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+        atomic.write_json(args.json, result)
     print(format_result(result))
     return 0 if all(result["gates"].values()) else 1
 

@@ -71,7 +71,7 @@ def find_dataset(
             raise UserError(f"{filename} not found in {label} folder {str(folder)!r}: put {filename} there or fix the path")
     cached = keras_cache_dir() / filename
     if cached.is_file():
-        return cached
+        return cached.absolute()  # a relative KERAS_HOME would miss from the worker hosts' folder
     looked.append(str(cached))
     reason = "download disabled"
     if download is not None:
@@ -97,8 +97,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_dataset(path: Path) -> dict[str, np.ndarray]:
+def check_dataset(path: Path, needs: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
     """Read and check an npz file's four uint8 arrays; any defect becomes a one-line UserError naming the file.
+    ``needs`` is (training images, test images) the matrix reads: a file with fewer is refused too, instead of a
+    sweep whose every cell fails or whose figures count images it never had.
 
     The CLI calls this alone to refuse a bad file before anything is written; workers go on to ``load_dataset``."""
     try:
@@ -119,6 +121,12 @@ def check_dataset(path: Path) -> dict[str, np.ndarray]:
             raise UserError(f"{path}: x_{split} has dtype {images.dtype}: allowed uint8")
         if labels.shape != (images.shape[0],):
             raise UserError(f"{path}: y_{split} has shape {labels.shape}: allowed ({images.shape[0]},) to match x_{split}")
+    for split, (have, need) in zip(("train", "test"), zip((len(arrays["x_train"]), len(arrays["x_test"])),
+                                                          needs or (0, 0))):
+        if have < need:
+            raise UserError(f"{path}: x_{split} holds {have} images; the matrix reads {need} ("
+                            + ("train_size + validation_size" if split == "train" else "test_size")
+                            + "): allowed a smaller setting with --set, or the full dataset file")
     return arrays
 
 

@@ -117,7 +117,12 @@ def _build(repo: Path, commit: str, site: Path, python: str) -> None:
     with tempfile.TemporaryDirectory(prefix=f"aebench-{commit[:10]}-", dir=site.parent) as scratch_text:
         scratch = Path(scratch_text)
         checkout, target = scratch / "src", scratch / "site"
-        _git(repo, "worktree", "add", "--detach", "--force", str(checkout), commit)
+        try:
+            _git(repo, "worktree", "add", "--detach", "--force", str(checkout), commit)
+        except subprocess.CalledProcessError as error:
+            why = (error.stderr or error.stdout or "").strip().splitlines()
+            raise UserError(f"revision {commit[:10]} cannot be checked out: git worktree add: "
+                            f"{(why or ['failed'])[-1][:300]}") from None
         try:
             # The driver's own setuptools builds it (no network, no isolation); --no-deps: both sides share the
             # driver's third-party packages, so only aebench's own code differs between them.
@@ -138,7 +143,9 @@ def _build(repo: Path, commit: str, site: Path, python: str) -> None:
                 raise UserError(f"revision {commit[:10]} installs no aebench package (it predates the import name "
                                 "aebench): choose revisions from the one that introduced it on")
         finally:
-            _git(repo, "worktree", "remove", "--force", str(checkout))
+            # Best effort: the temporary folder goes anyway, and a failure here must not hide the one on its way.
+            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(checkout)],
+                           capture_output=True, timeout=120, check=False)
         try:
             os.replace(target, site)  # atomic: another ab run building the same commit sees all of it or nothing
         except OSError:

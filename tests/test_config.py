@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from aebench import config
-from aebench.config import Cell, Matrix, load_matrix
+from aebench.config import Cell, Matrix, apply_overrides, load_matrix
 from aebench.errors import UserError
 from support import tiny_matrix_dict
 
@@ -77,6 +77,8 @@ def test_matrix_round_trips_through_dict() -> None:
         ({"hparams": {"sparse_kl": {"rho": 1.5}}}, "hparams.sparse_kl"),
         ({"hparams": {"nope": {}}}, "hparams.nope"),
         ({"noise_type": "masking", "noise": [1.5]}, "fractions from 0 to 1"),
+        ({"variants": ["conv", "denoising"], "noise_type": "masking"},
+         "noise_type = 'masking' is invalid: allowed 'gaussian' with denoising, which corrupts its own input"),
         ({"throughput": {"batch_size": 4096}}, "throughput.batch_size = 4096 is invalid"),
     ],
 )
@@ -84,6 +86,16 @@ def test_bad_values_name_the_key_and_what_is_allowed(overrides: dict, message: s
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
         Matrix.from_dict(tiny_matrix_dict(**overrides))
     assert "\n" not in str(info.value)
+
+
+def test_noise_levels_that_share_a_cell_key_are_refused() -> None:
+    with pytest.raises(UserError, match="noise = .* is invalid: allowed levels that differ in a cell key"):
+        Matrix.from_dict(tiny_matrix_dict(noise=[0.2, 0.2000001]))
+
+
+def test_set_into_a_key_that_is_not_a_table_is_one_line() -> None:
+    with pytest.raises(UserError, match="latency = 5 is invalid: allowed a table, for --set latency.warmup"):
+        apply_overrides(tiny_matrix_dict(latency=5), ["latency.warmup=1"])
 
 
 def test_missing_required_key() -> None:

@@ -80,8 +80,18 @@ def test_truncated_file(tmp_path: Path, tiny_dataset_dir: Path) -> None:
 def test_not_an_archive(tmp_path: Path) -> None:
     bad = tmp_path / "mnist.npz"
     bad.write_text("hello")
-    with pytest.raises(UserError, match="mnist.npz"):
+    with pytest.raises(UserError, match="mnist.npz: corrupt or truncated npz file"):
         data.load_dataset("mnist", bad)
+
+
+def test_a_file_with_fewer_images_than_the_matrix_reads_is_refused(tiny_dataset_dir: Path) -> None:
+    path = tiny_dataset_dir / "mnist.npz"  # 600 training and 200 test images
+    assert len(data.check_dataset(path, needs=(600, 200))["x_test"]) == 200
+    with pytest.raises(UserError, match=r"x_train holds 600 images; the matrix reads 601 \(train_size \+ "
+                                        "validation_size\)"):
+        data.check_dataset(path, needs=(601, 10))
+    with pytest.raises(UserError, match=r"x_test holds 200 images; the matrix reads 1000 \(test_size\)"):
+        data.check_dataset(path, needs=(10, 1000))
 
 
 def test_wrong_shape_and_missing_keys(tmp_path: Path) -> None:

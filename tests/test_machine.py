@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -88,3 +89,19 @@ def test_the_environment_carries_the_commit_and_its_date() -> None:
     commit, _, date = machine.git_revision(REPO)
     assert [commit, date] == expected
     assert machine.git_revision(REPO.parent / "no-such-folder") == ("unknown", False, None)
+
+
+def test_a_tree_with_uncommitted_changes_is_dirty(tmp_path: Path) -> None:
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "f.txt").write_text("a")
+    git("add", "f.txt")
+    git("commit", "-q", "-m", "one")
+    assert machine.git_revision(tmp_path)[1] is False
+    (tmp_path / "f.txt").write_text("b")
+    assert machine.git_revision(tmp_path)[1] is True

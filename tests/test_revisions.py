@@ -66,13 +66,26 @@ def test_ab_refuses_a_busy_machine_before_building_anything(clone: Path, tiny_da
     assert len(err.strip().splitlines()) == 1 and not (own_cache_dir / "revisions").exists()
 
 
+# What the tiny dataset holds (600 training and 200 test images): a matrix that reads more is refused before anything.
+TINY_SIZES = ("--set", "train_size=256", "--set", "test_size=128", "--set", "validation_size=64",
+              "--set", "throughput.batch_size=64")
+
+
+def test_ab_refuses_a_dataset_smaller_than_its_matrix_before_building_anything(
+        clone: Path, tiny_dataset_dir: Path, own_cache_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["ab", "HEAD~1", "HEAD", "--repo", str(clone), "--data-dir", str(tiny_dataset_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "x_train holds 600 images; the matrix reads 21000" in err and len(err.strip().splitlines()) == 1
+    assert not (own_cache_dir / "revisions").exists()
+
+
 def test_ab_refuses_an_output_it_could_not_write_before_building_anything(clone: Path, tiny_dataset_dir: Path,
                                                                          own_cache_dir: Path,
                                                                          capsys: pytest.CaptureFixture) -> None:
     a_file = clone / "NOTES.txt"  # a file where a folder should be
     for option in ("--reports-dir", "--json"):
-        status = main(["ab", "HEAD~1", "HEAD", "--repo", str(clone), "--data-dir", str(tiny_dataset_dir), option,
-                       str(a_file / "out")])
+        status = main(["ab", "HEAD~1", "HEAD", "--repo", str(clone), "--data-dir", str(tiny_dataset_dir), *TINY_SIZES,
+                       option, str(a_file / "out")])
         err = capsys.readouterr().err
         target = a_file / "out" if option == "--reports-dir" else a_file
         assert status == 2 and f"{option} {target} cannot be written" in err, err
@@ -118,9 +131,8 @@ def test_ab_end_to_end_on_real_workers(clone: Path, tmp_path: Path, tiny_dataset
     monkeypatch.setenv("AEBENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
     status = main(["ab", "HEAD~1", "HEAD", "--repo", str(clone), "--data-dir", str(tiny_dataset_dir),
-                   "--set", 'variants=["undercomplete"]', "--set", "train_size=256", "--set", "test_size=128",
-                   "--set", "validation_size=64",
-                   "--set", "accuracy=false", "--set", "predict_path=false", "--set", "throughput.batch_size=64",
+                   "--set", 'variants=["undercomplete"]', *TINY_SIZES,
+                   "--set", "accuracy=false", "--set", "predict_path=false",
                    "--set", "latency.min_count=10", "--set", "latency.min_duration_s=0.0",
                    "--set", "throughput.min_count=2", "--set", "throughput.min_duration_s=0.0",
                    "--min-rounds", "2", "--max-rounds", "2", "--speed-train-s", "0.1", "--reports-dir", str(out),
