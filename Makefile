@@ -9,7 +9,7 @@ SET ?=
 BENCH_COMPARE_FAIL ?=
 BENCH_SAVE ?= --benchmark-autosave
 
-.PHONY: help setup setup-torch test bench bench-paper bench-micro crosscheck report clean-reports gpu-wheels gpu-check
+.PHONY: help setup setup-torch setup-jax test bench bench-paper bench-micro crosscheck report clean-reports gpu-wheels gpu-check
 .PHONY: paper-figures
 
 help: ## list the targets
@@ -22,8 +22,11 @@ setup: $(BIN)/python ## create .venv and install aebench with its dev extras (re
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 
-setup-torch: ## add the CPU build of torch (CI does): `make test` then also checks the zoo on the torch backend
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+setup-torch: $(BIN)/python ## add the CPU build of torch (CI does): `make test` then also checks the zoo on the torch backend
+	$(BIN)/python -m pip install --quiet -e '.[torch]'  # the pin lives in pyproject.toml's torch extra
+
+setup-jax: $(BIN)/python ## add the CPU build of JAX (CI does): `make test` then also checks the zoo on the jax backend
+	$(BIN)/python -m pip install --quiet -e '.[jax]'
 
 test: ## run the whole test suite (tiny data, a few minutes) and list its 15 slowest tests
 	$(BIN)/python -m pytest -q --durations=15

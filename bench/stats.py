@@ -13,6 +13,10 @@ For each figure this module takes the rounds' log ratios, oriented so that posit
   than the margin" and "better than the margin". The regression p-values of all figures tested together are corrected
   by **Holm's** step-down method, the improvement p-values likewise.
 
+A margin of m percent is a factor of 1 + m/100 either way (``log1p(m / 100)`` on the log ratios): symmetric in logs, so
+a figure half as fast and one twice as fast are as far from "same"; a throughput is past a 5% margin below 1/1.05 of
+the base (-4.8%) and a latency above 1.05 times it (+5%).
+
 The verdict, Chromium Pinpoint style:
 
 - ``regression``: the interval lies wholly beyond the margin on the worse side and the Holm-corrected test agrees;

@@ -28,5 +28,5 @@ def test_readme_target_table_matches_the_makefile() -> None:
 
 def test_ci_runs_setup_then_the_whole_suite() -> None:
     called = re.findall(r"^make ([a-z-]+)", (REPO / ".ci" / "run").read_text(), re.MULTILINE)
-    assert called == ["setup", "setup-torch", "test"]
+    assert called == ["setup", "setup-torch", "setup-jax", "test"]
     assert set(called) <= set(DESCRIBED)
