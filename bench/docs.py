@@ -34,7 +34,9 @@ def _margin_text(metric) -> str:
     """A gated metric's margin as compare, ab and history apply it: a percentage for speed, an amount for quality."""
     if metric.margin is None:
         return ""
-    return f"{metric.margin:g}%" if metric.group == "speed" else f"{metric.margin:g}{' ' + metric.unit if metric.unit else ''}"
+    if metric.judged_by_ratio:
+        return f"{metric.margin:g}%"
+    return f"{metric.margin:g}{' ' + metric.unit if metric.unit else ''}"
 
 
 def zoo_frame(*, code: Callable[[str], str] = str) -> pd.DataFrame:

@@ -143,9 +143,8 @@ class History:
 
 
 def judged_by_ratio(metric: str) -> bool:
-    """Speed-like figures (and memory, compute) change by ratios, judged on logs with margins in percent; quality
-    figures by differences in their unit (aebench.metrics.parse_margin draws the same line)."""
-    return REGISTRY[metric].group != "quality"
+    """Whether ``metric`` changes by ratios (aebench.metrics.Metric.judged_by_ratio)."""
+    return REGISTRY[metric].judged_by_ratio
 
 
 def resolve_margins(metrics: Sequence[str] | None, margin_options: Sequence[str] = ()) -> dict[str, float]:

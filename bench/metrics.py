@@ -123,6 +123,12 @@ class Metric:
         return self.margin is not None
 
     @property
+    def judged_by_ratio(self) -> bool:
+        """Speed-like figures (and memory, compute) change by ratios: judged on logs, their margins in percent.
+        Quality figures change by differences in their own unit, and their margins are amounts in it."""
+        return self.group != "quality"
+
+    @property
     def group(self) -> str:
         prefix = self.name.split(".", 1)[0]
         return _PREFIX_GROUP.get(prefix, prefix)
@@ -415,10 +421,10 @@ def parse_margin(text: str, margins: Mapping[str, float]) -> dict[str, float]:
                         "(speed values in percent, e.g. speed:5%; quality values in the metric's unit, e.g. "
                         "quality.psnr_db:0.1)")
     targets = [metric for metric in margins if metric == name or metric.split(".")[0] == name]
-    if name != targets[0] and any(REGISTRY[metric].group == "quality" for metric in targets):
+    if name != targets[0] and any(not REGISTRY[metric].judged_by_ratio for metric in targets):
         raise UserError(f"--margin {text!r} is invalid: quality margins are amounts in each metric's own unit (dB, "
                         "accuracy, SSIM), so they are set one metric at a time, e.g. quality.psnr_db:0.2")
-    if percent and any(REGISTRY[metric].group == "quality" for metric in targets):
+    if percent and any(not REGISTRY[metric].judged_by_ratio for metric in targets):
         raise UserError(f"--margin {text!r} is invalid: quality margins are amounts in the metric's unit "
                         "(quality.acc_denoised:0.005 is half a point of accuracy), not percentages")
     return {metric: amount for metric in targets}

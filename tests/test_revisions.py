@@ -133,7 +133,7 @@ def test_ab_end_to_end_on_real_workers(clone: Path, tmp_path: Path, tiny_dataset
     status = main(["ab", "HEAD~1", "HEAD", "--repo", str(clone), "--data-dir", str(tiny_dataset_dir),
                    "--set", 'variants=["undercomplete"]', *TINY_SIZES,
                    "--set", "accuracy=false", "--set", "predict_path=false",
-                   "--set", "latency.min_count=10", "--set", "latency.min_duration_s=0.0",
+                   "--set", "latency.min_count=100", "--set", "latency.min_duration_s=0.0",  # a p99 needs 100
                    "--set", "throughput.min_count=2", "--set", "throughput.min_duration_s=0.0",
                    "--min-rounds", "2", "--max-rounds", "2", "--speed-train-s", "0.1", "--reports-dir", str(out),
                    "--json", str(tmp_path / "ab.json"), "--markdown", str(tmp_path / "ab.md")])
