@@ -992,9 +992,6 @@ def main(args: Any) -> int:
     spikes = parse_spikes(args.spikes) if args.calibrate else ()
     if args.calibrate and args.duet:
         raise UserError("--duet runs two sides at once, one per core; --calibrate runs four or more: use one of them")
-    for option, path in (("--json", args.json), ("--markdown", args.markdown)):
-        if path is not None and Path(path).is_dir():
-            raise UserError(f"{option} {path} is a folder: allowed the path of a file to write")
     repo = revisions.repository_root(args.repo)
     base_commit = revisions.resolve(repo, base_ref)[0]  # both known before either is built
     candidate_commit = revisions.resolve(repo, candidate_ref)[0]
@@ -1006,12 +1003,12 @@ def main(args: Any) -> int:
     with machinelock.hold("ab", allow_concurrent=args.allow_concurrent) as lock:
         data_path = data.find_dataset(matrix.dataset, args.data_dir)
         # A bad file stops here, before anything is built or written.
-        data.check_dataset(data_path, needs=(matrix.train_size + matrix.validation_size, matrix.test_size))
+        data.check_dataset(data_path, matrix)
         # Where the results go must take them: known now, not after minutes of rounds.
         atomic.check_writable_folder("--reports-dir", args.reports_dir)
         for option, path in (("--json", args.json), ("--markdown", args.markdown)):
             if path is not None:
-                atomic.check_writable_folder(option, Path(path).parent)
+                atomic.check_writable_file(option, Path(path))
         return _measure(args, matrix_name, settings, spikes, repo, (base_ref, candidate_ref), data_path, lock)
 
 

@@ -44,6 +44,14 @@ def write_json(path: str | Path, payload: Any) -> None:
     write_text(path, json.dumps(payload, indent=1))
 
 
+def check_writable_file(option: str, path: Path) -> Path:
+    """Bad input before anything runs: a path to write that is a folder, or in a folder that cannot be written."""
+    if Path(path).is_dir():
+        raise UserError(f"{option} {path} is a folder: allowed the path of a file to write")
+    check_writable_folder(option, Path(path).parent)
+    return Path(path)
+
+
 def check_writable_folder(option: str, folder: Path, instead: str = "") -> None:
     """Bad input before anything runs: a folder that cannot be written, found by writing (permission bits say
     nothing to root). A folder that does not exist yet is judged by its nearest existing parent, and not made."""

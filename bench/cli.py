@@ -313,7 +313,7 @@ def _checked_inputs(args: argparse.Namespace, matrix: Matrix) -> Path:
     from aebench import atomic, data
 
     data_path = data.find_dataset(matrix.dataset, args.data_dir)
-    data.check_dataset(data_path, needs=(matrix.train_size + matrix.validation_size, matrix.test_size))
+    data.check_dataset(data_path, matrix)
     if not args.no_report:
         atomic.check_writable_folder("--reports-dir", args.reports_dir, instead="--no-report")
     return data_path
@@ -505,23 +505,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_CELLS_FAILED if result.regressions() else 0
 
 
-def _check_page_path(path: Path) -> Path:
-    """Bad input before anything is read: a page path that is a folder, or in a folder that cannot be written."""
-    from aebench import atomic
-
-    if path.is_dir():
-        raise UserError(f"--out {path} is a folder: allowed the path of the HTML page to write")
-    atomic.check_writable_folder("--out", path.parent)
-    return path
-
-
 def cmd_hardware(args: argparse.Namespace) -> int:
-    from aebench import hardware
+    from aebench import atomic, hardware
 
     if args.out is not None:
-        _check_page_path(args.out)
+        atomic.check_writable_file("--out", args.out)
     machines = hardware.load_machines(args.operands, _store_path(args))
-    page = _check_page_path(args.out or hardware.default_page_path(machines))
+    page = args.out if args.out is not None else atomic.check_writable_file(
+        "--out", hardware.default_page_path(machines))
     comparison = hardware.compare_machines(machines, force=args.force)
     print(hardware.format_text(comparison))
     path = hardware.write_page(comparison, page)
@@ -534,11 +525,11 @@ def cmd_ab(args: argparse.Namespace) -> int:
     return ab.main(args)
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from aebench import history
+    from aebench import atomic, history
     from aebench.store import open_store
 
     margins = history.resolve_margins(args.metrics, args.margins)
-    page = _check_page_path(args.out or history.DEFAULT_OUT) if args.format != "otava-csv" else None
+    page = atomic.check_writable_file("--out", args.out or history.DEFAULT_OUT) if args.format != "otava-csv" else None
     with open_store(_store_path(args), create=False) as store:
         found = history.load_history(store, machine=args.machine, matrix=args.matrix, margins=margins)
     if args.format == "otava-csv":

@@ -37,8 +37,8 @@ from aebench.config import Cell, Matrix
 from aebench.devices import ACCELERATORS  # a cell on one needs a worker advertising its name, upper case
 from aebench.errors import UserError
 from aebench.results import CellResult
-from aebench.runner import (HostDied, Progress, SharedTraining, WorkerHost, drop_host, precision_problem,
-                            prepare_classifiers, run_one, weights_file)
+from aebench.runner import (HostDied, Progress, SharedTraining, WorkerHost, precision_problem, prepare_classifiers,
+                            run_one, weights_file)
 
 LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT_S = 30.0
@@ -273,11 +273,9 @@ def _run_cell_on_node(task: NodeTask, data_path: Path, cache_dir: Path, hosts: d
         else:
             stack.enter_context(machinelock.hold("cluster cell", wait=True, note=notes.append))
             affinity = machine.usable_cpus()
-        for backend, host in list(hosts.items()):  # an earlier cell may have left them on a packed cell's cores
-            if host.alive:
+        for host in hosts.values():  # an earlier cell may have left them on a packed cell's cores
+            if host.alive:  # one that has exited is replaced when next needed (runner.host_for)
                 host.set_affinity(affinity)
-            else:
-                drop_host(hosts, backend)
         info["cluster_wait_s"] = round(time.monotonic() - waited_from, 3)
         weights = weights_file(scratch / "weights", cell)
         weights.parent.mkdir()

@@ -110,7 +110,8 @@ def run_figures(frame: pd.DataFrame, metric: str) -> dict[str, list[float]]:
         return {}
     numbers = pd.to_numeric(frame[metric], errors="coerce")
     logs: dict[str, dict[str, list[float]]] = {}
-    for group, run_id, value in zip(frame["group"], frame["run_id"], numbers):
+    for key, run_id, value in zip(frame["key"], frame["run_id"], numbers):
+        group = Cell.group_key(key)
         if pd.notna(value) and value > 0:
             logs.setdefault(group, {}).setdefault(run_id, []).append(math.log(float(value)))
     return {group: [math.exp(float(np.mean(values))) for values in runs.values()] for group, runs in logs.items()}
@@ -138,9 +139,6 @@ def compare_speed(base: pd.DataFrame, candidate: pd.DataFrame,
                   margins: Mapping[str, float]) -> tuple[list[stats.SpeedComparison], list[dict]]:
     """Run-level verdicts where both sides have at least two runs of a cell, else a plain row of the two figures with
     no verdict (one run against one run, whatever its seeds). Returns (judged comparisons, unjudged rows)."""
-    base = base.assign(group=[Cell.group_key(key) for key in base["key"]]) if not base.empty else base
-    candidate = (candidate.assign(group=[Cell.group_key(key) for key in candidate["key"]]) if not candidate.empty
-                 else candidate)
     judged, plain = [], []
     for metric in (name for name in margins if REGISTRY[name].group == "speed"):
         a, b = run_figures(base, metric), run_figures(candidate, metric)
@@ -166,7 +164,6 @@ def history_noise(store: Store, machine_id: str | None, matrix_name: str | None,
         return {}
     frame = without_contaminated_speed(store.frame(list(runs["run_id"])))
     frame = frame[frame["status"] == "ok"].sort_values(["started_at", "cell"], kind="stable")
-    frame = frame.assign(group=[Cell.group_key(key) for key in frame["key"]])
     noise = {}
     for metric in metrics:
         for group, values in run_figures(frame, metric).items():

@@ -374,11 +374,11 @@ def _build_matrix(raw: Mapping[str, Any]) -> Matrix:
                     "training images")
     if matrix.throughput.batch_size > matrix.test_size:
         raise _fail("throughput.batch_size", matrix.throughput.batch_size, f"<= test_size ({matrix.test_size})")
-    keys = [cell.key for cell in matrix.cells()]
-    if len(set(keys)) != len(keys):  # e.g. noise 0.2 and 0.2000001: one key, and their figures would be merged
-        twice = sorted({key for key in keys if keys.count(key) > 1})
-        raise _fail("noise", list(matrix.noise), f"levels that differ in a cell key (these cells would share one: "
-                    f"{', '.join(twice[:3])})")
+    # The noise level is the one axis a cell key writes rounded (Cell._key, ":g"): 0.2 and 0.2000001 would share a
+    # key, and their figures would be merged.
+    labels = [f"{level:g}" for level in matrix.noise]
+    if len(set(labels)) != len(labels):
+        raise _fail("noise", list(matrix.noise), f"levels that differ in a cell key (written {', '.join(labels)})")
     return matrix
 
 

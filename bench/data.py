@@ -13,10 +13,14 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aebench.errors import UserError
+
+if TYPE_CHECKING:
+    from aebench.config import Matrix
 
 DATASET_FILES = {"mnist": "mnist.npz", "fashion_mnist": "fashion_mnist.npz"}
 IMAGE_SHAPE = (28, 28)
@@ -97,10 +101,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_dataset(path: Path, needs: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+def check_dataset(path: Path, matrix: Matrix | None = None) -> dict[str, np.ndarray]:
     """Read and check an npz file's four uint8 arrays; any defect becomes a one-line UserError naming the file.
-    ``needs`` is (training images, test images) the matrix reads: a file with fewer is refused too, instead of a
-    sweep whose every cell fails or whose figures count images it never had.
+    With ``matrix``, a file with fewer images than it reads is refused too, instead of a sweep whose every cell fails
+    or whose figures count images it never had.
 
     The CLI calls this alone to refuse a bad file before anything is written; workers go on to ``load_dataset``."""
     try:
@@ -113,6 +117,8 @@ def check_dataset(path: Path, needs: tuple[int, int] | None = None) -> dict[str,
         raise
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as error:
         raise UserError(f"{path}: corrupt or truncated npz file ({type(error).__name__}: {error}); replace it with a good copy") from None
+    needs = {"train": (matrix.train_size + matrix.validation_size, "train_size + validation_size"),
+             "test": (matrix.test_size, "test_size")} if matrix is not None else {}
     for split in ("train", "test"):
         images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
@@ -121,12 +127,10 @@ def check_dataset(path: Path, needs: tuple[int, int] | None = None) -> dict[str,
             raise UserError(f"{path}: x_{split} has dtype {images.dtype}: allowed uint8")
         if labels.shape != (images.shape[0],):
             raise UserError(f"{path}: y_{split} has shape {labels.shape}: allowed ({images.shape[0]},) to match x_{split}")
-    for split, (have, need) in zip(("train", "test"), zip((len(arrays["x_train"]), len(arrays["x_test"])),
-                                                          needs or (0, 0))):
-        if have < need:
-            raise UserError(f"{path}: x_{split} holds {have} images; the matrix reads {need} ("
-                            + ("train_size + validation_size" if split == "train" else "test_size")
-                            + "): allowed a smaller setting with --set, or the full dataset file")
+        need, settings = needs.get(split, (0, ""))
+        if len(images) < need:
+            raise UserError(f"{path}: x_{split} holds {len(images)} images; the matrix reads {need} ({settings}): "
+                            "allowed a smaller setting with --set, or the full dataset file")
     return arrays
 
 

@@ -192,10 +192,6 @@ def parse_operand(operand: str, default_store: str | Path) -> tuple[str | Path, 
     return path, run
 
 
-def _group(key: str) -> str:
-    return Cell.group_key(key)
-
-
 def _load(operand: str, store: Store, run: str) -> Machine:
     side = compare.load_side(store, run)
     machine_ids = sorted({str(record.get("machine_id")) for record in side.records})
@@ -204,7 +200,7 @@ def _load(operand: str, store: Store, run: str) -> Machine:
                         "machine per operand; name each machine's runs in an operand of its own")
     frame = side.frame
     if not frame.empty:
-        frame = frame.assign(group=[_group(key) for key in frame["key"]])
+        frame = frame.assign(group=[Cell.group_key(key) for key in frame["key"]])
     # The raw latency samples of the cells whose figures count: a contaminated cell's are left out with its figures.
     dirty = {(row["run_id"], int(row["cell"])) for row in frame.to_dict(orient="records")
              if flag_is_set(row.get(CONTAMINATED))} if not frame.empty else set()
@@ -339,7 +335,7 @@ def _seed_spread(frame: pd.DataFrame, metric: str) -> dict[str, float]:
     """Cell group -> the standard deviation over its seeds (each seed the mean of its runs), where it has two or
     more seeds."""
     per_key = _per_key(frame, metric)
-    spread = per_key.groupby([_group(key) for key in per_key.index], sort=False).std(ddof=1)
+    spread = per_key.groupby([Cell.group_key(key) for key in per_key.index], sort=False).std(ddof=1)
     return {group: float(sd) for group, sd in spread.items() if pd.notna(sd)}
 
 
@@ -349,7 +345,7 @@ def quality_checks(reference: Machine, machine: Machine) -> list[QualityCheck]:
         ours, theirs = _per_key(reference.frame, metric.name), _per_key(machine.frame, metric.name)
         spreads = [_seed_spread(reference.frame, metric.name), _seed_spread(machine.frame, metric.name)]
         for key in (k for k in ours.index if k in theirs.index):
-            seen = [spread[_group(key)] for spread in spreads if _group(key) in spread]
+            seen = [spread[Cell.group_key(key)] for spread in spreads if Cell.group_key(key) in spread]
             # Beyond the cell's seed spread or beyond the metric's margin, whichever is smaller, is divergence: more
             # than a seed changes, or more than the practical margin that `compare` and `ab` gate on.
             threshold, basis = float(metric.margin or 0.0), "margin"

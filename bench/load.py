@@ -28,8 +28,6 @@ from typing import Any
 
 import psutil
 
-from aebench.metrics import REGISTRY
-
 # Past these, a window's speed figures are not this machine's alone. The kernel counts CPU time in 10 ms ticks, so
 # over the shortest window (about half a second on one CPU) a share is good to a few percent: 10% is well above that
 # and well below what a competing busy process takes (half of a shared core, or all of another).
@@ -40,7 +38,7 @@ LABELS = {"other_cpu_pct": "other processes used {:.0f}% of the cell's CPUs",
 MIN_WINDOW_S = 0.2  # a shorter window is merged into the next: a few ticks say nothing
 PSI_MEMORY = Path("/proc/pressure/memory")
 PROC_STAT = Path("/proc/stat")
-CONTAMINATED = REGISTRY["speed.contaminated"].name  # the flag this module sets; the registry says what it means
+CONTAMINATED = "speed.contaminated"  # the flag this module sets; the metric registry says what it means
 
 
 @dataclass(frozen=True)

@@ -64,13 +64,16 @@ class Holder:
             return None
 
 
-BESIDE = "another aebench run started with --allow-concurrent"
+def _who(holder: Holder | None, beside_concurrent: bool) -> str:
+    """Who else holds the machine, as a message says it."""
+    if holder is not None:
+        return f"another aebench run ({holder.describe()})"
+    return "another aebench run started with --allow-concurrent" if beside_concurrent else "another aebench process"
 
 
 class MachineBusy(UserError):
     def __init__(self, holder: Holder | None, beside: bool = False) -> None:
-        who = (f"another aebench run ({holder.describe()})" if holder
-               else BESIDE if beside else "another aebench process")
+        who = _who(holder, beside)
         super().__init__(f"{who} holds this machine: speed figures would be contaminated; wait for it or pass "
                          "--allow-concurrent")
 
@@ -96,9 +99,7 @@ class MachineLock:
     def contamination(self) -> str | None:
         if self.exclusive:
             return None
-        who = (f"another aebench run ({self.other.describe()})" if self.other
-               else BESIDE if self.beside_concurrent else "another aebench process")
-        return f"--allow-concurrent: {who} held this machine"
+        return f"--allow-concurrent: {_who(self.other, self.beside_concurrent)} held this machine"
 
     def mark(self, result: CellResult) -> CellResult:
         """The result as stored: unchanged when this process held the machine alone, else its speed figures marked
@@ -167,26 +168,23 @@ def hold(command: str, *, allow_concurrent: bool = False, wait: bool = False, di
             busy = True
         else:
             busy = False
+        beside_concurrent = False  # the lock is free, but a run let in by --allow-concurrent is still running
         if not busy:
             if allow_concurrent:
                 _flock(beside, fcntl.LOCK_UN)  # alone after all, unless a concurrent run is found
-            try:  # a run let in by --allow-concurrent beside a holder that has gone since: the machine is still busy
+            try:
                 _flock(beside, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
                 _flock(beside, fcntl.LOCK_UN)
             except BlockingIOError:
                 _flock(file, fcntl.LOCK_UN)
-                if not allow_concurrent:
-                    raise MachineBusy(None, beside=True) from None
-                _flock(beside, fcntl.LOCK_SH)
-                lock = MachineLock(folder / LOCK_FILE, exclusive=False, beside_concurrent=True)
-                note(f"warning: {lock.contamination}; every cell's speed figures are marked contaminated")
-                yield lock
-                return
-        if busy:
-            other = Holder.parse(file.read())
+                beside_concurrent = True
+                if allow_concurrent:
+                    _flock(beside, fcntl.LOCK_SH)
+        if busy or beside_concurrent:
+            other = Holder.parse(file.read()) if busy else None
             if not allow_concurrent:
-                raise MachineBusy(other) from None
-            lock = MachineLock(folder / LOCK_FILE, exclusive=False, other=other)
+                raise MachineBusy(other, beside=beside_concurrent) from None
+            lock = MachineLock(folder / LOCK_FILE, exclusive=False, other=other, beside_concurrent=beside_concurrent)
             note(f"warning: {lock.contamination}; every cell's speed figures are marked contaminated")
             yield lock
             return

@@ -153,6 +153,9 @@ class WorkerHost:
         (HostDied) and closes it. What a stopped driver does to the cells it left on a cluster's nodes."""
         if self.running_cell_pid is not None:
             _kill(self.running_cell_pid)
+        self._kill_group()
+
+    def _kill_group(self) -> None:
         try:
             os.killpg(self._process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -175,10 +178,7 @@ class WorkerHost:
             except (OSError, subprocess.TimeoutExpired):
                 self._process.kill()
                 self._process.wait()
-        try:  # whatever is left of its group: a cell an older revision's host forked and lost track of
-            os.killpg(self._process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        self._kill_group()  # whatever is left of it: a cell an older revision's host forked and lost track of
         self._selector.close()
         self._process.stdout.close()
         self._log.close()

@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -123,19 +124,23 @@ class Latency:
     # it (p99 from 50 calls, p99.9 from 200), it is an interpolated maximum, and would be compared as if it were not.
     MIN_TAIL_SAMPLES: ClassVar[dict[float, int]] = {99: 100, 99.9: 1000}
 
+    @cached_property
+    def _ms(self) -> np.ndarray:
+        return self.samples.seconds * 1e3
+
     def percentile_ms(self, q: float) -> float | None:
         if self.samples.count < self.MIN_TAIL_SAMPLES.get(q, 1):
             return None
-        return float(np.percentile(self.samples.seconds * 1e3, q))
+        return float(np.percentile(self._ms, q))
 
     @property
     def p50_ms(self) -> float:
-        return float(np.percentile(self.samples.seconds * 1e3, 50))
+        return float(self.percentile_ms(50))  # never None: a Samples record is never empty
 
     def metrics(self) -> dict[str, float | None]:
         """Percentiles in milliseconds plus mean, stdev and the stability flag (1.0 = stdev > 10% of mean)."""
         prefix = self.PREFIX
-        mean, stdev, unstable = _spread(self.samples.seconds * 1e3)
+        mean, stdev, unstable = _spread(self._ms)
         return {
             f"{prefix}_p50_ms": self.percentile_ms(50),
             f"{prefix}_p90_ms": self.percentile_ms(90),

@@ -91,12 +91,10 @@ def check_resumable(record: Mapping[str, Any], matrix: Matrix, retry_failed: boo
 
 
 def finish(store: Store, run_id: str, status: str, results: Sequence[CellResult], wall_s: float,
-           prepared: Sequence[Mapping[str, Any]], invocations: Sequence[Mapping[str, Any]] = (),
-           side_by_side: bool = False) -> dict[str, Any]:
+           prepared: Sequence[Mapping[str, Any]], invocations: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """Record the run's status and the summary of ``results`` (every cell it stored) over ``wall_s`` (every
-    invocation's); returns the summary, which lists the invocations with their own wall times. ``side_by_side``:
-    the cells ran at the same time, on a cluster's nodes (aebench.summary.summarize)."""
-    summary = summarize(results, wall_s, prepared, side_by_side)
+    invocation's); returns the summary, which lists the invocations with their own wall times."""
+    summary = summarize(results, wall_s, prepared)
     if invocations:
         summary["invocations"] = [dict(invocation) for invocation in invocations]
     store.finish_run(run_id, status, summary["wall_s"], summary)

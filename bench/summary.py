@@ -9,8 +9,7 @@ from typing import Any
 from aebench.results import STATUSES
 
 
-def summarize(results: Sequence[Any], wall_s: float, prepared: Sequence[Mapping[str, Any]],
-              side_by_side: bool = False) -> dict[str, Any]:
+def summarize(results: Sequence[Any], wall_s: float, prepared: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The run's cell counts and its wall time in four parts that add up to the wall:
 
     - measured speed: the training runs (once per model, their evaluations excluded), the timed training steps and
@@ -25,8 +24,8 @@ def summarize(results: Sequence[Any], wall_s: float, prepared: Sequence[Mapping[
 
     ``prepared`` holds one record per reference classifier, with the ``seconds`` it took.
 
-    ``side_by_side``: the cells ran at the same time (on the nodes of a cluster), so the parts are seconds summed over
-    cells, which can exceed the wall: no overhead is derived from them (``overhead_s`` and its shares are None).
+    When cells ran side by side (``cells_overlapped``), the parts are seconds summed over cells, which can exceed the
+    wall: no overhead is derived from them (``overhead_s`` and its shares are None, ``side_by_side`` true).
     """
     ok = [r for r in results if r.status == "ok"]
 
@@ -37,12 +36,11 @@ def summarize(results: Sequence[Any], wall_s: float, prepared: Sequence[Mapping[
     measured = total("timing.train_s") - validation + total("timing.train_timing_s") + total("timing.speed_s")
     classifier = sum(info["seconds"] for info in prepared)
     quality = validation + total("timing.eval_s") + total("timing.accuracy_s")
+    side_by_side = cells_overlapped(results)
     overhead = None if side_by_side else wall_s - measured - quality - classifier
     counts = {status: sum(r.status == status for r in results) for status in STATUSES}
 
-    def share(seconds: float | None) -> float | None:
-        if seconds is None:
-            return None
+    def share(seconds: float) -> float:
         return round(100 * seconds / wall_s, 1) if wall_s > 0 else 0.0
 
     return {
@@ -51,8 +49,8 @@ def summarize(results: Sequence[Any], wall_s: float, prepared: Sequence[Mapping[
         "quality_eval_s": round(quality, 2),
         "classifier_s": round(classifier, 2),
         "overhead_s": None if overhead is None else round(overhead, 2),
-        "overhead_pct": share(overhead),
-        "overhead_with_quality_pct": share(None if overhead is None else overhead + quality),
+        "overhead_pct": None if overhead is None else share(overhead),
+        "overhead_with_quality_pct": None if overhead is None else share(overhead + quality),
         "side_by_side": side_by_side,
         **{f"cells_{status}": count for status, count in counts.items()},
     }
@@ -71,7 +69,8 @@ def format_summary(run_id: str, summary: Mapping[str, Any], report_path: Path | 
     """The closing lines of ``aebench run``: cell counts, the wall-time split and where the report is."""
     wall = summary["wall_s"]
 
-    shares = wall > 0 and summary.get("overhead_s") is not None  # cells that ran side by side share no wall
+    side_by_side = summary.get("overhead_s") is None  # their seconds add up past the wall: no shares of it
+    shares = wall > 0 and not side_by_side
 
     def part(seconds: float) -> str:
         return f"{seconds:.1f} s ({100 * seconds / wall:.1f}%)" if shares else f"{seconds:.1f} s"
@@ -81,7 +80,7 @@ def format_summary(run_id: str, summary: Mapping[str, Any], report_path: Path | 
              f"reference classifier (one-time, cached) {part(summary['classifier_s'])}")
     counts = (f"aebench: run {run_id}: {summary['cells_ok']} ok, {summary['cells_failed']} failed, "
               f"{summary['cells_timeout']} timed out, {summary['cells_skipped']} skipped in {wall:.1f} s\n")
-    if summary.get("overhead_s") is None:  # cells ran side by side: their seconds add up past the wall
+    if side_by_side:
         text = counts + f"aebench: cell time, summed over cells that ran side by side (not shares of the wall): {parts}"
     else:
         text = counts + (f"aebench: wall time: {parts}, harness overhead (process start, imports, data, model build, "

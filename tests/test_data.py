@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -86,12 +87,15 @@ def test_not_an_archive(tmp_path: Path) -> None:
 
 def test_a_file_with_fewer_images_than_the_matrix_reads_is_refused(tiny_dataset_dir: Path) -> None:
     path = tiny_dataset_dir / "mnist.npz"  # 600 training and 200 test images
-    assert len(data.check_dataset(path, needs=(600, 200))["x_test"]) == 200
+    def reads(train: int, test: int) -> SimpleNamespace:  # the sizes a matrix reads
+        return SimpleNamespace(train_size=train, validation_size=0, test_size=test)
+
+    assert len(data.check_dataset(path, reads(600, 200))["x_test"]) == 200
     with pytest.raises(UserError, match=r"x_train holds 600 images; the matrix reads 601 \(train_size \+ "
-                                        "validation_size\)"):
-        data.check_dataset(path, needs=(601, 10))
+                                        r"validation_size\)"):
+        data.check_dataset(path, reads(601, 10))
     with pytest.raises(UserError, match=r"x_test holds 200 images; the matrix reads 1000 \(test_size\)"):
-        data.check_dataset(path, needs=(10, 1000))
+        data.check_dataset(path, reads(10, 1000))
 
 
 def test_wrong_shape_and_missing_keys(tmp_path: Path) -> None:

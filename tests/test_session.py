@@ -19,8 +19,8 @@ from support import tiny_matrix_dict
 ENV = {"git_commit": "abc123", "git_dirty": False, "machine_id": "m1", "cpu_model": "Test CPU"}
 
 
-def _timed(status: str, **timing: float) -> SimpleNamespace:
-    return SimpleNamespace(status=status, metrics={f"timing.{k}": v for k, v in timing.items()})
+def _timed(status: str, info: dict | None = None, **timing: float) -> SimpleNamespace:
+    return SimpleNamespace(status=status, metrics={f"timing.{k}": v for k, v in timing.items()}, info=info or {})
 
 
 def test_run_summary_parts_add_up_to_the_wall() -> None:
@@ -50,9 +50,10 @@ def test_format_summary_names_each_part_with_its_share() -> None:
 
 def test_cells_that_ran_side_by_side_give_cell_seconds_and_no_overhead() -> None:
     # Two nodes of a cluster, 60 s of measured work each, in 70 s of wall: the parts exceed the wall.
-    results = [_timed("ok", train_s=50.0, speed_s=10.0), _timed("ok", train_s=50.0, speed_s=10.0)]
-    assert summarize(results, 70.0, [])["overhead_s"] == -50.0  # what the sequential arithmetic would claim
-    summary = summarize(results, 70.0, [], side_by_side=True)
+    nodes = [{"cluster_worker": f"tcp://{m}", "machine_id": m} for m in ("m1", "m2")]
+    sequential = [_timed("ok", train_s=50.0, speed_s=10.0), _timed("ok", train_s=50.0, speed_s=10.0)]
+    assert summarize(sequential, 70.0, [])["overhead_s"] == -50.0  # what the sequential arithmetic would claim
+    summary = summarize([_timed("ok", node, train_s=50.0, speed_s=10.0) for node in nodes], 70.0, [])
     assert summary["measured_s"] == 120.0 and summary["overhead_s"] is None and summary["overhead_pct"] is None
     text = format_summary("r1", summary, None)
     assert "summed over cells that ran side by side" in text and "%" not in text and "overhead" not in text

@@ -44,7 +44,7 @@ def group_status(statuses: pd.Series, errors: pd.Series) -> tuple[str, str]:
     """The status text of a group of cells ('ok' when every cell ran, the reason when none did, else the counts) and
     the status that colours it: its worst cell's."""
     counts = statuses.value_counts()
-    worst = next(status for status in (*WORST_FIRST, *counts.index) if status in counts.index)
+    worst = next(status for status in WORST_FIRST if status in counts.index)  # every stored status is one of these
     if list(counts.index) == ["ok"]:
         return "ok", worst
     if len(counts) == 1:
@@ -57,14 +57,15 @@ def device_table(frame: pd.DataFrame) -> Markup:
     frame = ordered(frame).reset_index(drop=True)
     keys = pd.Series(list(zip(*(strings(frame, c).astype(str) for c in DEVICE_KEY))), index=frame.index)
     rows = []
-    worst: dict[int, str] = {}  # row -> the status that colours it
+    worst: list[str] = []  # per row, the status that colours it
     for key in first_seen(keys):
         group = frame[keys == key]
         ok = measured_cells(group)
         row: dict[str, Any] = dict(zip(DEVICE_KEY, key))
         # an accelerator cell is not pinned to CPU threads
         row["threads"] = float(row["threads"]) if row["threads"] else None
-        row["status"], worst[len(rows)] = group_status(group["status"], strings(group, "error"))
+        row["status"], colour = group_status(group["status"], strings(group, "error"))
+        worst.append(colour)
         row["ran on"] = ", ".join(first_seen(text(v) for v in strings(ok, "info.backend_device") if v)) or None
         for column in DEVICE_COLUMNS:
             row[column.heading] = numeric(ok, column.metric).mean() if not ok.empty else np.nan
@@ -77,7 +78,7 @@ def device_table(frame: pd.DataFrame) -> Markup:
     formats: dict[str, Formatter] = {column.heading: column.format for column in DEVICE_COLUMNS}
     formats.update({"threads": integer, VERSUS_FIRST: times})
     classes = pd.DataFrame("", index=display.index, columns=display.columns)
-    classes["status"] = [f"status-{worst[row]}" for row in range(len(display))]
+    classes["status"] = [f"status-{status}" for status in worst]
     return styled_table(display, formats, "devices", classes, css_class="data failures")
 
 

@@ -37,6 +37,7 @@ PERCENTILE_COLUMNS = (
     Column("speed.latency_b1_p99_ms", "p99"),
     Column("speed.latency_b1_p999_ms", "p99.9"),
 )
+P50, P99 = PERCENTILE_COLUMNS[0], PERCENTILE_COLUMNS[2]
 PREDICT_COLUMN = Column("speed.predict_b1_p50_ms", "predict() p50", aside="framework path")
 
 
@@ -74,17 +75,19 @@ def section(run: Run) -> Markup:
     unstable = flags(cells, PERCENTILE_COLUMNS[0].unstable).to_numpy()
     labels = [label + (f" {UNSTABLE_MARK}" if flag else "") for label, flag in zip(labels, unstable)]
     samples = [run.artifacts[int(cell)][SAMPLES] for cell in cells["cell"]]
-    stored = [numeric(cells, column.metric).to_numpy() for column in (PERCENTILE_COLUMNS[0], PERCENTILE_COLUMNS[2])]
-    figure = plots.latency_cdf_figure(list(zip(labels, samples, *stored)))
     display = pd.DataFrame({"cell": labels})
     formats: dict[str, Formatter] = {}
     for column in PERCENTILE_COLUMNS:
         display[column.heading] = numeric(cells, column.metric).to_numpy()
         formats[column.heading] = column.format
+    # The figure marks the stored p50 and p99 the table shows.
+    figure = plots.latency_cdf_figure(list(zip(labels, samples, display[P50.heading], display[P99.heading])))
     display["samples"] = [len(values) for values in samples]
     display[PREDICT_COLUMN.heading] = numeric(cells, PREDICT_COLUMN.metric).to_numpy()
     formats[PREDICT_COLUMN.heading] = PREDICT_COLUMN.format
+    ok = ok_cells(run.frame)
+    dirty = flags(ok, CONTAMINATED)
     return render("sections/latency.html", figure=Markup(plots.img_tag(figure, "batch-1 latency CDF")),
-                  shown=_selection_text(cells, ok_cells(run.frame)), unstable_legend=UNSTABLE_LEGEND,
-                  contaminated=int(flags(ok_cells(run.frame), CONTAMINATED).sum()),
+                  shown=_selection_text(cells, ok[~dirty]), unstable_legend=UNSTABLE_LEGEND,
+                  contaminated=int(dirty.sum()),
                   table=styled_table(display, formats, "latency"))

@@ -53,11 +53,12 @@ def cell_counts(frame: pd.DataFrame) -> dict[str, int]:
     return counts
 
 
-def _best(rows: pd.DataFrame, metric: str, better: str) -> pd.Series | None:
+def _best(rows: pd.DataFrame, metric: str) -> pd.Series | None:
+    """The row with the best figure of ``metric`` in the registry's direction; None when none has one."""
     values = numeric(rows, metric)
     if values.notna().sum() == 0:
         return None
-    return rows.loc[values.idxmax() if better == "higher" else values.idxmin()]
+    return rows.loc[values.idxmax() if REGISTRY[metric].better == "higher" else values.idxmin()]
 
 
 def _oriented(metric: str, value: Any) -> float:
@@ -74,7 +75,7 @@ def variant_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     for variant in first_seen(ok["variant"]):
         mine = ok[ok["variant"] == variant]
         row: dict[str, str] = {"variant": str(variant)}
-        best = _best(mine, GAIN.name, GAIN.better)
+        best = _best(mine, GAIN.name)
         if best is not None:
             row[GAIN_HEADING] = f"{REGISTRY.format(GAIN.name, best[GAIN.name])} at noise {float(best['noise']):g}"
             winners_by.setdefault(GAIN_HEADING, []).append((variant, _oriented(GAIN.name, best[GAIN.name])))
@@ -86,8 +87,8 @@ def variant_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
             row[TO_TARGET_HEADING] = to_target_text(TO_TARGET.name, best.get(TO_TARGET.name),
                                                     best.get("quality.target_reached"), NA)
         for metric in SPEED_COLUMNS:
-            heading, better = REGISTRY[metric].heading(), REGISTRY[metric].better
-            fastest = _best(mine, metric, better)
+            heading = REGISTRY[metric].heading()
+            fastest = _best(mine, metric)
             if fastest is None:
                 row[heading] = NA
                 continue

@@ -20,6 +20,7 @@ from markupsafe import Markup
 from aebench.aggregate import CI_SUFFIX
 from aebench.metrics import REGISTRY, Formatter, flag_is_set, general, integer
 from aebench.results import UNSTABLE_CV
+from aebench.store import without_contaminated_speed
 
 UNSTABLE_MARK = "≈"
 UNSTABLE_LEGEND = f"{UNSTABLE_MARK} unstable: stdev > {UNSTABLE_CV:.0%} of mean"
@@ -100,8 +101,6 @@ def ok_cells(frame: pd.DataFrame) -> pd.DataFrame:
 def measured_cells(frame: pd.DataFrame) -> pd.DataFrame:
     """The ok cells with the speed figures of contaminated ones blanked: what a figure, a mean or a ranking may use.
     Only the results table shows a contaminated figure, with its mark."""
-    from aebench.store import without_contaminated_speed
-
     return without_contaminated_speed(ok_cells(frame))
 
 

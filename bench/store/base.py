@@ -221,8 +221,8 @@ class Store:
         claimed the run (or beat its heart) since, so two ``--resume`` of one run (from two machines of a fleet, on
         a shared store) cannot both run its cells."""
         now = utc_now()
-        seen = {"run_id": record["run_id"], "status": record.get("stored_status", record["status"]),
-                "host": record.get("host"), "pid": record.get("pid"), "heartbeat_at": record.get("heartbeat_at")}
+        seen = {"run_id": record["run_id"], "status": record["stored_status"], "host": record["host"],
+                "pid": record["pid"], "heartbeat_at": record["heartbeat_at"]}
         unchanged = " AND ".join(f"{column} IS NULL" if value is None else f"{column} = ?"
                                  for column, value in seen.items())
         with self._transaction() as cursor:
@@ -260,7 +260,7 @@ class Store:
         """Store a retried cell's new result in place of its failed or timed-out one, keeping what the earlier
         attempt was in ``info.earlier_attempt`` (status, exit code, error): a failure is replaced, never forgotten."""
         with self._transaction() as cursor:  # one transaction: a crash leaves the failure or its replacement
-            self._lock_for_receive(cursor, run_id)
+            self._lock_run(cursor, run_id)
             cursor.execute(self._sql("SELECT status, exit_code, error FROM cells WHERE run_id = ? AND cell = ?"),
                            (run_id, result.cell.index))
             row = cursor.fetchone()
@@ -324,7 +324,7 @@ class Store:
         what the run is (its start or matrix), refuses the push: a store holds one truth per cell."""
         run_id = copy.run["run_id"]
         with self._transaction() as cursor:
-            self._lock_for_receive(cursor, run_id)
+            self._lock_run(cursor, run_id)
             cursor.execute(self._sql("SELECT started_at, matrix_json, finished_at FROM runs WHERE run_id = ?"),
                            (run_id,))
             stored = cursor.fetchone()
@@ -345,14 +345,13 @@ class Store:
                                              " WHERE run_id = ?"), (*(copy.run[name] for name in changing), run_id))
             cursor.execute(self._sql("SELECT cell, key, status, info_json FROM cells WHERE run_id = ?"), (run_id,))
             here = {cell: (key, status, info) for cell, key, status, info in cursor.fetchall()}
-            retried = {row["cell"] for row in copy.cells if row["cell"] in here and _retries(here[row["cell"]], row)}
+            pushed = {row["cell"]: (row["key"], row["status"], row["info_json"]) for row in copy.cells}
+            both = [cell for cell in pushed if cell in here]
+            retried = {cell for cell in both if _retries(here[cell], pushed[cell])}
             # An older copy's failure of a cell retried here since: already replaced, nothing to refuse or to copy.
-            superseded = {row["cell"] for row in copy.cells if row["cell"] in here and _retries(
-                (row["key"], row["status"], row["info_json"]), {"key": here[row["cell"]][0],
-                                                                "status": here[row["cell"]][1],
-                                                                "info_json": here[row["cell"]][2]})}
+            settled = retried | {cell for cell in both if _retries(pushed[cell], here[cell])}
             for row in copy.cells:
-                if row["cell"] in here and row["cell"] not in retried | superseded and \
+                if row["cell"] in here and row["cell"] not in settled and \
                         here[row["cell"]][:2] != (row["key"], row["status"]):
                     raise UserError(
                         f"run {run_id} cell {row['cell']} differs in {self.location} ({here[row['cell']][1]} "
@@ -367,9 +366,9 @@ class Store:
                                    [(run_id, cell, name, npy) for cell, name, npy in copy.artifacts if cell in fresh])
         return len(new)
 
-    def _lock_for_receive(self, cursor: Any, run_id: str) -> None:
-        """Hold off another push of the same run until this transaction ends (a backend without row locks needs
-        nothing: SQLite writes one transaction at a time)."""
+    def _lock_run(self, cursor: Any, run_id: str) -> None:
+        """Hold off every other writer of the run's cells (a push, a retried cell) until this transaction ends, taken
+        before the transaction's first read: each backend says how (a PostgreSQL advisory lock, SQLite's write lock)."""
 
     # -- reading -------------------------------------------------------------------------------------------------------
 
@@ -457,13 +456,13 @@ def _like_prefix(ref: str) -> str:
     return ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _retries(here: tuple[str, str, str | None], row: Mapping[str, Any]) -> bool:
-    """Whether a pushed cell row is a ``--retry-failed`` rerun of the (key, status, info) stored here: the same
-    cell, here failed or timed out, there a new result that names the earlier attempt (and is not already here)."""
-    key, status, info = here
-    if key != row["key"] or status not in ("failed", "timeout") or info == row["info_json"]:
+def _retries(old: tuple[str, str, str | None], new: tuple[str, str, str | None]) -> bool:
+    """Whether the cell row ``new`` is a ``--retry-failed`` rerun of ``old``, both (key, status, info_json): the same
+    cell, ``old`` failed or timed out, ``new`` another result that names the earlier attempt."""
+    (key, status, info), (new_key, _, new_info) = old, new
+    if key != new_key or status not in ("failed", "timeout") or info == new_info:
         return False
-    return "earlier_attempt" in json.loads(row["info_json"] or "{}")
+    return "earlier_attempt" in json.loads(new_info or "{}")
 
 
 def run_status(record: Mapping[str, Any], now: datetime | None = None) -> str:

@@ -63,7 +63,7 @@ class PostgresStore(Store):
         with self._db.transaction(), self._db.cursor() as cursor:
             yield cursor
 
-    def _lock_for_receive(self, cursor: Any, run_id: str) -> None:
+    def _lock_run(self, cursor: Any, run_id: str) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (run_id,))
 
     def _prepare_schema(self, create: bool) -> None:

@@ -59,7 +59,7 @@ class SqliteStore(Store):
             finally:
                 cursor.close()
 
-    def _lock_for_receive(self, cursor: sqlite3.Cursor, run_id: str) -> None:
+    def _lock_run(self, cursor: sqlite3.Cursor, run_id: str) -> None:
         # Take the write lock before the transaction's first read: two pushes of one run must not both see it absent.
         cursor.execute("BEGIN IMMEDIATE")
 
