@@ -257,7 +257,8 @@ def balanced_orders(count: int, sides: int, rng: random.Random) -> list[list[int
 
 def compare_sides(rounds: Rounds, base: str, candidate: str, margins: Mapping[str, float],
                   metrics: Sequence[str]) -> list[stats.SpeedComparison]:
-    """Verdicts of candidate against base over every (cell, metric) both sides measured, Holm-corrected together."""
+    """Verdicts of candidate against base over every (cell, metric) both sides measured, their p-values adjusted
+    together (Benjamini-Hochberg, ``stats.adjust``)."""
     comparisons = []
     for key, per_metric in rounds.figures.get(base, {}).items():
         other = rounds.figures.get(candidate, {}).get(key, {})
@@ -470,11 +471,12 @@ class Outcome:
                 if not math.isfinite(q.margin) and q.difference != 0]
 
     def family_size(self, label: str | None = None) -> int:
-        """How many speed comparisons the Holm correction spans."""
+        """How many speed comparisons the p-value adjustment spans."""
         return len(self.speed.get(label or self.candidate.label, []))
 
     def too_few_rounds(self, label: str | None = None) -> int | None:
-        """The rounds a call would need, when fewer ran (else None): nothing can be called before that."""
+        """The rounds a lone change would need, when fewer ran (else None): before that only changes in several
+        figures at once can be called (``stats.fewest_callable``)."""
         needed = stats.rounds_needed(self.family_size(label))
         return needed if self.family_size(label) and self.rounds.count < needed else None
 
@@ -509,7 +511,7 @@ def speed_rows(outcome: Outcome, label: str | None = None) -> list[dict[str, Any
     for c in outcome.speed.get(label, []):
         rows.append({"key": c.key, "metric": c.metric, "kind": "speed", "verdict": c.verdict,
                      "change_pct": c.change_pct, "ci_low_pct": c.ci_low_pct, "ci_high_pct": c.ci_high_pct,
-                     "margin_pct": c.margin_pct, "rounds": c.rounds, "p_regression_holm": c.p_regression_holm,
+                     "margin_pct": c.margin_pct, "rounds": c.rounds, "p_regression_adjusted": c.p_regression_adjusted,
                      "detectable_pct": c.detectable_pct(outcome.family_size(label)),
                      "spread_pct": outcome.spread_pct(label, c.key, c.metric),
                      # The raw per-round figures the verdict came from (null: failed or left out), so that anyone can
@@ -616,6 +618,11 @@ def _weights_cell(base: str | None, candidate: str | None) -> str:
     return f"identical {base[:10]}" if base == candidate else f"differ {base[:10]} -> {candidate[:10]}"
 
 
+def _together(family_size: int, rounds: int) -> str:
+    fewest = stats.fewest_callable(family_size, rounds)
+    return f"; changes in {fewest} or more figures at once can be called" if fewest else ""
+
+
 def format_text(outcome: Outcome, strict: bool = False) -> str:
     base, cand = outcome.base.revision, outcome.candidate.revision
     lines = [
@@ -636,7 +643,7 @@ def format_text(outcome: Outcome, strict: bool = False) -> str:
     lines += [
         "",
         "speed (change of the candidate against the base; verdict from the 95% interval of the median per-round "
-        "change, Holm-corrected over the table):",
+        "change, tests adjusted over the table):",
     ]
     table = speed_table(outcome)
     lines.append(table.to_string(index=False) if not table.empty else "  no speed figure was measured on both sides")
@@ -663,8 +670,10 @@ def format_text(outcome: Outcome, strict: bool = False) -> str:
         lines.append(f"regression: {key} measured {REGISTRY.label(metric)} on the base but never on the candidate")
     needed = outcome.too_few_rounds()
     if needed:
-        lines.append(f"warning: {outcome.rounds.count} rounds cannot call any of these {outcome.family_size()} speed "
-                     f"comparisons: that needs {needed} (narrow the matrix, or raise --budget-s or --max-rounds)")
+        lines.append(f"warning: {outcome.rounds.count} rounds cannot call a change in one of these "
+                     f"{outcome.family_size()} speed comparisons alone: that needs {needed} rounds"
+                     f"{_together(outcome.family_size(), outcome.rounds.count)} (narrow the matrix, or raise "
+                     "--budget-s or --max-rounds)")
     regressions, unknown = outcome.regressions(), outcome.unknowns()
     lines.append("")
     lines.append(f"{regressions} regressions, {unknown} unknown (exit {outcome.exit_status(strict)}"
@@ -730,7 +739,7 @@ def render_html(outcome: Outcome) -> str:
         "Each round runs every cell once on each side, in a fresh worker process, in balanced random order. A speed "
         "figure's change is the Hodges-Lehmann estimate of the rounds' log ratios with its exact 95% signed-rank "
         "interval; it is a regression or an improvement only when the whole interval lies beyond the margin and the "
-        "one-sided Wilcoxon test, Holm-corrected over the table, agrees; same when the interval lies inside the "
+        "one-sided Wilcoxon test, its p-value adjusted over the table (Benjamini-Hochberg), agrees; same when the interval lies inside the "
         "margin; unknown otherwise. Spread is the standard deviation of the per-round changes. Quality comes from "
         "one pass with the matrix as given and is compared exactly.")
     if detectable:
@@ -747,17 +756,23 @@ def render_html(outcome: Outcome) -> str:
 
 
 def calibration_comparisons(outcomes: Sequence[Outcome]) -> pd.DataFrame:
-    """Every comparison of every experiment: side, spike, device and threads, metric, verdict."""
+    """Every comparison of every experiment: side, spike, device and threads, metric, verdict, with its interval,
+    adjusted p-value and the raw per-round figures (so that a verdict can be recomputed from the JSON alone)."""
     rows = []
     for index, outcome in enumerate(outcomes, 1):
+        figures = outcome.rounds.figures
         for side in outcome.candidates:
             for c in outcome.speed.get(side.label, []):
                 cell = side.cell(c.key)
                 threads = f"{cell.device}{cell.threads}" if cell.threads is not None else cell.device
                 rows.append({"experiment": index, "side": side.label, "spike_pct": round(side.spike * 100),
                              "where": threads, "key": c.key, "metric": c.metric, "verdict": c.verdict,
-                             "change_pct": c.change_pct, "regression": c.verdict == "regression",
-                             "unknown": c.verdict == "unknown"})
+                             "change_pct": c.change_pct, "ci_low_pct": c.ci_low_pct, "ci_high_pct": c.ci_high_pct,
+                             "margin_pct": c.margin_pct, "rounds": c.rounds,
+                             "p_regression_adjusted": c.p_regression_adjusted,
+                             "regression": c.verdict == "regression", "unknown": c.verdict == "unknown",
+                             "base_rounds": figures[outcome.base.label][c.key][c.metric],
+                             "candidate_rounds": figures[side.label][c.key][c.metric]})
     return pd.DataFrame(rows)
 
 
@@ -922,9 +937,9 @@ def run_ab(sides: Sequence[Side], keys: Sequence[str], settings: Settings, execu
     note("speed rounds time training over " + ", ".join(
         f"{base.cell(key).variant} {timed_repeats(matrices[base.label, key], base.times_training_steps)} x "
         f"{matrices[base.label, key].train_size}" for key in keys) + " images")
-    needed = stats.rounds_needed(len(keys) * len(speed_metrics()))
-    note(f"{len(keys) * len(speed_metrics())} speed comparisons per candidate: no call is possible before round "
-         f"{needed}")
+    family = len(keys) * len(speed_metrics())
+    note(f"{family} speed comparisons per candidate: a change in one figure alone cannot be called before round "
+         f"{stats.rounds_needed(family)}, one in all {family} together from round {stats.rounds_needed(family, family)}")
     remaining = replace(settings, budget_s=max(1.0, settings.budget_s - (clock() - started)))
     rounds, why = play_rounds(executor, sides, matrices, keys, remaining, trained=trained, clock=clock, note=note)
     speed = {side.label: compare_sides(rounds, base.label, side.label, settings.margins, speed_metrics())

@@ -10,8 +10,8 @@ the registry gives a margin (aebench.metrics):
   it says instead how large a change this machine's noise hides, from the spread of earlier runs of the same machine
   and matrix in the store. Seeds of one run are not repeats for this purpose: they share that run's minutes on the
   machine. When each side has several runs, the runs are the samples (each the geometric mean of its seeds): a Welch
-  interval on the mean log figure and one-sided tests against the margin, Holm-corrected, give
-  ``regression`` / ``improvement`` / ``same`` / ``unknown`` as ``aebench ab`` does with paired rounds.
+  interval on the mean log figure and one-sided tests against the margin, adjusted over the table
+  (Benjamini-Hochberg), give ``regression`` / ``improvement`` / ``same`` / ``unknown`` as ``aebench ab`` does with paired rounds.
 
 Runs whose settings differ (dataset, epochs, training set, learning rate, hyperparameters, timing loops) are not
 comparable: compare refuses them unless ``--force``. The table comes first; the exit status says whether a gate
@@ -262,7 +262,8 @@ def format_comparison(comparison: Comparison) -> str:
         lines.append(quality_frame(quality).to_string(index=False))
     if comparison.speed:
         lines.append("")
-        lines.append("speed (run-level: each run one sample, its seeds' geometric mean; Welch 95% interval, Holm-corrected tests):")
+        lines.append("speed (run-level: each run one sample, its seeds' geometric mean; Welch 95% interval, tests "
+                     "adjusted over the table):")
         lines.append(speed_frame(comparison.speed, "runs").to_string(index=False))
     if comparison.unjudged:
         lines.append("")

@@ -10,8 +10,8 @@ machines, and the runs' settings must agree (``--force`` overrides the last, as 
   over the reference's, or the reference's latency over X's, so above 1 always means faster (the ratio of geometric
   means over each machine's figures). With two or more runs on both machines, the interval is Welch's on the runs'
   log figures, one per run (its seeds' geometric mean: seeds share their run's minutes, so they are not repeats;
-  ``aebench.stats.compare_runs``), and the verdict is Holm-corrected against the metric's margin. With one
-  figure per machine, a latency gets a bootstrap interval from the two runs' raw batch-1 samples, which sees only
+  ``aebench.stats.compare_runs``), and the verdict tests the metric's margin, adjusted over the table
+  (Benjamini-Hochberg). With one figure per machine, a latency gets a bootstrap interval from the two runs' raw batch-1 samples, which sees only
   the noise within a run and so understates the noise between runs; a throughput, one number per run, gets none.
 - **Geometric means** of the ratios per variant and overall (SPEC, MLPerf), with the number of cells in each.
 - **Environment**: the keys that differ between the machines, side by side; the rest in one line.
@@ -71,8 +71,8 @@ RATIO_NOTE = ("X is N times as fast as the reference: X's throughput / the refer
 # What each interval method means, said once under the tables that use it.
 METHOD_NOTES = {
     WELCH: "Welch: 95% interval on log figures, each run or seed one sample (aebench.stats.compare_runs); the verdict "
-           "is Holm-corrected against the metric's margin: faster / slower beyond it, same within it, unknown when "
-           "the data cannot tell.",
+           "is tested against the metric's margin, adjusted over the table: faster / slower beyond it, same within "
+           "it, unknown when the data cannot tell.",
     WITHIN_RUN: "within-run samples only: a 95% bootstrap interval from the raw batch-1 latency samples of one run per "
                 "machine; it understates run-to-run noise. Repeat the runs on each machine for a Welch interval.",
     NO_INTERVAL: "none: a throughput is one figure per run, with no samples to resample, and a figure with repeats on "
@@ -282,7 +282,7 @@ def speed_ratios(reference: Machine, machine: Machine) -> list[SpeedRatio]:
                     row.update(ratio=math.exp(gain.estimate), low=math.exp(gain.low), high=math.exp(gain.high),
                                method=WITHIN_RUN)
             ratios.append(SpeedRatio(**row))
-    # One Holm family per machine: every Welch comparison of its cells and metrics.
+    # One family of adjusted tests per machine: every Welch comparison of its cells and metrics.
     for index, comparison in zip([i for i, _ in judged], stats.decide([c for _, c in judged])):
         gain = comparison.gain
         ratios[index] = replace(ratios[index], ratio=math.exp(gain.estimate), low=math.exp(gain.low),

@@ -94,11 +94,12 @@ def _run(executor: FakeExecutor, **settings: object) -> ab.Outcome:
                      clock=executor.clock)
 
 
-def test_a_slower_candidate_is_a_regression_once_holm_allows() -> None:
-    """8 figures tested: every round worse gives p = 2**-n, and Holm needs 8 * 2**-n <= 0.05, so n = 8 rounds."""
+def test_a_slower_candidate_is_a_regression_once_the_adjusted_tests_allow() -> None:
+    """8 figures tested, conv's 4 all worse in every round: p = 2**-n each, and Benjamini-Hochberg calls those 4 once
+    2**-n <= 4 x 0.05 / 8, so at round 6 (Holm, asking 8 x 2**-n <= 0.05 of the first, would need 8)."""
     executor = FakeExecutor({"cand": 1.25})
     outcome = _run(executor)
-    assert outcome.rounds.count == 8 and outcome.stop_reason == "every verdict settled"
+    assert outcome.rounds.count == 6 and outcome.stop_reason == "every verdict settled"
     verdicts = {(c.key.split("/")[0], c.metric): c.verdict for c in outcome.speed["cand"]}
     assert {v for (variant, _), v in verdicts.items() if variant == "conv"} == {"regression"}
     assert {v for (variant, _), v in verdicts.items() if variant == "undercomplete"} == {"same"}
@@ -376,6 +377,17 @@ def test_calibration_json_has_rates_by_metric_and_every_comparison(tmp_path: Pat
     assert document["experiments"] == 1 and len(document["by_metric"]) == 8 and len(document["comparisons"]) == 16
     assert len(document["by_cell"]) == 2 and [row["regressions"] for row in document["by_run"]] == [0, 1]
     assert "by metric:" in capsys.readouterr().out
+    # Each comparison carries what its verdict came from: recomputing it from the file gives the same verdict.
+    from aebench import stats
+    from aebench.metrics import REGISTRY
+
+    family = [row for row in document["comparisons"] if row["side"] == "spike 20%"]
+    again = stats.decide([stats.compare_rounds(row["key"], row["metric"], row["base_rounds"], row["candidate_rounds"],
+                                               higher_is_better=REGISTRY[row["metric"]].better == "higher",
+                                               margin_pct=row["margin_pct"]) for row in family])
+    assert [c.verdict for c in again] == [row["verdict"] for row in family]
+    assert [c.p_regression_adjusted for c in again] == pytest.approx([row["p_regression_adjusted"] for row in family])
+    assert {len(row["base_rounds"]) for row in family} == {family[0]["rounds"]}
 
 
 def test_a_cell_that_crashes_only_on_the_candidate_is_a_regression() -> None:
@@ -490,7 +502,9 @@ def test_a_figure_the_candidate_stops_reporting_is_a_regression() -> None:
 
 
 def test_too_few_rounds_are_said_and_strict_shows_in_the_exit_line() -> None:
-    outcome = _run(FakeExecutor({}, noise=0.3), max_rounds=6)  # 8 comparisons need 8 rounds
+    outcome = _run(FakeExecutor({}, noise=0.3), max_rounds=6)  # a lone change among 8 comparisons needs 8 rounds
     text = ab.format_text(outcome, strict=True)
-    assert "6 rounds cannot call any of these 8 speed comparisons: that needs 8" in text
+    # 8 x 2**-6 <= k x 0.05 from k = 3 figures moving together
+    assert ("6 rounds cannot call a change in one of these 8 speed comparisons alone: that needs 8 rounds; changes in "
+            "3 or more figures at once can be called") in text
     assert "(exit 1)" in text and "(exit 1" not in ab.format_text(outcome)

@@ -85,8 +85,9 @@ def test_too_few_rounds_cannot_call_anything() -> None:
     assert _verdict(base, candidate).verdict == "unknown"
 
 
-def test_holm_needs_more_evidence_when_many_figures_are_tested() -> None:
-    """6 rounds, all worse: p = 1/64 alone is a regression; among 20 tested figures Holm asks for more."""
+def test_a_lone_change_needs_more_evidence_when_many_figures_are_tested() -> None:
+    """6 rounds, all worse: p = 1/64 alone is a regression; among 20 tested figures where nothing else moved, the
+    adjustment asks for more (its first step, p <= 0.05 / 20, is Holm's)."""
     base, candidate = _rounds(6, 0.8, noise=0.001)
     alone = _verdict(base, candidate)
     assert alone.verdict == "regression" and alone.p_regression == pytest.approx(1 / 64)
@@ -94,12 +95,29 @@ def test_holm_needs_more_evidence_when_many_figures_are_tested() -> None:
                                       margin_pct=5.0) for i in range(19)]
     crowd = stats.decide([stats.compare_rounds("cell", "speed.x", base, candidate, higher_is_better=True,
                                                margin_pct=5.0), *unchanged])
-    assert crowd[0].verdict == "unknown" and crowd[0].p_regression_holm == pytest.approx(20 / 64)
+    assert crowd[0].verdict == "unknown" and crowd[0].p_regression_adjusted == pytest.approx(20 / 64)
 
 
-def test_holm_adjustment() -> None:
-    np.testing.assert_allclose(stats.holm([0.01, 0.04, 0.03, 0.5]), [0.04, 0.09, 0.09, 0.5])
-    assert len(stats.holm([])) == 0
+def test_figures_that_move_together_vouch_for_each_other() -> None:
+    """8 rounds, 8 of 16 figures all worse (p = 1/256 each): Holm would stop at 16/256 > 0.05 and call none;
+    Benjamini-Hochberg compares the 8th smallest p with 8 x 0.05 / 16 and calls all 8, and none of the others."""
+    moved = [stats.compare_rounds(f"slow{i}", "speed.x", *_rounds(8, 0.8, 0.001, seed=i), higher_is_better=True,
+                                  margin_pct=5.0) for i in range(8)]
+    still = [stats.compare_rounds(f"other{i}", "speed.x", *_rounds(8, 1.0, 0.001, seed=10 + i), higher_is_better=True,
+                                  margin_pct=5.0) for i in range(8)]
+    decided = stats.decide(moved + still)
+    assert [c.verdict for c in decided] == ["regression"] * 8 + ["same"] * 8
+    assert decided[0].p_regression_adjusted == pytest.approx(1 / 256 * 16 / 8)  # p m / k, with k = 8 of m = 16
+    assert stats.rounds_needed(16, changed=8) == stats.MIN_ROUNDS and stats.rounds_needed(16, changed=1) == 9
+    assert stats.fewest_callable(16, 8) == 2 and stats.fewest_callable(16, 9) == 1
+    assert stats.fewest_callable(16, 6) == 5 and stats.fewest_callable(16, 5) is None  # the interval needs 6
+
+
+def test_benjamini_hochberg_adjustment() -> None:
+    """By hand: sorted p 0.01, 0.03, 0.04, 0.5 of m = 4 give m p / rank = 0.04, 0.06, 0.0533, 0.5, then a running
+    minimum from the largest down."""
+    np.testing.assert_allclose(stats.adjust([0.01, 0.04, 0.03, 0.5]), [0.04, 0.053333, 0.053333, 0.5], rtol=1e-5)
+    assert len(stats.adjust([])) == 0
 
 
 def test_the_detectable_change_is_what_these_rounds_would_call() -> None:
