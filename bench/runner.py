@@ -62,7 +62,12 @@ def worker_environment(backend: str, base: Mapping[str, str] | None = None) -> d
 
 
 class HostDied(RuntimeError):
-    """The worker host itself exited or stopped answering (not a cell's fault)."""
+    """The worker host itself exited or stopped answering (not a cell's fault). ``log_path`` is the log of a host
+    that died while starting: it never became a host the caller holds, so only the error knows where it logged."""
+
+    def __init__(self, message: str, log_path: Path | None = None) -> None:
+        super().__init__(message)
+        self.log_path = log_path
 
 
 def _kill(pid: int) -> None:
@@ -93,12 +98,15 @@ class WorkerHost:
         self._selector.register(self._process.stdout, selectors.EVENT_READ)
         try:
             event = self._next_event(time.monotonic() + start_timeout_s)
-        except BaseException:  # it died, or Ctrl-C: nothing of it may outlive this call
+        except HostDied as error:  # it died while starting: nothing of it may outlive this call
+            self.close()
+            raise HostDied(str(error), log_path) from None
+        except BaseException:  # Ctrl-C: likewise
             self.close()
             raise
         if event is None or event.get("event") != "ready":
             self.close()
-            raise HostDied(f"the {backend} worker host did not start (see {log_path})")
+            raise HostDied(f"the {backend} worker host did not start (see {log_path})", log_path)
 
     def _next_event(self, deadline: float) -> dict[str, Any] | None:
         """The next JSON line from the host, or None at the deadline. Raises HostDied if the host exits or says
@@ -566,8 +574,9 @@ def run_one(matrix: Matrix, cell: Cell, data_path: Path, scratch: Path, hosts: d
         started = clock()  # the cell's time, without a host's start (its framework import) before it
         exit_code, timed_out = host.run(task, matrix.timeout_s)
     except HostDied as error:
-        # The tail of the log of the host that died: it may have been started for an earlier cell, elsewhere.
-        log_tail = drop_host(hosts, cell.backend) or tail(log_path)
+        # The tail of the log of the host that died: it may have been started for an earlier cell, elsewhere, or
+        # (one that died while starting) logged where its factory chose, which the error says.
+        log_tail = drop_host(hosts, cell.backend) or tail(error.log_path or log_path)
         return CellResult(cell=cell, status="failed", duration_s=clock() - started, error=str(error), stderr_tail=log_tail)
     duration = clock() - started
     stderr_tail = tail(Path(task["log_path"]))
@@ -612,8 +621,8 @@ def probe_backends(backends: Iterable[str], scratch: Path,
         log = scratch / f"probe-{backend}.log"
         try:
             host = host_factory(backend, log)
-        except HostDied:
-            why = _last_error_line(tail(log)) or "see the log"
+        except HostDied as error:
+            why = _last_error_line(tail(error.log_path or log)) or "see the log"
             found[backend] = {"problem": f"backend {backend} cannot start here: {why}"}
             continue
         try:

@@ -218,6 +218,23 @@ def test_a_host_that_dies_before_it_is_ready_leaves_nothing_open(tmp_path: Path)
     assert (this.num_fds(), {child.pid for child in this.children()}) == before
 
 
+def test_a_host_that_dies_while_starting_reports_the_tail_of_the_log_it_wrote(tmp_path: Path) -> None:
+    """A cluster node's factory logs where it chooses, not where run_one asked: the failed cell's stderr tail comes
+    from the log the host actually wrote."""
+    elsewhere = tmp_path / "node-logs"
+    elsewhere.mkdir()
+
+    def factory(backend: str, log: Path) -> runner.WorkerHost:
+        return runner.WorkerHost(backend, elsewhere / log.name, env={"PATH": "/usr/bin:/bin"}, command=[
+            sys.executable, "-c", "import sys; sys.stderr.write('ImportError: no keras here\\n'); raise SystemExit(3)"])
+
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["undercomplete"], noise=[0.0]))
+    (cell,) = matrix.cells()
+    result = runner.run_one(matrix, cell, tmp_path / "x", tmp_path, {}, factory, time.monotonic, None)
+    assert result.status == "failed" and "exited with status 3" in result.error
+    assert "ImportError: no keras here" in result.stderr_tail
+
+
 def test_a_host_that_has_exited_is_replaced_not_handed_out(tmp_path: Path) -> None:
     hosts: dict[str, runner.WorkerHost] = {}
     first = runner.host_for(hosts, "tensorflow", _fake_factory("ok"), tmp_path / "a.log")
