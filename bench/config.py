@@ -72,6 +72,10 @@ class TimeToQualitySettings:
     every_steps: int = 50
 
 
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class Cell:
     """One point of the matrix: everything a worker needs to know that differs between cells."""
@@ -86,6 +90,32 @@ class Cell:
     precision: str
     seed: int
     hparams: tuple[tuple[str, float | int], ...] = ()
+
+    def __post_init__(self) -> None:
+        """A cell is read back from stores and from worker tasks, not only built from a checked matrix: refuse one
+        that no matrix could give, before its key (the store's identity for it) is made from it."""
+        def bad(field_name: str, allowed: str) -> ValueError:
+            return ValueError(f"Cell.{field_name} {getattr(self, field_name)!r} is invalid: allowed {allowed}")
+
+        if not _whole(self.index) or self.index < 0:
+            raise bad("index", "an integer >= 0")
+        for name in ("variant", "noise_type", "backend", "precision"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or "/" in value:
+                raise bad(name, "a non-empty name without '/' (the separator of cell keys)")
+        if self.device not in DEVICES:
+            raise bad("device", ", ".join(DEVICES))
+        if isinstance(self.noise, bool) or not isinstance(self.noise, (int, float)) or not (
+                math.isfinite(self.noise) and self.noise >= 0):
+            raise bad("noise", "a finite level >= 0")
+        if self.threads is not None and (not _whole(self.threads) or self.threads < 1):
+            raise bad("threads", "an integer >= 1, or none on an accelerator")
+        if self.device != "cpu" and self.threads is not None:
+            raise bad("threads", f"none on a {self.device} cell (only CPU cells are pinned)")
+        if not _whole(self.seed) or self.seed < 0:
+            raise bad("seed", "an integer >= 0")
+        if not all(isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str) for pair in self.hparams):
+            raise bad("hparams", "(name, value) pairs")
 
     def _key(self, where: str) -> str:
         return f"{self.variant}/{self.noise_type}{self.noise:g}/{where}/{self.backend}/{self.precision}/seed{self.seed}"

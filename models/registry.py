@@ -207,6 +207,9 @@ def load_plugins(registry: dict[str, VariantSpec], environ: Mapping[str, str]) -
             if spec.name in registry:
                 raise PluginError(f"plugin {source} defines variant {spec.name!r}, which exists already: allowed a "
                                   f"new name (taken: {', '.join(registry)})")
+            if not spec.name or "/" in spec.name:
+                raise PluginError(f"plugin {source} defines variant {spec.name!r}: allowed a non-empty name without "
+                                  "'/' (the separator of cell keys)")
             if ":" not in spec.builder:
                 raise PluginError(f"plugin {source}: variant {spec.name!r} has builder {spec.builder!r}: allowed "
                                   "'module:function'")

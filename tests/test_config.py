@@ -55,6 +55,25 @@ def test_cell_round_trips_through_dict() -> None:
     assert dict(cell.hparams) == {"latent_dim": 16}
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    ({"variant": "conv/extra"}, r"Cell.variant 'conv/extra' is invalid: allowed a non-empty name without '/'"),
+    ({"backend": ""}, "Cell.backend '' is invalid"),
+    ({"device": "fpga"}, "Cell.device 'fpga' is invalid: allowed cpu, gpu, tpu"),
+    ({"noise": -0.1}, "Cell.noise -0.1 is invalid: allowed a finite level >= 0"),
+    ({"noise": float("nan")}, "Cell.noise nan is invalid"),
+    ({"threads": 0}, "Cell.threads 0 is invalid: allowed an integer >= 1"),
+    ({"threads": True}, "Cell.threads True is invalid"),
+    ({"device": "gpu", "threads": 2}, "Cell.threads 2 is invalid: allowed none on a gpu cell"),
+    ({"seed": -1}, "Cell.seed -1 is invalid"),
+    ({"index": 1.5}, "Cell.index 1.5 is invalid"),
+])
+def test_a_cell_no_matrix_could_give_is_refused(change: dict, message: str) -> None:
+    """Cells come back from stores and worker tasks too: one whose key would be ambiguous or meaningless is refused."""
+    data = {**Matrix.from_dict(tiny_matrix_dict()).cells()[0].to_dict(), **change}
+    with pytest.raises(ValueError, match=message):
+        Cell.from_dict(data)
+
+
 def test_matrix_round_trips_through_dict() -> None:
     matrix = Matrix.from_dict(tiny_matrix_dict())
     assert Matrix.from_dict(matrix.to_dict()) == matrix

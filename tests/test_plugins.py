@@ -41,6 +41,7 @@ def test_a_plugin_module_adds_its_variants(monkeypatch: pytest.MonkeyPatch) -> N
     ("tiny_plugin:NOT_A_SPEC", "gave int: allowed a VariantSpec, a list of them, or a function returning either"),
     ("tiny_plugin:build_tiny", "calling it failed (TypeError"),
     ("tiny_plugin,tiny_plugin", "defines variant 'tiny', which exists already: allowed a new name"),
+    ("tiny_plugin:SLASHED", "defines variant 'tiny/v2': allowed a non-empty name without '/'"),
 ])
 def test_a_bad_plugin_is_named_with_what_is_allowed(monkeypatch: pytest.MonkeyPatch, plugins: str,
                                                     message: str) -> None:

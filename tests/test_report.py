@@ -390,7 +390,8 @@ def test_several_seeds_show_confidence_intervals(tmp_path: Path) -> None:
 def test_every_string_from_the_user_or_the_store_renders_as_text(tmp_path: Path) -> None:
     """Matrix name and description, a plugin's variant name, an error and a stderr tail, each a script tag."""
     rng = np.random.default_rng(0)
-    cells = [dataclasses.replace(cell, variant=EVIL) if cell.variant == "undercomplete" else cell
+    # A variant name cannot hold '/', the separator of cell keys (config.Cell refuses it): an unclosed script tag.
+    cells = [dataclasses.replace(cell, variant=EVIL.split("</")[0]) if cell.variant == "undercomplete" else cell
              for cell in small_matrix().cells()]
     results = [ok_result(cell, rng) for cell in cells]
     results.append(CellResult(cell=dataclasses.replace(cells[0], index=len(cells), noise=0.9), status="failed",

@@ -19,4 +19,7 @@ aebench_variants = [VariantSpec(name="tiny", builder="tiny_plugin:build_tiny", d
                                 allowed={"latent_dim": (1, 64)}, corrupts_input=False,
                                 description="a user's plugin: 784-4-784, one dense layer each way")]
 
+SLASHED = [VariantSpec(name="tiny/v2", builder="tiny_plugin:build_tiny", defaults={"latent_dim": 4},
+                      allowed={"latent_dim": (1, 64)}, corrupts_input=False, description="a name no cell key can hold")]
+
 NOT_A_SPEC = 42  # what a mistaken AEBENCH_PLUGINS=tiny_plugin:NOT_A_SPEC points at
