@@ -2,8 +2,8 @@
 
 A benchmark's false-alarm and detection rates are properties of the machine it runs on, so aebench measures them:
 calibration runs the same revision against itself, once as is (A/A) and once with this module adding a known
-fraction of busy work to every compiled inference call and every training step. The work is a spin on the CPU the
-cell is pinned to, sized as a fraction of the call or step it follows, so a 10% spike-in slows every timed figure
+fraction of busy work to every compiled inference call and every training epoch. The work is a spin on the CPU the
+cell is pinned to, sized as a fraction of the call or epoch it follows, so a 10% spike-in slows every timed figure
 by 10% while the model, its weights and its outputs stay exactly the same.
 
 It is switched on by ``AEBENCH_SPIKE`` in a worker host's environment, which only ``aebench ab --calibrate`` sets:
@@ -57,15 +57,25 @@ def spiked_forward(forward: Forward, share: float, clock: Callable[[], float] = 
     return replace(forward, run=slower)
 
 
-def training_callback(share: float) -> Any:
-    """A Keras callback adding busy work for ``share`` of each training step's time after the step."""
+def training_callback(share: float, clock: Callable[[], float] = time.perf_counter) -> Any:
+    """A Keras callback adding busy work for ``share`` of each training epoch's time, at the end of the epoch.
+
+    Per epoch, not per step: it hooks no ``*_batch_end``, since on JAX and torch a callback with one makes Keras call
+    the callbacks synchronously instead of on its background thread, which would change how the spiked side's
+    training loop runs, not only how much work it does; and between two batch-begin hooks a JAX loop measures only
+    its dispatch, which runs ahead of the device. The epoch's wall is what the timed training steps measure (one
+    epoch per timed repeat), so it slows their throughput by exactly ``share`` on every backend."""
     import keras
 
     class SpikeIn(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
-            self._started = time.perf_counter()
+        def __init__(self) -> None:
+            super().__init__()
+            self._epoch_started = 0.0
 
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            spin((time.perf_counter() - self._started) * share)
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self._epoch_started = clock()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            spin((clock() - self._epoch_started) * share, clock)
 
     return SpikeIn()

@@ -40,6 +40,22 @@ def test_a_spiked_call_takes_its_share_longer_and_returns_the_same_output() -> N
     assert clock.now - started == pytest.approx(0.012, abs=0.0005)  # 10 ms of work + 20% of it spun
 
 
+def test_a_spiked_training_epoch_takes_its_share_longer_without_a_batch_end_hook() -> None:
+    import keras
+
+    clock = FakeClock()
+    callback = spike.training_callback(0.2, clock)
+    started = clock.now
+    for epoch in range(2):
+        callback.on_epoch_begin(epoch)
+        clock.advance(0.030)  # the epoch's own 30 ms of steps
+        callback.on_epoch_end(epoch)
+    assert clock.now - started == pytest.approx(2 * 0.036, abs=0.002)
+    # A batch-end hook would make Keras (on JAX and torch) call the callbacks synchronously: a different loop.
+    for hook in ("on_train_batch_end", "on_batch_end", "on_train_batch_begin", "on_batch_begin"):
+        assert getattr(type(callback), hook) is getattr(keras.callbacks.Callback, hook)
+
+
 @pytest.mark.parametrize(("text", "expected"), [("", 0.0), ("0.1", 0.1), ("1", 1.0)])
 def test_fraction(text: str, expected: float) -> None:
     assert spike.fraction({spike.ENV: text} if text else {}) == expected
