@@ -7,7 +7,8 @@ store; the cell's own ``info.machine_id`` says which node timed it.
 
 - **Exclusive by default.** A cell holds its node's machine lock (aebench.machinelock) while it runs, waiting for it
   if another cell or another ``aebench run`` has it: speed figures never share a node. With ``--pack`` CPU cells
-  share the node on disjoint cores instead (each core a lock file of its own), and say so in ``info.packed``.
+  share the node on disjoint cores instead (each core a lock file of its own), and say so in ``info.packed``; their
+  speed figures are marked contaminated, as ``--allow-concurrent`` marks a shared machine's.
 - **Placement.** A GPU (TPU) cell needs a worker that advertises a ``GPU`` (``TPU``) resource; a cell of N threads a
   worker whose node lets aebench use N CPUs. A cell that no worker can take is skipped with the reason.
 - **Train once.** A model's training cell runs first; its weights travel back with its result and out again with its
@@ -36,6 +37,7 @@ from aebench import atomic, machine, machinelock
 from aebench.config import Cell, Matrix
 from aebench.devices import ACCELERATORS  # a cell on one needs a worker advertising its name, upper case
 from aebench.errors import UserError
+from aebench.load import CONTAMINATED
 from aebench.results import CellResult
 from aebench.runner import (HostDied, Progress, SharedTraining, WorkerHost, precision_problem, prepare_classifiers,
                             run_one, weights_file)
@@ -287,7 +289,14 @@ def _run_cell_on_node(task: NodeTask, data_path: Path, cache_dir: Path, hosts: d
         result = run_one(matrix, cell, data_path, scratch, hosts, _pinned(host_factory, affinity), time.monotonic,
                          None, cache_dir, trains=task.trains, weights_path=weights)
         trained = weights.read_bytes() if task.trains and result.status == "ok" and weights.exists() else None
-    return NodeReply(replace(result, info={**result.info, **info}), trained, tuple(notes), tuple(prepared))
+    result = replace(result, info={**result.info, **info})
+    if "packed" in info and result.status == "ok":
+        # Beside other cells, its speed figures shared memory bandwidth and caches: what --allow-concurrent marks,
+        # and what compare, hardware, history and ab must not mix with a node's exclusive figures. Quality stands.
+        reasons = [reason for reason in (result.info.get("contaminated"), info["packed"]) if reason]
+        result = replace(result, metrics={**result.metrics, CONTAMINATED: 1.0},
+                         info={**result.info, "contaminated": "; ".join(reasons)})
+    return NodeReply(result, trained, tuple(notes), tuple(prepared))
 
 
 def _pinned(factory: Callable[[str, Path], WorkerHost], cpus: Iterable[int]) -> Callable[[str, Path], WorkerHost]:

@@ -265,9 +265,9 @@ _ALL: tuple[Metric, ...] = (
            "1 when the per-batch inference rate's stdev exceeds 10% of its mean", flag),
     Metric("speed.infer_batch_size", "infer batch", "", None, "Offline batch size", integer),
     Metric("speed.contaminated", "contaminated", "", None,
-           "1 when something else used the machine while the cell measured (a load check past its limit, or "
-           "--allow-concurrent beside another aebench run; the reason in info.contaminated): compare, hardware, "
-           "history and ab leave its speed figures out", flag),
+           "1 when something else used the machine while the cell measured (a load check past its limit, "
+           "--allow-concurrent beside another aebench run, or --pack beside other cells on a cluster node; the "
+           "reason in info.contaminated): compare, hardware, history and ab leave its speed figures out", flag),
     Metric("speed.load_other_cpu_pct", "other CPU load", "%", None,
            "the most that other processes used of the cell's pinned CPUs in one phase (setup, training, "
            "inference)", fixed(1)),

@@ -364,6 +364,9 @@ def test_packed_cells_share_a_node_on_disjoint_cores(dask_cluster: DaskCluster, 
     assert max(r.info["cluster_wait_s"] for r in results) < 2.0  # side by side, not one after the other
     cores = [r.info["packed"].rsplit("on CPUs ", 1)[1] for r in results]
     assert cores[0] != cores[1]
+    # Side by side, their speed figures are contaminated (left out of every comparison); their quality is not.
+    assert all(r.metrics["speed.contaminated"] == 1.0 and r.info["contaminated"] == r.info["packed"] for r in results)
+    assert all(r.metrics["quality.mse"] == 0.01 and r.metrics["speed.infer_ips"] > 0 for r in results)
 
 
 def test_a_resumed_cluster_run_times_the_stored_training_cells_weights(dask_cluster: DaskCluster,

@@ -26,8 +26,9 @@ UNSTABLE_MARK = "≈"
 UNSTABLE_LEGEND = f"{UNSTABLE_MARK} unstable: stdev > {UNSTABLE_CV:.0%} of mean"
 CONTAMINATED_MARK = "‼"
 CONTAMINATED_LEGEND = (f"{CONTAMINATED_MARK} contaminated: taken while another aebench run held the machine "
-                       "(--allow-concurrent) or while a load check saw other work on the cell's CPUs "
-                       "(info.contaminated says which); compare, hardware, history and ab leave these figures out")
+                       "(--allow-concurrent), beside other cells on a cluster node (--pack) or while a load check saw "
+                       "other work on the cell's CPUs (info.contaminated says which); compare, hardware, history and "
+                       "ab leave these figures out")
 NA = "—"
 PREFERRED_VARIANT = "conv"  # the paper's model: the latency and image-grid sections show it when it ran
 CI_NOTE = ("Figures are the mean ± the half-width of the 95% confidence interval over seeds (Student t, "
