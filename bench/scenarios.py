@@ -351,12 +351,14 @@ def compile_autoencoder(model: keras.Model, learning_rate: float, jit_compile: b
 
 def train(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, *, batch_size: int, epochs: int, seed: int,
           clock: Clock = time.perf_counter, checkpoint_dir: str | None = None, shuffle: bool = True,
-          callbacks: Sequence[keras.callbacks.Callback] = ()) -> Training:
+          callbacks: Sequence[keras.callbacks.Callback] = (),
+          on_checkpoint_saved: Callable[[float], None] = lambda seconds: None) -> Training:
     """Train (compiled by ``compile_autoencoder``) through the backend's training feed, every epoch timed.
 
     With ``checkpoint_dir``, Keras' BackupAndRestore saves weights and optimizer state after every epoch and, when
     the folder already holds a backup (an interrupted run being resumed), restores it and trains only the epochs
-    left; the record then holds only the epochs this process ran."""
+    left; the record then holds only the epochs this process ran. Each save's seconds go to ``on_checkpoint_saved``
+    (the quality clock leaves them out of the training time)."""
     import keras
 
     from aebench import backends
@@ -366,9 +368,22 @@ def train(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, *, batch_
     # The epoch timer goes last, so its epoch includes whatever the other callbacks do in that epoch.
     every: list[keras.callbacks.Callback] = [*callbacks, timer.callback()]
     if checkpoint_dir:
-        every.insert(0, keras.callbacks.BackupAndRestore(checkpoint_dir, delete_checkpoint=True))
+        every.insert(0, _timed_backup(checkpoint_dir, on_checkpoint_saved, clock))
     history = model.fit(epochs=epochs, verbose=0, callbacks=every, **feed)
     return Training(tuple(timer.epoch_seconds), len(inputs), batch_size, float(history.history["loss"][-1]), label)
+
+
+def _timed_backup(folder: str, on_saved: Callable[[float], None], clock: Clock) -> Any:
+    """Keras' BackupAndRestore (a save after every epoch), telling ``on_saved`` how long each save took."""
+    import keras
+
+    class TimedBackupAndRestore(keras.callbacks.BackupAndRestore):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            started = clock()
+            super().on_epoch_end(epoch, logs)
+            on_saved(clock() - started)
+
+    return TimedBackupAndRestore(folder, delete_checkpoint=True)
 
 
 def training_steps(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, settings: TrainTimingSettings, *,

@@ -12,15 +12,15 @@ from aebench.results import STATUSES
 def summarize(results: Sequence[Any], wall_s: float, prepared: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The run's cell counts and its wall time in four parts that add up to the wall:
 
-    - measured speed: the training runs (once per model, their evaluations excluded), the timed training steps and
-      the timed inference loops (the speed columns);
+    - measured speed: the training runs (once per model, their evaluations and checkpoint saves excluded), the timed
+      training steps and the timed inference loops (the speed columns);
     - quality evaluation: the training runs' time-to-quality evaluations, test-set scoring, classifier accuracy,
       latent probe, diagnostics and the robustness sweep (the quality columns: measurements the product exists for,
       so not counted as overhead);
     - reference classifiers: their one-time training (cached, so a later run only loads them);
-    - harness overhead: everything else (process start, imports, data, model build, store, report), the part that
-      measures nothing. ``overhead_pct`` is its share of the wall; ``overhead_with_quality_pct`` also counts the
-      quality evaluation, for readers who count every second that is not a speed figure.
+    - harness overhead: everything else (process start, imports, data, model build, checkpoint saves, store, report),
+      the part that measures nothing. ``overhead_pct`` is its share of the wall; ``overhead_with_quality_pct`` also
+      counts the quality evaluation, for readers who count every second that is not a speed figure.
 
     ``prepared`` holds one record per reference classifier, with the ``seconds`` it took.
 
@@ -33,7 +33,9 @@ def summarize(results: Sequence[Any], wall_s: float, prepared: Sequence[Mapping[
         return sum(r.metrics.get(key) or 0.0 for r in ok)
 
     validation = total("timing.validation_s")  # inside timing.train_s, but quality work
-    measured = total("timing.train_s") - validation + total("timing.train_timing_s") + total("timing.speed_s")
+    checkpoints = total("timing.checkpoint_s")  # inside timing.train_s, but the harness's work
+    measured = (total("timing.train_s") - validation - checkpoints + total("timing.train_timing_s")
+                + total("timing.speed_s"))
     classifier = sum(info["seconds"] for info in prepared)
     quality = validation + total("timing.eval_s") + total("timing.accuracy_s")
     side_by_side = cells_overlapped(results)

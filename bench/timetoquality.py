@@ -8,12 +8,13 @@ default: output twice as close to the clean image as the input, in mean squared 
 noise level and dataset.
 
 The first evaluation at or above the target gives ``speed.time_to_target_s`` (training seconds, compilation
-included, evaluations excluded) and ``quality.images_to_target``. A run that never gets there stores
+included, evaluations and checkpoint saves excluded) and ``quality.images_to_target``. A run that never gets there stores
 ``quality.target_reached = 0`` and leaves both out: "not reached" is a result, never a zero.
 
 A checkpointed run (``checkpoint = true``) saves the clock's state with every epoch and a resumed run continues its
-curve and its training time. The clock itself is plain Python with an injectable clock; ``callback()`` adapts it to
-Keras.
+curve and its training time. Saving checkpoints is not training either: its seconds are left out of the training time
+as the evaluations' are, and reported apart (``timing.checkpoint_s``). The clock itself is plain Python with an
+injectable clock; ``callback()`` adapts it to Keras.
 """
 
 from __future__ import annotations
@@ -62,12 +63,15 @@ class Curve:
     """A training run's quality curve: one point per evaluation, the loss of every epoch, and the target."""
 
     images_seen: tuple[int, ...]
-    train_s: tuple[float, ...]  # training seconds (evaluations excluded) at each evaluation
+    train_s: tuple[float, ...]  # training seconds (evaluations and checkpoint saves excluded) at each evaluation
     val_psnr_db: tuple[float, ...]
     epoch_loss: tuple[float, ...]
     noisy_psnr_db: float
     target_psnr_db: float
-    validation_s: float  # seconds the evaluations took, excluded from train_s
+    # Seconds this process spent on evaluations and on checkpoint saves, both excluded from train_s. A resumed run's
+    # earlier processes are not in them: like timing.train_s, they say where this process's time went.
+    validation_s: float
+    checkpoint_s: float = 0.0
 
     def __post_init__(self) -> None:
         count = len(self.images_seen)
@@ -76,8 +80,8 @@ class Curve:
                              "val_psnr_db: allowed one or more evaluations, each with all three")
         if any(b < a for a, b in zip(self.images_seen, self.images_seen[1:])):
             raise ValueError(f"Curve.images_seen {self.images_seen} is invalid: allowed a non-decreasing count")
-        if not all(math.isfinite(s) and s >= 0 for s in (*self.train_s, self.validation_s)):
-            raise ValueError("Curve train_s and validation_s are invalid: allowed finite seconds >= 0")
+        if not all(math.isfinite(s) and s >= 0 for s in (*self.train_s, self.validation_s, self.checkpoint_s)):
+            raise ValueError("Curve train_s, validation_s and checkpoint_s are invalid: allowed finite seconds >= 0")
 
     @property
     def reached_at(self) -> int | None:
@@ -96,6 +100,7 @@ class Curve:
             "quality.val_psnr_db": final,
             "quality.val_gain_db": final - self.noisy_psnr_db,
             "timing.validation_s": self.validation_s,
+            "timing.checkpoint_s": self.checkpoint_s,
         }
 
     def artifacts(self) -> dict[str, np.ndarray]:
@@ -130,19 +135,23 @@ class QualityClock:
         self.images_per_epoch = images_per_epoch
         self.points: list[tuple[int, float, float]] = []  # (images seen, training seconds, validation PSNR)
         self.epoch_loss: list[float] = []
-        self.validation_s = 0.0
+        self.validation_s = 0.0  # this process's evaluations
+        self.checkpoint_s = 0.0  # this process's checkpoint saves
         self._steps = 0
         self._images = 0
         self._epoch = 0
         self._train_s_before = 0.0  # training seconds of earlier processes (a resumed run)
         self._started: float | None = None
-        self._validation_s_here = 0.0
 
     def train_s(self) -> float:
-        """Training seconds so far, evaluations excluded."""
+        """Training seconds so far, evaluations and checkpoint saves excluded."""
         if self._started is None:
             raise RuntimeError("QualityClock.train_s() before begin()")
-        return self._train_s_before + (self._clock() - self._started) - self._validation_s_here
+        return self._train_s_before + (self._clock() - self._started) - self.validation_s - self.checkpoint_s
+
+    def checkpoint_saved(self, seconds: float) -> None:
+        """A checkpoint save took ``seconds`` of the training's wall time: not training, so left out of it."""
+        self.checkpoint_s += seconds
 
     def begin(self) -> None:
         self._load()
@@ -160,7 +169,10 @@ class QualityClock:
     def epoch_done(self, loss: float) -> None:
         self.epoch_loss.append(float(loss))
         self._images = (self._epoch + 1) * self.images_per_epoch
-        self._save()
+        if self._state_path is not None:  # the clock's own state is part of the checkpoint
+            before = self._clock()
+            self._save()
+            self.checkpoint_saved(self._clock() - before)
 
     def end(self) -> None:
         if not self.points or self.points[-1][0] != self._images:
@@ -171,22 +183,21 @@ class QualityClock:
         before = self._clock()
         psnr = float(self._evaluate())
         spent = self._clock() - before
-        self._validation_s_here += spent
         self.validation_s += spent
         self.points.append((self._images, train_s, psnr))
 
     def curve(self) -> Curve:
         images, train_s, psnr = zip(*self.points) if self.points else ((), (), ())
         return Curve(tuple(images), tuple(train_s), tuple(psnr), tuple(self.epoch_loss), self.noisy_psnr_db,
-                     self.target_psnr_db, self.validation_s)
+                     self.target_psnr_db, self.validation_s, self.checkpoint_s)
 
     # -- a resumed run continues its curve --------------------------------------------------------------------------
 
     def _save(self) -> None:
         if self._state_path is None:
             return
-        state = {"points": self.points, "epoch_loss": self.epoch_loss, "validation_s": self.validation_s,
-                 "steps": self._steps, "train_s": self.train_s(), "epoch": self._epoch + 1}
+        state = {"points": self.points, "epoch_loss": self.epoch_loss, "steps": self._steps,
+                 "train_s": self.train_s(), "epoch": self._epoch + 1}
         atomic.write_json(self._state_path, state)
 
     def _load(self) -> None:
@@ -195,7 +206,6 @@ class QualityClock:
         state = json.loads(self._state_path.read_text(encoding="utf-8"))
         self.points = [tuple(point) for point in state["points"]]
         self.epoch_loss = list(state["epoch_loss"])
-        self.validation_s = float(state["validation_s"])
         self._steps = int(state["steps"])
         self._train_s_before = float(state["train_s"])
         self._epoch = int(state["epoch"])

@@ -153,8 +153,10 @@ def execute_cell(matrix: Matrix, cell: Cell, dataset: Dataset, *, trains: bool =
 def _train(matrix: Matrix, cell: Cell, data: CellData, model: Any, weights_path: str | None,
            checkpoint_dir: str | None, phases: _Phases) -> tuple[dict[str, float | None], dict[str, np.ndarray]]:
     """The training cell's one training run (time to quality, its curve, the final loss); the weights saved."""
-    training, curve = train_to_quality(matrix, cell, model, data, checkpoint_dir)
-    phases.seconds["train_s"] = training.seconds
+    # The whole training run's wall, so that the evaluations and checkpoint saves the quality clock reports (some of
+    # them outside any epoch: the end's own evaluation, a resumed run's restore) all lie inside it.
+    with phases.timed("train_s"):
+        training, curve = train_to_quality(matrix, cell, model, data, checkpoint_dir)
     if weights_path:
         _save_weights(model, Path(weights_path))
     return curve.metrics() | {"quality.train_loss": training.final_loss}, curve.artifacts()
@@ -241,7 +243,7 @@ def train_to_quality(matrix: Matrix, cell: Cell, model: Any, data: TrainingData,
         state_path=Path(checkpoint_dir) / timetoquality.STATE_FILE if checkpoint_dir else None)
     training = scenarios.train(model, data.train_inputs, data.x_train, batch_size=matrix.batch_size,
                                epochs=matrix.epochs, seed=cell.seed, checkpoint_dir=checkpoint_dir,
-                               callbacks=[clock.callback()])
+                               callbacks=[clock.callback()], on_checkpoint_saved=clock.checkpoint_saved)
     return training, clock.curve()
 
 

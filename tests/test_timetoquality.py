@@ -88,6 +88,45 @@ def test_a_resumed_run_continues_its_curve_and_its_training_time(tmp_path: Path)
     assert curve.metrics()["speed.time_to_target_s"] == 6.0 and curve.epoch_loss == (0.1, 0.2)
 
 
+def test_checkpoint_saves_are_left_out_of_the_training_time() -> None:
+    """A checkpointed run saves after every epoch (Keras' backup, 3 s on this fake clock, reported by
+    ``checkpoint_saved``): not training, so time to target and the curve leave it out and report it apart."""
+    time = FakeTime()
+    clock = _clock(time, [16.0, 17.5, 18.2, 19.0, 19.5])
+    clock.begin()
+    for epoch in range(2):
+        clock.epoch_begin(epoch)
+        for batch in range(4):
+            time.now += 1.0
+            clock.step_done(batch)
+        time.now += 3.0  # the backup's save, at the end of the epoch
+        clock.checkpoint_saved(3.0)
+        clock.epoch_done(loss=0.1)
+    clock.end()
+    curve = clock.curve()
+    assert curve.train_s == (2.0, 4.0, 6.0, 8.0)  # as without the saves
+    assert curve.checkpoint_s == 6.0 and curve.metrics()["timing.checkpoint_s"] == 6.0
+    assert curve.metrics()["speed.time_to_target_s"] == 6.0
+
+
+def test_the_clocks_own_state_file_counts_as_a_checkpoint_save(tmp_path: Path) -> None:
+    time = FakeTime()
+    clock = _clock(time, [16.0, 17.0, 17.5, 18.5], state_path=tmp_path / STATE_FILE)
+    writes = []
+
+    def slow_save(original=clock._save) -> None:  # writing the state takes 2 s on this clock
+        time.now += 2.0
+        writes.append(time.now)
+        original()
+
+    clock._save = slow_save
+    clock.begin()
+    _train(clock, time, range(2))
+    clock.end()
+    assert len(writes) == 2 and clock.curve().checkpoint_s == 4.0
+    assert clock.curve().train_s == (2.0, 4.0, 6.0, 8.0)  # epoch 0's 2 s save is not in epoch 1's points
+
+
 def test_curve_records_validate_themselves() -> None:
     with pytest.raises(ValueError, match="one or more evaluations"):
         Curve((), (), (), (), 15.0, 18.0, 0.0)

@@ -47,3 +47,29 @@ def test_shuffled_feed_reorders_batches_but_keeps_every_image() -> None:
     in_order, _ = backend.training_feed(images, images, batch_size=4, seed=3, shuffle=False)
     assert [len(x) for x, _ in in_order["x"]] == [4, 4, 2]
     assert np.concatenate([x.numpy() for x, _ in in_order["x"]]).ravel().tolist() == list(range(10))
+
+
+def test_a_checkpointed_run_reports_each_save_and_restores_where_it_stopped(tmp_path) -> None:
+    """Keras' backup saves after every epoch; each save's seconds reach ``on_checkpoint_saved`` (the quality clock
+    leaves them out of the training time). A run stopped after its first epoch resumes at the second."""
+    images = _images(64, 2)
+    saves: list[float] = []
+    model = build_autoencoder("undercomplete", seed=0)
+    scenarios.compile_autoencoder(model, learning_rate=1e-3, jit_compile=False)
+
+    class Killed(Exception):
+        pass
+
+    class StopAfterTheFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: object = None) -> None:
+            if epoch == 0:
+                raise Killed  # as a killed run stops: its epoch-0 backup is on disk
+
+    with pytest.raises(Killed):
+        scenarios.train(model, images, images, batch_size=32, epochs=2, seed=0, checkpoint_dir=str(tmp_path / "ck"),
+                        callbacks=[StopAfterTheFirstEpoch()], on_checkpoint_saved=saves.append)
+    assert len(saves) == 1 and saves[0] > 0
+    resumed = scenarios.train(model, images, images, batch_size=32, epochs=2, seed=0,
+                              checkpoint_dir=str(tmp_path / "ck"), on_checkpoint_saved=saves.append)
+    assert len(resumed.epoch_seconds) == 1  # only the epoch left
+    assert len(saves) == 2 and not (tmp_path / "ck").exists()  # the finished run deleted its backup
