@@ -86,7 +86,7 @@ def format_summary(run_id: str, summary: Mapping[str, Any], report_path: Path | 
         text = counts + f"aebench: cell time, summed over cells that ran side by side (not shares of the wall): {parts}"
     else:
         text = counts + (f"aebench: wall time: {parts}, harness overhead (process start, imports, data, model build, "
-                         f"store, report) {part(summary['overhead_s'])}")
+                         f"checkpoint saves, store, report) {part(summary['overhead_s'])}")
     if report_path is not None:
         text += f"\naebench: report {report_path}"
     return text

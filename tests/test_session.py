@@ -24,17 +24,18 @@ def _timed(status: str, info: dict | None = None, **timing: float) -> SimpleName
 
 
 def test_run_summary_parts_add_up_to_the_wall() -> None:
-    # The training cell's run includes its 2 s of validation, which is quality work; the other cell only times.
-    results = [_timed("ok", train_s=32.0, validation_s=2.0, train_timing_s=1.0, speed_s=9.0, eval_s=4.0,
-                      accuracy_s=4.0),
+    # The training cell's run includes its 2 s of validation, which is quality work, and 3 s of checkpoint saves,
+    # which are the harness's; the other cell only times.
+    results = [_timed("ok", train_s=32.0, validation_s=2.0, checkpoint_s=3.0, train_timing_s=1.0, speed_s=9.0,
+                      eval_s=4.0, accuracy_s=4.0),
                _timed("ok", train_timing_s=3.0, speed_s=25.0),
                _timed("failed", train_s=99.0)]  # a failed cell's partial timings are not measured work
     summary = summarize(results, wall_s=100.0, prepared=[{"seconds": 12.0}])
-    assert summary["measured_s"] == 68.0
+    assert summary["measured_s"] == 65.0
     assert summary["quality_eval_s"] == 10.0
     assert summary["classifier_s"] == 12.0
-    assert summary["overhead_s"] == 10.0 and summary["overhead_pct"] == 10.0
-    assert summary["overhead_with_quality_pct"] == 20.0
+    assert summary["overhead_s"] == 13.0 and summary["overhead_pct"] == 13.0
+    assert summary["overhead_with_quality_pct"] == 23.0
     assert (summary["cells_ok"], summary["cells_failed"]) == (2, 1)
 
 
@@ -43,7 +44,8 @@ def test_format_summary_names_each_part_with_its_share() -> None:
     lines = format_summary("r1", summary, Path("reports/r1/index.html")).splitlines()
     assert lines[0] == "aebench: run r1: 1 ok, 0 failed, 0 timed out, 1 skipped in 100.0 s"
     assert "measured speed (training runs, timed steps and loops) 40.0 s (40.0%)" in lines[1]
-    assert "harness overhead (process start, imports, data, model build, store, report) 55.0 s (55.0%)" in lines[1]
+    assert ("harness overhead (process start, imports, data, model build, checkpoint saves, store, report) 55.0 s "
+            "(55.0%)") in lines[1]
     assert lines[2] == "aebench: report reports/r1/index.html"
     assert len(format_summary("r1", summary, None).splitlines()) == 2
 
