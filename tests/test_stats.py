@@ -133,11 +133,14 @@ def test_the_detectable_change_is_what_these_rounds_would_call() -> None:
     assert _verdict(base, slower(0.97)).verdict != "regression"
 
 
-def test_too_few_rounds_for_the_family_detect_nothing() -> None:
+def test_too_few_rounds_for_the_family_detect_no_lone_change() -> None:
     assert stats.rounds_needed(1) == stats.MIN_ROUNDS and stats.rounds_needed(16) == 9 and stats.rounds_needed(144) == 12
     comparison = _verdict(*_rounds(8, 1.0, noise=0.01))
     assert math.isfinite(comparison.detectable_pct(family_size=16 // 4))
-    assert math.isinf(comparison.detectable_pct(family_size=16))  # 16 x 2**-8 > 0.05: nothing can be called
+    assert math.isinf(comparison.detectable_pct(family_size=16))  # 16 x 2**-8 > 0.05: a lone change cannot be called
+    for changed in (0, 17):
+        with pytest.raises(ValueError, match="allowed 1 .. family_size"):
+            stats.rounds_needed(16, changed)
 
 
 def test_rounds_with_missing_figures_are_dropped() -> None:
