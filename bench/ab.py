@@ -739,9 +739,9 @@ def render_html(outcome: Outcome) -> str:
         "Each round runs every cell once on each side, in a fresh worker process, in balanced random order. A speed "
         "figure's change is the Hodges-Lehmann estimate of the rounds' log ratios with its exact 95% signed-rank "
         "interval; it is a regression or an improvement only when the whole interval lies beyond the margin and the "
-        "one-sided Wilcoxon test, its p-value adjusted over the table (Benjamini-Hochberg), agrees; same when the interval lies inside the "
-        "margin; unknown otherwise. Spread is the standard deviation of the per-round changes. Quality comes from "
-        "one pass with the matrix as given and is compared exactly.")
+        "one-sided Wilcoxon test, its p-value adjusted over the table (Benjamini-Hochberg), agrees; same when the "
+        "interval lies inside the margin; unknown otherwise. Spread is the standard deviation of the per-round "
+        "changes. Quality comes from one pass with the matrix as given and is compared exactly.")
     if detectable:
         method += Markup("<p>{}</p>").format("Smallest slowdown these rounds could call a regression (median over "
                                              "cells): " + ", ".join(f"{REGISTRY.label(m)} {v:.1f}%"
@@ -756,23 +756,18 @@ def render_html(outcome: Outcome) -> str:
 
 
 def calibration_comparisons(outcomes: Sequence[Outcome]) -> pd.DataFrame:
-    """Every comparison of every experiment: side, spike, device and threads, metric, verdict, with its interval,
-    adjusted p-value and the raw per-round figures (so that a verdict can be recomputed from the JSON alone)."""
+    """Every comparison of every experiment: its JSON speed row (verdict, change, interval, adjusted p-value and the
+    raw per-round figures, so that a verdict can be recomputed from the JSON alone) with the experiment, side, spike
+    and device and threads it belongs to."""
     rows = []
     for index, outcome in enumerate(outcomes, 1):
-        figures = outcome.rounds.figures
         for side in outcome.candidates:
-            for c in outcome.speed.get(side.label, []):
-                cell = side.cell(c.key)
+            for row in speed_rows(outcome, side.label):
+                cell = side.cell(row["key"])
                 threads = f"{cell.device}{cell.threads}" if cell.threads is not None else cell.device
                 rows.append({"experiment": index, "side": side.label, "spike_pct": round(side.spike * 100),
-                             "where": threads, "key": c.key, "metric": c.metric, "verdict": c.verdict,
-                             "change_pct": c.change_pct, "ci_low_pct": c.ci_low_pct, "ci_high_pct": c.ci_high_pct,
-                             "margin_pct": c.margin_pct, "rounds": c.rounds,
-                             "p_regression_adjusted": c.p_regression_adjusted,
-                             "regression": c.verdict == "regression", "unknown": c.verdict == "unknown",
-                             "base_rounds": figures[outcome.base.label][c.key][c.metric],
-                             "candidate_rounds": figures[side.label][c.key][c.metric]})
+                             "where": threads, **row, "regression": row["verdict"] == "regression",
+                             "unknown": row["verdict"] == "unknown"})
     return pd.DataFrame(rows)
 
 
@@ -799,8 +794,11 @@ def calibration_summary(outcomes: Sequence[Outcome] | pd.DataFrame, by: Sequence
         frame = frame.groupby(group).agg(regression=("regression", "any"), unknown=("unknown", "any")).reset_index()
         frame["unknown"] &= ~frame["regression"]
         by = [column for column in by if column in frame.columns]
-    table = frame.groupby(list(by)).agg(comparisons=("regression", "size"), regressions=("regression", "sum"),
-                                        unknown=("unknown", "sum")).reset_index()
+    counts = {"comparisons": ("regression", "size"), "regressions": ("regression", "sum"),
+              "unknown": ("unknown", "sum")}
+    if unit == "comparison":  # what a spike-in actually did to the figures, beside how often it was called
+        counts["median_change_pct"] = ("change_pct", "median")
+    table = frame.groupby(list(by)).agg(**counts).reset_index()
     table["rate"] = table["regressions"] / table["comparisons"]
     return table
 
@@ -939,7 +937,8 @@ def run_ab(sides: Sequence[Side], keys: Sequence[str], settings: Settings, execu
         f"{matrices[base.label, key].train_size}" for key in keys) + " images")
     family = len(keys) * len(speed_metrics())
     note(f"{family} speed comparisons per candidate: a change in one figure alone cannot be called before round "
-         f"{stats.rounds_needed(family)}, one in all {family} together from round {stats.rounds_needed(family, family)}")
+         f"{stats.rounds_needed(family)}, one in all {family} together from round "
+         f"{stats.rounds_needed(family, family)}")
     remaining = replace(settings, budget_s=max(1.0, settings.budget_s - (clock() - started)))
     rounds, why = play_rounds(executor, sides, matrices, keys, remaining, trained=trained, clock=clock, note=note)
     speed = {side.label: compare_sides(rounds, base.label, side.label, settings.margins, speed_metrics())
@@ -1151,7 +1150,9 @@ def _report_calibration(outcomes: Sequence[Outcome], args: Any) -> int:
     if not by_metric.empty:
         print("by metric:")
         print(by_metric.assign(metric=[REGISTRY.label(m) for m in by_metric["metric"]],
-                               rate=[f"{r:.0%}" for r in by_metric["rate"]]).to_string(index=False))
+                               rate=[f"{r:.0%}" for r in by_metric["rate"]],
+                               median_change_pct=[f"{c:+.1f}%" for c in by_metric["median_change_pct"]])
+              .to_string(index=False))
     detectable = detectable_by_metric(outcomes[-1], "A/A")
     if detectable:
         print("smallest slowdown the last experiment's rounds could call (A/A): " + ", ".join(

@@ -37,7 +37,6 @@ from aebench import atomic, machine, machinelock
 from aebench.config import Cell, Matrix
 from aebench.devices import ACCELERATORS  # a cell on one needs a worker advertising its name, upper case
 from aebench.errors import UserError
-from aebench.load import CONTAMINATED
 from aebench.results import CellResult
 from aebench.runner import (HostDied, Progress, SharedTraining, WorkerHost, precision_problem, prepare_classifiers,
                             run_one, weights_file)
@@ -293,9 +292,7 @@ def _run_cell_on_node(task: NodeTask, data_path: Path, cache_dir: Path, hosts: d
     if "packed" in info and result.status == "ok":
         # Beside other cells, its speed figures shared memory bandwidth and caches: what --allow-concurrent marks,
         # and what compare, hardware, history and ab must not mix with a node's exclusive figures. Quality stands.
-        reasons = [reason for reason in (result.info.get("contaminated"), info["packed"]) if reason]
-        result = replace(result, metrics={**result.metrics, CONTAMINATED: 1.0},
-                         info={**result.info, "contaminated": "; ".join(reasons)})
+        result = machinelock.mark_contaminated(result, info["packed"])
     return NodeReply(result, trained, tuple(notes), tuple(prepared))
 
 

@@ -11,7 +11,8 @@ the registry gives a margin (aebench.metrics):
   and matrix in the store. Seeds of one run are not repeats for this purpose: they share that run's minutes on the
   machine. When each side has several runs, the runs are the samples (each the geometric mean of its seeds): a Welch
   interval on the mean log figure and one-sided tests against the margin, adjusted over the table
-  (Benjamini-Hochberg), give ``regression`` / ``improvement`` / ``same`` / ``unknown`` as ``aebench ab`` does with paired rounds.
+  (Benjamini-Hochberg), give ``regression`` / ``improvement`` / ``same`` / ``unknown`` as ``aebench ab`` does with
+  paired rounds.
 
 Runs whose settings differ (dataset, epochs, training set, learning rate, hyperparameters, timing loops) are not
 comparable: compare refuses them unless ``--force``. The table comes first; the exit status says whether a gate

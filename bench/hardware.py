@@ -11,8 +11,8 @@ machines, and the runs' settings must agree (``--force`` overrides the last, as 
   means over each machine's figures). With two or more runs on both machines, the interval is Welch's on the runs'
   log figures, one per run (its seeds' geometric mean: seeds share their run's minutes, so they are not repeats;
   ``aebench.stats.compare_runs``), and the verdict tests the metric's margin, adjusted over the table
-  (Benjamini-Hochberg). With one figure per machine, a latency gets a bootstrap interval from the two runs' raw batch-1 samples, which sees only
-  the noise within a run and so understates the noise between runs; a throughput, one number per run, gets none.
+  (Benjamini-Hochberg). With one figure per machine, a latency gets a bootstrap interval from the two runs' raw
+  batch-1 samples, which sees only the noise within a run and so understates the noise between runs; a throughput, one number per run, gets none.
 - **Geometric means** of the ratios per variant and overall (SPEC, MLPerf), with the number of cells in each.
 - **Environment**: the keys that differ between the machines, side by side; the rest in one line.
 - **Quality**: the same seed on other hardware may differ in the last bits (other kernels, another summation order).

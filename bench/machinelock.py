@@ -102,13 +102,8 @@ class MachineLock:
         return f"--allow-concurrent: {_who(self.other, self.beside_concurrent)} held this machine"
 
     def mark(self, result: CellResult) -> CellResult:
-        """The result as stored: unchanged when this process held the machine alone, else its speed figures marked
-        contaminated (``speed.contaminated = 1``) with the reason in ``info.contaminated``."""
-        if self.exclusive:
-            return result
-        reasons = [str(reason) for reason in (result.info.get("contaminated"), self.contamination) if reason]
-        return replace(result, metrics={**result.metrics, CONTAMINATED: 1.0},
-                       info={**result.info, "contaminated": "; ".join(reasons)})
+        """The result as stored: unchanged when this process held the machine alone, else marked contaminated."""
+        return result if self.exclusive else mark_contaminated(result, str(self.contamination))
 
     def name_run(self, run_id: str) -> None:
         """Put the run id in the holder's record once the run has one (it is created after the lock is taken, so that
@@ -116,6 +111,14 @@ class MachineLock:
         if self.exclusive and self._holder is not None:
             self._holder = Holder(**{**self._holder.__dict__, "run_id": run_id})
             _write_holder(self._file, self._holder)
+
+
+def mark_contaminated(result: CellResult, reason: str) -> CellResult:
+    """``result`` with its speed figures marked contaminated (``speed.contaminated = 1``) and ``reason`` joined to any
+    reason ``info.contaminated`` already gives (a load check's, say)."""
+    reasons = [str(known) for known in (result.info.get("contaminated"), reason) if known]
+    return replace(result, metrics={**result.metrics, CONTAMINATED: 1.0},
+                   info={**result.info, "contaminated": "; ".join(reasons)})
 
 
 def _write_holder(file: IO[str] | None, holder: Holder) -> None:

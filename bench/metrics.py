@@ -233,7 +233,8 @@ _ALL: tuple[Metric, ...] = (
     # Speed: training, the Offline and SingleStream scenarios on the compiled call, and the framework path.
     Metric("speed.time_to_target_s", "time to target", "s", "lower",
            "training seconds until validation PSNR first reached the target (compilation included, evaluations "
-           "and checkpoint saves excluded), on the training cell's threads; absent when not reached (quality.target_reached = 0)",
+           "and checkpoint saves excluded), on the training cell's threads; absent when not reached "
+           "(quality.target_reached = 0)",
            fixed(1), of_training=True),
     Metric("speed.train_total_s", "training run", "s", None,
            "the whole training run, evaluations and checkpoint saves excluded, on the training cell's threads",

@@ -218,11 +218,8 @@ def rounds_needed(family_size: int, changed: int = 1, *, alpha: float = ALPHA) -
 def fewest_callable(family_size: int, rounds: int, *, alpha: float = ALPHA) -> int | None:
     """How many figures must move together for ``rounds`` rounds to call them in a family of ``family_size`` (the
     inverse of ``rounds_needed``); None when not even all of them together can be called."""
-    if rounds < MIN_ROUNDS or family_size < 1:
-        return None
-    changed = math.ceil(round(family_size * 2.0**-rounds / alpha, 12))
-    changed = max(1, changed)
-    return changed if changed <= family_size else None
+    return next((changed for changed in range(1, family_size + 1)
+                 if rounds_needed(family_size, changed, alpha=alpha) <= rounds), None)
 
 
 def _percent(log_value: float) -> float:

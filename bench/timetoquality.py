@@ -8,8 +8,8 @@ default: output twice as close to the clean image as the input, in mean squared 
 noise level and dataset.
 
 The first evaluation at or above the target gives ``speed.time_to_target_s`` (training seconds, compilation
-included, evaluations and checkpoint saves excluded) and ``quality.images_to_target``. A run that never gets there stores
-``quality.target_reached = 0`` and leaves both out: "not reached" is a result, never a zero.
+included, evaluations and checkpoint saves excluded) and ``quality.images_to_target``. A run that never gets there
+stores ``quality.target_reached = 0`` and leaves both out: "not reached" is a result, never a zero.
 
 A checkpointed run (``checkpoint = true``) saves the clock's state with every epoch and a resumed run continues its
 curve and its training time. Saving checkpoints is not training either: its seconds are left out of the training time

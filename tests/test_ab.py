@@ -336,6 +336,8 @@ def test_calibration_counts_false_alarms_and_detections() -> None:
     by_metric = ab.calibration_summary([outcome], by=("spike_pct", "where", "metric")).set_index(["spike_pct",
                                                                                                  "metric"])
     assert len(by_metric) == 8 and set(by_metric.loc[20, "regressions"]) == {1}  # each metric on the conv cell
+    # The median change over both cells: the spiked conv cell's 20% slower figures and the unspiked dense cell's.
+    assert by_metric.loc[(20, "speed.latency_b1_p50_ms"), "median_change_pct"] == pytest.approx(10.0, abs=1.5)
     comparisons = ab.calibration_comparisons([outcome])
     assert len(comparisons) == 16 and set(comparisons["experiment"]) == {1}
     cells = ab.calibration_summary([outcome], unit="cell").set_index("spike_pct")
