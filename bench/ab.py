@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from aebench import load, machinelock, stats
-from aebench.config import Cell, Matrix
+from aebench.config import Cell, Matrix, settings_differences
 from aebench.errors import CannotWrite, UserError
 from aebench.metrics import REGISTRY, flag_is_set
 from aebench.results import CellResult
@@ -425,8 +425,6 @@ class Outcome:
     def matrix_differences(self) -> list[str]:
         """The settings in which the candidate's matrix differs from the base's (a shipped matrix is part of each
         revision), as 'epochs: 3 -> 2'."""
-        from aebench.compare import settings_differences
-
         return settings_differences([{"matrix": self.base.matrix.to_dict()}],
                                     [{"matrix": self.candidate.matrix.to_dict()}])
 

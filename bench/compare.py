@@ -24,20 +24,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from aebench import stats
-from aebench.config import Cell
+from aebench.config import Cell, settings_differences, settings_fingerprint
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY
 from aebench.store import Store, flat_frame, without_contaminated_speed
-
-# Matrix settings that change what a figure means: runs that differ in one of them measure different things.
-SETTINGS = ("dataset", "epochs", "batch_size", "learning_rate", "train_size", "test_size", "noise_type", "hparams",
-            "jit_compile", "latency", "throughput", "accuracy", "eval_noise")
-
 
 @dataclass(frozen=True)
 class Side:
@@ -79,18 +75,6 @@ def load_side(store: Store, ref: str) -> Side:
     failed = frame[frame["status"].isin(["failed", "timeout"])] if "status" in frame.columns else frame.iloc[0:0]
     return Side(store, tuple(run_ids), records, without_contaminated_speed(ok).reset_index(drop=True),
                 frozenset(set(failed["key"]) - set(ok["key"])) if not failed.empty else frozenset())
-
-
-def settings_differences(base: Sequence[Mapping], candidate: Sequence[Mapping]) -> list[str]:
-    """'epochs: 3 -> 2'-style lines for every setting that differs between (or within) the two sides' matrices."""
-    lines = []
-    for key in SETTINGS:
-        values = [[record.get("matrix", {}).get(key) for record in side] for side in (base, candidate)]
-        seen = {repr(value) for side in values for value in side}
-        if len(seen) > 1:
-            lines.append(f"{key}: {' / '.join(sorted({repr(v) for v in values[0]}))} -> "
-                         f"{' / '.join(sorted({repr(v) for v in values[1]}))}")
-    return lines
 
 
 def _values(frame: pd.DataFrame, metric: str) -> dict[str, list[float]]:
@@ -155,15 +139,20 @@ def compare_speed(base: pd.DataFrame, candidate: pd.DataFrame,
     return stats.decide(judged), plain
 
 
-def history_noise(store: Store, machine_id: str | None, matrix_name: str | None,
+def history_noise(store: Store, like: Mapping[str, Any],
                   metrics: Sequence[str]) -> dict[tuple[str, str], tuple[float, int]]:
     """(cell group, metric) -> (run-to-run standard deviation of its log figure, runs it came from), over the
-    complete runs of this machine and matrix in the store, in time order (aebench.stats.successive_difference_sd)."""
+    complete runs in the store of the machine, matrix and settings of the run record ``like``, in time order
+    (aebench.stats.successive_difference_sd)."""
     runs = store.runs_frame()
-    runs = runs[(runs["status"] == "complete") & (runs["machine_id"] == machine_id) & (runs["matrix_name"] == matrix_name)]
-    if len(runs) < 3:
+    runs = runs[(runs["status"] == "complete") & (runs["machine_id"] == like.get("machine_id"))
+                & (runs["matrix_name"] == like.get("matrix_name"))]
+    wanted = settings_fingerprint(like.get("matrix") or {})
+    run_ids = [run_id for run_id in runs["run_id"]
+               if settings_fingerprint(store.run_record(run_id).get("matrix") or {}) == wanted]
+    if len(run_ids) < 3:
         return {}
-    frame = without_contaminated_speed(store.frame(list(runs["run_id"])))
+    frame = without_contaminated_speed(store.frame(run_ids))
     frame = frame[frame["status"] == "ok"].sort_values(["started_at", "cell"], kind="stable")
     noise = {}
     for metric in metrics:
@@ -206,9 +195,7 @@ def compare_sides(base: Side, candidate: Side, margins: Mapping[str, float], *, 
     speed, unjudged = compare_speed(base.frame, candidate.frame, margins)
     noise: dict[tuple[str, str], tuple[float, int]] = {}
     if unjudged:
-        first = base.records[0]
-        noise = history_noise(base.store, first.get("machine_id"), first.get("matrix_name"),
-                              sorted({row["metric"] for row in unjudged}))
+        noise = history_noise(base.store, base.records[0], sorted({row["metric"] for row in unjudged}))
     keys = [set(side.frame["key"]) if not side.frame.empty else set() for side in (base, candidate)]
     broken = keys[0] & candidate.failed
     return Comparison(base, candidate, quality, speed, unjudged, noise, sorted((keys[0] ^ keys[1]) - broken),

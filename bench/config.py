@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import re
 import tomllib
@@ -238,6 +239,53 @@ class Matrix:
                     )
                 )
         return cells
+
+
+# Matrix fields that leave the meaning of a cell's figures alone: the matrix's name and text, the axes (a cell's key
+# carries them), which seeds and how many, a run's limits, and extras that add figures of their own (the framework
+# path) or time nothing (checkpoints, which time to quality leaves out). Every other field, including any added
+# later, is a setting: runs that differ in one measure different things.
+NOT_SETTINGS = frozenset({"name", "description", "variants", "noise", "threads", "device", "backend", "precision",
+                          "seed", "repeats", "timeout_s", "memory_limit_mb", "predict_path", "checkpoint"})
+
+
+def matrix_settings(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of a matrix as a run stores it (``Matrix.to_dict()`` through JSON), in JSON's types (lists, not
+    tuples), in field order. A setting the run predates counts as today's default, which is what it ran with."""
+    settings: dict[str, Any] = {}
+    for spec in dataclasses.fields(Matrix):
+        if spec.name in NOT_SETTINGS:
+            continue
+        if spec.default is not dataclasses.MISSING:
+            default = spec.default
+        elif spec.default_factory is not dataclasses.MISSING:
+            default = spec.default_factory()
+        else:
+            default = None  # a required key (dataset): every stored matrix has it
+        if dataclasses.is_dataclass(default):  # a section: keys added to it since the run count as their defaults
+            value = {**dataclasses.asdict(default), **dict(stored.get(spec.name) or {})}
+        else:
+            value = stored.get(spec.name, default)
+        settings[spec.name] = json.loads(json.dumps(value, sort_keys=True))
+    return settings
+
+
+def settings_fingerprint(stored: Mapping[str, Any]) -> str:
+    """One string per distinct set of settings (``matrix_settings``): runs with equal fingerprints are comparable."""
+    return json.dumps(matrix_settings(stored), sort_keys=True)
+
+
+def settings_differences(base: Sequence[Mapping[str, Any]], candidate: Sequence[Mapping[str, Any]]) -> list[str]:
+    """'epochs: 3 -> 2'-style lines for every setting (aebench.config.matrix_settings) that differs between (or
+    within) the two sides' matrices."""
+    sides = [[matrix_settings(record.get("matrix") or {}) for record in side] for side in (base, candidate)]
+    lines = []
+    for key in (sides[0] or sides[1] or [matrix_settings({})])[0]:
+        shown = [sorted({repr(settings[key]) for settings in side}) for side in sides]  # keys sorted: JSON
+        if len(set(shown[0]) | set(shown[1])) > 1:
+            lines.append(f"{key}: {' / '.join(shown[0])} -> {' / '.join(shown[1])}")
+    return lines
+
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from markupsafe import Markup
 from scipy.stats import gmean
 
 from aebench import atomic, compare, stats
-from aebench.config import Cell
+from aebench.config import Cell, settings_differences
 from aebench.errors import UserError
 from aebench.load import CONTAMINATED
 from aebench.metrics import REGISTRY, flag_is_set
@@ -360,7 +360,7 @@ def compare_machines(machines: Sequence[Machine], *, force: bool = False) -> Har
     """Every machine after the first against the first."""
     reference, others = machines[0], machines[1:]
     differences = [f"{machine.machine_id}: {line}" for machine in others
-                   for line in compare.settings_differences(reference.records, machine.records)]
+                   for line in settings_differences(reference.records, machine.records)]
     compare.refuse_different_settings(differences, force)
     ratios = [ratio for machine in others for ratio in speed_ratios(reference, machine)]
     environment, same = environment_diff(machines)

@@ -50,7 +50,7 @@ import ruptures
 from markupsafe import Markup
 
 from aebench import atomic, plots, stats
-from aebench.config import Cell
+from aebench.config import Cell, settings_differences, settings_fingerprint
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY, with_margin_options
 from aebench.store import Store, without_contaminated_speed
@@ -136,6 +136,8 @@ class History:
     runs: tuple[HistoryRun, ...]
     margins: Mapping[str, float]  # the metrics judged, in registry order, with their margins
     figures: Mapping[str, pd.DataFrame]
+    # runs of this machine and matrix left out, their settings not the newest run's: 'RUN (epochs: 3 -> 10)'
+    left_out: tuple[str, ...] = ()
 
     @property
     def metrics(self) -> list[str]:
@@ -189,6 +191,16 @@ def load_history(store: Store, *, machine: str | None = None, matrix: str | None
     runs = runs[runs["machine_id"].fillna("").astype(str) == machine]
     matrix = _choose(runs, "matrix_name", matrix, "--matrix", store)
     runs = runs[runs["matrix_name"] == matrix]
+    records = {run_id: store.run_record(run_id) for run_id in runs["run_id"]}
+    # One series measures one thing: runs of this matrix name with other settings (a --set epochs=3 run beside the
+    # profile's own) are left out, and named, rather than read as a change point at their commit.
+    newest = records[runs["run_id"].iloc[-1]]
+    wanted = settings_fingerprint(newest.get("matrix") or {})
+    left_out = tuple(
+        f"{run_id} ({'; '.join(settings_differences([record], [newest]))})" for run_id, record in records.items()
+        if settings_fingerprint(record.get("matrix") or {}) != wanted)
+    records = {run_id: record for run_id, record in records.items()
+               if settings_fingerprint(record.get("matrix") or {}) == wanted}
 
     dates: dict[str, datetime | None] = {}
 
@@ -197,7 +209,7 @@ def load_history(store: Store, *, machine: str | None = None, matrix: str | None
             dates[commit] = commit_date(commit)
         return dates[commit]
 
-    ordered = sorted((_history_run(store.run_record(run_id), cached) for run_id in runs["run_id"]),
+    ordered = sorted((_history_run(record, cached) for record in records.values()),
                      key=lambda run: (run.order_time, run.started_at, run.run_id))
     position = {run.run_id: index for index, run in enumerate(ordered)}
     frame = without_contaminated_speed(store.frame([run.run_id for run in ordered]))
@@ -215,7 +227,7 @@ def load_history(store: Store, *, machine: str | None = None, matrix: str | None
             continue
         table = values.pivot_table(index="position", columns="key", values="value", aggfunc="mean")
         figures[metric] = table.reindex(range(len(ordered)))
-    return History(store.location, machine, matrix, tuple(ordered), margins, figures)
+    return History(store.location, machine, matrix, tuple(ordered), margins, figures, left_out)
 
 
 # -- change points of one series ---------------------------------------------------------------------------------------
@@ -408,6 +420,9 @@ def format_text(analysis: Analysis) -> str:
     missing = [metric for metric in history.metrics if metric not in history.figures]
     if missing:
         lines.append(f"not recorded by these runs: {', '.join(missing)}")
+    if history.left_out:
+        lines.append("left out, settings differ from the newest run's (theirs -> newest): "
+                     + "; ".join(history.left_out))
     lines.append("")
     if analysis.change_points:
         lines.append(change_point_table(analysis.change_points).to_string(index=False))
@@ -507,6 +522,8 @@ def build_page(analysis: Analysis) -> str:
         "metrics": ", ".join(f"{metric} (margin {history.margins[metric]:g}{'%' if judged_by_ratio(metric) else ''})"
                              for metric in history.metrics),
         "method": METHOD.format(min_segment=analysis.min_segment),
+        **({"left out": f"{len(history.left_out)} runs whose settings differ from the newest run's (theirs -> newest): "
+                        + "; ".join(history.left_out)} if history.left_out else {}),
     }, "history")
     table = change_point_table(analysis.change_points)
     classes = pd.DataFrame("", index=table.index, columns=table.columns)

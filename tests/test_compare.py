@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aebench import compare
+from aebench import compare, config
 from aebench.cli import main
 from aebench.config import Matrix
 from aebench.results import CellResult
@@ -44,6 +44,15 @@ def test_the_store_history_says_how_large_a_change_noise_hides(tmp_path: Path, c
     assert main(["compare", "20260105", "20260106", "--store", str(tmp_path / "s.sqlite")]) == 0
     out = capsys.readouterr().out
     assert "noise hides speed changes up to" in out and "(6 runs)" in out
+
+
+def test_the_noise_comes_only_from_runs_with_the_same_settings(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with open_store(tmp_path / "s.sqlite") as store:
+        for day, speed in enumerate([1000, 1100, 950, 1050, 1000, 900]):
+            _add_run(store, f"2026010{day + 1}T000000-aaaaa{day}", f"{day}" * 40, speed=float(speed), psnr=20.0,
+                     epochs=3 if day < 2 else 2)  # the first two trained longer: another experiment
+    assert main(["compare", "20260105", "20260106", "--store", str(tmp_path / "s.sqlite")]) == 0
+    assert "(4 runs)" in capsys.readouterr().out
 
 
 def test_quality_is_exact_and_gated_by_its_margin(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -147,7 +156,7 @@ def test_bad_commit_selection(tmp_path: Path, ref: str, capsys: pytest.CaptureFi
 def test_settings_differences_lists_each_setting() -> None:
     base = [{"matrix": {"epochs": 3, "hparams": {}}}]
     candidate = [{"matrix": {"epochs": 2, "hparams": {"conv": {}}}}]
-    assert compare.settings_differences(base, candidate) == ["epochs: 3 -> 2", "hparams: {} -> {'conv': {}}"]
+    assert config.settings_differences(base, candidate) == ["epochs: 3 -> 2", "hparams: {} -> {'conv': {}}"]
 
 
 def test_a_quality_figure_the_candidate_lost_is_a_regression(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

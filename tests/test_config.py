@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -196,3 +198,28 @@ def test_a_cosine_schedule_decays_over_the_training_runs_steps() -> None:
     assert Matrix.from_dict(tiny_matrix_dict()).decay_steps is None
     with pytest.raises(UserError, match="lr_schedule = 'linear' is invalid: allowed one of constant, cosine"):
         Matrix.from_dict(tiny_matrix_dict(lr_schedule="linear"))
+
+
+def test_every_matrix_field_but_the_listed_ones_is_a_setting() -> None:
+    """A field added to Matrix counts as a setting (runs that differ in it are not compared) unless it is listed as
+    leaving the figures' meaning alone: the safe default."""
+    from aebench.config import NOT_SETTINGS, matrix_settings
+
+    fields = {spec.name for spec in dataclasses.fields(Matrix)}
+    assert NOT_SETTINGS <= fields
+    assert set(matrix_settings({})) == fields - NOT_SETTINGS
+    assert {"lr_schedule", "train_timing", "time_to_quality", "validation_size"} <= set(matrix_settings({}))
+
+
+def test_a_setting_a_stored_run_predates_counts_as_its_default() -> None:
+    from aebench.config import settings_differences
+
+    stored = Matrix.from_dict(tiny_matrix_dict()).to_dict()
+    older = json.loads(json.dumps(stored))  # through JSON, as a store keeps it: lists, not tuples
+    del older["lr_schedule"]
+    del older["time_to_quality"]["target_gain_db"]  # at its default
+    assert settings_differences([{"matrix": older}], [{"matrix": stored}]) == []
+    schedule = {**stored, "lr_schedule": "cosine", "train_timing": {"steps": 5, "repeats": 3}}
+    assert settings_differences([{"matrix": stored}], [{"matrix": schedule}]) == [
+        "lr_schedule: 'constant' -> 'cosine'",
+        "train_timing: {'repeats': 2, 'steps': 2} -> {'repeats': 3, 'steps': 5}"]

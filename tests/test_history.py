@@ -36,10 +36,11 @@ def _commit(day: int) -> str:
 def _add_run(store: Store, day: int, *, commit: str | None = None, slow: float = 1.0, psnr: float = 20.0,
              noise: float = 0.02, rng: np.random.Generator, machine: str = "m1", matrix: str = "tiny",
              commit_date: datetime | None = None, run: int = 0, skip: Sequence[str] = (),
-             contaminated: bool = False) -> str:
+             contaminated: bool = False, settings: dict[str, object] | None = None) -> str:
     """One complete run of two cells. ``slow`` divides the conv cell's training throughput; every speed figure gets
-    ``noise`` (relative sd); quality figures are exact, ``psnr`` on the conv cell."""
-    matrix_obj = Matrix.from_dict(tiny_matrix_dict(name=matrix))
+    ``noise`` (relative sd); quality figures are exact, ``psnr`` on the conv cell. ``settings`` overrides the
+    matrix's."""
+    matrix_obj = Matrix.from_dict(tiny_matrix_dict(name=matrix, **(settings or {})))
     run_id = f"2026{day:04d}T0000{run:02d}-{day:06x}"
     date = commit_date or START + timedelta(days=day)
     store.begin_run(matrix_obj, {"git_commit": commit or _commit(day), "git_commit_date": date.isoformat(),
@@ -99,6 +100,27 @@ def test_a_slowed_commit_is_marked_there_and_nowhere_else(tmp_path: Path, capsys
     assert _cli(path, tmp_path) == 1
     out = capsys.readouterr().out
     assert _commit(4)[:7] in out and "regression" in out and "newest segment: regression in 1 of 16 series" in out
+
+
+def test_runs_of_the_matrix_with_other_settings_are_left_out_and_named(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    """A run of the same matrix name with `--set epochs=...` measures something else: were it a point of the series,
+    its slower training and lower PSNR would be a change point at its commit."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "s.sqlite"
+    with open_store(path) as store:
+        for day in range(8):
+            other = day == 5
+            _add_run(store, day, rng=rng, slow=2.0 if other else 1.0, psnr=18.0 if other else 20.0,
+                     settings={"epochs": 3} if other else None)
+    analysis = _analyse(path)
+    assert not analysis.change_points
+    assert [run.commit for run in analysis.history.runs] == [_commit(day) for day in range(8) if day != 5]
+    assert analysis.history.left_out == (f"2026{5:04d}T000000-{5:06x} (epochs: 3 -> 2)",)
+    assert _cli(path, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "settings differ from the newest run's (theirs -> newest): 20260005T000000-000005 (epochs: 3 -> 2)" in out
+    assert "epochs: 3 -&gt; 2" in (tmp_path / "history.html").read_text()
 
 
 def test_contaminated_runs_speed_figures_are_left_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
