@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aebench import compare, config
+from aebench import config
 from aebench.cli import main
 from aebench.config import Matrix
 from aebench.results import CellResult
