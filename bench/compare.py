@@ -33,7 +33,7 @@ from aebench import stats
 from aebench.config import Cell, settings_differences, settings_fingerprint
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY
-from aebench.store import Store, flat_frame, without_contaminated_speed
+from aebench.store import Store, flat_frame, timed_on, without_contaminated_speed
 
 @dataclass(frozen=True)
 class Side:
@@ -153,6 +153,8 @@ def history_noise(store: Store, like: Mapping[str, Any],
     if len(run_ids) < 3:
         return {}
     frame = without_contaminated_speed(store.frame(run_ids))
+    if not frame.empty:  # not the cells a cluster's other nodes timed
+        frame = frame[timed_on(frame).astype(str) == str(like.get("machine_id"))]
     frame = frame[frame["status"] == "ok"].sort_values(["started_at", "cell"], kind="stable")
     noise = {}
     for metric in metrics:
@@ -237,7 +239,7 @@ def speed_frame(speed: Sequence[stats.SpeedComparison], samples: str) -> pd.Data
 def format_comparison(comparison: Comparison) -> str:
     base, candidate = comparison.base, comparison.candidate
     lines = [f"baseline:  {base.label}", f"candidate: {candidate.label}"]
-    machines = {str(r.get("machine_id")) for r in base.records + candidate.records}
+    machines = {str(machine) for side in (base, candidate) if not side.frame.empty for machine in timed_on(side.frame)}
     if len(machines) > 1:
         lines.append("note: the runs come from different machines: speed differences include the hardware's "
                      "(aebench hardware compares machines)")

@@ -41,11 +41,12 @@ from aebench import atomic, compare, stats
 from aebench.config import Cell, settings_differences
 from aebench.errors import UserError
 from aebench.load import CONTAMINATED
+from aebench.machine import FINGERPRINT_KEYS
 from aebench.metrics import REGISTRY, flag_is_set
 from aebench.scenarios import Latency
 from aebench.report.page import Section, render, render_document
 from aebench.report.table import key_value_table, styled_table, text, times
-from aebench.store import Store, open_store, store_key
+from aebench.store import Store, open_store, store_key, timed_on
 
 REPORTS_DIR = Path("reports") / "hardware"
 _STORE_OPERAND = re.compile(r"^(?P<path>.+?\.sqlite):(?P<run>.*)$")
@@ -100,6 +101,9 @@ class Machine:
 
     @property
     def machine_id(self) -> str:
+        """The machine that timed the cells (a cluster's node: each cell says which), else the runs'."""
+        if not self.frame.empty:
+            return str(timed_on(self.frame).iloc[0])
         return str(self.records[0].get("machine_id"))
 
     @property
@@ -111,6 +115,11 @@ class Machine:
                 shown = values.setdefault(key, [])
                 if text(value) not in shown:
                     shown.append(text(value))
+        # A cell's own fingerprint names the machine that ran it, where that was not the run's (a cluster's node).
+        for key in (*FINGERPRINT_KEYS, "machine_id"):
+            column = f"info.{key}"
+            if not self.frame.empty and column in self.frame.columns and self.frame[column].notna().any():
+                values[key] = list(dict.fromkeys(text(value) for value in self.frame[column].dropna()))
         return {key: " / ".join(shown) for key, shown in values.items()}
 
     def describe(self) -> str:
@@ -194,7 +203,8 @@ def parse_operand(operand: str, default_store: str | Path) -> tuple[str | Path, 
 
 def _load(operand: str, store: Store, run: str) -> Machine:
     side = compare.load_side(store, run)
-    machine_ids = sorted({str(record.get("machine_id")) for record in side.records})
+    machine_ids = sorted({str(machine) for machine in timed_on(side.frame)} if not side.frame.empty
+                         else {str(record.get("machine_id")) for record in side.records})
     if len(machine_ids) > 1:
         raise UserError(f"operand {operand!r} mixes machines ({', '.join(machine_ids)}): allowed the runs of one "
                         "machine per operand; name each machine's runs in an operand of its own")

@@ -53,7 +53,7 @@ from aebench import atomic, plots, stats
 from aebench.config import Cell, settings_differences, settings_fingerprint
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY, with_margin_options
-from aebench.store import Store, without_contaminated_speed
+from aebench.store import Store, timed_on, without_contaminated_speed
 
 MIN_SEGMENT = 3  # runs: the fewest on each side of a change point
 MAX_P_VALUE = 0.001  # Apache Otava's default max_pvalue
@@ -138,6 +138,7 @@ class History:
     figures: Mapping[str, pd.DataFrame]
     # runs of this machine and matrix left out, their settings not the newest run's: 'RUN (epochs: 3 -> 10)'
     left_out: tuple[str, ...] = ()
+    elsewhere: int = 0  # cells of these runs that another machine timed (a cluster's nodes), left out
 
     @property
     def metrics(self) -> list[str]:
@@ -214,6 +215,10 @@ def load_history(store: Store, *, machine: str | None = None, matrix: str | None
     position = {run.run_id: index for index, run in enumerate(ordered)}
     frame = without_contaminated_speed(store.frame([run.run_id for run in ordered]))
     frame = frame[frame["status"] == "ok"] if not frame.empty else frame
+    elsewhere = 0
+    if not frame.empty:  # a cluster run's cells timed on other nodes: their figures are those machines'
+        here = timed_on(frame).astype(str) == machine
+        elsewhere, frame = int((~here).sum()), frame[here]
     figures = {}
     for metric in margins:
         if frame.empty or metric not in frame.columns:
@@ -227,7 +232,7 @@ def load_history(store: Store, *, machine: str | None = None, matrix: str | None
             continue
         table = values.pivot_table(index="position", columns="key", values="value", aggfunc="mean")
         figures[metric] = table.reindex(range(len(ordered)))
-    return History(store.location, machine, matrix, tuple(ordered), margins, figures, left_out)
+    return History(store.location, machine, matrix, tuple(ordered), margins, figures, left_out, elsewhere)
 
 
 # -- change points of one series ---------------------------------------------------------------------------------------
@@ -420,6 +425,8 @@ def format_text(analysis: Analysis) -> str:
     missing = [metric for metric in history.metrics if metric not in history.figures]
     if missing:
         lines.append(f"not recorded by these runs: {', '.join(missing)}")
+    if history.elsewhere:
+        lines.append(f"left out: {history.elsewhere} cells of these runs timed on other machines (cluster nodes)")
     if history.left_out:
         lines.append("left out, settings differ from the newest run's (theirs -> newest): "
                      + "; ".join(history.left_out))
@@ -524,6 +531,8 @@ def build_page(analysis: Analysis) -> str:
         "method": METHOD.format(min_segment=analysis.min_segment),
         **({"left out": f"{len(history.left_out)} runs whose settings differ from the newest run's (theirs -> newest): "
                         + "; ".join(history.left_out)} if history.left_out else {}),
+        **({"timed elsewhere": f"{history.elsewhere} cells of these runs timed on other machines (cluster nodes), left "
+                               "out"} if history.elsewhere else {}),
     }, "history")
     table = change_point_table(analysis.change_points)
     classes = pd.DataFrame("", index=table.index, columns=table.columns)

@@ -100,6 +100,10 @@ def git_revision(cwd: Path | None = None) -> tuple[str, bool, str | None]:
         return "unknown", False, None
 
 
+# What identifies a machine (machine_id hashes them); a cell stores them with its id (info.*).
+FINGERPRINT_KEYS = ("hostname", "cpu_model", "cpu_logical_cores", "ram_gb")
+
+
 def fingerprint() -> dict[str, Any]:
     """The machine a process runs on: host, CPU model, cores and memory, with their ``machine_id``. Every cell stores
     its own (``info.machine_id``), so a run spread over several machines still says which one timed which cell."""
@@ -132,5 +136,5 @@ def collect_environment() -> dict[str, Any]:
 
 def machine_id(env: dict[str, Any]) -> str:
     """A short, stable fingerprint of the hardware, so results from different machines are never mixed up."""
-    identity = "|".join(str(env.get(key)) for key in ("hostname", "cpu_model", "cpu_logical_cores", "ram_gb"))
+    identity = "|".join(str(env.get(key)) for key in FINGERPRINT_KEYS)
     return hashlib.sha1(identity.encode()).hexdigest()[:12]

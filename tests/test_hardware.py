@@ -37,9 +37,11 @@ MACHINE_B = _environment("bbbb", cpu_model="AMD EPYC", cpu_logical_cores=8, ram_
 
 def _add_run(store: Store, run_id: str, environment: Mapping, *, faster: Mapping[str, float] | None = None,
              jitter: float = 1.0, seeds: int = 1, psnr_shift: Mapping[str, float] | None = None,
-             psnr_per_seed: float = 0.0, **matrix_overrides: object) -> None:
+             psnr_per_seed: float = 0.0, timed_on: Mapping[str, Mapping] | None = None,
+             **matrix_overrides: object) -> None:
     """One run of conv + undercomplete: the same latency samples on every machine (a cell's own generator), divided
-    by the machine's speed-up; ``jitter`` slows the whole run down as run-to-run noise does."""
+    by the machine's speed-up; ``jitter`` slows the whole run down as run-to-run noise does. ``timed_on`` gives a
+    variant's cells the fingerprint of the machine that ran them, as a cluster's node stores its own."""
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv", "undercomplete"], repeats=seeds, **matrix_overrides))
     store.begin_run(matrix, environment, [], run_id=run_id)
     for cell in matrix.cells():
@@ -53,7 +55,10 @@ def _add_run(store: Store, run_id: str, environment: Mapping, *, faster: Mapping
             "speed.latency_b1_p99_ms": latency["speed.latency_b1_p99_ms"],
             "quality.psnr_db": 20.0 + psnr_per_seed * cell.seed + (psnr_shift or {}).get(cell.variant, 0.0),
         }
-        store.add_result(run_id, CellResult(cell=cell, status="ok", duration_s=1.0, metrics=metrics,
+        node = (timed_on or {}).get(cell.variant, {})
+        info = {key: node[key] for key in ("machine_id", "hostname", "cpu_model", "cpu_logical_cores", "ram_gb")
+                if key in node}
+        store.add_result(run_id, CellResult(cell=cell, status="ok", duration_s=1.0, metrics=metrics, info=info,
                                             artifacts={"latency_b1_s": seconds}))
     store.finish_run(run_id, "complete", 1.0, {})
 
@@ -234,6 +239,27 @@ def test_cells_on_one_machine_only_are_named(tmp_path: Path, capsys: pytest.Capt
     assert main(["hardware", RUN_A, RUN_B, "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "p.html")]) == 0
     out = capsys.readouterr().out
     assert "(not compared): conv/gaussian0.2/cpu2/tensorflow/float32/seed0, undercomplete/gaussian0.2/cpu2" in out
+
+
+def test_a_cluster_runs_machine_is_the_one_that_timed_its_cells(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A run driven from machine A whose cells ran on B's node is B's: its ratios, its CPU, and it is not 'the same
+    machine' as A's own run."""
+    with open_store(tmp_path / "s.sqlite") as store:
+        _add_run(store, RUN_A, MACHINE_A)
+        _add_run(store, RUN_B, MACHINE_A, faster=FASTER_B, timed_on={"conv": MACHINE_B, "undercomplete": MACHINE_B})
+    comparison = hardware.compare_machines(hardware.load_machines([RUN_A, RUN_B], tmp_path / "s.sqlite"))
+    assert [machine.machine_id for machine in comparison.machines] == ["aaaa", "bbbb"]
+    assert comparison.machines[1].environment["cpu_model"] == "AMD EPYC"
+    overall = comparison.geomeans.set_index(["metric", "variant"]).loc[("speed.train_ips", hardware.ALL_VARIANTS)]
+    assert (overall["machine"], overall["geomean"]) == ("bbbb", pytest.approx(math.sqrt(2.0 * 1.5), rel=1e-6))
+
+
+def test_an_operand_whose_cells_ran_on_two_machines_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with open_store(tmp_path / "s.sqlite") as store:
+        _add_run(store, RUN_A, MACHINE_A)
+        _add_run(store, RUN_B, MACHINE_A, timed_on={"conv": MACHINE_B, "undercomplete": _environment("cccc")})
+    assert main(["hardware", RUN_A, RUN_B, "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "p.html")]) == 2
+    assert "mixes machines (bbbb, cccc)" in capsys.readouterr().err and not (tmp_path / "p.html").exists()
 
 
 def test_force_compares_runs_whose_settings_differ(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -36,10 +36,10 @@ def _commit(day: int) -> str:
 def _add_run(store: Store, day: int, *, commit: str | None = None, slow: float = 1.0, psnr: float = 20.0,
              noise: float = 0.02, rng: np.random.Generator, machine: str = "m1", matrix: str = "tiny",
              commit_date: datetime | None = None, run: int = 0, skip: Sequence[str] = (),
-             contaminated: bool = False, settings: dict[str, object] | None = None) -> str:
+             contaminated: bool = False, settings: dict[str, object] | None = None, conv_timed_on: str = "") -> str:
     """One complete run of two cells. ``slow`` divides the conv cell's training throughput; every speed figure gets
     ``noise`` (relative sd); quality figures are exact, ``psnr`` on the conv cell. ``settings`` overrides the
-    matrix's."""
+    matrix's; ``conv_timed_on`` names another machine as the conv cell's (a cluster's node)."""
     matrix_obj = Matrix.from_dict(tiny_matrix_dict(name=matrix, **(settings or {})))
     run_id = f"2026{day:04d}T0000{run:02d}-{day:06x}"
     date = commit_date or START + timedelta(days=day)
@@ -58,7 +58,8 @@ def _add_run(store: Store, day: int, *, commit: str | None = None, slow: float =
                 metrics[name] = value
         if contaminated:  # ran beside another benchmark (--allow-concurrent)
             metrics["speed.contaminated"] = 1.0
-        store.add_result(run_id, CellResult(cell=cell, status="ok", duration_s=1.0, metrics=metrics))
+        info = {"machine_id": conv_timed_on} if conv_timed_on and cell.variant == "conv" else {}
+        store.add_result(run_id, CellResult(cell=cell, status="ok", duration_s=1.0, metrics=metrics, info=info))
     store.finish_run(run_id, "complete", 1.0, {})
     return run_id
 
@@ -121,6 +122,19 @@ def test_runs_of_the_matrix_with_other_settings_are_left_out_and_named(tmp_path:
     out = capsys.readouterr().out
     assert "settings differ from the newest run's (theirs -> newest): 20260005T000000-000005 (epochs: 3 -> 2)" in out
     assert "epochs: 3 -&gt; 2" in (tmp_path / "history.html").read_text()
+
+
+def test_cells_another_machine_timed_are_left_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A cluster run started here whose conv cell ran on a slower node: that figure is the node's, not a change."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "s.sqlite"
+    with open_store(path) as store:
+        for day in range(8):
+            _add_run(store, day, rng=rng, slow=2.0 if day >= 5 else 1.0, conv_timed_on="m9" if day >= 5 else "")
+    analysis = _analyse(path)
+    assert not analysis.change_points and analysis.history.elsewhere == 3
+    assert _cli(path, tmp_path) == 0
+    assert "left out: 3 cells of these runs timed on other machines (cluster nodes)" in capsys.readouterr().out
 
 
 def test_contaminated_runs_speed_figures_are_left_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

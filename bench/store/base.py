@@ -496,6 +496,16 @@ def flat_frame(record: Mapping[str, Any], results: Sequence[CellResult]) -> pd.D
     return frame
 
 
+def timed_on(frame: pd.DataFrame) -> pd.Series:
+    """The machine that timed each row of a flat table: its cell's own ``info.machine_id`` (a cluster's node), else
+    its run's (the machine the run started on, all there is for a run older than per-cell fingerprints)."""
+    run = frame["machine_id"].astype(object)
+    if "info.machine_id" not in frame.columns:
+        return run
+    own = frame["info.machine_id"].astype(object)
+    return own.where(own.notna() & (own.astype(str) != ""), run)
+
+
 def without_contaminated_speed(frame: pd.DataFrame) -> pd.DataFrame:
     """The flat table with every speed figure of a contaminated cell blanked (``speed.contaminated = 1``: it ran
     beside another benchmark, ``--allow-concurrent``), so that no verdict, noise estimate or ratio uses it. Its
