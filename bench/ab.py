@@ -372,11 +372,17 @@ def kept_weights(sides: Sequence[Side], results: Mapping[str, Mapping[str, CellR
 def compare_quality(results: Mapping[str, Mapping[str, CellResult]], base: str, candidate: str,
                     margins: Mapping[str, float]) -> list[stats.QualityComparison]:
     """Every quality figure of every cell both sides ran: the gated ones judged against their margins, any other
-    figure that differs reported as ``changed`` evidence (verdict ``same``: no margin applies to it)."""
+    figure that differs reported as ``changed`` evidence (verdict ``same``: no margin applies to it). Each model is
+    judged once, under the cell that trained it, where both sides' other thread counts timed those weights (their
+    figures are the trainer's: one change would count once per thread count)."""
     rows = []
     for key, a in results[base].items():
         b = results[candidate].get(key)
         if b is None or a.status != "ok" or b.status != "ok":
+            continue
+        trainer = a.info.get("trained_by")
+        if (trainer not in (None, key) and trainer == b.info.get("trained_by")
+                and trainer in results[base] and trainer in results[candidate]):
             continue
         for metric in REGISTRY.sort_columns(sorted(set(a.metrics) & set(b.metrics))):
             entry = REGISTRY.find(metric)
@@ -688,6 +694,7 @@ def format_markdown(outcome: Outcome) -> str:
         f"{outcome.regressions()} regressions, {outcome.unknowns()} unknown; {outcome.rounds.count} rounds "
         f"({outcome.stop_reason}), matrix `{outcome.matrix.name}`."
         + "".join(f" `{key}` failed on the candidate only." for key in outcome.broken())
+        + "".join(f" `{key}` measured {REGISTRY.label(metric)} on the base only." for key, metric in outcome.lost_speed())
         + (f" **Speed figures contaminated** ({outcome.contamination})." if outcome.contamination else ""),
         "",
         "#### Speed",

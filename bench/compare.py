@@ -49,7 +49,12 @@ class Side:
     def label(self) -> str:
         commits = sorted({str(r.get("git_commit"))[:10] for r in self.records})
         runs = self.run_ids[0] if len(self.run_ids) == 1 else f"{len(self.run_ids)} runs"
-        return f"{runs}  commit {', '.join(commits)}  machine {', '.join(sorted({str(r.get('machine_id')) for r in self.records}))}"
+        machines = sorted({str(machine) for machine in timed_on(self.frame)} if not self.frame.empty
+                          else {str(r.get("machine_id")) for r in self.records})
+        # A run named by id may be unfinished (running, interrupted, abandoned): its figures are the cells it finished.
+        unfinished = [f"{r['run_id']} {r['status']}" for r in self.records if r.get("status") not in (None, "complete")]
+        status = f"  ({', '.join(unfinished)}: only the cells it finished)" if unfinished else ""
+        return f"{runs}  commit {', '.join(commits)}  machine {', '.join(machines)}{status}"
 
 
 def select_runs(store: Store, ref: str) -> list[str]:
@@ -105,8 +110,10 @@ def run_figures(frame: pd.DataFrame, metric: str) -> dict[str, list[float]]:
 def compare_quality(base: pd.DataFrame, candidate: pd.DataFrame,
                     margins: Mapping[str, float]) -> list[stats.QualityComparison]:
     """Per cell (seed included) and gated quality metric: the mean over a side's runs, compared exactly. A figure
-    the baseline has and the candidate lost (a NaN, stored as None) in a cell both ran is a regression."""
+    the baseline has and the candidate lost (a NaN, stored as None) in a cell both ran is a regression. Each model
+    is judged once, under the cell that trained it: its other thread counts share its figures."""
     rows = []
+    base, candidate = own_quality(base), own_quality(candidate)
     both = set(base["key"]) & set(candidate["key"]) if not (base.empty or candidate.empty) else set()
     for metric in (name for name in margins if REGISTRY[name].group == "quality"):
         a, b = _values(base, metric), _values(candidate, metric)
@@ -118,6 +125,16 @@ def compare_quality(base: pd.DataFrame, candidate: pd.DataFrame,
             rows.append(stats.QualityComparison(key, metric, float(np.mean(a[key])), math.nan, math.nan,
                                                 margins[metric], "regression"))
     return rows
+
+
+def own_quality(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose quality figures are their own: a cell that timed the weights another cell of the table trained
+    (``info.trained_by``) repeats that cell's figures, and comparing both would count one change twice."""
+    if frame.empty or "info.trained_by" not in frame.columns:
+        return frame
+    trainer = frame["info.trained_by"]
+    shared = trainer.notna() & (trainer != frame["key"]) & trainer.isin(set(frame["key"]))
+    return frame[~shared]
 
 
 def compare_speed(base: pd.DataFrame, candidate: pd.DataFrame,

@@ -15,7 +15,7 @@ import pytest
 from aebench import ab, stats
 from aebench.config import Cell, Matrix
 from aebench.errors import UserError
-from aebench.metrics import parse_margin
+from aebench.metrics import REGISTRY, parse_margin
 from aebench.results import CellResult
 from aebench.revisions import Revision
 from support import tiny_matrix_dict
@@ -196,7 +196,7 @@ def test_speed_rounds_are_sized_by_the_quality_pass_or_a_sizing_run() -> None:
 def test_each_model_trains_once_per_side_and_the_rounds_time_its_weights() -> None:
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], threads=[1, 2]))
     one_thread, two_threads = (next(c.key for c in matrix.cells() if c.threads == n) for n in (1, 2))
-    executor = FakeExecutor({})
+    executor = FakeExecutor({}, quality_change={"cand": {"quality.psnr_db": 19.7}})
     outcome = ab.run_ab([_side("base", matrix=matrix), _side("cand", matrix=matrix)], [one_thread, two_threads],
                         ab.Settings(margins=MARGINS, min_rounds=2, max_rounds=2), executor, clock=executor.clock)
     quality_pass = list(zip(executor.calls[:4], executor.trains[:4]))
@@ -207,6 +207,9 @@ def test_each_model_trains_once_per_side_and_the_rounds_time_its_weights() -> No
     for label in ("base", "cand"):
         assert outcome.quality_results[label][one_thread].info["trained_by"] == two_threads
     assert len(executor.trains) == 4 + 2 * 4 and not any(executor.trains[4:])  # rounds: the kept weights only
+    # One model, one change: judged once, under the cell that trained it, not once per thread count.
+    assert [(q.key, q.verdict) for q in outcome.quality["cand"] if q.metric == "quality.psnr_db"] == [
+        (two_threads, "regression")]
 
 
 def test_rounds_train_their_own_weights_without_a_pass_or_on_an_older_revision(tmp_path: Path) -> None:
@@ -381,7 +384,6 @@ def test_calibration_json_has_rates_by_metric_and_every_comparison(tmp_path: Pat
     assert "by metric:" in capsys.readouterr().out
     # Each comparison carries what its verdict came from: recomputing it from the file gives the same verdict.
     from aebench import stats
-    from aebench.metrics import REGISTRY
 
     family = [row for row in document["comparisons"] if row["side"] == "spike 20%"]
     again = stats.decide([stats.compare_rounds(row["key"], row["metric"], row["base_rounds"], row["candidate_rounds"],
@@ -501,6 +503,7 @@ def test_a_figure_the_candidate_stops_reporting_is_a_regression() -> None:
     assert {q.verdict for q in lost_quality} == {"regression"}
     assert outcome.exit_status(strict=False) == 1
     assert "never on the candidate" in ab.format_text(outcome)
+    assert f"measured {REGISTRY.label('speed.train_ips')} on the base only." in ab.format_markdown(outcome)  # why
 
 
 def test_too_few_rounds_are_said_and_strict_shows_in_the_exit_line() -> None:
@@ -510,3 +513,19 @@ def test_too_few_rounds_are_said_and_strict_shows_in_the_exit_line() -> None:
     assert ("6 rounds cannot call a change in one of these 8 speed comparisons alone: that needs 8 rounds; changes in "
             "3 or more figures at once can be called") in text
     assert "(exit 1)" in text and "(exit 1" not in ab.format_text(outcome)
+
+
+def test_the_help_states_the_defaults_ab_uses() -> None:
+    """`aebench ab --help` restates Settings' defaults (importing ab to read them would slow every command by the
+    0.7 s its imports take): this keeps the two in step."""
+    import argparse
+
+    from aebench.cli import build_parser
+
+    commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    helps = {action.dest: action.help for action in commands.choices["ab"]._actions}
+    defaults = ab.Settings()
+    for dest, value in [("min_rounds", defaults.min_rounds), ("max_rounds", defaults.max_rounds),
+                        ("budget_s", defaults.budget_s), ("speed_train_size", defaults.speed_train_size),
+                        ("speed_train_s", defaults.speed_train_s), ("seed", defaults.seed)]:
+        assert helps[dest].endswith(f"(default {value:g})"), (dest, helps[dest])

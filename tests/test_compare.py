@@ -55,6 +55,22 @@ def test_the_noise_comes_only_from_runs_with_the_same_settings(tmp_path: Path, c
     assert "(4 runs)" in capsys.readouterr().out
 
 
+def test_a_model_shared_by_its_thread_counts_is_judged_once(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The 2-thread cell trained; the 1-thread cell timed its weights and repeats its figures: one change, one row."""
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv"], threads=[1, 2]))
+    trainer = next(cell.key for cell in matrix.cells() if cell.threads == 2)
+    with open_store(tmp_path / "s.sqlite") as store:
+        for run_id, psnr in (("20260101T000000-aaaaaa", 20.0), ("20260102T000000-bbbbbb", 19.5)):
+            store.begin_run(matrix, {"git_commit": run_id[-6:] * 6, "machine_id": "m1"}, [], run_id=run_id)
+            for cell in matrix.cells():
+                store.add_result(run_id, CellResult(cell=cell, status="ok", duration_s=1.0, info={"trained_by": trainer},
+                                                    metrics={"quality.psnr_db": psnr, "speed.train_ips": 1000.0}))
+            store.finish_run(run_id, "complete", 1.0, {})
+    assert main(["compare", "20260101", "20260102", "--store", str(tmp_path / "s.sqlite")]) == 1
+    out = capsys.readouterr().out
+    assert "1 regression" in out and trainer in out and "cpu1" not in out.split("speed")[0]
+
+
 def test_quality_is_exact_and_gated_by_its_margin(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with open_store(tmp_path / "s.sqlite") as store:
         _add_run(store, "20260101T000000-aaaaaa", "a" * 40, speed=1000.0, psnr=20.0)
@@ -134,6 +150,9 @@ def test_latest_is_the_newest_complete_run(tmp_path: Path, capsys: pytest.Captur
         store.begin_run(matrix, {"git_commit": "d" * 40, "machine_id": "m1"}, [], run_id="20260104T000000-dddddd")
     assert main(["compare", "latest", "latest", "--store", str(tmp_path / "t.sqlite")]) == 2
     assert "holds no complete run yet" in capsys.readouterr().err
+    # Named by id, an unfinished run is a side, labelled with its status.
+    assert main(["compare", "20260101", "20260103", "--store", str(tmp_path / "s.sqlite")]) == 0
+    assert "(20260103T000000-cccccc interrupted: only the cells it finished)" in capsys.readouterr().out
 
 
 @pytest.mark.golden
