@@ -37,12 +37,29 @@ window.addEventListener("load", function () {
   var external = Array.prototype.map.call(document.querySelectorAll("[src], [href]"), function (element) {
     return element.getAttribute("src") || element.getAttribute("href");
   }).filter(function (url) { return /^([a-z][a-z0-9+.-]*:)?\\/\\//i.test(url) || /^(https?|ftp):/i.test(url); });
+  // The results table as a reader uses it: its heading and first column stay in view (sticky), and a click on the
+  // PSNR heading sorts the rows by it.
+  var results = document.querySelector("#results table.data"), table = null;
+  if (results && results.tHead) {
+    var headings = results.tHead.rows[results.tHead.rows.length - 1].cells;
+    var column = Array.prototype.findIndex.call(headings, function (cell) { return /PSNR/.test(cell.textContent); });
+    var values = function () {
+      return Array.prototype.map.call(results.tBodies[0].rows, function (row) {
+        return row.cells[column] ? row.cells[column].textContent.trim() : ""; });
+    };
+    var before = column >= 0 ? values() : [];
+    if (column >= 0) headings[column].click();
+    table = {sticky_heading: getComputedStyle(headings[0]).position,
+             sticky_first_column: getComputedStyle(results.tBodies[0].rows[0].cells[0]).position,
+             sorted_column: column >= 0 ? headings[column].textContent.trim() : null,
+             before: before, after: column >= 0 ? values() : []};
+  }
   var out = document.createElement("pre");
   out.id = "__probe";
   out.textContent = JSON.stringify({
     scroll_width: document.documentElement.scrollWidth, scroll_height: document.documentElement.scrollHeight,
     window_width: window.innerWidth, images: document.images.length, broken_images: broken, external: external,
-    errors: window.__probe.errors, overview: !!document.getElementById("overview")});
+    errors: window.__probe.errors, overview: !!document.getElementById("overview"), results_table: table});
   document.body.appendChild(out);
 });
 </script>"""

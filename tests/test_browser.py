@@ -49,6 +49,12 @@ def test_the_report_loads_cleanly_and_fits_a_1280_pixel_window(tiny_report: Path
     seen = browser.probe_page(tiny_report, tmp_path, width=WIDTH, screenshot=SCREENSHOTS / "report-1280.png")
     assert seen["errors"] == [] and seen["broken_images"] == [] and seen["external"] == []
     assert seen["images"] >= 4 and seen["overview"]
+    table = seen["results_table"]
+    assert table["sticky_heading"] == table["sticky_first_column"] == "sticky"
+    assert "PSNR" in table["sorted_column"] and len(table["before"]) == 4  # 2 variants x 2 thread counts
+    assert [float(v) for v in table["after"]] == sorted(float(v) for v in table["before"])  # a click sorts by it
+    # The tiny loop makes fewer than the 100 calls a p99 needs: the Pareto figure is drawn on p50 instead.
+    assert "(no cell made the 100 calls a p99 needs)" in " ".join(tiny_report.read_text(encoding="utf-8").split())
     assert seen["scroll_width"] <= seen["window_width"] == WIDTH, seen
     assert (SCREENSHOTS / "report-1280.png").stat().st_size > 10_000
 

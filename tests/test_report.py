@@ -407,6 +407,13 @@ def test_every_string_from_the_user_or_the_store_renders_as_text(tmp_path: Path)
     # Shown as text where each appears: title, header, overview, tables, the failure and its stderr (quotes are
     # escaped as &#39; by jinja2 and &#x27; by the Styler).
     assert text.count("&lt;script&gt;alert(") >= 6
+    escaped = "&lt;script&gt;alert("
+    title, header = text[:text.index("</title>")], text[:text.index('<section id="overview">')]
+    assert escaped in title and header.count(escaped) >= 3  # the title, the matrix name and description, the argv
+    for section in ("overview", "results", "failures"):  # the plugin's variant name; the error and its stderr tail
+        assert escaped in _section(text, section), section
+    failures = _section(text, "failures")
+    assert failures.count(escaped) >= 2 and "Traceback" in failures
 
 
 def test_pareto_front_keeps_the_cells_no_other_beats_on_both() -> None:
@@ -416,6 +423,23 @@ def test_pareto_front_keeps_the_cells_no_other_beats_on_both() -> None:
     cost = [1.0, 2.0, 0.5, 1.0, 3.0, float("nan")]
     gain = [5.0, 4.0, 3.0, 5.0, 6.0, 9.0]
     assert pareto_front(cost, gain) == [True, False, True, True, True, False]
+
+
+def test_the_pareto_figure_falls_back_to_p50_where_no_cell_states_a_p99() -> None:
+    """A p99 needs 100 calls; a run with a shorter latency loop still gets its quality-against-speed figure."""
+    from aebench.report import overview
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame([{"cell": c.index, "key": c.key, "variant": c.variant, "noise": c.noise,
+                           "threads": c.threads, "device": c.device, "backend": c.backend, "precision": c.precision,
+                           "seed": c.seed, "status": "ok", **ok_result(c, rng).metrics}
+                          for c in small_matrix().cells()])
+    assert overview.pareto_speed_metric(frame) == "speed.latency_b1_p99_ms"
+    frame["speed.latency_b1_p99_ms"] = None
+    assert overview.pareto_speed_metric(frame) == "speed.latency_b1_p50_ms"
+    panels = overview.pareto_panels(frame, "speed.latency_b1_p50_ms")
+    assert panels and sum(len(points) for _, points in panels) == len(frame)
+    assert overview.pareto_panels(frame, "speed.latency_b1_p99_ms") == []
 
 
 def test_overview_names_the_winner_of_each_column_and_counts_cells(full_report: tuple[Path, Path, str]) -> None:
@@ -435,6 +459,13 @@ def test_overview_names_the_winner_of_each_column_and_counts_cells(full_report: 
     assert winners["best PSNR gain (dB)"] == "conv" and winners["train (img/s)"] == "undercomplete"
     assert table.loc[table["variant"] == "conv", "best PSNR gain (dB)"].item().endswith(overview.WINNER)
     assert "(2 threads)" in table.loc[table["variant"] == "undercomplete", "train (img/s)"].item()
+    # Time to target, at each variant's best noise level (0.5 for both): the quicker wins, as the other columns.
+    frame["speed.time_to_target_s"] = np.where(frame["variant"] == "conv", 10.0, 5.0)
+    frame["quality.target_reached"] = 1.0
+    table, winners = overview.variant_table(frame)
+    assert winners[overview.TO_TARGET_HEADING] == "undercomplete"
+    frame.loc[(frame["variant"] == "conv") & (frame["noise"] == 0.0), "quality.gain_db"] = 99.0  # best at 0 now
+    assert overview.TO_TARGET_HEADING not in overview.variant_table(frame)[1]  # not comparable across noise levels
     assert overview.threads_text(1) == "1 thread"
 
 
@@ -453,3 +484,15 @@ def test_the_overview_links_the_history_ab_and_hardware_pages_beside_it(tmp_path
     assert '<a href="../ab/20261102-c-d.html">latest ab comparison</a>' in text  # the newest of the two
     assert "hardware comparison" not in text  # no such page: no link
     assert '<a href="history.html">history</a>' in latest and 'href="../' not in latest  # one folder up
+
+
+def test_the_results_table_says_which_cell_trained_the_weights_each_row_timed() -> None:
+    from aebench.report import results
+
+    cells = small_matrix(noise=[0.5]).cells()
+    trainer = {c.variant: next(t.key for t in cells if t.variant == c.variant and t.threads == 2) for c in cells}
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame([{**ok_result(c, rng).flat(), "info.trained_by": trainer[c.variant]} for c in cells])
+    assert list(results.weights_column(frame)) == ["from 2 threads", "trained"] * 2
+    assert "from 2 threads" in results.results_table(frame)
+    assert results.weights_column(frame.drop(columns=["info.trained_by"])) is None  # a run from before sharing

@@ -28,6 +28,7 @@ from aebench.report.table import (
     strings,
     styled_table,
     text,
+    threads_text,
     varying,
 )
 
@@ -72,6 +73,10 @@ def results_table(frame: pd.DataFrame) -> Markup:
         if axis in frame.columns:
             display[axis] = frame[axis].astype("object").where(frame[axis].notna(), None)
             formats[axis] = AXIS_FORMATS[axis]
+    weights = weights_column(frame)
+    if weights is not None:
+        display["weights"] = weights
+        formats["weights"] = str
     classes = pd.DataFrame("", index=display.index, columns=display.columns)
     if "status" in display.columns:
         classes["status"] = "status-" + strings(frame, "status").astype(str)
@@ -88,6 +93,24 @@ def results_table(frame: pd.DataFrame) -> Markup:
             formats[column.heading] = column.format
             classes[column.heading] = ""
     return styled_table(display, formats, "results", classes, css_class="data results")
+
+
+def weights_column(frame: pd.DataFrame) -> pd.Series | None:
+    """Which cell trained the weights each row timed: "trained" where the cell itself did, "from 2 threads" where it
+    timed those of its model's cell with that many threads (and shares its quality figures); None when no cell says."""
+    if "info.trained_by" not in frame.columns or frame["info.trained_by"].isna().all():
+        return None
+    trainers = {key: threads_text(threads, device)
+                for key, threads, device in zip(frame["key"], frame.get("threads", pd.Series(dtype=object)),
+                                                frame.get("device", pd.Series(dtype=object)))}
+
+    def source(key: str, trainer: object) -> str:
+        if pd.isna(trainer) or trainer == "":
+            return ""
+        return "trained" if trainer == key else f"from {trainers.get(str(trainer), str(trainer))}"
+
+    return pd.Series([source(key, trainer) for key, trainer in zip(frame["key"], frame["info.trained_by"])],
+                     index=frame.index, dtype=object)
 
 
 def seed_summary_table(frame: pd.DataFrame) -> Markup:
