@@ -20,11 +20,14 @@ from aebench.errors import UserError
 
 
 def user_cache_dir() -> Path:
-    """``$AEBENCH_CACHE``, else ``$XDG_CACHE_HOME/aebench``, else ``~/.cache/aebench``."""
+    """``$AEBENCH_CACHE``, else ``$XDG_CACHE_HOME/aebench``, else ``~/.cache/aebench``. A relative XDG_CACHE_HOME
+    is ignored, as the XDG specification says: the machine lock lives here, and one that moved with the working
+    directory would let two runs on one machine miss each other."""
     explicit = os.environ.get("AEBENCH_CACHE")
     if explicit:
         return Path(explicit).absolute()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "aebench"
 
 

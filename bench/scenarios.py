@@ -36,15 +36,17 @@ if TYPE_CHECKING:
 Clock = Callable[[], float]
 
 
-def _check_durations(what: str, values: Sequence[float] | np.ndarray) -> None:
-    """Raise ValueError unless ``values`` holds at least one duration, each finite and >= 0 seconds."""
+def _check_durations(what: str, values: Sequence[float] | np.ndarray, *, positive: bool = False) -> None:
+    """Raise ValueError unless ``values`` holds at least one duration, each finite and >= 0 seconds (> 0 with
+    ``positive``: a rate divides by it, and a clock that did not move measured nothing)."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:
         raise ValueError(f"{what} is empty: allowed one or more durations in seconds")
-    bad = ~(np.isfinite(values) & (values >= 0))
+    bad = ~(np.isfinite(values) & ((values > 0) if positive else (values >= 0)))
     if bad.any():
         index = int(np.argmax(bad))
-        raise ValueError(f"{what}[{index}] = {float(values[index])!r} is invalid: allowed finite durations >= 0 s")
+        raise ValueError(f"{what}[{index}] = {float(values[index])!r} is invalid: allowed finite durations "
+                         f"{'>' if positive else '>='} 0 s")
 
 
 def _check_count(what: str, value: int) -> None:
@@ -177,6 +179,7 @@ class Throughput:
 
     def __post_init__(self) -> None:
         _check_count("Throughput.batch_size", self.batch_size)
+        _check_durations("Throughput.samples.seconds", self.samples.seconds, positive=True)
 
     @property
     def images_per_s(self) -> float:
@@ -224,7 +227,7 @@ class Training:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "epoch_seconds", tuple(float(s) for s in self.epoch_seconds))
-        _check_durations("Training.epoch_seconds", self.epoch_seconds)
+        _check_durations("Training.epoch_seconds", self.epoch_seconds, positive=True)
         _check_count("Training.images_per_epoch", self.images_per_epoch)
         _check_count("Training.batch_size", self.batch_size)
 

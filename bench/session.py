@@ -112,12 +112,21 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._beat, name="aebench-heartbeat", daemon=True)
 
     def _beat(self) -> None:
-        with self._store.reopen() as store:
+        store: Store | None = None
+        try:
             while not self._stop.wait(self._interval_s):
                 try:
+                    store = store or self._store.reopen()
                     store.beat(self._run_id)
-                except store.Error:  # busy past the timeout, a server restarting: the next beat tries again
-                    pass
+                except (self._store.Error, UserError):
+                    # Busy past the timeout, or a server restarting (its connection is then gone for good): the
+                    # next beat tries again on a fresh connection, so a live run never looks abandoned for long.
+                    if store is not None:
+                        store.close()
+                    store = None
+        finally:
+            if store is not None:
+                store.close()
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()

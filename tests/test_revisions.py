@@ -162,3 +162,16 @@ def test_an_old_setuptools_is_refused_with_what_to_do(monkeypatch: pytest.Monkey
         revisions.check_builder()
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "84.2.1")
     revisions.check_builder()
+
+
+def test_the_cache_folder_is_absolute_whatever_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine lock lives there: a folder that moved with the working directory would hide one run from another."""
+    monkeypatch.delenv("AEBENCH_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert revisions.user_cache_dir() == tmp_path / "xdg" / "aebench"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # ignored, as the XDG specification says
+    assert revisions.user_cache_dir() == tmp_path / "home" / ".cache" / "aebench"
+    monkeypatch.setenv("AEBENCH_CACHE", "here")
+    monkeypatch.chdir(tmp_path)
+    assert revisions.user_cache_dir() == tmp_path / "here"

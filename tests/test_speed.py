@@ -113,6 +113,11 @@ def test_records_reject_bad_values_and_stay_frozen() -> None:
         Training((1.0, float("nan")), 10, 64, 0.5, "arrays")
     with pytest.raises(ValueError, match=r"ColdStart\[1\] = -0.5"):
         ColdStart(0.1, -0.5)
+    # A rate divides by these: a clock that did not move measured nothing (a batch-1 call may round to 0 s).
+    with pytest.raises(ValueError, match=r"Throughput.samples.seconds\[1\] = 0.0 is invalid: allowed .* > 0 s"):
+        Throughput(Samples(np.array([0.1, 0.0]), 0.1, False), 8)
+    with pytest.raises(ValueError, match=r"Training.epoch_seconds\[0\] = 0.0 is invalid"):
+        Training((0.0, 1.0), 10, 64, 0.5, "arrays")
     samples = Samples(np.array([0.1, 0.2]), 0.3, False)
     with pytest.raises(ValueError):
         samples.seconds[0] = -1.0  # read-only: the record validated these values

@@ -245,6 +245,64 @@ def test_the_heartbeat_stamps_the_run_while_it_runs(store_location: str | Path) 
         assert not heartbeat._thread.is_alive()  # and stopped with it: nothing stamps the run any more
 
 
+def test_push_all_leaves_a_running_run_for_later(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from aebench.cli import main
+
+    matrix = Matrix.from_dict(tiny_matrix_dict())
+    with open_store(tmp_path / "local.sqlite") as store:
+        done = store.begin_run(matrix, {}, [])
+        store.finish_run(done, "complete", 1.0, {})
+        running = store.begin_run(matrix, {}, [])  # its runner, this process, lives
+    push = ["push", "--to", str(tmp_path / "shared.sqlite"), "--store", str(tmp_path / "local.sqlite")]
+    assert main([push[0], "all", *push[1:]]) == 0
+    out = capsys.readouterr().out
+    assert f"{done}: 0 of 0 cells copied" in out or f"{done}: already there" in out
+    assert f"{running}: still running, not pushed" in out
+    with open_store(tmp_path / "shared.sqlite", create=False) as shared:
+        assert list(shared.runs_frame()["run_id"]) == [done]
+    assert main([push[0], running, *push[1:]]) == 2  # named, it is refused: it has not finished
+    assert f"run {running} is still running" in capsys.readouterr().err
+
+
+def test_the_heartbeat_reconnects_after_a_lost_connection() -> None:
+    """A server restart leaves a connection dead for good: beats go on over a fresh one, not on the dead one."""
+    import threading
+
+    from aebench.session import Heartbeat
+
+    class Lost(Exception):
+        pass
+
+    class Connection:
+        def __init__(self, number: int) -> None:
+            self.number, self.closed = number, False
+
+        def beat(self, run_id: str) -> None:
+            if self.number == 1:
+                raise Lost("server closed the connection unexpectedly")
+            beats.append((self.number, run_id))
+            if len(beats) >= 2:
+                done.set()
+
+        def close(self) -> None:
+            self.closed = True
+
+    class FakeStore:
+        Error = Lost
+
+        def reopen(self) -> Connection:
+            opened.append(Connection(len(opened) + 1))
+            return opened[-1]
+
+    opened: list[Connection] = []
+    beats: list[tuple[int, str]] = []
+    done = threading.Event()
+    with Heartbeat(FakeStore(), "run", interval_s=0.001):  # type: ignore[arg-type]
+        assert done.wait(30)
+    assert beats[:2] == [(2, "run"), (2, "run")] and len(opened) == 2
+    assert all(connection.closed for connection in opened)
+
+
 # -- PostgreSQL's own: a server's database, its schema check, many machines at once ---------------------------------
 
 def test_an_empty_postgres_database_is_no_store_to_read(postgres_url: str) -> None:
