@@ -44,11 +44,12 @@ bench: ## run the quick matrix (bench/matrices/quick.toml) and write the report
 bench-paper: ## the paper's setting: conv AE, noise 0.2, full MNIST, 100 epochs (~15 min on 2 cores; RESUME=1 continues)
 	$(AEBENCH) run paper $(if $(RESUME),--resume) $(SET)
 
-# The README's pictures of the paper's run, redrawn from the store (RUN=<id>; default: the latest run).
+# The README's pictures of the paper's run (the conv AE at noise 0.2), redrawn from the store (RUN=<id>; default:
+# the latest run, which must be one that trained it: after `make bench` it is the quick profile's).
 RUN ?=
 paper-figures: ## write docs/paper-grid.png and docs/paper-curve.png from a paper run in the store
-	$(AEBENCH) figure grid $(RUN) --out docs/paper-grid.png
-	$(AEBENCH) figure curve $(RUN) --out docs/paper-curve.png
+	$(AEBENCH) figure grid $(RUN) --variant conv --noise 0.2 --out docs/paper-grid.png
+	$(AEBENCH) figure curve $(RUN) --variant conv --noise 0.2 --out docs/paper-curve.png
 
 bench-micro: ## pytest-benchmark microbenchmarks (not part of `make test`)
 	$(BIN)/python -m pytest -q benchmarks $(BENCH_SAVE) $(if $(BENCH_COMPARE_FAIL),--benchmark-compare --benchmark-compare-fail=$(BENCH_COMPARE_FAIL))

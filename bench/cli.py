@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aebench.errors import UserError
-from aebench.store import DEFAULT_STORE, is_server_url
+from aebench.store import DEFAULT_STORE, REPORTS_DIR, is_server_url
 
 if TYPE_CHECKING:
     from aebench.config import Cell, Matrix
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", type=Path, default=None, help="folder holding mnist.npz / fashion_mnist.npz")
     run.add_argument("--shard", default=None, metavar="I/N",
                      help="run only every N-th model (all thread counts of a quality key) starting at I")
-    run.add_argument("--reports-dir", type=Path, default=Path("reports"), help="where reports are written")
+    run.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where reports are written")
     run.add_argument("--no-report", action="store_true", help="store results without writing the HTML report")
     run.add_argument("--dry-run", action="store_true", help="validate and list the cells, run nothing")
     run.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="rebuild a run's HTML report from the store")
     report.add_argument("run", nargs="?", default=None, help="run id or unique prefix (default: the latest)")
-    report.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    report.add_argument("--reports-dir", type=Path, default=REPORTS_DIR)
     _add_store(report)
 
     compare = commands.add_parser("compare", help="compare stored runs cell by cell; exit 1 on a regression")
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_allow_concurrent(ab)
     ab.add_argument("--repo", type=Path, default=None, help="the aebench git checkout (default: the working directory's)")
     ab.add_argument("--data-dir", type=Path, default=None, help="folder holding mnist.npz / fashion_mnist.npz")
-    ab.add_argument("--reports-dir", type=Path, default=Path("reports"),
+    ab.add_argument("--reports-dir", type=Path, default=REPORTS_DIR,
                     help="where the page (ab/<stamp>-<base>-<candidate>.html) and the classifier cache go")
 
     history = commands.add_parser("history", help="change points over one machine's runs in commit order; exit 1 "
@@ -288,6 +288,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.wait_idle is not None:
             raise UserError("--wait-idle waits for this machine's CPUs: allowed without --cluster (a cluster's cells "
                             "wait for their node's machine lock instead)")
+        if args.allow_concurrent:
+            raise UserError("--allow-concurrent runs beside another run of this machine: allowed without --cluster "
+                            "(a cluster's cells take their node's machine lock; --pack shares a node on disjoint cores)")
     elif args.pack:
         raise UserError("--pack lets a cluster's node run several cells at once: allowed only with --cluster")
     matrix = config.load_matrix(args.matrix, args.overrides)
@@ -366,8 +369,13 @@ def cmd_push(args: argparse.Namespace) -> int:
                         "fleet's postgresql://USER@HOST/DB")
     with open_store(source_location, create=False) as source:
         runs = source.runs_frame()
-        wanted = list(runs["run_id"]) if args.runs == ["all"] else [source.resolve_run(ref) for ref in args.runs]
         statuses = dict(zip(runs["run_id"], runs["status"]))
+        if args.runs == ["all"]:  # every finished run; one still running is pushed by a later push, when it ends
+            wanted = [run_id for run_id in runs["run_id"] if statuses[run_id] != "running"]
+            for run_id in (run_id for run_id in runs["run_id"] if statuses[run_id] == "running"):
+                print(f"{run_id}: still running, not pushed (push it when it has finished)")
+        else:
+            wanted = [source.resolve_run(ref) for ref in args.runs]
         for run_id in wanted:
             if statuses[run_id] == "running":
                 raise UserError(f"run {run_id} is still running: allowed a finished run (complete, interrupted or "
@@ -548,9 +556,12 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_crosscheck(args: argparse.Namespace) -> int:
     from aebench import crosscheck
+    from aebench.quiet import quiet_tensorflow
 
-    # This process has not imported TensorFlow yet, so the module can still pin CPUs and set threads first.
-    return crosscheck.main(args.passed_on)
+    # This process has not imported TensorFlow yet, so the module can still pin CPUs and set threads first. It
+    # prints its result on stdout; stderr (TensorFlow's start-up chatter filtered out) follows at the end.
+    with quiet_tensorflow():
+        return crosscheck.main(args.passed_on)
 
 
 COMMANDS = {

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aebench import backends
 from aebench.models import registry
 from aebench.errors import UserError
 
 DATASETS = ("mnist", "fashion_mnist")
 NOISE_TYPES = ("gaussian", "salt_and_pepper", "masking")
 DEVICES = ("cpu", "gpu", "tpu")
-BACKENDS = ("tensorflow", "jax", "torch")
+BACKENDS = tuple(backends.BACKENDS)  # one class per Keras backend (aebench.backends), named as Keras names them
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 LR_SCHEDULES = ("constant", "cosine")
 MATRICES_DIR = Path(__file__).parent / "matrices"

@@ -42,7 +42,7 @@ def _margin_text(metric) -> str:
 def zoo_frame(*, code: Callable[[str], str] = str) -> pd.DataFrame:
     """One row per variant: its model and its hyperparameters with their defaults; ``code`` marks up a name."""
     def hyperparameters(spec) -> str:
-        defaults = [f"{code(key)} (the cell's noise)" if spec.corrupts_input and key == CORRUPTION_HPARAM
+        defaults = [f"{code(key)} (the cell's noise, unless set)" if spec.corrupts_input and key == CORRUPTION_HPARAM
                     else f"{code(key)} ({value:g})" for key, value in spec.defaults.items()]
         return ", ".join(defaults) or "none"
 

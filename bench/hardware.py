@@ -46,9 +46,9 @@ from aebench.metrics import REGISTRY, flag_is_set
 from aebench.scenarios import Latency
 from aebench.report.page import Section, render, render_document
 from aebench.report.table import key_value_table, styled_table, text, times
-from aebench.store import Store, open_store, store_key, timed_on
+from aebench.store import REPORTS_DIR, Store, open_store, store_key, timed_on
 
-REPORTS_DIR = Path("reports") / "hardware"
+PAGES_DIR = REPORTS_DIR / "hardware"
 _STORE_OPERAND = re.compile(r"^(?P<path>.+?\.sqlite):(?P<run>.*)$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 ALL_VARIANTS = "all"
@@ -521,7 +521,7 @@ def build_page(comparison: HardwareComparison) -> str:
 def default_page_path(machines: Sequence[Machine]) -> Path:
     """``reports/hardware/<first run of each operand, joined by -vs->.html``."""
     names = [_UNSAFE.sub("_", machine.run_ids[0]) for machine in machines]
-    return REPORTS_DIR / ("-vs-".join(names) + ".html")
+    return PAGES_DIR / ("-vs-".join(names) + ".html")
 
 
 def write_page(comparison: HardwareComparison, path: Path) -> Path:

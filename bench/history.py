@@ -53,12 +53,12 @@ from aebench import atomic, plots, stats
 from aebench.config import Cell, settings_differences, settings_fingerprint
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY, with_margin_options
-from aebench.store import Store, timed_on, without_contaminated_speed
+from aebench.store import REPORTS_DIR, Store, timed_on, without_contaminated_speed
 
 MIN_SEGMENT = 3  # runs: the fewest on each side of a change point
 MAX_P_VALUE = 0.001  # Apache Otava's default max_pvalue
 GIT_TIMEOUT_S = 5.0
-DEFAULT_OUT = Path("reports") / "history.html"
+DEFAULT_OUT = REPORTS_DIR / "history.html"
 MAX_PLOT_LINES = 8  # past this many cells a plot shows cell groups instead
 TimeSource = Literal["environment", "git", "start time"]
 # A commit id handed to git: hex only, so a stored string can never be read as an option.

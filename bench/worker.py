@@ -320,8 +320,8 @@ def build_model(matrix: Matrix, cell: Cell) -> tuple[Any, float, dict[str, Any]]
 
     started = time.perf_counter()
     hparams = dict(cell.hparams)
-    if models.REGISTRY[cell.variant].corrupts_input:
-        hparams[models.registry.CORRUPTION_HPARAM] = cell.noise  # at the cell's noise level
+    if models.REGISTRY[cell.variant].corrupts_input:  # at the cell's noise level, unless the matrix sets its own
+        hparams.setdefault(models.registry.CORRUPTION_HPARAM, cell.noise)
     model = models.build_autoencoder(cell.variant, hparams, seed=cell.seed)
     scenarios.compile_autoencoder(model, matrix.learning_rate, matrix.jit_compile, matrix.decay_steps)
     build_s = time.perf_counter() - started

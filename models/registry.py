@@ -42,7 +42,7 @@ VARIANTS: tuple[str, ...] = (
 
 HParams = dict[str, float | int]
 # The hyperparameter a variant that corrupts its own input (``corrupts_input``) takes from the cell's noise level
-# instead of its default: aebench.worker sets it.
+# instead of its default, unless the matrix sets it: aebench.worker sets it.
 CORRUPTION_HPARAM = "noise_factor"
 
 

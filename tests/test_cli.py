@@ -364,7 +364,8 @@ def test_crosscheck_reports_both_paths_then_fails_on_a_gate(tmp_path: Path, tiny
         [sys.executable, "-c", CROSSCHECK_WITH_SET_GATES, "crosscheck", "--threads", "1", "--rounds", "1",
          "--latency-count", "5", "--offline-batch", "16", "--offline-count", "2", "--train-size", "256", "--epochs", "2",
          "--train-rounds", "1", "--data-dir", str(tiny_dataset_dir), "--json", str(tmp_path / "cc.json")],
-        capture_output=True, text=True, cwd=REPO, timeout=600)
+        capture_output=True, text=True, cwd=REPO, timeout=600,  # no log level from the caller, as a user's shell
+        env={key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"})
     assert done.returncode == 1, done.stderr  # reported first (stdout, --json), failed second
     rows = {re.split(r"\s{2,}", line)[0]: line for line in done.stdout.splitlines()}
     assert rows["batch-1 p50 latency (ms)"].endswith("<= 0.0 FAIL")
@@ -377,6 +378,9 @@ def test_crosscheck_reports_both_paths_then_fails_on_a_gate(tmp_path: Path, tiny
     # Trained in the same order from the same weights, the two paths see the same batches: the feed changes nothing.
     assert result["training"]["loss_rel_diff"] < 1e-4
     assert "batch-1 p50 latency (ms)" in done.stdout and "step ceiling" in done.stdout
+    from aebench.quiet import CHATTER
+
+    assert not [line for line in done.stderr.splitlines() if CHATTER.match(line)]  # TensorFlow's start-up chatter
 
 
 @pytest.mark.slow

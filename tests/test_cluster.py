@@ -391,6 +391,8 @@ def test_a_resumed_cluster_run_times_the_stored_training_cells_weights(dask_clus
     (["--cluster", "127.0.0.1:8786"], "--cluster '127.0.0.1:8786' is invalid: allowed local:N"),
     (["--pack"], "--pack lets a cluster's node run several cells at once: allowed only with --cluster"),
     (["--cluster", "local:2", "--wait-idle", "5"], "--wait-idle waits for this machine's CPUs: allowed without --cluster"),
+    (["--cluster", "local:2", "--allow-concurrent"], "--allow-concurrent runs beside another run of this machine: "
+                                                      "allowed without --cluster"),
 ])
 def test_bad_cluster_options_are_one_line_exit_2_with_nothing_written(
         options: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -30,3 +30,19 @@ def test_ci_runs_setup_then_the_whole_suite() -> None:
     called = re.findall(r"^make ([a-z-]+)", (REPO / ".ci" / "run").read_text(), re.MULTILINE)
     assert called == ["setup", "setup-torch", "setup-jax", "test"]
     assert set(called) <= set(DESCRIBED)
+
+
+def test_the_install_adds_one_import_name_from_any_folder(tmp_path) -> None:
+    """`pip install -e .` maps aebench from bench/ and aebench.models from models/ and nothing else: folders named
+    bench, models or benchmarks, common in ML repositories, are not importable as top-level modules."""
+    import os
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+
+    def imports(module: str) -> bool:
+        return subprocess.run([sys.executable, "-c", f"import {module}"], cwd=tmp_path, env=env,
+                              capture_output=True, timeout=60).returncode == 0
+
+    assert imports("aebench") and imports("aebench.models") and imports("aebench.worker")
+    assert not any(imports(name) for name in ("bench", "models", "benchmarks"))

@@ -278,6 +278,18 @@ def test_noise_factor_reaches_layer() -> None:
     assert model.get_layer("corruption").factor == 0.5
 
 
+def test_a_cell_corrupts_at_its_noise_level_unless_the_matrix_sets_noise_factor() -> None:
+    from aebench.config import Matrix
+    from aebench.worker import build_model
+    from support import tiny_matrix_dict
+
+    matrix = Matrix.from_dict(tiny_matrix_dict(variants=["denoising"], noise=[0.3]))
+    assert build_model(matrix, matrix.cells()[0])[0].get_layer("corruption").factor == 0.3
+    chosen = Matrix.from_dict(tiny_matrix_dict(variants=["denoising"], noise=[0.3],
+                                               hparams={"denoising": {"noise_factor": 0.5}}))
+    assert build_model(chosen, chosen.cells()[0])[0].get_layer("corruption").factor == 0.5
+
+
 # --- reproducibility and serialization --------------------------------------
 
 

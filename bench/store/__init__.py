@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aebench.store.base import (DEFAULT_STORE, HEARTBEAT_S, RUN_COLUMNS, SCHEMA_VERSION, STALE_AFTER_S, RunCopy,
-                                Store, flat_frame, new_run_id, run_status, timed_on, utc_now,
+from aebench.store.base import (DEFAULT_STORE, HEARTBEAT_S, REPORTS_DIR, RUN_COLUMNS, SCHEMA_VERSION, STALE_AFTER_S,
+                                RunCopy, Store, flat_frame, new_run_id, run_status, timed_on, utc_now,
                                 without_contaminated_speed)
 
-__all__ = ["DEFAULT_STORE", "HEARTBEAT_S", "RUN_COLUMNS", "SCHEMA_VERSION", "STALE_AFTER_S", "RunCopy", "Store",
-           "flat_frame", "is_server_url", "new_run_id", "open_store", "run_status", "store_key", "timed_on",
+__all__ = ["DEFAULT_STORE", "HEARTBEAT_S", "REPORTS_DIR", "RUN_COLUMNS", "SCHEMA_VERSION", "STALE_AFTER_S", "RunCopy",
+           "Store", "flat_frame", "is_server_url", "new_run_id", "open_store", "run_status", "store_key", "timed_on",
            "utc_now", "without_contaminated_speed"]
-
 
 def is_server_url(location: str | Path) -> bool:
     """Whether ``location`` names a PostgreSQL server (``postgresql://`` or ``postgres://``), not a file."""

@@ -35,7 +35,8 @@ from aebench.metrics import REGISTRY, flag_is_set
 from aebench.results import CellResult
 
 SCHEMA_VERSION = 2
-DEFAULT_STORE = Path("reports") / "aebench.sqlite"
+REPORTS_DIR = Path("reports")  # where results, reports and pages go unless a command is told otherwise
+DEFAULT_STORE = REPORTS_DIR / "aebench.sqlite"
 
 # Written for SQLite; aebench.store.postgres maps its two types that PostgreSQL spells otherwise (REAL, BLOB).
 SCHEMA = """
