@@ -694,7 +694,8 @@ def format_markdown(outcome: Outcome) -> str:
         f"{outcome.regressions()} regressions, {outcome.unknowns()} unknown; {outcome.rounds.count} rounds "
         f"({outcome.stop_reason}), matrix `{outcome.matrix.name}`."
         + "".join(f" `{key}` failed on the candidate only." for key in outcome.broken())
-        + "".join(f" `{key}` measured {REGISTRY.label(metric)} on the base only." for key, metric in outcome.lost_speed())
+        + "".join(f" `{key}` measured {REGISTRY.label(metric)} on the base only."
+                  for key, metric in outcome.lost_speed())
         + (f" **Speed figures contaminated** ({outcome.contamination})." if outcome.contamination else ""),
         "",
         "#### Speed",

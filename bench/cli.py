@@ -290,7 +290,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                             "wait for their node's machine lock instead)")
         if args.allow_concurrent:
             raise UserError("--allow-concurrent runs beside another run of this machine: allowed without --cluster "
-                            "(a cluster's cells take their node's machine lock; --pack shares a node on disjoint cores)")
+                            "(a cluster's cells take their node's machine lock; --pack shares a node on disjoint "
+                            "cores)")
     elif args.pack:
         raise UserError("--pack lets a cluster's node run several cells at once: allowed only with --cluster")
     matrix = config.load_matrix(args.matrix, args.overrides)

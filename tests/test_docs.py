@@ -41,7 +41,7 @@ def test_the_zoo_table() -> None:
     zoo = docs.zoo_frame().set_index("variant")["hyperparameters (default)"]
     assert zoo["undercomplete"] == "latent_dim (32), hidden_units (128)"
     assert zoo["sparse_kl"] == "latent_dim (32), hidden_units (128), rho (0.05), beta (0.01), center_input (1)"
-    assert zoo["denoising"].endswith("noise_factor (the cell's noise)")  # the worker sets it from the cell
+    assert zoo["denoising"].endswith("noise_factor (the cell's noise, unless set)")  # the worker sets it
     assert zoo["conv"] == "none"
 
 
