@@ -32,10 +32,11 @@ if browser.chromium() is None:
 
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real run of two variants, one noise level, 1 and 2 threads, with its report."""
+    """A real run of two variants, one noise level, 1 and 2 threads, with its report: the accuracy tables
+    (classifier, robustness, per digit) included, so they too must fit the window."""
     tmp = tmp_path_factory.mktemp("browser")
     data = write_tiny_dataset(tmp / "data")
-    matrix = write_matrix(tmp / "tiny.toml", threads=[1, 2], accuracy=False)
+    matrix = write_matrix(tmp / "tiny.toml", threads=[1, 2], accuracy=True)
     done = subprocess.run([sys.executable, "-m", "aebench.cli", "run", str(matrix), "--data-dir", str(data),
                            "--store", str(tmp / "s.sqlite"), "--reports-dir", str(tmp / "reports")],
                           capture_output=True, text=True, timeout=600,
@@ -49,6 +50,7 @@ def test_the_report_loads_cleanly_and_fits_a_1280_pixel_window(tiny_report: Path
     seen = browser.probe_page(tiny_report, tmp_path, width=WIDTH, screenshot=SCREENSHOTS / "report-1280.png")
     assert seen["errors"] == [] and seen["broken_images"] == [] and seen["external"] == []
     assert seen["images"] >= 4 and seen["overview"]
+    assert "<b>Reference classifier:</b>" in tiny_report.read_text(encoding="utf-8")  # its tables fit too
     table = seen["results_table"]
     assert table["sticky_heading"] == table["sticky_first_column"] == "sticky"
     assert "PSNR" in table["sorted_column"] and len(table["before"]) == 4  # 2 variants x 2 thread counts

@@ -414,3 +414,33 @@ def test_each_model_trains_once_and_its_thread_counts_share_its_quality(tmp_path
     assert bad.returncode == 2 and "allowed a path ending in .png" in bad.stderr and not (tmp_path / "grid.svg").exists()
     missing = _aebench("figure", "grid", "--store", str(store), "--variant", "conv", "--out", str(tmp_path / "g.png"))
     assert missing.returncode == 2 and "allowed undercomplete at noise 0.2" in missing.stderr
+
+
+def test_a_run_writes_to_a_postgres_store_and_its_report_reads_it_back(
+        tmp_path: Path, tiny_dataset_dir: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """`run --store postgresql://...` (the sweep faked: the store is what is tested), then `report` and `list` on it."""
+    from aebench.results import CellResult
+
+    def every_cell_ok(matrix: object, cells: list, *, on_result, **ignored: object) -> list:
+        results = [CellResult(cell=cell, status="ok", duration_s=1.0, metrics={"quality.psnr_db": 20.0 + cell.index})
+                   for cell in cells]
+        for result in results:
+            on_result(result)
+        return results
+
+    monkeypatch.setattr("aebench.runner.run_cells", every_cell_ok)
+    matrix = write_matrix(tmp_path / "tiny.toml", variants=["undercomplete"], threads=[1, 2])
+    reports = tmp_path / "reports"
+    assert main(["run", str(matrix), "--data-dir", str(tiny_dataset_dir), "--store", postgres_url,
+                 "--reports-dir", str(reports)]) == 0
+    with open_store(postgres_url, create=False) as store:
+        run_id = store.resolve_run("latest")
+        assert store.run_record(run_id)["status"] == "complete"
+        assert [r.metrics["quality.psnr_db"] for r in store.results(run_id)] == [20.0, 21.0]
+    assert (reports / run_id / "index.html").is_file()
+    (reports / run_id / "index.html").unlink()
+    assert main(["report", run_id, "--store", postgres_url, "--reports-dir", str(reports)]) == 0
+    assert "21.00" in (reports / run_id / "index.html").read_text(encoding="utf-8")
+    assert main(["list", "--store", postgres_url]) == 0
+    assert run_id in capsys.readouterr().out
