@@ -14,7 +14,7 @@ the registry gives a margin (aebench.metrics):
   (Benjamini-Hochberg), give ``regression`` / ``improvement`` / ``same`` / ``unknown`` as ``aebench ab`` does with
   paired rounds.
 
-Runs whose settings differ (dataset, epochs, training set, learning rate, hyperparameters, timing loops) are not
+Runs whose settings differ (aebench.config.matrix_settings: every matrix key but the axes, seeds and run limits) are not
 comparable: compare refuses them unless ``--force``. The table comes first; the exit status says whether a gate
 failed (pytest-benchmark's ``--benchmark-compare-fail`` style).
 """
@@ -30,10 +30,11 @@ import numpy as np
 import pandas as pd
 
 from aebench import stats
-from aebench.config import Cell, settings_differences, settings_fingerprint
+from aebench.config import Cell, settings_differences, split_by_settings
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY
 from aebench.store import Store, flat_frame, timed_on, without_contaminated_speed
+
 
 @dataclass(frozen=True)
 class Side:
@@ -164,9 +165,7 @@ def history_noise(store: Store, like: Mapping[str, Any],
     runs = store.runs_frame()
     runs = runs[(runs["status"] == "complete") & (runs["machine_id"] == like.get("machine_id"))
                 & (runs["matrix_name"] == like.get("matrix_name"))]
-    wanted = settings_fingerprint(like.get("matrix") or {})
-    run_ids = [run_id for run_id in runs["run_id"]
-               if settings_fingerprint(store.run_record(run_id).get("matrix") or {}) == wanted]
+    run_ids, _ = split_by_settings({run_id: store.run_record(run_id) for run_id in runs["run_id"]}, like)
     if len(run_ids) < 3:
         return {}
     frame = without_contaminated_speed(store.frame(run_ids))

@@ -276,6 +276,17 @@ def settings_fingerprint(stored: Mapping[str, Any]) -> str:
     return json.dumps(matrix_settings(stored), sort_keys=True)
 
 
+def split_by_settings(records: Mapping[str, Mapping[str, Any]],
+                      like: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """(run ids whose stored matrix has the settings of the run record ``like``, the other run ids), in order."""
+    wanted = settings_fingerprint(like.get("matrix") or {})
+    same: list[str] = []
+    other: list[str] = []
+    for run_id, record in records.items():
+        (same if settings_fingerprint(record.get("matrix") or {}) == wanted else other).append(run_id)
+    return same, other
+
+
 def settings_differences(base: Sequence[Mapping[str, Any]], candidate: Sequence[Mapping[str, Any]]) -> list[str]:
     """'epochs: 3 -> 2'-style lines for every setting (aebench.config.matrix_settings) that differs between (or
     within) the two sides' matrices."""
@@ -286,7 +297,6 @@ def settings_differences(base: Sequence[Mapping[str, Any]], candidate: Sequence[
         if len(set(shown[0]) | set(shown[1])) > 1:
             lines.append(f"{key}: {' / '.join(shown[0])} -> {' / '.join(shown[1])}")
     return lines
-
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ machines, and the runs' settings must agree (``--force`` overrides the last, as 
   log figures, one per run (its seeds' geometric mean: seeds share their run's minutes, so they are not repeats;
   ``aebench.stats.compare_runs``), and the verdict tests the metric's margin, adjusted over the table
   (Benjamini-Hochberg). With one figure per machine, a latency gets a bootstrap interval from the two runs' raw
-  batch-1 samples, which sees only the noise within a run and so understates the noise between runs; a throughput, one number per run, gets none.
+  batch-1 samples, which sees only the noise within a run and so understates the noise between runs; a throughput,
+  one number per run, gets none.
 - **Geometric means** of the ratios per variant and overall (SPEC, MLPerf), with the number of cells in each.
 - **Environment**: the keys that differ between the machines, side by side; the rest in one line.
 - **Quality**: the same seed on other hardware may differ in the last bits (other kernels, another summation order).
@@ -98,13 +99,7 @@ class Machine:
     records: tuple[dict, ...]
     frame: pd.DataFrame
     samples: Mapping[tuple[str, int], np.ndarray]
-
-    @property
-    def machine_id(self) -> str:
-        """The machine that timed the cells (a cluster's node: each cell says which), else the runs'."""
-        if not self.frame.empty:
-            return str(timed_on(self.frame).iloc[0])
-        return str(self.records[0].get("machine_id"))
+    machine_id: str  # the machine that timed the cells (a cluster's node: each cell says which), else the runs'
 
     @property
     def environment(self) -> dict[str, str]:
@@ -116,10 +111,9 @@ class Machine:
                 if text(value) not in shown:
                     shown.append(text(value))
         # A cell's own fingerprint names the machine that ran it, where that was not the run's (a cluster's node).
-        for key in (*FINGERPRINT_KEYS, "machine_id"):
-            column = f"info.{key}"
-            if not self.frame.empty and column in self.frame.columns and self.frame[column].notna().any():
-                values[key] = list(dict.fromkeys(text(value) for value in self.frame[column].dropna()))
+        for column in (f"info.{key}" for key in (*FINGERPRINT_KEYS, "machine_id")):
+            if column in self.frame.columns and self.frame[column].notna().any():
+                values[column.removeprefix("info.")] = list(dict.fromkeys(map(text, self.frame[column].dropna())))
         return {key: " / ".join(shown) for key, shown in values.items()}
 
     def describe(self) -> str:
@@ -218,7 +212,7 @@ def _load(operand: str, store: Store, run: str) -> Machine:
                for run_id in side.run_ids
                for cell, arrays in store.artifacts(run_id, names=[Latency.ARTIFACT]).items()
                if (run_id, int(cell)) not in dirty}
-    return Machine(operand, store.location, side.run_ids, side.records, frame, samples)
+    return Machine(operand, store.location, side.run_ids, side.records, frame, samples, machine_ids[0])
 
 
 def load_machines(operands: Sequence[str], default_store: str | Path) -> tuple[Machine, ...]:

@@ -50,7 +50,7 @@ import ruptures
 from markupsafe import Markup
 
 from aebench import atomic, plots, stats
-from aebench.config import Cell, settings_differences, settings_fingerprint
+from aebench.config import Cell, settings_differences, split_by_settings
 from aebench.errors import UserError
 from aebench.metrics import REGISTRY, with_margin_options
 from aebench.store import REPORTS_DIR, Store, timed_on, without_contaminated_speed
@@ -196,12 +196,9 @@ def load_history(store: Store, *, machine: str | None = None, matrix: str | None
     # One series measures one thing: runs of this matrix name with other settings (a --set epochs=3 run beside the
     # profile's own) are left out, and named, rather than read as a change point at their commit.
     newest = records[runs["run_id"].iloc[-1]]
-    wanted = settings_fingerprint(newest.get("matrix") or {})
-    left_out = tuple(
-        f"{run_id} ({'; '.join(settings_differences([record], [newest]))})" for run_id, record in records.items()
-        if settings_fingerprint(record.get("matrix") or {}) != wanted)
-    records = {run_id: record for run_id, record in records.items()
-               if settings_fingerprint(record.get("matrix") or {}) == wanted}
+    same, other = split_by_settings(records, newest)
+    left_out = tuple(f"{run_id} ({'; '.join(settings_differences([records[run_id]], [newest]))})" for run_id in other)
+    records = {run_id: records[run_id] for run_id in same}
 
     dates: dict[str, datetime | None] = {}
 

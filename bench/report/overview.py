@@ -147,5 +147,5 @@ def section(run: Run) -> Markup:
     return render("sections/overview.html",
                   environment=environment_line(run.record), counts=counts,
                   table=styled_table(table, {}, "overview", classes) if not table.empty else None,
-                  winners=winners, figure=figure, speed_label=REGISTRY.label(speed).removeprefix("batch-1 "),
-                  links=run.links)
+                  winners=winners, figure=figure, speed_label=REGISTRY.label(speed),
+                  no_p99=speed != PARETO_SPEED[0], links=run.links)
