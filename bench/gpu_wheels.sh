@@ -21,6 +21,14 @@ rm -rf .whl && mkdir -p .whl  # one version of each: two wheels of one package s
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
     -d .whl "keras==$KERAS" "namex==$NAMEX" "optree==$OPTREE" "tabulate==$TABULATE" "py-cpuinfo2==$PY_CPUINFO2"
+# The wheel records the commit it is built from (aebench.machine.git_revision reads it), so that the results of a
+# machine without this checkout's git history still name their commit and whether the tree was dirty.
+trap 'rm -f bench/_revision.json' EXIT
+dirty=false
+[ -z "$(git status --porcelain --untracked-files=no)" ] || dirty=true
+printf '{"commit": "%s", "dirty": %s, "date": "%s"}\n' "$(git rev-parse HEAD)" "$dirty" \
+    "$(git show -s --format=%cI HEAD)" >bench/_revision.json
+rm -rf build  # a stale build/ folder can carry an older revision file into the wheel
 "$PYTHON" -m pip wheel --quiet --no-deps -w .whl .  # pure Python: the same wheel installs on any Python >= 3.11
 ls -l .whl
 

@@ -82,10 +82,38 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+# A copy of aebench installed from a wheel or into a --target folder has no git history of its own beside it (and
+# may sit inside some other project's repository). The builds that make such copies (bench/gpu_wheels.sh, aebench ab's
+# revision cache) write the revision they were built from here, and that record wins over git.
+REVISION_FILE = "_revision.json"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def write_revision(package_dir: Path, commit: str, dirty: bool, commit_date: str | None) -> Path:
+    """Record in an installed copy of the package the revision it was built from (read by ``git_revision``)."""
+    path = package_dir / REVISION_FILE
+    path.write_text(json.dumps({"commit": commit, "dirty": dirty, "date": commit_date}) + "\n")
+    return path
+
+
+def _recorded_revision(package_dir: Path) -> tuple[str, bool, str | None] | None:
+    try:
+        record = json.loads((package_dir / REVISION_FILE).read_text())
+        commit, dirty, date = record["commit"], record["dirty"], record.get("date")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(commit, str) or not commit or not isinstance(dirty, bool):
+        return None
+    return commit, dirty, date if isinstance(date, str) else None
+
+
 def git_revision(cwd: Path | None = None) -> tuple[str, bool, str | None]:
-    """(commit, dirty, committer date in ISO 8601) of the source tree aebench runs from; ('unknown', False, None)
-    outside git. The date orders a store's runs by commit in ``aebench history``."""
-    where = cwd or Path(__file__).resolve().parent.parent
+    """(commit, dirty, committer date in ISO 8601) of the source tree aebench runs from: the revision an installed
+    copy recorded when it was built, else git's view of the checkout; ('unknown', False, None) when neither knows.
+    The date orders a store's runs by commit in ``aebench history``."""
+    if cwd is None and (recorded := _recorded_revision(PACKAGE_DIR)) is not None:
+        return recorded
+    where = cwd or PACKAGE_DIR.parent
     try:
         commit, date = subprocess.run(
             ["git", "show", "-s", "--format=%H%x00%cI", "HEAD"], cwd=where, capture_output=True, text=True,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aebench.errors import UserError
+from aebench.machine import write_revision
 
 
 def user_cache_dir() -> Path:
@@ -93,7 +94,7 @@ def install(repo: Path, ref: str, cache: Path | None = None, python: str = sys.e
     root = (cache or user_cache_dir()) / "revisions"
     site = root / commit
     if not (site / "aebench" / "worker.py").is_file():
-        _build(repo, commit, site, python)
+        _build(repo, commit, date, site, python)
     return Revision(ref=ref, commit=commit, subject=subject, committed_at=date, site=site)
 
 
@@ -114,7 +115,7 @@ def check_builder() -> None:
                         f"allowed >= {'.'.join(map(str, MIN_SETUPTOOLS))} (pip install -U 'setuptools>=77')")
 
 
-def _build(repo: Path, commit: str, site: Path, python: str) -> None:
+def _build(repo: Path, commit: str, commit_date: str | None, site: Path, python: str) -> None:
     check_builder()
     site.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"aebench-{commit[:10]}-", dir=site.parent) as scratch_text:
@@ -145,6 +146,8 @@ def _build(repo: Path, commit: str, site: Path, python: str) -> None:
             if not (target / "aebench" / "worker.py").is_file():
                 raise UserError(f"revision {commit[:10]} installs no aebench package (it predates the import name "
                                 "aebench): choose revisions from the one that introduced it on")
+            # Its results name this commit, though the copy runs outside any git checkout.
+            write_revision(target / "aebench", commit, dirty=False, commit_date=commit_date)
         finally:
             # Best effort: the temporary folder goes anyway, and a failure here must not hide the one on its way.
             subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(checkout)],

@@ -91,6 +91,21 @@ def test_the_environment_carries_the_commit_and_its_date() -> None:
     assert machine.git_revision(REPO.parent / "no-such-folder") == ("unknown", False, None)
 
 
+def test_an_installed_copy_names_the_revision_it_was_built_from(tmp_path: Path, monkeypatch) -> None:
+    """A wheel or --target copy runs outside git (or inside someone else's repository): the revision its build
+    recorded wins; a damaged record counts as none."""
+    package = tmp_path / "site" / "aebench"
+    package.mkdir(parents=True)
+    monkeypatch.setattr(machine, "PACKAGE_DIR", package)
+    assert machine.git_revision() == ("unknown", False, None)  # tmp_path is no git checkout
+    machine.write_revision(package, "0123abcd" * 5, dirty=True, commit_date="2026-11-28T06:21:26+00:00")
+    assert machine.git_revision() == ("0123abcd" * 5, True, "2026-11-28T06:21:26+00:00")
+    assert machine.collect_environment()["git_commit"] == "0123abcd" * 5
+    for damaged in ("{not json", '{"commit": "", "dirty": false}', '{"commit": "abc", "dirty": "no"}', "[]"):
+        (package / machine.REVISION_FILE).write_text(damaged)
+        assert machine.git_revision() == ("unknown", False, None), damaged
+
+
 def test_a_tree_with_uncommitted_changes_is_dirty(tmp_path: Path) -> None:
     import subprocess
 

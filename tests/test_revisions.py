@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -102,6 +103,8 @@ def test_a_revision_is_installed_once_per_commit(clone: Path, tmp_path: Path) ->
     first = revisions.install(clone, "HEAD", cache)
     assert (first.site / "aebench" / "worker.py").is_file() and (first.site / "aebench" / "models").is_dir()
     assert (first.site / "aebench" / "matrices" / "quick.toml").is_file()
+    recorded = json.loads((first.site / "aebench" / "_revision.json").read_text())  # it runs outside git
+    assert recorded == {"commit": first.commit, "dirty": False, "date": first.committed_at}
     marker = first.site / "aebench" / "marker"
     marker.write_text("kept")
     again = revisions.install(clone, "HEAD", cache)
@@ -144,7 +147,7 @@ def test_ab_end_to_end_on_real_workers(clone: Path, tmp_path: Path, tiny_dataset
     speed = [row for row in document["rows"] if row["kind"] == "speed"]
     quality = [row for row in document["rows"] if row["kind"] == "quality"]
     assert {row["metric"] for row in speed} == {"speed.train_ips", "speed.infer_ips", "speed.latency_b1_p50_ms",
-                                                "speed.latency_b1_p99_ms"}
+                                                "speed.latency_b1_p99_ms"}, captured.out[-2000:]
     assert all(row["verdict"] == "unknown" for row in speed)  # 2 rounds cannot decide anything
     # The two commits differ only in a text file: the same seed gives bit-identical figures and weights.
     assert quality and all(row["difference"] == 0 and row["weights_identical"] for row in quality)
