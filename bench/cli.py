@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "intervals, environment differences, quality divergence")
     hardware.add_argument("operands", nargs="+", metavar="RUN",
                           help="one machine's runs per operand, the reference first: RUN in --store (the forms "
-                               "compare accepts) or PATH.sqlite:RUN for another store file")
+                               "compare accepts) or PATH.sqlite:RUN for another store file; RUN@DEVICE (@cpu2, "
+                               "@gpu) on every operand compares one workload across devices")
     hardware.add_argument("--out", type=Path, default=None,
                           help="the HTML page (default: reports/hardware/<first run>-vs-<...>.html)")
     hardware.add_argument("--force", action="store_true", help="compare runs whose settings differ")

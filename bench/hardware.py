@@ -6,6 +6,11 @@ with RUN in any form ``aebench compare`` accepts (several runs of one machine ar
 is the reference. Every run of an operand must come from one machine fingerprint, the operands from different
 machines, and the runs' settings must agree (``--force`` overrides the last, as in compare).
 
+``OPERAND@DEVICE`` (``@cpu2``, ``@gpu``: the device part of a cell key) keeps one device configuration of an operand
+and matches cells across operands without it, so that one workload (variant, noise, backend, precision, seed) is
+compared on a CPU with N threads against a GPU, on one machine or two. Either every operand names a device or none
+does; two operands may then be one machine on different devices.
+
 - **Speed**: per cell group (the cell without its seed) and gated speed metric, "X is N times as fast": X's throughput
   over the reference's, or the reference's latency over X's, so above 1 always means faster (the ratio of geometric
   means over each machine's figures). With two or more runs on both machines, the interval is Welch's on the runs'
@@ -51,6 +56,7 @@ from aebench.store import REPORTS_DIR, Store, open_store, store_key, timed_on
 
 PAGES_DIR = REPORTS_DIR / "hardware"
 _STORE_OPERAND = re.compile(r"^(?P<path>.+?\.sqlite):(?P<run>.*)$")
+_DEVICE_SUFFIX = re.compile(r"^(?P<operand>.+)@(?P<device>[a-z]+[0-9]*)$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 ALL_VARIANTS = "all"
 # The raw-sample statistic behind each batch-1 latency figure (aebench.scenarios.Latency.metrics computes the figures
@@ -100,6 +106,12 @@ class Machine:
     frame: pd.DataFrame
     samples: Mapping[tuple[str, int], np.ndarray]
     machine_id: str  # the machine that timed the cells (a cluster's node: each cell says which), else the runs'
+    device: str | None = None  # OPERAND@DEVICE: the one device configuration (cpu2, gpu) kept of its cells
+
+    @property
+    def label(self) -> str:
+        """What names this operand in the tables: its machine, and its device where the operand chose one."""
+        return f"{self.machine_id}@{self.device}" if self.device else self.machine_id
 
     @property
     def environment(self) -> dict[str, str]:
@@ -111,14 +123,15 @@ class Machine:
                 if text(value) not in shown:
                     shown.append(text(value))
         # A cell's own fingerprint names the machine that ran it, where that was not the run's (a cluster's node).
-        for column in (f"info.{key}" for key in (*FINGERPRINT_KEYS, "machine_id")):
+        # The device the cells really ran on (cuda:0 (NVIDIA H200), ...) tells GPUs apart that one fingerprint hides.
+        for column in (f"info.{key}" for key in (*FINGERPRINT_KEYS, "machine_id", "backend_device")):
             if column in self.frame.columns and self.frame[column].notna().any():
                 values[column.removeprefix("info.")] = list(dict.fromkeys(map(text, self.frame[column].dropna())))
         return {key: " / ".join(shown) for key, shown in values.items()}
 
     def describe(self) -> str:
         commits = sorted({str(record.get("git_commit"))[:10] for record in self.records})
-        return (f"{self.machine_id}  {self.environment.get('cpu_model', 'unknown CPU')}  runs {', '.join(self.run_ids)}"
+        return (f"{self.label}  {self.environment.get('cpu_model', 'unknown CPU')}  runs {', '.join(self.run_ids)}"
                 f"  commit {', '.join(commits)}  ({self.store_location})")
 
 
@@ -180,6 +193,22 @@ class HardwareComparison:
 # -- loading -----------------------------------------------------------------------------------------------------------
 
 
+def split_device(operand: str) -> tuple[str, str | None]:
+    """``OPERAND@DEVICE`` -> (OPERAND, DEVICE); an operand without a device -> (operand, None)."""
+    match = _DEVICE_SUFFIX.match(operand)
+    return (match["operand"], match["device"]) if match else (operand, None)
+
+
+def device_of(key: str) -> str:
+    """The device part of a stored cell key (``cpu2``, ``gpu``: Cell.key)."""
+    return key.split("/")[2]
+
+
+def _without_device(key: str) -> str:
+    parts = key.split("/")
+    return "/".join(parts[:2] + parts[3:])
+
+
 def parse_operand(operand: str, default_store: str | Path) -> tuple[str | Path, str]:
     """``RUN`` (in the default store) or ``PATH.sqlite:RUN`` -> (store path, RUN)."""
     match = _STORE_OPERAND.match(operand)
@@ -195,15 +224,25 @@ def parse_operand(operand: str, default_store: str | Path) -> tuple[str | Path, 
     return path, run
 
 
-def _load(operand: str, store: Store, run: str) -> Machine:
+def _load(operand: str, store: Store, run: str, device: str | None = None) -> Machine:
     side = compare.load_side(store, run)
-    machine_ids = sorted({str(machine) for machine in timed_on(side.frame)} if not side.frame.empty
+    frame = side.frame
+    if device is not None:
+        devices = sorted({device_of(key) for key in frame["key"]}) if not frame.empty else []
+        if device not in devices:
+            raise UserError(f"operand {operand!r}: no ok cell ran on device {device!r}: allowed "
+                            f"{', '.join(devices) or 'none (the runs have no ok cell)'}")
+        frame = frame[[device_of(key) == device for key in frame["key"]]]
+    machine_ids = sorted({str(machine) for machine in timed_on(frame)} if not frame.empty
                          else {str(record.get("machine_id")) for record in side.records})
     if len(machine_ids) > 1:
         raise UserError(f"operand {operand!r} mixes machines ({', '.join(machine_ids)}): allowed the runs of one "
                         "machine per operand; name each machine's runs in an operand of its own")
-    frame = side.frame
     if not frame.empty:
+        # Cells are matched across operands on their key, which leaves the device out where the operands chose
+        # devices (the same workload on a CPU and a GPU); the group leaves the seed out as well.
+        if device:
+            frame = frame.assign(key=[_without_device(key) for key in frame["key"]])
         frame = frame.assign(group=[Cell.group_key(key) for key in frame["key"]])
     # The raw latency samples of the cells whose figures count: a contaminated cell's are left out with its figures.
     dirty = {(row["run_id"], int(row["cell"])) for row in frame.to_dict(orient="records")
@@ -212,7 +251,7 @@ def _load(operand: str, store: Store, run: str) -> Machine:
                for run_id in side.run_ids
                for cell, arrays in store.artifacts(run_id, names=[Latency.ARTIFACT]).items()
                if (run_id, int(cell)) not in dirty}
-    return Machine(operand, store.location, side.run_ids, side.records, frame, samples, machine_ids[0])
+    return Machine(operand, store.location, side.run_ids, side.records, frame, samples, machine_ids[0], device)
 
 
 def load_machines(operands: Sequence[str], default_store: str | Path) -> tuple[Machine, ...]:
@@ -221,22 +260,29 @@ def load_machines(operands: Sequence[str], default_store: str | Path) -> tuple[M
     if len(operands) < 2:
         raise UserError(f"aebench hardware needs at least two operands (got {len(operands)}): allowed "
                         "RUN RUN [RUN...], one per machine, the reference first")
-    parsed = [parse_operand(operand, default_store) for operand in operands]
+    split = [split_device(operand) for operand in operands]
+    chosen = [operand for operand, (_, device) in zip(operands, split) if device]
+    if chosen and len(chosen) < len(operands):
+        bare = next(operand for operand, (_, device) in zip(operands, split) if not device)
+        raise UserError(f"operand {bare!r} names no device while {chosen[0]!r} does: allowed a device on every "
+                        "operand (RUN@cpu2 RUN@gpu: one workload across devices) or on none (one machine per operand)")
+    parsed = [parse_operand(operand, default_store) for operand, _ in split]
     with ExitStack() as stack:
         stores: dict[str, Store] = {}
         machines = []
-        for operand, (location, run) in zip(operands, parsed):
+        for operand, (location, run), (_, device) in zip(operands, parsed, split):
             where = store_key(location)
             if where not in stores:
                 stores[where] = stack.enter_context(open_store(location, create=False))
-            machines.append(_load(operand, stores[where], run))
+            machines.append(_load(operand, stores[where], run, device))
     seen: dict[str, str] = {}
     for machine in machines:
-        if machine.machine_id in seen:
-            raise UserError(f"operands {seen[machine.machine_id]!r} and {machine.operand!r} are the same machine "
-                            f"({machine.machine_id}): allowed one operand per machine; 'aebench compare' compares "
+        if machine.label in seen:
+            what = "machine and device" if machine.device else "machine"
+            raise UserError(f"operands {seen[machine.label]!r} and {machine.operand!r} are the same {what} "
+                            f"({machine.label}): allowed one operand per {what}; 'aebench compare' compares "
                             "runs of one machine")
-        seen[machine.machine_id] = machine.operand
+        seen[machine.label] = machine.operand
     return tuple(machines)
 
 
@@ -271,7 +317,7 @@ def speed_ratios(reference: Machine, machine: Machine) -> list[SpeedRatio]:
             a, b = [f[0] for f in ours[group]], [f[0] for f in theirs[group]]
             runs_a, runs_b = our_runs[group], their_runs[group]
             log_ratio = math.log(gmean(b) / gmean(a)) * (1 if higher else -1)
-            row = dict(machine=machine.machine_id, group=group, variant=str(variants[group]), metric=metric.name,
+            row = dict(machine=machine.label, group=group, variant=str(variants[group]), metric=metric.name,
                        reference=float(gmean(a)), other=float(gmean(b)), counts=(len(runs_a), len(runs_b)),
                        ratio=math.exp(log_ratio))
             if len(runs_a) >= 2 and len(runs_b) >= 2:
@@ -324,7 +370,7 @@ def environment_diff(machines: Sequence[Machine]) -> tuple[pd.DataFrame, dict[st
             same[key] = values[0]
         else:
             differ.append([key, *values])
-    return pd.DataFrame(differ, columns=["key", *(m.machine_id for m in machines)]), same
+    return pd.DataFrame(differ, columns=["key", *(m.label for m in machines)]), same
 
 
 def _per_key(frame: pd.DataFrame, metric: str) -> pd.Series:
@@ -355,7 +401,7 @@ def quality_checks(reference: Machine, machine: Machine) -> list[QualityCheck]:
             threshold, basis = float(metric.margin or 0.0), "margin"
             if seen and max(seen) < threshold:
                 threshold, basis = max(seen), "seed spread"
-            checks.append(QualityCheck(machine.machine_id, key, metric.name, float(ours[key]), float(theirs[key]),
+            checks.append(QualityCheck(machine.label, key, metric.name, float(ours[key]), float(theirs[key]),
                                        threshold, basis))
     return checks
 
@@ -363,7 +409,7 @@ def quality_checks(reference: Machine, machine: Machine) -> list[QualityCheck]:
 def compare_machines(machines: Sequence[Machine], *, force: bool = False) -> HardwareComparison:
     """Every machine after the first against the first."""
     reference, others = machines[0], machines[1:]
-    differences = [f"{machine.machine_id}: {line}" for machine in others
+    differences = [f"{machine.label}: {line}" for machine in others
                    for line in settings_differences(reference.records, machine.records)]
     compare.refuse_different_settings(differences, force)
     ratios = [ratio for machine in others for ratio in speed_ratios(reference, machine)]
@@ -507,7 +553,7 @@ def build_page(comparison: HardwareComparison) -> str:
         ("quality", "Quality across hardware", _part([QUALITY_NOTE, _divergence_line(comparison)],
                                                      quality_table(comparison), "hardware-quality")),
     )
-    title = "aebench hardware: " + " vs ".join(machine.machine_id for machine in comparison.machines)
+    title = "aebench hardware: " + " vs ".join(machine.label for machine in comparison.machines)
     return render_document(title, key_value_table(header, "hardware-machines"),
                            [(Section(anchor, heading), body) for anchor, heading, body in bodies])
 

@@ -202,6 +202,9 @@ def test_out_names_the_page(single_runs: tuple[Path, Path], tmp_path: Path) -> N
     (["A", "b.sqlite:"], "is invalid: allowed RUN"),
     (["A"], "at least two operands"),
     (["A", "OTHER_SETTINGS"], "epochs: 2 -> 3"),
+    (["A@cpu1", "B"], "names no device while"),
+    (["A@gpu", "B@cpu1"], "no ok cell ran on device 'gpu': allowed cpu1"),
+    (["A@cpu1", "A@cpu1"], "are the same machine and device (aaaa@cpu1)"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, operands: list[str], message: str,
                                               capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -213,6 +216,8 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, operands: list[str
     (tmp_path / "b.sqlite").touch()  # exists, so only the missing run is at fault
     aliases = {"A": RUN_A, "A2": "20260103T000000-aaaaa2", "B": RUN_B, "OTHER_SETTINGS": "20260104T000000-cccccc"}
     operands = [",".join(aliases.get(part, part) for part in operand.split(",")) for operand in operands]
+    operands = [aliases.get(operand.split("@")[0], "") + "@" + operand.split("@")[1] if "@" in operand else operand
+                for operand in operands]
     monkeypatch.chdir(tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())
     assert main(["hardware", *operands, "--store", "s.sqlite"]) == 2
@@ -239,6 +244,32 @@ def test_cells_on_one_machine_only_are_named(tmp_path: Path, capsys: pytest.Capt
     assert main(["hardware", RUN_A, RUN_B, "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "p.html")]) == 0
     out = capsys.readouterr().out
     assert "(not compared): conv/gaussian0.2/cpu2/tensorflow/float32/seed0, undercomplete/gaussian0.2/cpu2" in out
+
+
+def test_one_workload_on_a_cpu_against_a_gpu(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """OPERAND@DEVICE keeps one device configuration and matches cells without their device: machine A's 2-thread
+    CPU cells against machine B's GPU cells of the same matrix, and one machine's CPU against its own GPU."""
+    with open_store(tmp_path / "s.sqlite") as store:
+        _add_run(store, RUN_A, MACHINE_A, threads=[1, 2])
+        _add_run(store, RUN_B, MACHINE_B, faster=FASTER_B, device=["gpu"])
+        _add_run(store, "20260105T000000-eeeeee", _environment("eeee"), device=["cpu", "gpu"])
+    location = tmp_path / "s.sqlite"
+    assert not _compare(RUN_A, RUN_B, store=location).ratios  # keys with their devices: no cell in common
+    comparison = _compare(f"{RUN_A}@cpu2", f"{RUN_B}@gpu", store=location)
+    assert [machine.label for machine in comparison.machines] == ["aaaa@cpu2", "bbbb@gpu"]
+    for variant, factor in FASTER_B.items():
+        assert _ratio(comparison, variant, "speed.train_ips").ratio == pytest.approx(factor)
+    assert not comparison.unmatched  # the 1-thread cells were left out, not unmatched
+    assert {check.key for check in comparison.quality} == {"conv/gaussian0.2/tensorflow/float32/seed0",
+                                                          "undercomplete/gaussian0.2/tensorflow/float32/seed0"}
+    own = _compare("20260105T000000-eeeeee@cpu1", "20260105T000000-eeeeee@gpu", store=location)
+    assert [machine.label for machine in own.machines] == ["eeee@cpu1", "eeee@gpu"]
+    assert _ratio(own, "conv", "speed.train_ips").ratio == pytest.approx(1.0)
+    assert main(["hardware", f"{RUN_A}@cpu2", f"{RUN_B}@gpu", "--store", str(location),
+                 "--out", str(tmp_path / "p.html")]) == 0
+    out = capsys.readouterr().out
+    assert "machine:   bbbb@gpu" in out and "every ok cell ran on every machine" not in out.split("speed:")[0]
+    assert "bbbb@gpu" in (tmp_path / "p.html").read_text()
 
 
 def test_a_cluster_runs_machine_is_the_one_that_timed_its_cells(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
