@@ -73,5 +73,5 @@ GPU_OUT ?= reports/gpu-check
 gpu-wheels: ## fetch keras/namex/optree wheels into .whl/ and copy mnist.npz to .gpu-data/ for gpu-check
 	PYTHON=$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) bash bench/gpu_wheels.sh
 
-gpu-check: ## on a GPU machine: the gpu matrix (JAX + torch, <= 5 min on an H100) into GPU_OUT
+gpu-check: ## on a GPU machine: the gpu matrix (JAX + torch; 255 s on an H200, install included) into GPU_OUT
 	bash bench/gpu_check.sh $(GPU_DATA) $(GPU_OUT)

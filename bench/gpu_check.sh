@@ -12,7 +12,7 @@
 # the repo: bench/gpu_wheels.sh fetches them
 # (and copies mnist.npz to .gpu-data/) on a machine with network, and builds aebench's own wheel from this checkout
 # there: rerun it after changing the code.
-# It runs bench/matrices/gpu.toml (8 cells), sized for under 5 minutes on one H100. PYTHON picks the interpreter.
+# It runs bench/matrices/gpu.toml (8 cells): 255 s on an H200, the install included. PYTHON picks the interpreter.
 set -euo pipefail
 usage="usage: bash bench/gpu_check.sh DATA_DIR OUT_DIR [aebench run options]"
 DATA_DIR=$(realpath "${1:?$usage}")  # both resolved from the caller's folder, before the cd below

@@ -23,7 +23,7 @@ rm -rf .whl && mkdir -p .whl  # one version of each: two wheels of one package s
     -d .whl "keras==$KERAS" "namex==$NAMEX" "optree==$OPTREE" "tabulate==$TABULATE" "py-cpuinfo2==$PY_CPUINFO2"
 # The wheel records the commit it is built from (aebench.machine.git_revision reads it), so that the results of a
 # machine without this checkout's git history still name their commit and whether the tree was dirty.
-trap 'rm -f bench/_revision.json' EXIT
+trap 'rm -rf bench/_revision.json build' EXIT  # build/lib would carry the record into a later pip install .
 dirty=false
 [ -z "$(git status --porcelain --untracked-files=no)" ] || dirty=true
 printf '{"commit": "%s", "dirty": %s, "date": "%s"}\n' "$(git rev-parse HEAD)" "$dirty" \

@@ -4,7 +4,8 @@ do the results agree?
 Each operand names one machine's runs: ``RUN`` in the default store, or ``PATH.sqlite:RUN`` in another store file,
 with RUN in any form ``aebench compare`` accepts (several runs of one machine are its repeats). The first operand
 is the reference. Every run of an operand must come from one machine fingerprint, the operands from different
-machines, and the runs' settings must agree (``--force`` overrides the last, as in compare).
+machines (or, with devices named, different machine and device pairs), and the runs' settings must agree
+(``--force`` overrides the last, as in compare).
 
 ``OPERAND@DEVICE`` (``@cpu2``, ``@gpu``: the device part of a cell key) keeps one device configuration of an operand
 and matches cells across operands without it, so that one workload (variant, noise, backend, precision, seed) is
@@ -97,7 +98,8 @@ QUALITY_NOTE = ("The same cell and seed on other hardware may differ in the last
 @dataclass(frozen=True)
 class Machine:
     """One operand: one machine's runs, their ok cells (with a ``group`` column: the key without its seed) and the
-    raw batch-1 latency samples of each (run id, cell index)."""
+    raw batch-1 latency samples of each (run id, cell index). Where the operand chose a device, only that device's
+    cells are kept and their ``key`` (so their group too) lacks the device part, to match other devices' cells."""
 
     operand: str
     store_location: str
@@ -107,6 +109,7 @@ class Machine:
     samples: Mapping[tuple[str, int], np.ndarray]
     machine_id: str  # the machine that timed the cells (a cluster's node: each cell says which), else the runs'
     device: str | None = None  # OPERAND@DEVICE: the one device configuration (cpu2, gpu) kept of its cells
+    other_devices: int = 0  # ok cells left out because they ran on another device configuration
 
     @property
     def label(self) -> str:
@@ -131,8 +134,9 @@ class Machine:
 
     def describe(self) -> str:
         commits = sorted({str(record.get("git_commit"))[:10] for record in self.records})
+        left_out = f"  ({self.other_devices} ok cells on other devices left out)" if self.other_devices else ""
         return (f"{self.label}  {self.environment.get('cpu_model', 'unknown CPU')}  runs {', '.join(self.run_ids)}"
-                f"  commit {', '.join(commits)}  ({self.store_location})")
+                f"  commit {', '.join(commits)}  ({self.store_location}){left_out}")
 
 
 @dataclass(frozen=True)
@@ -226,13 +230,14 @@ def parse_operand(operand: str, default_store: str | Path) -> tuple[str | Path, 
 
 def _load(operand: str, store: Store, run: str, device: str | None = None) -> Machine:
     side = compare.load_side(store, run)
-    frame = side.frame
+    frame, other_devices = side.frame, 0
     if device is not None:
         devices = sorted({device_of(key) for key in frame["key"]}) if not frame.empty else []
         if device not in devices:
             raise UserError(f"operand {operand!r}: no ok cell ran on device {device!r}: allowed "
                             f"{', '.join(devices) or 'none (the runs have no ok cell)'}")
-        frame = frame[[device_of(key) == device for key in frame["key"]]]
+        kept = [device_of(key) == device for key in frame["key"]]
+        frame, other_devices = frame[kept], kept.count(False)
     machine_ids = sorted({str(machine) for machine in timed_on(frame)} if not frame.empty
                          else {str(record.get("machine_id")) for record in side.records})
     if len(machine_ids) > 1:
@@ -251,15 +256,17 @@ def _load(operand: str, store: Store, run: str, device: str | None = None) -> Ma
                for run_id in side.run_ids
                for cell, arrays in store.artifacts(run_id, names=[Latency.ARTIFACT]).items()
                if (run_id, int(cell)) not in dirty}
-    return Machine(operand, store.location, side.run_ids, side.records, frame, samples, machine_ids[0], device)
+    return Machine(operand, store.location, side.run_ids, side.records, frame, samples, machine_ids[0], device,
+                   other_devices)
 
 
 def load_machines(operands: Sequence[str], default_store: str | Path) -> tuple[Machine, ...]:
     """Read every operand's runs (each store opened once and closed again) and check that each operand is one
-    machine and that the operands are different machines."""
+    machine and that the operands are different machines, or different machine and device pairs."""
     if len(operands) < 2:
         raise UserError(f"aebench hardware needs at least two operands (got {len(operands)}): allowed "
-                        "RUN RUN [RUN...], one per machine, the reference first")
+                        "RUN RUN [RUN...], one per machine (or RUN@DEVICE, one per machine and device), the "
+                        "reference first")
     split = [split_device(operand) for operand in operands]
     chosen = [operand for operand, (_, device) in zip(operands, split) if device]
     if chosen and len(chosen) < len(operands):
@@ -559,8 +566,9 @@ def build_page(comparison: HardwareComparison) -> str:
 
 
 def default_page_path(machines: Sequence[Machine]) -> Path:
-    """``reports/hardware/<first run of each operand, joined by -vs->.html``."""
-    names = [_UNSAFE.sub("_", machine.run_ids[0]) for machine in machines]
+    """``reports/hardware/<first run of each operand, @device where it names one, joined by -vs->.html``."""
+    names = [_UNSAFE.sub("_", machine.run_ids[0] + (f"@{machine.device}" if machine.device else ""))
+             for machine in machines]
     return PAGES_DIR / ("-vs-".join(names) + ".html")
 
 

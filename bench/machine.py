@@ -84,7 +84,8 @@ def package_versions() -> dict[str, str]:
 
 # A copy of aebench installed from a wheel or into a --target folder has no git history of its own beside it (and
 # may sit inside some other project's repository). The builds that make such copies (bench/gpu_wheels.sh, aebench ab's
-# revision cache) write the revision they were built from here, and that record wins over git.
+# revision cache) write the revision they were built from here, and outside the source checkout that record wins
+# over git.
 REVISION_FILE = "_revision.json"
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -111,7 +112,10 @@ def git_revision(cwd: Path | None = None) -> tuple[str, bool, str | None]:
     """(commit, dirty, committer date in ISO 8601) of the source tree aebench runs from: the revision an installed
     copy recorded when it was built, else git's view of the checkout; ('unknown', False, None) when neither knows.
     The date orders a store's runs by commit in ``aebench history``."""
-    if cwd is None and (recorded := _recorded_revision(PACKAGE_DIR)) is not None:
+    # In the source checkout (an editable install) git knows best: a record left there by an interrupted wheel
+    # build would otherwise name an old commit as clean.
+    in_checkout = (PACKAGE_DIR.parent / "pyproject.toml").is_file()
+    if cwd is None and not in_checkout and (recorded := _recorded_revision(PACKAGE_DIR)) is not None:
         return recorded
     where = cwd or PACKAGE_DIR.parent
     try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aebench.errors import UserError
-from aebench.machine import write_revision
+from aebench.machine import REVISION_FILE, write_revision
 
 
 def user_cache_dir() -> Path:
@@ -95,6 +95,8 @@ def install(repo: Path, ref: str, cache: Path | None = None, python: str = sys.e
     site = root / commit
     if not (site / "aebench" / "worker.py").is_file():
         _build(repo, commit, date, site, python)
+    elif not (site / "aebench" / REVISION_FILE).is_file():  # built by an aebench that wrote no record
+        write_revision(site / "aebench", commit, dirty=False, commit_date=date)
     return Revision(ref=ref, commit=commit, subject=subject, committed_at=date, site=site)
 
 
@@ -146,7 +148,8 @@ def _build(repo: Path, commit: str, commit_date: str | None, site: Path, python:
             if not (target / "aebench" / "worker.py").is_file():
                 raise UserError(f"revision {commit[:10]} installs no aebench package (it predates the import name "
                                 "aebench): choose revisions from the one that introduced it on")
-            # Its results name this commit, though the copy runs outside any git checkout.
+            # ab knows each side's commit itself; the record is for whoever runs this copy directly (PYTHONPATH=site
+            # aebench run ...): its results then name this commit, though the copy sits outside any git checkout.
             write_revision(target / "aebench", commit, dirty=False, commit_date=commit_date)
         finally:
             # Best effort: the temporary folder goes anyway, and a failure here must not hide the one on its way.

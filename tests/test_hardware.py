@@ -38,10 +38,11 @@ MACHINE_B = _environment("bbbb", cpu_model="AMD EPYC", cpu_logical_cores=8, ram_
 def _add_run(store: Store, run_id: str, environment: Mapping, *, faster: Mapping[str, float] | None = None,
              jitter: float = 1.0, seeds: int = 1, psnr_shift: Mapping[str, float] | None = None,
              psnr_per_seed: float = 0.0, timed_on: Mapping[str, Mapping] | None = None,
-             **matrix_overrides: object) -> None:
+             backend_device: Mapping[str, str] | None = None, **matrix_overrides: object) -> None:
     """One run of conv + undercomplete: the same latency samples on every machine (a cell's own generator), divided
     by the machine's speed-up; ``jitter`` slows the whole run down as run-to-run noise does. ``timed_on`` gives a
-    variant's cells the fingerprint of the machine that ran them, as a cluster's node stores its own."""
+    variant's cells the fingerprint of the machine that ran them, as a cluster's node stores its own;
+    ``backend_device`` gives each device configuration (cpu1, gpu) the device its cells report."""
     matrix = Matrix.from_dict(tiny_matrix_dict(variants=["conv", "undercomplete"], repeats=seeds, **matrix_overrides))
     store.begin_run(matrix, environment, [], run_id=run_id)
     for cell in matrix.cells():
@@ -58,6 +59,9 @@ def _add_run(store: Store, run_id: str, environment: Mapping, *, faster: Mapping
         node = (timed_on or {}).get(cell.variant, {})
         info = {key: node[key] for key in ("machine_id", "hostname", "cpu_model", "cpu_logical_cores", "ram_gb")
                 if key in node}
+        device = cell.key.split("/")[2]
+        if backend_device and device in backend_device:
+            info["backend_device"] = backend_device[device]
         store.add_result(run_id, CellResult(cell=cell, status="ok", duration_s=1.0, metrics=metrics, info=info,
                                             artifacts={"latency_b1_s": seconds}))
     store.finish_run(run_id, "complete", 1.0, {})
@@ -252,8 +256,10 @@ def test_one_workload_on_a_cpu_against_a_gpu(tmp_path: Path, capsys: pytest.Capt
     with open_store(tmp_path / "s.sqlite") as store:
         _add_run(store, RUN_A, MACHINE_A, threads=[1, 2])
         _add_run(store, RUN_B, MACHINE_B, faster=FASTER_B, device=["gpu"])
-        _add_run(store, "20260105T000000-eeeeee", _environment("eeee"), device=["cpu", "gpu"])
-    location = tmp_path / "s.sqlite"
+    with open_store(tmp_path / "own.sqlite") as store:
+        _add_run(store, "20260105T000000-eeeeee", _environment("eeee"), device=["cpu", "gpu"],
+                 backend_device={"cpu1": "cpu:0 (cpu)", "gpu": "cuda:0 (NVIDIA H200)"})
+    location, own_store = tmp_path / "s.sqlite", tmp_path / "own.sqlite"
     assert not _compare(RUN_A, RUN_B, store=location).ratios  # keys with their devices: no cell in common
     comparison = _compare(f"{RUN_A}@cpu2", f"{RUN_B}@gpu", store=location)
     assert [machine.label for machine in comparison.machines] == ["aaaa@cpu2", "bbbb@gpu"]
@@ -262,13 +268,19 @@ def test_one_workload_on_a_cpu_against_a_gpu(tmp_path: Path, capsys: pytest.Capt
     assert not comparison.unmatched  # the 1-thread cells were left out, not unmatched
     assert {check.key for check in comparison.quality} == {"conv/gaussian0.2/tensorflow/float32/seed0",
                                                           "undercomplete/gaussian0.2/tensorflow/float32/seed0"}
-    own = _compare("20260105T000000-eeeeee@cpu1", "20260105T000000-eeeeee@gpu", store=location)
+    own = _compare(f"{own_store}:20260105T000000-eeeeee@cpu1", f"{own_store}:20260105T000000-eeeeee@gpu",
+                   store=location)  # PATH.sqlite:RUN@DEVICE
     assert [machine.label for machine in own.machines] == ["eeee@cpu1", "eeee@gpu"]
     assert _ratio(own, "conv", "speed.train_ips").ratio == pytest.approx(1.0)
+    assert own.environment.set_index("key").loc["backend_device"].tolist() == ["cpu:0 (cpu)", "cuda:0 (NVIDIA H200)"]
+    pages = {hardware.default_page_path(machines) for machines in
+             (own.machines, own.machines[::-1], comparison.machines)}
+    assert len(pages) == 3  # one run on two devices names two pages, not one that the next overwrites
     assert main(["hardware", f"{RUN_A}@cpu2", f"{RUN_B}@gpu", "--store", str(location),
                  "--out", str(tmp_path / "p.html")]) == 0
     out = capsys.readouterr().out
-    assert "machine:   bbbb@gpu" in out and "every ok cell ran on every machine" not in out.split("speed:")[0]
+    assert "machine:   bbbb@gpu" in out and "aaaa@cpu2" in out and "(2 ok cells on other devices left out)" in out
+    assert "(not compared)" not in out
     assert "bbbb@gpu" in (tmp_path / "p.html").read_text()
 
 

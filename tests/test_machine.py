@@ -101,6 +101,10 @@ def test_an_installed_copy_names_the_revision_it_was_built_from(tmp_path: Path, 
     machine.write_revision(package, "0123abcd" * 5, dirty=True, commit_date="2026-11-28T06:21:26+00:00")
     assert machine.git_revision() == ("0123abcd" * 5, True, "2026-11-28T06:21:26+00:00")
     assert machine.collect_environment()["git_commit"] == "0123abcd" * 5
+    assert machine.git_revision(tmp_path) == ("unknown", False, None)  # a folder named: git's view of it, no record
+    (package.parent / "pyproject.toml").write_text("")  # the source checkout: a record left there is stale
+    assert machine.git_revision() == ("unknown", False, None)
+    (package.parent / "pyproject.toml").unlink()
     for damaged in ("{not json", '{"commit": "", "dirty": false}', '{"commit": "abc", "dirty": "no"}', "[]"):
         (package / machine.REVISION_FILE).write_text(damaged)
         assert machine.git_revision() == ("unknown", False, None), damaged

@@ -107,8 +107,10 @@ def test_a_revision_is_installed_once_per_commit(clone: Path, tmp_path: Path) ->
     assert recorded == {"commit": first.commit, "dirty": False, "date": first.committed_at}
     marker = first.site / "aebench" / "marker"
     marker.write_text("kept")
+    (first.site / "aebench" / "_revision.json").unlink()  # as in a copy built before revisions were recorded
     again = revisions.install(clone, "HEAD", cache)
     assert again.site == first.site and marker.read_text() == "kept"  # reused, not rebuilt
+    assert json.loads((first.site / "aebench" / "_revision.json").read_text())["commit"] == first.commit
     listed = subprocess.run(["git", "-C", str(clone), "worktree", "list"], capture_output=True, text=True).stdout
     assert len(listed.strip().splitlines()) == 1  # the temporary worktree is gone
 
