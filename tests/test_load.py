@@ -72,6 +72,18 @@ def test_a_real_snapshot_reads_this_machine() -> None:
     assert snap.busy_s > 0 and snap.own_s > 0 and math.isfinite(snap.wall_s)
 
 
+def test_the_cells_finished_child_processes_are_its_own_work() -> None:
+    """XLA compiles a JAX cell's GPU kernels in ptxas subprocesses: their CPU time is the cell's, not another
+    process's. A child that burns 0.3 s of CPU moves the cell's own seconds by at least that much."""
+    import subprocess
+    import sys
+
+    before = load.snapshot([0])
+    burn = "import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.3: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)
+    assert load.snapshot([0]).own_s - before.own_s >= 0.3
+
+
 def test_wait_for_idle_waits_for_quiet_cpus_or_gives_up_saying_so() -> None:
     now = [0.0]
 
