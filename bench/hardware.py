@@ -249,13 +249,14 @@ def _load(operand: str, store: Store, run: str, device: str | None = None) -> Ma
         if device:
             frame = frame.assign(key=[_without_device(key) for key in frame["key"]])
         frame = frame.assign(group=[Cell.group_key(key) for key in frame["key"]])
-    # The raw latency samples of the cells whose figures count: a contaminated cell's are left out with its figures.
-    dirty = {(row["run_id"], int(row["cell"])) for row in frame.to_dict(orient="records")
-             if flag_is_set(row.get(CONTAMINATED))} if not frame.empty else set()
+    # The raw latency samples of the cells whose figures count: those kept (of the chosen device), less the
+    # contaminated ones, whose samples are left out with their figures.
+    counted = {(row["run_id"], int(row["cell"])) for row in frame.to_dict(orient="records")
+               if not flag_is_set(row.get(CONTAMINATED))} if not frame.empty else set()
     samples = {(run_id, int(cell)): np.asarray(arrays[Latency.ARTIFACT], dtype=np.float64)
                for run_id in side.run_ids
                for cell, arrays in store.artifacts(run_id, names=[Latency.ARTIFACT]).items()
-               if (run_id, int(cell)) not in dirty}
+               if (run_id, int(cell)) in counted}
     return Machine(operand, store.location, side.run_ids, side.records, frame, samples, machine_ids[0], device,
                    other_devices)
 
