@@ -1001,6 +1001,11 @@ def main(args: Any) -> int:
     from aebench import atomic, config, data, revisions
     from aebench.metrics import with_margin_options
 
+    if args.pool:
+        if args.operands or args.calibrate:
+            raise UserError("--pool reads earlier calibrations and runs nothing: allowed without operands and "
+                            "without --calibrate")
+        return pool_calibrations(args.pool)
     base_ref, candidate_ref, matrix_name = operands(args.operands, args.calibrate)
     matrix = config.load_matrix(matrix_name, args.overrides)  # validated here first: bad input stops before any build
     margins = with_margin_options(args.margins)
@@ -1138,27 +1143,66 @@ def _outputs_written() -> Iterator[None]:
                           "verdicts above stand") from error
 
 
+def calibration_tables(comparisons: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The rates of one calibration's comparisons (``calibration_comparisons``), or of several pooled with their
+    experiments numbered apart: per comparison (``rows``), per cell, per run and per metric."""
+    return {"rows": calibration_summary(comparisons),
+            "by_cell": calibration_summary(comparisons, unit="cell"),
+            "by_run": calibration_summary(comparisons, unit="run"),
+            "by_metric": calibration_summary(comparisons, by=("spike_pct", "where", "metric"))}
+
+
+def format_calibration_tables(tables: Mapping[str, pd.DataFrame]) -> str:
+    lines = [format_calibration(tables["rows"]),
+             "per cell (one count per cell: a regression when any of its speed figures is one):",
+             format_calibration(tables["by_cell"], "cell"),
+             "per run (what a CI gate gets: exit status 1 when anything in the run is a regression):",
+             format_calibration(tables["by_run"], "run")]
+    by_metric = tables["by_metric"]
+    if not by_metric.empty:
+        lines += ["by metric:",
+                  by_metric.assign(metric=[REGISTRY.label(m) for m in by_metric["metric"]],
+                                   rate=[f"{r:.0%}" for r in by_metric["rate"]],
+                                   median_change_pct=[f"{c:+.1f}%" for c in by_metric["median_change_pct"]])
+                  .to_string(index=False)]
+    return "\n".join(lines)
+
+
+def pool_calibrations(paths: Sequence[Path]) -> int:
+    """``aebench ab --pool A.json B.json ...``: the rates of calibrations made apart (each ``--calibrate --json``,
+    for example one seed per run to keep each within a time budget), their experiments numbered apart, as if one
+    calibration had run them all. Runs nothing; exit 0, or 2 on a file that is not such a document."""
+    frames = []
+    for path in paths:
+        try:
+            document = json.loads(Path(path).read_text())
+            frame = pd.DataFrame(document["comparisons"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise UserError(f"--pool {path} is invalid ({type(error).__name__}: {error}): allowed the files "
+                            "'aebench ab --calibrate --json' writes") from None
+        if frame.empty or "experiment" not in frame.columns:
+            raise UserError(f"--pool {path} holds no calibration comparison: allowed the files "
+                            "'aebench ab --calibrate --json' writes")
+        if document.get("contaminated"):
+            print(f"warning: {path}: speed figures contaminated ({document['contaminated']})")
+        offset = max((int(f["experiment"].max()) for f in frames), default=0)
+        frames.append(frame.assign(experiment=frame["experiment"] + offset))
+        experiments = frame["experiment"].nunique()
+        print(f"{path}: {experiments} experiment{'s' if experiments != 1 else ''}, {len(frame)} comparisons")
+    print(format_calibration_tables(calibration_tables(pd.concat(frames, ignore_index=True))))
+    return 0
+
+
 def _report_calibration(outcomes: Sequence[Outcome], args: Any) -> int:
     from aebench import atomic
 
-    table = calibration_summary(outcomes)
+    comparisons = calibration_comparisons(outcomes)
+    tables = calibration_tables(comparisons)
     if outcomes[0].contamination:
         print(f"warning: speed figures contaminated ({outcomes[0].contamination}): these rates are not this machine's")
     for index, outcome in enumerate(outcomes, 1):
         print(f"experiment {index}: {outcome.rounds.count} rounds ({outcome.stop_reason}), {outcome.elapsed_s:.0f} s")
-    print(format_calibration(table))
-    levels = {unit: calibration_summary(outcomes, unit=unit) for unit in UNITS[1:]}
-    print("per cell (one count per cell: a regression when any of its speed figures is one):")
-    print(format_calibration(levels["cell"], "cell"))
-    print("per run (what a CI gate gets: exit status 1 when anything in the run is a regression):")
-    print(format_calibration(levels["run"], "run"))
-    by_metric = calibration_summary(outcomes, by=("spike_pct", "where", "metric"))
-    if not by_metric.empty:
-        print("by metric:")
-        print(by_metric.assign(metric=[REGISTRY.label(m) for m in by_metric["metric"]],
-                               rate=[f"{r:.0%}" for r in by_metric["rate"]],
-                               median_change_pct=[f"{c:+.1f}%" for c in by_metric["median_change_pct"]])
-              .to_string(index=False))
+    print(format_calibration_tables(tables))
     detectable = detectable_by_metric(outcomes[-1], "A/A")
     if detectable:
         print("smallest slowdown the last experiment's rounds could call (A/A): " + ", ".join(
@@ -1169,8 +1213,7 @@ def _report_calibration(outcomes: Sequence[Outcome], args: Any) -> int:
                 return json.loads(frame.to_json(orient="records"))  # NaN as null, NumPy scalars as JSON numbers
 
             document = {"experiments": len(outcomes), "contaminated": outcomes[0].contamination,
-                        "rows": records(table), "by_metric": records(by_metric),
-                        "by_cell": records(levels["cell"]), "by_run": records(levels["run"]),
-                        "comparisons": records(calibration_comparisons(outcomes))}
+                        **{name: records(table) for name, table in tables.items()},
+                        "comparisons": records(comparisons)}
             atomic.write_text(Path(args.json), json.dumps(document, indent=1) + "\n")
     return 0

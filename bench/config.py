@@ -127,6 +127,17 @@ class Cell:
         """A stored cell key without its seed: the cells whose figures are repeats of one another across runs."""
         return _SEED_SUFFIX.sub("", key)
 
+    @staticmethod
+    def device_part(key: str) -> str:
+        """The device part of a stored cell key (``cpu2``, ``gpu``: the third part ``_key`` writes)."""
+        return key.split("/")[2]
+
+    @staticmethod
+    def workload_key(key: str) -> str:
+        """A stored cell key without its device part: the same workload on a CPU with N threads or on a GPU."""
+        parts = key.split("/")
+        return "/".join(parts[:2] + parts[3:])
+
     @property
     def key(self) -> str:
         return self._key(f"{self.device}{self.threads}" if self.threads is not None else self.device)

@@ -203,16 +203,6 @@ def split_device(operand: str) -> tuple[str, str | None]:
     return (match["operand"], match["device"]) if match else (operand, None)
 
 
-def device_of(key: str) -> str:
-    """The device part of a stored cell key (``cpu2``, ``gpu``: Cell.key)."""
-    return key.split("/")[2]
-
-
-def _without_device(key: str) -> str:
-    parts = key.split("/")
-    return "/".join(parts[:2] + parts[3:])
-
-
 def parse_operand(operand: str, default_store: str | Path) -> tuple[str | Path, str]:
     """``RUN`` (in the default store) or ``PATH.sqlite:RUN`` -> (store path, RUN)."""
     match = _STORE_OPERAND.match(operand)
@@ -232,11 +222,11 @@ def _load(operand: str, store: Store, run: str, device: str | None = None) -> Ma
     side = compare.load_side(store, run)
     frame, other_devices = side.frame, 0
     if device is not None:
-        devices = sorted({device_of(key) for key in frame["key"]}) if not frame.empty else []
+        devices = [Cell.device_part(key) for key in frame["key"]] if not frame.empty else []
         if device not in devices:
             raise UserError(f"operand {operand!r}: no ok cell ran on device {device!r}: allowed "
-                            f"{', '.join(devices) or 'none (the runs have no ok cell)'}")
-        kept = [device_of(key) == device for key in frame["key"]]
+                            f"{', '.join(sorted(set(devices))) or 'none (the runs have no ok cell)'}")
+        kept = [found == device for found in devices]
         frame, other_devices = frame[kept], kept.count(False)
     machine_ids = sorted({str(machine) for machine in timed_on(frame)} if not frame.empty
                          else {str(record.get("machine_id")) for record in side.records})
@@ -247,7 +237,7 @@ def _load(operand: str, store: Store, run: str, device: str | None = None) -> Ma
         # Cells are matched across operands on their key, which leaves the device out where the operands chose
         # devices (the same workload on a CPU and a GPU); the group leaves the seed out as well.
         if device:
-            frame = frame.assign(key=[_without_device(key) for key in frame["key"]])
+            frame = frame.assign(key=[Cell.workload_key(key) for key in frame["key"]])
         frame = frame.assign(group=[Cell.group_key(key) for key in frame["key"]])
     # The raw latency samples of the cells whose figures count: those kept (of the chosen device), less the
     # contaminated ones, whose samples are left out with their figures.

@@ -92,8 +92,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 def write_revision(package_dir: Path, commit: str, dirty: bool, commit_date: str | None) -> Path:
     """Record in an installed copy of the package the revision it was built from (read by ``git_revision``)."""
+    from aebench import atomic  # whole or absent: a process starting from the copy meanwhile never reads half
+
     path = package_dir / REVISION_FILE
-    path.write_text(json.dumps({"commit": commit, "dirty": dirty, "date": commit_date}) + "\n")
+    atomic.write_text(path, json.dumps({"commit": commit, "dirty": dirty, "date": commit_date}) + "\n")
     return path
 
 

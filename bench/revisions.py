@@ -94,8 +94,11 @@ def install(repo: Path, ref: str, cache: Path | None = None, python: str = sys.e
     root = (cache or user_cache_dir()) / "revisions"
     site = root / commit
     if not (site / "aebench" / "worker.py").is_file():
-        _build(repo, commit, date, site, python)
-    elif not (site / "aebench" / REVISION_FILE).is_file():  # built by an aebench that wrote no record
+        _build(repo, commit, site, python)
+    # ab knows each side's commit itself; the record is for whoever runs this copy directly (PYTHONPATH=site aebench
+    # run ...): its results then name this commit, though the copy sits outside any git checkout. Also written
+    # into copies built before records were.
+    if not (site / "aebench" / REVISION_FILE).is_file():
         write_revision(site / "aebench", commit, dirty=False, commit_date=date)
     return Revision(ref=ref, commit=commit, subject=subject, committed_at=date, site=site)
 
@@ -117,7 +120,7 @@ def check_builder() -> None:
                         f"allowed >= {'.'.join(map(str, MIN_SETUPTOOLS))} (pip install -U 'setuptools>=77')")
 
 
-def _build(repo: Path, commit: str, commit_date: str | None, site: Path, python: str) -> None:
+def _build(repo: Path, commit: str, site: Path, python: str) -> None:
     check_builder()
     site.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"aebench-{commit[:10]}-", dir=site.parent) as scratch_text:
@@ -148,9 +151,6 @@ def _build(repo: Path, commit: str, commit_date: str | None, site: Path, python:
             if not (target / "aebench" / "worker.py").is_file():
                 raise UserError(f"revision {commit[:10]} installs no aebench package (it predates the import name "
                                 "aebench): choose revisions from the one that introduced it on")
-            # ab knows each side's commit itself; the record is for whoever runs this copy directly (PYTHONPATH=site
-            # aebench run ...): its results then name this commit, though the copy sits outside any git checkout.
-            write_revision(target / "aebench", commit, dirty=False, commit_date=commit_date)
         finally:
             # Best effort: the temporary folder goes anyway, and a failure here must not hide the one on its way.
             subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(checkout)],

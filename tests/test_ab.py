@@ -394,6 +394,36 @@ def test_calibration_json_has_rates_by_metric_and_every_comparison(tmp_path: Pat
     assert {len(row["base_rounds"]) for row in family} == {family[0]["rounds"]}
 
 
+def test_pool_reads_calibrations_run_apart_as_one(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`aebench ab --pool` gives the rates of several `--calibrate --json` files as if one calibration had run
+    their experiments, each file's numbered apart (two files of experiment 1 are two runs, not one)."""
+    from types import SimpleNamespace
+
+    from aebench.cli import main
+
+    paths = []
+    for name in ("first", "second"):
+        executor = FakeExecutor({"spike 20%": 1.2}, sides=3)
+        sides = [_side("base"), _side("A/A"), _side("spike 20%", spike=0.2)]
+        outcome = ab.run_ab(sides, [cell.key for cell in sides[0].matrix.cells()], ab.Settings(margins=MARGINS),
+                            executor, quality=False, clock=executor.clock)
+        paths.append(tmp_path / f"{name}.json")
+        assert ab._report_calibration([outcome], SimpleNamespace(json=paths[-1])) == 0
+    capsys.readouterr()
+    assert main(["ab", "--pool", *map(str, paths)]) == 0
+    out = capsys.readouterr().out
+    assert "false alarms (A/A) on cpu1: 0 of 16 comparisons" in out
+    assert "detections of a 20% spike-in on cpu1: 8 of 16 comparisons" in out  # the conv cell's 4 figures, twice
+    assert "false alarms (A/A): 0 of 2 runs" in out and "detections of a 20% spike-in: 2 of 2 runs" in out
+    (tmp_path / "other.json").write_text('{"rows": []}')
+    for argv, message in ((["ab", "--pool", str(tmp_path / "missing.json")], "missing.json is invalid"),
+                          (["ab", "--pool", str(tmp_path / "other.json")], "other.json is invalid"),
+                          (["ab", "--calibrate", "--pool", str(paths[0])], "runs nothing")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_cell_that_crashes_only_on_the_candidate_is_a_regression() -> None:
     executor = FakeExecutor({})
     executor.crashes = {("cand", "conv")}

@@ -66,6 +66,10 @@ def _oriented(metric: str, value: Any) -> float:
     return float(value) * (1 if REGISTRY[metric].better == "higher" else -1)
 
 
+# Figures read at each variant's best noise level (its best PSNR gain): a winner only where those levels agree.
+AT_BEST_NOISE = ((ACCURACY.name, ACCURACY_HEADING), (TO_TARGET.name, TO_TARGET_HEADING))
+
+
 def variant_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     """One row per variant (display strings) and, per column, the variant that wins it. ``ok`` holds the ok cells
     with contaminated speed figures already blanked (``store.without_contaminated_speed``)."""
@@ -81,15 +85,13 @@ def variant_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
             winners_by.setdefault(GAIN_HEADING, []).append((variant, _oriented(GAIN.name, best[GAIN.name])))
             accuracy = pd.to_numeric(best.get(ACCURACY.name), errors="coerce")
             row[ACCURACY_HEADING] = NA if pd.isna(accuracy) else REGISTRY.format(ACCURACY.name, accuracy)
-            if not pd.isna(accuracy):
-                winners_by.setdefault(ACCURACY_HEADING, []).append((variant, _oriented(ACCURACY.name, accuracy)))
-                accuracy_noise.add(float(best["noise"]))
             row[TO_TARGET_HEADING] = to_target_text(TO_TARGET.name, best.get(TO_TARGET.name),
                                                     best.get("quality.target_reached"), NA)
-            to_target = pd.to_numeric(best.get(TO_TARGET.name), errors="coerce")
-            if not pd.isna(to_target):
-                winners_by.setdefault(TO_TARGET_HEADING, []).append((variant, _oriented(TO_TARGET.name, to_target)))
-                accuracy_noise.add(float(best["noise"]))
+            for metric, heading in AT_BEST_NOISE:
+                value = pd.to_numeric(best.get(metric), errors="coerce")
+                if not pd.isna(value):
+                    winners_by.setdefault(heading, []).append((variant, _oriented(metric, value)))
+                    accuracy_noise.add(float(best["noise"]))
         for metric in SPEED_COLUMNS:
             heading = REGISTRY[metric].heading()
             fastest = _best(mine, metric)
@@ -102,8 +104,8 @@ def variant_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
         rows.append(row)
     table = pd.DataFrame(rows).fillna(NA)
     if len(accuracy_noise) > 1:  # accuracies and times to target at different noise levels: no variant wins by them
-        winners_by.pop(ACCURACY_HEADING, None)
-        winners_by.pop(TO_TARGET_HEADING, None)
+        for _, heading in AT_BEST_NOISE:
+            winners_by.pop(heading, None)
     winners = {heading: max(entries, key=lambda entry: entry[1])[0] for heading, entries in winners_by.items()}
     for heading, variant in winners.items():
         table.loc[table["variant"] == str(variant), heading] += f" {WINNER}"

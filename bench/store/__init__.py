@@ -16,6 +16,7 @@ __all__ = ["DEFAULT_STORE", "HEARTBEAT_S", "REPORTS_DIR", "RUN_COLUMNS", "SCHEMA
            "Store", "flat_frame", "is_server_url", "new_run_id", "open_store", "run_status", "store_key", "timed_on",
            "utc_now", "without_contaminated_speed"]
 
+
 def is_server_url(location: str | Path) -> bool:
     """Whether ``location`` names a PostgreSQL server (``postgresql://`` or ``postgres://``), not a file."""
     return isinstance(location, str) and location.split("://", 1)[0].lower() in ("postgresql", "postgres") \
