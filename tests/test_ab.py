@@ -312,6 +312,19 @@ def test_margins(text: str, expected: dict[str, float]) -> None:
         assert parsed[metric] == value
 
 
+def test_default_margins_call_a_slower_tail_like_a_slower_median() -> None:
+    """A steady 8% slowdown of every batch-1 call, its rounds jittered by 1%, is a regression of p50 and p99 alike
+    under the registry's default margins: the tail gets no wider margin than the median (a 10% one missed it)."""
+    rng = np.random.default_rng(0)
+    base = 0.4 * np.exp(rng.normal(0.0, 0.01, 11))
+    candidate = base * 1.08 * np.exp(rng.normal(0.0, 0.01, 11))
+    margins = REGISTRY.margins()
+    comparisons = [stats.compare_rounds("conv", metric, base, candidate, higher_is_better=False,
+                                        margin_pct=margins[metric])
+                   for metric in ("speed.latency_b1_p50_ms", "speed.latency_b1_p99_ms")]
+    assert [c.verdict for c in stats.decide(comparisons)] == ["regression", "regression"]
+
+
 @pytest.mark.parametrize("text", ["speed", "speed:-1%", "nope:5%", "quality.psnr_db:0.1%", "speed:abc", "quality:0.1"])
 def test_bad_margins(text: str) -> None:
     with pytest.raises(UserError, match="--margin"):
