@@ -41,7 +41,7 @@ golden: ## regenerate tests/golden/ on purpose (then review the diff before comm
 bench: ## run the quick matrix (bench/matrices/quick.toml) and write the report
 	$(AEBENCH) run $(MATRIX) $(SET)
 
-bench-paper: ## the paper's setting: conv AE, noise 0.2, full MNIST, 100 epochs (~12 min on 2 cores; RESUME=1 continues)
+bench-paper: ## the paper's setting: conv AE, noise 0.2, full MNIST, 100 epochs (~15 min on 2 cores; RESUME=1 continues)
 	$(AEBENCH) run paper $(if $(RESUME),--resume) $(SET)
 
 # The README's pictures of the paper's run (the conv AE at noise 0.2), redrawn from the store (RUN=<id>; default:
