@@ -1005,7 +1005,7 @@ def main(args: Any) -> int:
         if args.operands or args.calibrate:
             raise UserError("--pool reads earlier calibrations and runs nothing: allowed without operands and "
                             "without --calibrate")
-        return pool_calibrations(args.pool)
+        return pool_calibrations(args.pool, with_margin_options(args.margins) if args.margins else None)
     base_ref, candidate_ref, matrix_name = operands(args.operands, args.calibrate)
     matrix = config.load_matrix(matrix_name, args.overrides)  # validated here first: bad input stops before any build
     margins = with_margin_options(args.margins)
@@ -1168,10 +1168,40 @@ def format_calibration_tables(tables: Mapping[str, pd.DataFrame]) -> str:
     return "\n".join(lines)
 
 
-def pool_calibrations(paths: Sequence[Path]) -> int:
+def rejudge(comparisons: pd.DataFrame, margins: Mapping[str, float]) -> pd.DataFrame:
+    """The comparisons judged again from their raw per-round figures at ``margins``, each experiment's side one family
+    as when it ran: what the same rounds say at other margins (a margin is a choice; the rounds are the measurement).
+    Raises UserError when a comparison kept no per-round figures."""
+    missing = {"base_rounds", "candidate_rounds"} - set(comparisons.columns)
+    if missing:
+        raise UserError(f"--margin with --pool needs each comparison's per-round figures, and these files lack "
+                        f"{', '.join(sorted(missing))}: allowed the files 'aebench ab --calibrate --json' writes")
+
+    def figures(values: Any) -> list[float]:  # JSON null: a round that failed or was left out
+        return [math.nan if value is None else float(value) for value in values]
+
+    judged = comparisons.copy()
+    for _, family in comparisons.groupby(["experiment", "side"], sort=False):
+        decided = stats.decide([
+            stats.compare_rounds(row.key, row.metric, figures(row.base_rounds), figures(row.candidate_rounds),
+                                 higher_is_better=REGISTRY[row.metric].better == "higher",
+                                 margin_pct=margins[row.metric])
+            for row in family.itertuples()])
+        for index, comparison in zip(family.index, decided):
+            judged.loc[index, ["verdict", "change_pct", "ci_low_pct", "ci_high_pct", "margin_pct",
+                               "p_regression_adjusted", "detectable_pct", "regression", "unknown"]] = [
+                comparison.verdict, comparison.change_pct, comparison.ci_low_pct, comparison.ci_high_pct,
+                comparison.margin_pct, comparison.p_regression_adjusted, comparison.detectable_pct(len(family)),
+                comparison.verdict == "regression", comparison.verdict == "unknown"]
+    return judged.astype({"regression": bool, "unknown": bool})
+
+
+def pool_calibrations(paths: Sequence[Path], margins: Mapping[str, float] | None = None) -> int:
     """``aebench ab --pool A.json B.json ...``: the rates of calibrations made apart (each ``--calibrate --json``,
     for example one seed per run to keep each within a time budget), their experiments numbered apart, as if one
-    calibration had run them all. Runs nothing; exit 0, or 2 on a file that is not such a document."""
+    calibration had run them all. With ``margins`` (``--margin``), every comparison is judged again from its rounds
+    at those margins instead of read as recorded. Runs nothing; exit 0, or 2 on a file that is not such a
+    document."""
     frames = []
     for path in paths:
         try:
@@ -1189,7 +1219,12 @@ def pool_calibrations(paths: Sequence[Path]) -> int:
         frames.append(frame.assign(experiment=frame["experiment"] + offset))
         experiments = frame["experiment"].nunique()
         print(f"{path}: {experiments} experiment{'s' if experiments != 1 else ''}, {len(frame)} comparisons")
-    print(format_calibration_tables(calibration_tables(pd.concat(frames, ignore_index=True))))
+    pooled = pd.concat(frames, ignore_index=True)
+    if margins is not None:
+        pooled = rejudge(pooled, margins)
+        print("judged again from the rounds at the margins " + ", ".join(
+            f"{REGISTRY.label(metric)} {margins[metric]:g}%" for metric in speed_metrics()))
+    print(format_calibration_tables(calibration_tables(pooled)))
     return 0
 
 

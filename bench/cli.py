@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--experiments", type=int, default=1, help="with --calibrate: independent repetitions")
     ab.add_argument("--pool", nargs="+", type=Path, default=None, metavar="JSON",
                     help="print the rates of earlier --calibrate --json files pooled, their experiments numbered "
-                         "apart; runs nothing")
+                         "apart; with --margin, every comparison judged again from its rounds at those margins; "
+                         "runs nothing")
     ab.add_argument("--no-quality", action="store_true", help="skip the quality pass (speed rounds only)")
     ab.add_argument("--allow-dirty", action="store_true",
                     help="compare the commits although the working tree has uncommitted changes")

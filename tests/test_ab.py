@@ -428,10 +428,18 @@ def test_pool_reads_calibrations_run_apart_as_one(tmp_path: Path, capsys: pytest
     assert "false alarms (A/A) on cpu1: 0 of 16 comparisons" in out
     assert "detections of a 20% spike-in on cpu1: 8 of 16 comparisons" in out  # the conv cell's 4 figures, twice
     assert "false alarms (A/A): 0 of 2 runs" in out and "detections of a 20% spike-in: 2 of 2 runs" in out
+    # --margin judges the same rounds again: at the margins they ran with, the recorded rates come back; past the
+    # spike's 20%, no round can call it.
+    assert main(["ab", "--pool", *map(str, paths), "--margin", "speed.latency_b1_p99_ms:10%"]) == 0
+    again = capsys.readouterr().out
+    assert "judged again from the rounds" in again and again.split("\n", 3)[3] == out.split("\n", 2)[2]
+    assert main(["ab", "--pool", *map(str, paths), "--margin", "speed:30%"]) == 0
+    assert "detections of a 20% spike-in on cpu1: 0 of 16 comparisons" in capsys.readouterr().out
     (tmp_path / "other.json").write_text('{"rows": []}')
     for argv, message in ((["ab", "--pool", str(tmp_path / "missing.json")], "missing.json is invalid"),
                           (["ab", "--pool", str(tmp_path / "other.json")], "other.json is invalid"),
-                          (["ab", "--calibrate", "--pool", str(paths[0])], "runs nothing")):
+                          (["ab", "--calibrate", "--pool", str(paths[0])], "runs nothing"),
+                          (["ab", "--pool", str(paths[0]), "--margin", "speed:-1%"], "--margin")):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
