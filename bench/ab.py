@@ -266,9 +266,16 @@ def compare_sides(rounds: Rounds, base: str, candidate: str, margins: Mapping[st
             a, b = per_metric.get(metric), other.get(metric)
             if not a or not b or len(stats.log_ratios(a, b)) == 0:
                 continue
-            comparisons.append(stats.compare_rounds(key, metric, a, b, higher_is_better=REGISTRY[metric].better ==
-                                                    "higher", margin_pct=margins[metric]))
+            comparisons.append(judge_rounds(key, metric, a, b, margins))
     return stats.decide(comparisons)
+
+
+def judge_rounds(key: str, metric: str, base: Sequence[float], candidate: Sequence[float],
+                 margins: Mapping[str, float]) -> stats.SpeedComparison:
+    """One figure's paired rounds against its margin, in its registry direction (the verdict comes from
+    ``stats.decide`` over the whole family)."""
+    return stats.compare_rounds(key, metric, base, candidate, higher_is_better=REGISTRY[metric].better == "higher",
+                                margin_pct=margins[metric])
 
 
 Trained = AbstractSet[tuple[str, str]]  # (commit, quality key) of every model whose weights a pass kept
@@ -509,14 +516,20 @@ class Outcome:
         return float(math.expm1(ratios.std(ddof=1)) * 100) if len(ratios) > 1 else math.nan
 
 
+def verdict_fields(comparison: stats.SpeedComparison, family_size: int) -> dict[str, Any]:
+    """A decided comparison's verdict, change, interval and test as the JSON rows carry them (``speed_rows``,
+    ``rejudge``)."""
+    c = comparison
+    return {"verdict": c.verdict, "change_pct": c.change_pct, "ci_low_pct": c.ci_low_pct, "ci_high_pct": c.ci_high_pct,
+            "margin_pct": c.margin_pct, "rounds": c.rounds, "p_regression_adjusted": c.p_regression_adjusted,
+            "detectable_pct": c.detectable_pct(family_size)}
+
+
 def speed_rows(outcome: Outcome, label: str | None = None) -> list[dict[str, Any]]:
     label = label or outcome.candidate.label
     rows = []
     for c in outcome.speed.get(label, []):
-        rows.append({"key": c.key, "metric": c.metric, "kind": "speed", "verdict": c.verdict,
-                     "change_pct": c.change_pct, "ci_low_pct": c.ci_low_pct, "ci_high_pct": c.ci_high_pct,
-                     "margin_pct": c.margin_pct, "rounds": c.rounds, "p_regression_adjusted": c.p_regression_adjusted,
-                     "detectable_pct": c.detectable_pct(outcome.family_size(label)),
+        rows.append({"key": c.key, "metric": c.metric, "kind": "speed", **verdict_fields(c, outcome.family_size(label)),
                      "spread_pct": outcome.spread_pct(label, c.key, c.metric),
                      # The raw per-round figures the verdict came from (null: failed or left out), so that anyone can
                      # recompute it or look for an order effect with ``round_orders``.
@@ -1180,20 +1193,18 @@ def rejudge(comparisons: pd.DataFrame, margins: Mapping[str, float]) -> pd.DataF
     def figures(values: Any) -> list[float]:  # JSON null: a round that failed or was left out
         return [math.nan if value is None else float(value) for value in values]
 
-    judged = comparisons.copy()
+    fields: dict[int, dict[str, Any]] = {}
     for _, family in comparisons.groupby(["experiment", "side"], sort=False):
-        decided = stats.decide([
-            stats.compare_rounds(row.key, row.metric, figures(row.base_rounds), figures(row.candidate_rounds),
-                                 higher_is_better=REGISTRY[row.metric].better == "higher",
-                                 margin_pct=margins[row.metric])
-            for row in family.itertuples()])
+        decided = stats.decide([judge_rounds(row.key, row.metric, figures(row.base_rounds),
+                                             figures(row.candidate_rounds), margins)
+                                for row in family.itertuples()])
         for index, comparison in zip(family.index, decided):
-            judged.loc[index, ["verdict", "change_pct", "ci_low_pct", "ci_high_pct", "margin_pct",
-                               "p_regression_adjusted", "detectable_pct", "regression", "unknown"]] = [
-                comparison.verdict, comparison.change_pct, comparison.ci_low_pct, comparison.ci_high_pct,
-                comparison.margin_pct, comparison.p_regression_adjusted, comparison.detectable_pct(len(family)),
-                comparison.verdict == "regression", comparison.verdict == "unknown"]
-    return judged.astype({"regression": bool, "unknown": bool})
+            fields[index] = verdict_fields(comparison, len(family)) | {
+                "regression": comparison.verdict == "regression", "unknown": comparison.verdict == "unknown"}
+    judged = comparisons.copy()
+    new = pd.DataFrame.from_dict(fields, orient="index")
+    judged[list(new.columns)] = new
+    return judged
 
 
 def pool_calibrations(paths: Sequence[Path], margins: Mapping[str, float] | None = None) -> int:
@@ -1203,6 +1214,7 @@ def pool_calibrations(paths: Sequence[Path], margins: Mapping[str, float] | None
     at those margins instead of read as recorded. Runs nothing; exit 0, or 2 on a file that is not such a
     document."""
     frames = []
+    offset = 0  # the experiments of the files before: each file's are numbered on from them
     for path in paths:
         try:
             document = json.loads(Path(path).read_text())
@@ -1215,8 +1227,8 @@ def pool_calibrations(paths: Sequence[Path], margins: Mapping[str, float] | None
                             "'aebench ab --calibrate --json' writes")
         if document.get("contaminated"):
             print(f"warning: {path}: speed figures contaminated ({document['contaminated']})")
-        offset = max((int(f["experiment"].max()) for f in frames), default=0)
         frames.append(frame.assign(experiment=frame["experiment"] + offset))
+        offset += int(frame["experiment"].max())
         experiments = frame["experiment"].nunique()
         print(f"{path}: {experiments} experiment{'s' if experiments != 1 else ''}, {len(frame)} comparisons")
     pooled = pd.concat(frames, ignore_index=True)

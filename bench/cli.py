@@ -432,7 +432,10 @@ def cmd_figure(args: argparse.Namespace) -> int:
     from aebench.store import open_store
 
     with open_store(_store_path(args), create=False) as store:
-        print(write_figure(store, args.run, args.kind, args.out, args.variant, args.noise))
+        path, points = write_figure(store, args.run, args.kind, args.out, args.variant, args.noise)
+    print(path)
+    if points:
+        print(points)
     return 0
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 from aebench import atomic, plots
 from aebench.timetoquality import CURVE_ARTIFACTS
 from aebench.errors import UserError
@@ -19,6 +21,7 @@ from aebench.results import CellResult
 from aebench.store import Store
 
 KINDS = ("grid", "curve")
+EPOCH_MARKS = (1, 2, 5, 10, 20, 50, 100)  # the epochs ``curve_points`` reads the curve at (the README's row)
 
 
 def pick_training_cell(results: list[CellResult], variant: str | None, noise: float | None) -> CellResult:
@@ -49,9 +52,25 @@ def build_figure(kind: str, result: CellResult):
     return plots.training_curve_figure([(title, curves, result.metrics.get("quality.target_psnr_db"))])
 
 
+def curve_points(result: CellResult) -> str:
+    """The curve's figures in words: the validation PSNR of the last evaluation by the end of each epoch of
+    ``EPOCH_MARKS`` the training reached, and of its last (the numbers behind the picture, for a README's table)."""
+    stored = result.artifacts
+    images, psnr = np.asarray(stored["curve_images"]), np.asarray(stored["curve_val_psnr_db"])
+    epochs = len(stored["curve_epoch_loss"])
+    per_epoch = images[-1] / epochs if epochs else math.nan
+    marks = [epoch for epoch in EPOCH_MARKS if epoch < epochs] + [epochs]
+    if not (epochs and np.isfinite(per_epoch)):
+        return f"{len(psnr)} evaluations, last {psnr[-1]:.2f} dB"
+    read = [psnr[np.searchsorted(images, epoch * per_epoch, side="right") - 1] for epoch in marks]
+    return (f"validation PSNR after epoch {' / '.join(map(str, marks))}: {' / '.join(f'{v:.2f}' for v in read)} dB "
+            f"({len(psnr)} evaluations, {per_epoch:,.0f} images per epoch)")
+
+
 def write_figure(store: Store, run: str | None, kind: str, out: Path, variant: str | None = None,
-                 noise: float | None = None) -> Path:
-    """Write the figure as a PNG at ``out``; returns the path."""
+                 noise: float | None = None) -> tuple[Path, str | None]:
+    """Write the figure as a PNG at ``out``; returns the path and, for a curve, its figures in words
+    (``curve_points``)."""
     if kind not in KINDS:
         raise UserError(f"figure kind {kind!r} is invalid: allowed {', '.join(KINDS)}")
     if Path(out).suffix.lower() != ".png":
@@ -62,4 +81,4 @@ def write_figure(store: Store, run: str | None, kind: str, out: Path, variant: s
     atomic.check_writable_folder("--out", Path(out).parent)
     with atomic.replacing(out) as partial:
         figure.savefig(partial, format="png", dpi=plots.DPI, metadata={"Software": None})  # same data, same bytes
-    return Path(out)
+    return Path(out), curve_points(result) if kind == "curve" else None

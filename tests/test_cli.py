@@ -410,6 +410,9 @@ def test_each_model_trains_once_and_its_thread_counts_share_its_quality(tmp_path
         written = _aebench("figure", kind, "--store", str(store), "--out", str(tmp_path / "docs" / f"{kind}.png"))
         assert written.returncode == 0, written.stderr
         assert (tmp_path / "docs" / f"{kind}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # The curve's numbers come with it, read from the same artifacts: the last evaluation's PSNR ends the line.
+        last = f"{two.artifacts['curve_val_psnr_db'][-1]:.2f} dB"
+        assert (f"validation PSNR after epoch 1" in written.stdout and last in written.stdout) == (kind == "curve")
     bad = _aebench("figure", "grid", "--store", str(store), "--out", str(tmp_path / "grid.svg"))
     assert bad.returncode == 2 and "allowed a path ending in .png" in bad.stderr and not (tmp_path / "grid.svg").exists()
     missing = _aebench("figure", "grid", "--store", str(store), "--variant", "conv", "--out", str(tmp_path / "g.png"))
